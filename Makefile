@@ -1,0 +1,87 @@
+# moonwire build. One static library per component (wire, sandbox, omemo,
+# runtime), one binary `moonwire`, cmocka unit tests, pytest suites.
+# `make deps` installs every Debian package the project needs; `make test`
+# and `make demo` call it first so a fresh Debian 12 machine needs nothing else.
+
+BUILD    ?= build
+CC       ?= cc
+PYTHON   ?= /usr/bin/python3
+PKGS      = libstrophe libsignal-protocol-c lua5.4 libseccomp openssl sqlite3 libcjson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN      = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -fstack-protector-strong -fPIE \
+            -I. $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS  += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
+LIBS      = $(PKG_LIBS) -lm
+
+# Debian packages: build, run, test, demo and bench.
+DEB_PKGS = build-essential pkg-config libstrophe-dev libsignal-protocol-c-dev \
+	liblua5.4-dev lua5.4 libseccomp-dev libssl-dev libsqlite3-dev sqlite3 \
+	libcjson-dev libcmocka-dev prosody python3-omemo python3-oldmemo \
+	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
+	openssh-server bubblewrap clang libclang-rt-14-dev valgrind
+
+COMPONENTS = wire sandbox omemo runtime
+# Link order: a component may use only those to its right.
+LINK_ORDER = runtime omemo sandbox wire
+
+define component_rules
+$(1)_SRCS := $$(filter-out $(1)/main.c,$$(wildcard $(1)/*.c))
+$(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS))
+$(BUILD)/lib$(1).a: $$($(1)_OBJS)
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach c,$(COMPONENTS),$(eval $(call component_rules,$(c))))
+
+COMPONENT_LIBS = $(foreach c,$(LINK_ORDER),$(BUILD)/lib$(c).a)
+
+UNIT_SRCS  = $(wildcard tests/unit/test_*.c)
+UNIT_BINS  = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+FUZZ_SRCS  = $(wildcard tests/fuzz/fuzz_*.c)
+
+.PHONY: all deps test unit pytest demo bench asan clean fuzz check-deps
+all: $(BUILD)/moonwire $(UNIT_BINS)
+
+$(BUILD)/%.o: %.c $(wildcard */mw_*.h) $(wildcard */*_int.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/moonwire: $(BUILD)/runtime/main.o $(COMPONENT_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(COMPONENT_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(COMPONENT_LIBS) $(LIBS) -lcmocka
+
+deps:
+	@./tests/lib/install-deps.sh $(DEB_PKGS)
+
+unit: all
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; MOONWIRE=$(CURDIR)/$(BUILD)/moonwire $$t; done
+
+pytest: all
+	MOONWIRE=$(CURDIR)/$(BUILD)/moonwire $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) pytest
+	$(MAKE) asan
+
+# Sanitizer build: the same unit and pytest suites against an ASan+UBSan binary.
+asan:
+	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" CFLAGS="-O1 -g" unit pytest
+
+demo: deps all
+	@./tests/lib/demo.sh $(CURDIR)/$(BUILD)/moonwire
+
+bench: deps all
+	@$(PYTHON) tests/bench/run.py --moonwire $(CURDIR)/$(BUILD)/moonwire
+
+clean:
+	rm -rf build build-asan build-fuzz

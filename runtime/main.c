@@ -1,0 +1,51 @@
+/*
+ * main.c: the single `moonwire` binary and its subcommands.
+ *
+ * One binary keeps deployment simple and lets the agent start the sandbox
+ * supervisor by re-executing itself (/proc/self/exe __supervisor) before any
+ * key is loaded, so the supervisor's memory never held a secret.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/mw_runtime.h"
+
+struct mw_command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *usage;
+};
+
+static const struct mw_command commands[] = {
+	{ "run", mw_cmd_run, "run [grants] [limits] [--json] FILE.lua" },
+	{ "__supervisor", mw_cmd_supervisor, NULL },
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: moonwire COMMAND [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (commands[i].usage != NULL)
+			fprintf(f, "  moonwire %s\n", commands[i].usage);
+	fprintf(f, "\n`moonwire COMMAND --help` describes one command.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return MW_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "moonwire: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return MW_EXIT_USAGE;
+}

@@ -1,0 +1,172 @@
+/*
+ * frame.c: the framed, versioned codec that every moonwire process boundary
+ * speaks, and the tagged value tree carried inside frames.
+ *
+ * A frame is "MW" | version | type | u32 length | payload.  A reader never
+ * trusts the declared length beyond the maximum it chose for that channel,
+ * so a hostile peer cannot make us allocate more than that.
+ */
+#include <string.h>
+
+#include "wire/mw_wire.h"
+
+int
+mw_frame_begin(struct mw_buf *out, uint8_t type, size_t *start)
+{
+	size_t pos = out->len;
+	uint8_t hdr[MW_FRAME_HEADER] = { 'M', 'W', MW_FRAME_VERSION, type, 0, 0, 0, 0 };
+	int r = mw_buf_put(out, hdr, sizeof(hdr));
+	if (r == 0)
+		*start = pos;
+	return r;
+}
+
+int
+mw_frame_end(struct mw_buf *out, size_t start)
+{
+	if (start > out->len || out->len - start < MW_FRAME_HEADER)
+		return MW_WIRE_EFORMAT;
+	size_t plen = out->len - start - MW_FRAME_HEADER;
+	if (plen > UINT32_MAX)
+		return MW_WIRE_ETOOBIG;
+	return mw_buf_poke_u32(out, start + 4, (uint32_t)plen);
+}
+
+static int
+frame_header(const struct mw_buf *in, size_t max_payload, uint8_t *type,
+    uint32_t *plen)
+{
+	if (mw_buf_avail(in) < MW_FRAME_HEADER) {
+		/* Reject a bad magic as early as the bytes allow. */
+		const uint8_t *p = mw_buf_ptr(in);
+		if ((mw_buf_avail(in) >= 1 && p[0] != 'M') ||
+		    (mw_buf_avail(in) >= 2 && p[1] != 'W') ||
+		    (mw_buf_avail(in) >= 3 && p[2] != MW_FRAME_VERSION))
+			return MW_WIRE_EFORMAT;
+		return MW_WIRE_ESHORT;
+	}
+	const uint8_t *p = mw_buf_ptr(in);
+	if (p[0] != 'M' || p[1] != 'W' || p[2] != MW_FRAME_VERSION)
+		return MW_WIRE_EFORMAT;
+	*type = p[3];
+	mw_buf_peek_u32(in, 4, plen);
+	if (*plen > max_payload)
+		return MW_WIRE_ETOOBIG;
+	return 0;
+}
+
+int
+mw_frame_take(struct mw_buf *in, size_t max_payload, uint8_t *type,
+    struct mw_buf *payload)
+{
+	uint32_t plen;
+	uint8_t t;
+	int r = frame_header(in, max_payload, &t, &plen);
+	if (r != 0)
+		return r;
+	if (mw_buf_avail(in) - MW_FRAME_HEADER < plen)
+		return MW_WIRE_ESHORT;
+	mw_buf_view(payload, mw_buf_ptr(in) + MW_FRAME_HEADER, plen);
+	in->off += MW_FRAME_HEADER + plen;
+	*type = t;
+	return 0;
+}
+
+int
+mw_frame_read_fd(int fd, struct mw_buf *in, size_t max_payload,
+    uint8_t *type, struct mw_buf *payload)
+{
+	mw_buf_reset(in);
+	for (;;) {
+		int r = mw_frame_take(in, max_payload, type, payload);
+		if (r != MW_WIRE_ESHORT)
+			return r;
+		uint32_t plen = 0;
+		size_t want = MW_FRAME_HEADER - (mw_buf_avail(in) < MW_FRAME_HEADER ?
+		    mw_buf_avail(in) : MW_FRAME_HEADER);
+		if (want == 0) {
+			mw_buf_peek_u32(in, 4, &plen);
+			want = MW_FRAME_HEADER + plen - mw_buf_avail(in);
+		}
+		r = mw_buf_fill(in, fd, want);
+		if (r < 0)
+			return r == MW_WIRE_ESHORT ? MW_WIRE_EIO : r;
+	}
+}
+
+static int
+value_walk(struct mw_buf *b, const struct mw_value_limits *lim,
+    mw_value_visit_fn visit, void *arg, unsigned depth, bool is_key,
+    size_t *items)
+{
+	struct mw_value_event ev;
+	uint8_t tag;
+	uint64_t u;
+	int r;
+
+	if (++*items > lim->max_items)
+		return MW_WIRE_ETOOBIG;
+	if ((r = mw_buf_get_u8(b, &tag)) != 0)
+		return r;
+	memset(&ev, 0, sizeof(ev));
+	ev.tag = (enum mw_value_tag)tag;
+	ev.depth = depth;
+	ev.is_key = is_key;
+	switch (tag) {
+	case MW_V_NIL:
+	case MW_V_FALSE:
+	case MW_V_TRUE:
+		break;
+	case MW_V_INT:
+		if ((r = mw_buf_get_u64(b, &u)) != 0)
+			return r;
+		ev.i = (int64_t)u;
+		break;
+	case MW_V_NUMBER:
+		if ((r = mw_buf_get_u64(b, &u)) != 0)
+			return r;
+		memcpy(&ev.n, &u, sizeof(ev.n));
+		break;
+	case MW_V_STRING:
+		if ((r = mw_buf_get_string_direct(b, &ev.s, &ev.slen)) != 0)
+			return r;
+		break;
+	case MW_V_TABLE:
+		if (depth >= lim->max_depth)
+			return MW_WIRE_EDEPTH;
+		if ((r = mw_buf_get_u32(b, &ev.count)) != 0)
+			return r;
+		/* Each pair needs at least two tag bytes. */
+		if (ev.count > mw_buf_avail(b) / 2)
+			return MW_WIRE_EFORMAT;
+		break;
+	default:
+		return MW_WIRE_EFORMAT;
+	}
+	if (visit != NULL && (r = visit(&ev, arg)) != 0)
+		return r;
+	if (tag != MW_V_TABLE)
+		return 0;
+	for (uint32_t i = 0; i < ev.count; i++) {
+		if ((r = value_walk(b, lim, visit, arg, depth + 1, true, items)) != 0)
+			return r;
+		if ((r = value_walk(b, lim, visit, arg, depth + 1, false, items)) != 0)
+			return r;
+	}
+	ev.end = true;
+	ev.is_key = is_key;
+	if (visit != NULL && (r = visit(&ev, arg)) != 0)
+		return r;
+	return 0;
+}
+
+int
+mw_value_walk(struct mw_buf *b, const struct mw_value_limits *lim,
+    mw_value_visit_fn visit, void *arg)
+{
+	size_t items = 0, save = b->off;
+	int r = value_walk(b, lim, visit, arg, 0, false, &items);
+	if (r != 0)
+		b->off = save;
+	return r;
+}
