@@ -1,0 +1,237 @@
+/*
+ * confine.c: everything that takes privilege away.
+ *
+ * The seccomp filter is compiled once, in the supervisor, into a BPF program
+ * that each worker loads with one prctl: a worker never runs libseccomp's
+ * compiler and the filter is identical for every job.  Default action and
+ * bad-architecture action are both KILL_PROCESS (libseccomp's default for a
+ * bad arch kills only the thread), so an x32 or i386 syscall from an x86-64
+ * worker ends it.  Allowed: read/write on the worker's socket only, memory
+ * management without PROT_EXEC, clocks, getrandom, lowering RLIMIT_CPU of
+ * itself, exit.  Rules are added by name so the filter builds on aarch64 too.
+ *
+ * Order inside a worker matters: fds and environment first, then rlimits,
+ * then the unprivileged uid (which makes RLIMIT_NPROC bite), then
+ * no_new_privs, then the filter.  After the filter nothing can be undone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/seccomp.h>
+#include <seccomp.h>
+
+#include "sandbox/sandbox_int.h"
+
+#define NOBODY_UID 65534
+#define NOBODY_GID 65534
+
+int
+mw_filter_build(struct mw_filter *f)
+{
+	scmp_filter_ctx ctx;
+	int rc = -1, mfd = -1;
+
+	memset(f, 0, sizeof(*f));
+	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
+		return -1;
+	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0)
+		goto out;
+#define ALLOW(name, ...) \
+	if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), __VA_ARGS__) != 0) \
+		goto out
+	ALLOW(read, 1, SCMP_A0(SCMP_CMP_EQ, MW_WORKER_FD));
+	ALLOW(write, 1, SCMP_A0(SCMP_CMP_EQ, MW_WORKER_FD));
+	ALLOW(mmap, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	ALLOW(munmap, 0);
+	ALLOW(mremap, 0);
+	ALLOW(madvise, 0);
+	ALLOW(brk, 0);
+	ALLOW(clock_gettime, 0);
+	ALLOW(gettimeofday, 0);
+	ALLOW(getrandom, 0);
+	ALLOW(prlimit64, 2, SCMP_A0(SCMP_CMP_EQ, 0), SCMP_A1(SCMP_CMP_EQ, RLIMIT_CPU));
+	ALLOW(exit_group, 0);
+	ALLOW(exit, 0);
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan's runtime needs a little more to report, never in release. */
+	ALLOW(sigaltstack, 0);
+	ALLOW(rt_sigprocmask, 0);
+	ALLOW(getpid, 0);
+	ALLOW(gettid, 0);
+	ALLOW(sched_yield, 0);
+	ALLOW(futex, 0);
+#endif
+#undef ALLOW
+	if ((mfd = memfd_create("mw-filter", MFD_CLOEXEC)) < 0)
+		goto out;
+	if (seccomp_export_bpf(ctx, mfd) != 0)
+		goto out;
+	off_t size = lseek(mfd, 0, SEEK_END);
+	if (size <= 0 || size % (off_t)sizeof(struct sock_filter) != 0 ||
+	    size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS)
+		goto out;
+	if ((f->insns = malloc((size_t)size)) == NULL)
+		goto out;
+	if (pread(mfd, f->insns, (size_t)size, 0) != size) {
+		free(f->insns);
+		f->insns = NULL;
+		goto out;
+	}
+	f->len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
+	rc = 0;
+out:
+	if (mfd >= 0)
+		close(mfd);
+	seccomp_release(ctx);
+	return rc;
+}
+
+void
+mw_filter_free(struct mw_filter *f)
+{
+	free(f->insns);
+	memset(f, 0, sizeof(*f));
+}
+
+static int
+set_limit(int resource, rlim_t v)
+{
+	struct rlimit rl = { v, v };
+	return setrlimit(resource, &rl);
+}
+
+int
+mw_confine_worker(int sock, const struct mw_filter *f)
+{
+	sigset_t all;
+
+	/* Signals: default dispositions, nothing blocked (the supervisor blocks
+	 * SIGCHLD for its signalfd and the mask is inherited). */
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
+	sigemptyset(&all);
+	if (sigprocmask(SIG_SETMASK, &all, NULL) != 0)
+		return -1;
+	/* Descriptors: /dev/null on 0-2, the socket on 3, nothing else. */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		return -1;
+	if (sock != MW_WORKER_FD) {
+		if (dup2(sock, MW_WORKER_FD) != MW_WORKER_FD)
+			return -1;
+	} else if (fcntl(sock, F_SETFD, 0) != 0) {
+		return -1;
+	}
+	for (int fd = 0; fd < 3; fd++)
+		if (dup2(null, fd) != fd)
+			return -1;
+	if (syscall(SYS_close_range, MW_WORKER_FD + 1, ~0U, 0) != 0)
+		return -1;
+	if (clearenv() != 0)
+		return -1;
+	tzset();	/* os.date must not open /etc/localtime later */
+
+	if (set_limit(RLIMIT_FSIZE, 0) != 0 ||
+	    set_limit(RLIMIT_NOFILE, MW_WORKER_FD + 1) != 0 ||
+	    set_limit(RLIMIT_CORE, 0) != 0 ||
+	    set_limit(RLIMIT_MEMLOCK, 0) != 0 ||
+	    set_limit(RLIMIT_MSGQUEUE, 0) != 0)
+		return -1;
+	struct mw_limits max;
+	mw_limits_maximum(&max);
+	if (set_limit(RLIMIT_CPU, max.cpu_ms / 1000 + 1) != 0)
+		return -1;
+#ifndef __SANITIZE_ADDRESS__
+	/* The Lua heap is capped exactly by the allocator; the address-space
+	 * limit is the backstop for everything else.  ASan reserves terabytes
+	 * of shadow memory, so its build relies on the allocator alone. */
+	if (set_limit(RLIMIT_AS, max.memory + 512ull * 1024 * 1024) != 0)
+		return -1;
+#endif
+	if (geteuid() == 0) {
+		/* Drop every privilege: nobody, no groups, no capabilities. */
+		if (setgroups(0, NULL) != 0 ||
+		    setresgid(NOBODY_GID, NOBODY_GID, NOBODY_GID) != 0 ||
+		    setresuid(NOBODY_UID, NOBODY_UID, NOBODY_UID) != 0)
+			return -1;
+		if (setresuid(0, 0, 0) == 0)	/* must be impossible now */
+			return -1;
+	}
+	if (set_limit(RLIMIT_NPROC, 0) != 0)
+		return -1;
+	/* After the uid change, which clears it. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+		return -1;
+	if (prctl(PR_SET_DUMPABLE, 0) != 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	struct sock_fprog prog = { .len = f->len, .filter = f->insns };
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+		return -1;
+	return 0;
+}
+
+/* Namespaces the supervisor entered, and the originals to return to. */
+static int orig_ns_fd[3] = { -1, -1, -1 };
+static const int ns_flags[3] = { CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS };
+static const char *const ns_names[3] = { "net", "ipc", "uts" };
+static char ns_entered[32] = "none";
+
+void
+mw_confine_supervisor(void)
+{
+	/*
+	 * Workers inherit these namespaces at fork at no per-job cost: no network
+	 * interface but a down loopback, no SysV IPC shared with the host.  The
+	 * supervisor itself only ever talks over inherited socketpairs.  Where
+	 * the kernel or our privileges refuse, we carry on without: the seccomp
+	 * filter already forbids socket(), so this is depth, not the wall.
+	 */
+	size_t used = 0;
+	ns_entered[0] = '\0';
+	for (int i = 0; i < 3; i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", ns_names[i]);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (unshare(ns_flags[i]) != 0) {
+			close(fd);
+			continue;
+		}
+		orig_ns_fd[i] = fd;
+		used += (size_t)snprintf(ns_entered + used, sizeof(ns_entered) - used,
+		    "%s%s", used ? "," : "", ns_names[i]);
+	}
+	if (used == 0)
+		snprintf(ns_entered, sizeof(ns_entered), "none");
+}
+
+const char *
+mw_confine_namespaces(void)
+{
+	return ns_entered;
+}
+
+void
+mw_confine_command_child(void)
+{
+	/* Allowlisted commands run in the host's namespaces, as configured by
+	 * the owner; failing to return is fatal for the child only. */
+	for (int i = 0; i < 3; i++)
+		if (orig_ns_fd[i] >= 0 && setns(orig_ns_fd[i], ns_flags[i]) != 0)
+			_exit(126);
+}

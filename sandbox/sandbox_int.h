@@ -1,0 +1,113 @@
+/*
+ * sandbox_int.h: private declarations shared by the sandbox's files.
+ * Nothing outside sandbox/ includes this.
+ */
+#ifndef MW_SANDBOX_INT_H
+#define MW_SANDBOX_INT_H
+
+#include <linux/filter.h>
+
+#include "sandbox/mw_sandbox.h"
+#include "wire/mw_wire.h"
+
+/* Frame types.  Caller <-> supervisor: */
+#define MW_F_HELLO	1	/* caller -> supervisor: configuration */
+#define MW_F_JOB	2	/* caller -> supervisor */
+#define MW_F_RESULT	3	/* supervisor -> caller */
+/* Supervisor <-> worker: */
+#define MW_F_RUN	16	/* supervisor -> worker: program and limits */
+#define MW_F_CAP_CALL	17	/* worker -> supervisor */
+#define MW_F_CAP_REPLY	18	/* supervisor -> worker */
+#define MW_F_OUTPUT	19	/* worker -> supervisor: a chunk of print output */
+#define MW_F_DONE	20	/* worker -> supervisor: final status */
+
+/* Largest frames each side accepts. */
+#define MW_MAX_CALLER_FRAME	(8u * 1024 * 1024)
+#define MW_MAX_WORKER_FRAME	(2u * 1024 * 1024)
+#define MW_OUTPUT_CHUNK		(16u * 1024)
+/* The worker's descriptor for its socket. */
+#define MW_WORKER_FD		3
+
+/* Hard ceilings on what capability replies may carry. */
+#define MW_FS_READ_MAX		(1u * 1024 * 1024)
+#define MW_KV_KEY_MAX		256
+#define MW_KV_VALUE_MAX		(64u * 1024)
+#define MW_KV_SCOPE_QUOTA	(1u * 1024 * 1024)
+
+/* Codec for the frames above (codec.c).  Decoders return 0 or a negative
+ * MW_WIRE_E* code and never read past the payload. */
+int mw_enc_limits(struct mw_buf *b, const struct mw_limits *l);
+int mw_dec_limits(struct mw_buf *b, struct mw_limits *l);
+int mw_enc_job(struct mw_buf *out, const struct mw_job *job);
+/* Decoded job: strings are heap copies owned by the struct. */
+struct mw_job_owned {
+	char *id;
+	char *chunkname;
+	char *program;
+	size_t program_len;
+	struct mw_limits limits;
+	struct mw_grants grants;
+};
+int mw_dec_job(struct mw_buf *p, struct mw_job_owned *job);
+void mw_job_owned_free(struct mw_job_owned *job);
+int mw_enc_result(struct mw_buf *out, const struct mw_result *r);
+int mw_dec_result(struct mw_buf *p, struct mw_result *r);
+
+struct mw_supervisor_hello {
+	uint32_t parallel, pool, queue_max;
+	char *state_dir;
+};
+
+/* Seccomp and confinement (confine.c). */
+struct mw_filter {
+	struct sock_filter *insns;
+	unsigned short len;
+};
+int mw_filter_build(struct mw_filter *f);
+void mw_filter_free(struct mw_filter *f);
+/* In a freshly forked worker: keep only sock (as MW_WORKER_FD), clear the
+ * environment, set rlimits, drop privileges, no_new_privs, load the filter.
+ * Returns 0 or -1; on -1 the worker must _exit. */
+int mw_confine_worker(int sock, const struct mw_filter *f);
+/* In the supervisor at start-up: private namespaces where allowed.  Keeps
+ * descriptors of the original namespaces so command children can return. */
+void mw_confine_supervisor(void);
+void mw_confine_command_child(void);
+const char *mw_confine_namespaces(void);
+
+/* The Lua runtime inside a worker (worker.c).  Never returns. */
+void mw_worker_main(int fd) __attribute__((noreturn));
+
+/* Capabilities (caps.c), executed by the supervisor. */
+struct mw_cap_ctx;
+struct mw_kv;
+int mw_kv_open(const char *state_dir, struct mw_kv **out);
+void mw_kv_close(struct mw_kv *kv);
+
+/* Result of a synchronous capability: reply frame payload written to out.
+ * Returns 0 when out holds the reply, 1 when the call continues
+ * asynchronously (exec, sleep; *async describes it), -1 on internal error. */
+struct mw_cap_async {
+	enum { MW_ASYNC_NONE, MW_ASYNC_SLEEP, MW_ASYNC_EXEC } kind;
+	uint64_t deadline_us;		/* monotonic */
+	pid_t pid;			/* exec child */
+	int out_fd, err_fd;		/* exec pipes */
+	struct mw_buf out, err;
+	uint32_t cap_bytes;
+	bool out_trunc, err_trunc, timed_out;
+	int wstatus;
+	bool exited;
+};
+int mw_cap_dispatch(const struct mw_grants *g, struct mw_kv *kv,
+    struct mw_buf *call, struct mw_buf *reply, struct mw_cap_async *async,
+    uint64_t now_us, uint64_t wall_deadline_us, uint32_t exec_calls);
+/* Completes an async capability into a reply payload. */
+int mw_cap_finish(struct mw_cap_async *a, struct mw_buf *reply);
+void mw_cap_async_abort(struct mw_cap_async *a);
+/* Builds a reply payload for a denied/failed call. */
+int mw_cap_reply_error(struct mw_buf *reply, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+uint64_t mw_now_us(void);
+
+#endif

@@ -1,0 +1,93 @@
+"""Shared pytest fixtures for moonwire's integration suites.
+
+Why this exists: every suite needs the same throwaway XMPP server, scripted
+OMEMO peers and the path of the moonwire binary, set up and torn down the
+same way (bounded waits, temporary directories, every process stopped even
+when a test fails). It also puts tests/lib and tests/interop on sys.path so
+suites can `from prosody import Prosody` and `from peer import OmemoPeer`.
+
+Fixtures:
+  prosody       a fresh, started Prosody in tmp_path (function scope);
+                prosody.register(user, password) -> "user@localhost";
+                prosody.restart() keeps the port and the data.
+  omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind")
+                registers the account and returns a ready OmemoPeer; all are
+                closed after the test.
+  moonwire_bin  path of the moonwire binary from $MOONWIRE; the test fails
+                (never skips) when it is unset or not an executable file.
+"""
+
+import os
+import sys
+
+import pytest
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+for _sub in ("lib", "interop"):
+    _p = os.path.join(_TESTS, _sub)
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from prosody import Prosody  # noqa: E402
+from peer import OmemoPeer  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Lets fixtures see whether the test failed (to print diagnostics).
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    rep = getattr(request.node, "rep_call", None)
+    return rep is None or rep.failed
+
+
+@pytest.fixture
+def prosody(request, tmp_path):
+    srv = Prosody(tmp_path / "prosody")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if _failed(request):
+            print("\n=== prosody diagnostics (%s:%s)\n%s" % (srv.host, srv.port, srv.log_tail()))
+
+
+@pytest.fixture
+def omemo_peers(request, prosody, tmp_path):
+    peers = []
+
+    def make(user, password="pw", trust="blind", register=True, ready_timeout=30.0):
+        if register:
+            prosody.register(user, password)
+        p = OmemoPeer(prosody, user, password, tmp_path / ("peer-" + user), trust=trust,
+                      start=False)
+        peers.append(p)
+        p.start()
+        p.wait_ready(ready_timeout)
+        return p
+
+    try:
+        yield make
+    finally:
+        failed = _failed(request)
+        for p in peers:
+            if failed:
+                print("\n=== peer diagnostics\n" + p.diagnostics())
+            p.close()
+
+
+@pytest.fixture(scope="session")
+def moonwire_bin():
+    path = os.environ.get("MOONWIRE")
+    if not path:
+        pytest.fail("MOONWIRE is not set: point it at the built binary "
+                    "(make pytest does: MOONWIRE=$(CURDIR)/build/moonwire)", pytrace=False)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail("MOONWIRE=%s is not an executable file (build it first: make all)" % path,
+                    pytrace=False)
+    return os.path.abspath(path)
