@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -61,6 +62,7 @@ mw_filter_build(struct mw_filter *f)
 	ALLOW(clock_gettime, 0);
 	ALLOW(gettimeofday, 0);
 	ALLOW(getrandom, 0);
+	ALLOW(setitimer, 1, SCMP_A0(SCMP_CMP_EQ, ITIMER_PROF));
 	ALLOW(prlimit64, 2, SCMP_A0(SCMP_CMP_EQ, 0), SCMP_A1(SCMP_CMP_EQ, RLIMIT_CPU));
 	ALLOW(exit_group, 0);
 	ALLOW(exit, 0);

@@ -231,7 +231,7 @@ worker_exited(pid_t pid, int wstatus, uint64_t cpu_us)
 		if (sig == SIGSYS) {
 			r.status = MW_JOB_SANDBOX_VIOLATION;
 			snprintf(msg, sizeof(msg), "worker made a forbidden system call (SIGSYS)");
-		} else if (sig == SIGXCPU ||
+		} else if (sig == SIGXCPU || sig == SIGPROF ||
 		    (sig == SIGKILL && cpu_us >= (uint64_t)job->j.limits.cpu_ms * 1000u)) {
 			r.status = MW_JOB_CPU_LIMIT;
 			snprintf(msg, sizeof(msg), "cpu time limit exceeded (%u ms)",

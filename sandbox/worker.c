@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -597,6 +598,12 @@ mw_worker_main(int fd)
 		uint64_t secs = (W.cpu_start_us + W.cpu_limit_us) / 1000000u + 1;
 		struct rlimit rl = { secs, secs + 1 };
 		if (setrlimit(RLIMIT_CPU, &rl) != 0)
+			_exit(1);
+		/* Precise: SIGPROF (default action: terminate) when the job's CPU
+		 * time is used up, even inside a C function the hook never sees. */
+		struct itimerval it = { { 0, 0 }, { (time_t)(W.cpu_limit_us / 1000000u),
+			(suseconds_t)(W.cpu_limit_us % 1000000u) } };
+		if (setitimer(ITIMER_PROF, &it, NULL) != 0)
 			_exit(1);
 	}
 	if (prog_len > lim.program_bytes)
