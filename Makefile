@@ -63,24 +63,32 @@ deps:
 unit: all
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; MOONWIRE=$(CURDIR)/$(BUILD)/moonwire $$t; done
 
+PYTEST_TARGETS ?= tests
 pytest: all
-	MOONWIRE=$(CURDIR)/$(BUILD)/moonwire $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+	MOONWIRE=$(CURDIR)/$(BUILD)/moonwire $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_TARGETS) $(PYTEST_ARGS)
 
+# Targets that install packages first re-enter make, so that pkg-config
+# flags are computed after the packages exist (fresh machines).
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) pytest
 	$(MAKE) asan
 
-# Sanitizer build: the same unit and pytest suites against an ASan+UBSan binary.
+# Sanitizer build: the unit tests and the suites that drive the moonwire
+# binary, against an ASan+UBSan build.
+ASAN_PYTEST = $(wildcard tests/test_*.py)
 asan:
 	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		EXTRA_LDFLAGS="-fsanitize=address,undefined" CFLAGS="-O1 -g" unit pytest
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" CFLAGS="-O1 -g" \
+		PYTEST_TARGETS="$(ASAN_PYTEST)" unit pytest
 
-demo: deps all
+demo: deps
+	$(MAKE) all
 	@./tests/lib/demo.sh $(CURDIR)/$(BUILD)/moonwire
 
-bench: deps all
+bench: deps
+	$(MAKE) all
 	@$(PYTHON) tests/bench/run.py --moonwire $(CURDIR)/$(BUILD)/moonwire
 
 clean:
