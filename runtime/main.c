@@ -5,6 +5,7 @@
  * supervisor by re-executing itself (/proc/self/exe __supervisor) before any
  * key is loaded, so the supervisor's memory never held a secret.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,6 +35,8 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
+	/* A peer that went away is an error return, never a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return MW_EXIT_USAGE;

@@ -34,6 +34,17 @@ int
 mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out)
 {
 	int sv[2];
+	char self[4096];
+	const char *exe = cfg->exe;
+	if (exe == NULL) {
+		/* readlink, not exec of /proc/self/exe: under valgrind or another
+		 * loader the latter names the loader, not moonwire. */
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0)
+			return -1;
+		self[n] = '\0';
+		exe = self;
+	}
 	struct mw_sandbox *sb = calloc(1, sizeof(*sb));
 	if (sb == NULL)
 		return -1;
@@ -64,7 +75,7 @@ mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out)
 		syscall(SYS_close_range, 4, ~0U, 0);
 		char *const argv[] = { "moonwire", "__supervisor", "3", NULL };
 		char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
-		execve(cfg->exe ? cfg->exe : "/proc/self/exe", argv, envp);
+		execve(exe, argv, envp);
 		_exit(127);
 	}
 	close(sv[1]);
