@@ -44,10 +44,14 @@ stdin commands, one JSON object per line:
   {"cmd":"ping","token":T}                   barrier: answered after earlier commands
   {"cmd":"quit"}
 
-Trust: --trust blind trusts every device on first sight (TOFU); --trust manual
-encrypts only to devices trusted with a trust command: sending to a recipient
-with an undecided device fails with an error event. Decryption never depends
-on trust except for explicitly distrusted devices.
+Trust: --trust blind trusts every device on first sight (TOFU; python-omemo
+pins a device id to its first identity key forever); --trust manual encrypts
+only to devices trusted with a trust command: sending to a recipient with an
+undecided device fails with an error event (StillUndecided), and to one with
+only distrusted devices too (NoEligibleDevices). A trust command always wins
+over the mode; a fingerprint may be trusted before the device is ever seen.
+The mode is a run-time policy: it is not stored in the state dir. Decryption
+never depends on trust except for explicitly distrusted devices.
 
 Quirks handled (see shared/notes/omemo-interop.md): the connection is pinned
 to --host/--port (no DNS), plaintext + SCRAM; every <message> is taken by a
@@ -60,11 +64,9 @@ validates and never writes prekey="false".
 
 import argparse
 import asyncio
-import base64
 import json
 import logging
 import os
-import random
 import sys
 import threading
 import time
@@ -76,7 +78,7 @@ import oldmemo
 import oldmemo.etree
 import slixmpp
 import xeddsa
-from omemo.storage import Just, Maybe, Nothing
+from omemo.storage import Just, Nothing
 from omemo.types import TrustLevel
 from oldmemo.oldmemo import NAMESPACE
 from slixmpp.exceptions import IqError, IqTimeout
@@ -148,7 +150,8 @@ class JsonStorage(omemo.storage.Storage):
         self._flush()
 
     async def _delete(self, key):
-        if self.data.pop(key, None) is not None:
+        if key in self.data:
+            del self.data[key]
             self._flush()
 
 
@@ -282,11 +285,11 @@ class PeerSessionManager(omemo.SessionManager):
             raise omemo.UnknownTrustLevel(device.trust_level_name)
 
     async def _make_trust_decision(self, undecided, identifier):
-        # blind: decide "trusted" for everything undecided (TOFU).
-        # manual: decide nothing; encrypt() then raises StillUndecided.
-        if type(self).peer.trust_mode == "blind":
-            for device in undecided:
-                await self.set_trust(device.bare_jid, device.identity_key, "trusted")
+        # Never decides: in blind mode new devices start as "blind" (trusted),
+        # so only an explicit "undecided" set by a trust command lands here;
+        # in manual mode every device not trusted by command does. Either
+        # way encrypt() then raises StillUndecided, reported as an error.
+        return None
 
     async def _send_message(self, message, bare_jid):
         # Automated, body-less messages (key transport / session completion).

@@ -70,7 +70,11 @@ class OmemoPeer:
             prosody.register(user, password)
         if start:
             self.start()
-            self.wait_ready(ready_timeout)
+            try:
+                self.wait_ready(ready_timeout)
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------ process
 
@@ -100,6 +104,16 @@ class OmemoPeer:
         return self
 
     def _read_loop(self, proc):
+        try:
+            self._read_lines(proc)
+        except (OSError, ValueError):
+            pass  # stdout closed under us: treat as EOF
+        with self._cond:
+            if self.proc is proc:
+                self._eof = True
+            self._cond.notify_all()
+
+    def _read_lines(self, proc):
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").strip()
             if not line:
@@ -113,10 +127,6 @@ class OmemoPeer:
                 self.history.append(ev)
                 self._pending.append(ev)
                 self._cond.notify_all()
-        with self._cond:
-            if self.proc is proc:
-                self._eof = True
-            self._cond.notify_all()
 
     def _alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -160,13 +170,19 @@ class OmemoPeer:
         self._finish(proc)
 
     def _finish(self, proc):
-        for f in (proc.stdin, proc.stdout):
-            try:
-                f.close()
-            except Exception:
-                pass
+        try:
+            proc.stdin.close()
+        except Exception:
+            pass
+        # The process is gone: the reader sees EOF after the last line. Join
+        # it before closing stdout, or it would read from a closed buffer.
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._reader is None or not self._reader.is_alive():
+            try:
+                proc.stdout.close()
+            except Exception:
+                pass
         self.proc = None
 
     def restart(self, timeout=30.0):

@@ -28,13 +28,19 @@ stream offers no STARTTLS and clients log in over plaintext with SCRAM-SHA-1
 (PLAIN is withheld on unencrypted streams); s2s, HTTP, components and the
 admin socket are off; offline storage (auto-loaded mod_offline) and XEP-0198
 stream management (mod_smacks, part of Prosody 0.12 core) are on; MAM and
-carbons are off.
+carbons are off. Constructor knobs: port (default: a free one, then kept),
+smacks=True, smacks_hibernation_time=60 (seconds a dropped SM session waits
+for resumption; its unacked messages then go to offline storage only if no
+other resource of the account is online), log_level, extra_config (raw Lua
+lines for the global section, e.g. "c2s_stanza_size_limit = 65536").
+Other fixed choices: conflict_resolve = "kick_old" (a reconnect with the same
+resource replaces the old session; its unacked stanzas go offline),
+c2s_close_timeout = 1 (shutdown is bounded even with stuck clients).
 """
 
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -190,7 +196,8 @@ class Prosody:
             "limits = { }",
             "smacks_hibernation_time = %d" % self.smacks_hibernation_time,
             "conflict_resolve = \"kick_old\"",
-            "statistics = nil",
+            # Shutdown waits at most this (+1 s) for clients to close streams.
+            "c2s_close_timeout = 1",
             self.extra_config,
             "VirtualHost %s" % q(self.domain),
             "",
@@ -212,7 +219,11 @@ class Prosody:
     # ------------------------------------------------------------ lifecycle
 
     def start(self, timeout=10.0, detach=False):
-        """Start the server and wait (bounded) until c2s serves streams."""
+        """Start the server and wait (bounded) until c2s serves streams.
+
+        detach=True (the CLI) lets the server outlive this process; otherwise
+        it gets SIGTERM when its parent dies, so killed test runs leave no
+        server behind."""
         if self.running():
             return self
         attempts = 1 if self._port_fixed else 3
@@ -273,7 +284,8 @@ class Prosody:
                                    % (self.proc.returncode, self.diagnostics()))
             log = self._new_log()
             if "Failed to open server port" in log or "Address already in use" in log:
-                raise ProsodyError("bind_failed: port %d\n%s" % (self.port, self.diagnostics()))
+                raise ProsodyError("bind_failed: could not listen on %s:%d (port in use?)\n%s"
+                                   % (self.host, self.port, self.diagnostics()))
             if self._stream_features_ok(min(0.5, max(0.05, deadline - time.monotonic()))):
                 return
             if time.monotonic() >= deadline:
