@@ -11,8 +11,8 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN      = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -fstack-protector-strong -fPIE \
+OPT      ?= -O2 -g
+CFLAGS   := $(OPT) -std=gnu11 $(WARN) -D_GNU_SOURCE -fstack-protector-strong -fPIE \
             -I. $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS  += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 LIBS      = $(PKG_LIBS) -lm
@@ -80,7 +80,7 @@ test: deps
 ASAN_PYTEST = $(wildcard tests/test_*.py)
 asan:
 	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		EXTRA_LDFLAGS="-fsanitize=address,undefined" CFLAGS="-O1 -g" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" OPT="-O1 -g" \
 		PYTEST_TARGETS="$(ASAN_PYTEST)" unit pytest
 
 demo: deps
