@@ -174,9 +174,10 @@ struct mw_omemo_msg {
  * MW_OMEMO_OK: *msg filled, transaction open: call mw_omemo_commit() or
  *   mw_omemo_rollback().
  * MW_OMEMO_DROPPED: key-transport message; session advanced and committed.
- * < 0: typed error; nothing changed, no transaction open.  When the error is
- *   MW_OMEMO_E_UNTRUSTED and the key was readable, msg->from, device and fp
- *   name the refused key (msg must still be freed).
+ * < 0: typed error; nothing changed, no transaction open.  msg->from and
+ *   device are set once the element was parsed; with MW_OMEMO_E_UNTRUSTED,
+ *   msg->fp names the refused key (for the log and `moonwire trust`).
+ * *msg is overwritten on entry; call mw_omemo_msg_free() after every call.
  */
 int mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *message,
     struct mw_omemo_msg *msg);

@@ -227,10 +227,12 @@ test_commit_with_caller_rows_and_rollback(void **state)
 	/* while pending, nothing else may touch the store */
 	{
 		xmpp_stanza_t *s = NULL;
+		struct mw_omemo_msg m2;
 
 		assert_int_equal(mw_omemo_encrypt(B.o, tl_x, A.jid, NULL, 0,
 		    "x", 1, &s), MW_OMEMO_E_TXN);
-		assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_E_TXN);
+		assert_int_equal(dec_raw(&B, w, &m2), MW_OMEMO_E_TXN);
+		mw_omemo_msg_free(&m2);
 	}
 	assert_int_equal(mw_omemo_rollback(B.o), MW_OMEMO_OK);
 	mw_omemo_msg_free(&m);
