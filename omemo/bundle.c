@@ -166,7 +166,7 @@ find_bundle(xmpp_stanza_t *s)
 {
 	const char *name;
 
-	for (int depth = 0; s != NULL && depth < 4; depth++) {
+	for (int depth = 0; s != NULL && depth < 6; depth++) {
 		name = xmpp_stanza_get_name(s);
 		if (name != NULL && strcmp(name, "bundle") == 0)
 			return s;
@@ -283,7 +283,7 @@ find_list(xmpp_stanza_t *s)
 {
 	const char *name;
 
-	for (int depth = 0; s != NULL && depth < 5; depth++) {
+	for (int depth = 0; s != NULL && depth < 6; depth++) {
 		name = xmpp_stanza_get_name(s);
 		if (name != NULL && strcmp(name, "list") == 0)
 			return s;

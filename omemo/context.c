@@ -76,6 +76,7 @@ mw_omemo_open(struct mw_omemo **out, sqlite3 *db, const char *own_jid)
 	if ((o = calloc(1, sizeof(*o))) == NULL)
 		return MW_OMEMO_E_NOMEM;
 	o->db = db;
+	o->iq_timeout_ms = MW_OMEMO_IQ_TIMEOUT_MS;
 	if ((rc = omemo_schema(db)) != 0)
 		goto fail;
 	rc = MW_OMEMO_E_NOMEM;
@@ -119,6 +120,12 @@ const char *
 mw_omemo_jid(const struct mw_omemo *o)
 {
 	return o->jid;
+}
+
+void
+mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms)
+{
+	o->iq_timeout_ms = ms;
 }
 
 bool

@@ -223,6 +223,7 @@ int mw_omemo_handle_stanza(struct mw_omemo *o, xmpp_stanza_t *stanza);
 /* Fails IQs unanswered for MW_OMEMO_IQ_TIMEOUT_MS; runs maintenance (signed
  * prekey rotation, prekey refill, republish).  Call from a timer. */
 void mw_omemo_tick(struct mw_omemo *o);
+void mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms);	/* tests */
 
 /*
  * Publishes the bundle, then fetches the own device list and publishes it

@@ -41,6 +41,7 @@ struct mw_omemo {
 	struct omemo_iq *iqs;		/* IQs awaiting an answer */
 	struct omemo_send *sends;	/* mw_omemo_send()s awaiting bundles */
 	unsigned long iq_seq;
+	int64_t iq_timeout_ms;
 	int64_t last_maintain;
 };
 
