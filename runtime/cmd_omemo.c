@@ -237,3 +237,206 @@ mw_cmd_distrust(int argc, char **argv)
 {
 	return set_trust(argc, argv, "distrust", false);
 }
+
+/*
+ * `moonwire __omemo_client -c CONFIG`: a line-oriented OMEMO chat endpoint
+ * for the integration tests (hidden; not an operator command).  It logs in
+ * with the account file, publishes bundle and device list, and then
+ *   stdin:  "send JID TEXT" | "trust JID FP" | "refresh JID" | "quit"
+ *   stdout: "ready DEVICE FP" | "recv JID DEVICE TRUST TEXT" |
+ *           "sent ERR" | "refreshed ERR" | "decrypt-error ERR NAME" |
+ *           "dropped JID DEVICE" | "trusted ERR" | "disconnected"
+ * one event per line, flushed.  The event loop never blocks for long
+ * (xmpp_run_once with a short timeout, stdin polled).
+ */
+#include <poll.h>
+#include <unistd.h>
+
+struct client {
+	struct mw_omemo_account acct;
+	struct omemo_cli cli;
+	xmpp_ctx_t *x;
+	xmpp_conn_t *conn;
+	bool ready, quit;
+	char line[65536];
+	size_t llen;
+};
+
+static void
+c_done(struct mw_omemo *o, int err, void *arg)
+{
+	printf("%s %d\n", (const char *)arg, err);
+	fflush(stdout);
+}
+
+static int
+c_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct client *c = arg;
+	struct mw_omemo_msg m;
+	int rc;
+
+	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) ==
+	    NULL)
+		return 1;
+	rc = mw_omemo_decrypt(c->cli.o, st, &m);
+	if (rc == MW_OMEMO_OK) {
+		/* the caller's journal row would be inserted here */
+		rc = mw_omemo_commit(c->cli.o);
+		if (rc == 0)
+			printf("recv %s %u %s %s\n", m.from, m.device,
+			    mw_omemo_trust_name(m.trust), (char *)m.plaintext);
+		else
+			printf("decrypt-error %d %s\n", rc, mw_omemo_strerror(rc));
+	} else if (rc == MW_OMEMO_DROPPED)
+		printf("dropped %s %u\n", m.from, m.device);
+	else
+		printf("decrypt-error %d %s\n", rc, mw_omemo_strerror(rc));
+	fflush(stdout);
+	mw_omemo_msg_free(&m);
+	return 1;
+}
+
+static void
+c_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
+    xmpp_stream_error_t *se, void *arg)
+{
+	struct client *c = arg;
+	char fp[MW_OMEMO_FP_HEXLEN + 1];
+	xmpp_stanza_t *pres;
+	int rc;
+
+	if (ev != XMPP_CONN_CONNECT) {
+		printf("disconnected %d %d\n", (int)ev, error);
+		fflush(stdout);
+		c->quit = true;
+		return;
+	}
+	if (mw_omemo_account_check_pin(&c->acct, conn) != 0) {
+		xmpp_disconnect(conn);
+		return;
+	}
+	xmpp_handler_add(conn, c_message, NULL, "message", NULL, c);
+	if ((pres = xmpp_presence_new(c->x)) != NULL) {
+		xmpp_send(conn, pres);
+		xmpp_stanza_release(pres);
+	}
+	if ((rc = mw_omemo_attach(c->cli.o, conn)) != 0 ||
+	    (rc = mw_omemo_start(c->cli.o)) != 0 ||
+	    (rc = mw_omemo_own_fingerprint(c->cli.o, fp)) != 0) {
+		fprintf(stderr, "moonwire: omemo: %s\n", mw_omemo_strerror(rc));
+		xmpp_disconnect(conn);
+		return;
+	}
+	c->ready = true;
+	printf("ready %u %s\n", mw_omemo_device_id(c->cli.o), fp);
+	fflush(stdout);
+}
+
+static void
+c_command(struct client *c, char *l)
+{
+	char *cmd = strtok(l, " "), *jid = strtok(NULL, " "), *rest = strtok(NULL, "");
+	int rc;
+
+	if (cmd == NULL)
+		return;
+	if (strcmp(cmd, "quit") == 0) {
+		c->quit = true;
+		xmpp_disconnect(c->conn);
+	} else if (strcmp(cmd, "send") == 0 && jid != NULL && rest != NULL) {
+		if ((rc = mw_omemo_send(c->cli.o, jid, rest, strlen(rest), c_done,
+		    (void *)"sent")) != 0)
+			c_done(c->cli.o, rc, (void *)"sent");
+	} else if (strcmp(cmd, "refresh") == 0 && jid != NULL) {
+		if ((rc = mw_omemo_refresh(c->cli.o, jid, true, c_done,
+		    (void *)"refreshed")) != 0)
+			c_done(c->cli.o, rc, (void *)"refreshed");
+	} else if (strcmp(cmd, "trust") == 0 && jid != NULL && rest != NULL)
+		c_done(c->cli.o, mw_omemo_trust(c->cli.o, jid, rest), (void *)"trusted");
+	else {
+		printf("usage-error\n");
+		fflush(stdout);
+	}
+}
+
+static void
+c_stdin(struct client *c)
+{
+	struct pollfd p = { .fd = 0, .events = POLLIN };
+	ssize_t n;
+	char *nl;
+
+	if (poll(&p, 1, 0) <= 0)
+		return;
+	n = read(0, c->line + c->llen, sizeof(c->line) - 1 - c->llen);
+	if (n <= 0) {
+		c->quit = true;
+		xmpp_disconnect(c->conn);
+		return;
+	}
+	c->llen += (size_t)n;
+	c->line[c->llen] = '\0';
+	while ((nl = strchr(c->line, '\n')) != NULL) {
+		size_t used = (size_t)(nl - c->line) + 1;
+
+		*nl = '\0';
+		c_command(c, c->line);
+		memmove(c->line, c->line + used, c->llen - used + 1);
+		c->llen -= used;
+	}
+	if (c->llen == sizeof(c->line) - 1)
+		c->llen = 0;	/* overlong line: drop it */
+}
+
+int
+mw_cmd_omemo_client(int argc, char **argv)
+{
+	struct client *c;
+	const char *config = NULL;
+	int rc = MW_EXIT_ERROR;
+
+	if (argc != 3 || strcmp(argv[1], "-c") != 0) {
+		fprintf(stderr, "usage: moonwire __omemo_client -c CONFIG\n");
+		return MW_EXIT_USAGE;
+	}
+	config = argv[2];
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return MW_EXIT_ERROR;
+	if (mw_omemo_account_load(&c->acct, config) != 0) {
+		fprintf(stderr, "moonwire: %s: bad account file\n", config);
+		free(c);
+		return MW_EXIT_USAGE;
+	}
+	if (cli_open(&c->cli, argc, argv, true) < 0)
+		goto out;
+	xmpp_initialize();
+	if ((c->x = xmpp_ctx_new(NULL, NULL)) == NULL ||
+	    (c->conn = xmpp_conn_new(c->x)) == NULL ||
+	    mw_omemo_account_apply(&c->acct, c->conn) != 0)
+		goto out2;
+	if (xmpp_connect_client(c->conn, c->acct.host, c->acct.port, c_conn, c) !=
+	    XMPP_EOK)
+		goto out2;
+	while (!c->quit) {
+		xmpp_run_once(c->x, 50);
+		mw_omemo_tick(c->cli.o);
+		if (c->ready)
+			c_stdin(c);
+	}
+	/* let the disconnect go out */
+	for (int i = 0; i < 10; i++)
+		xmpp_run_once(c->x, 10);
+	rc = MW_EXIT_OK;
+out2:
+	cli_close(&c->cli);	/* detaches, fails pending sends */
+	if (c->conn != NULL)
+		xmpp_conn_release(c->conn);
+	if (c->x != NULL)
+		xmpp_ctx_free(c->x);
+	xmpp_shutdown();
+out:
+	mw_omemo_account_free(&c->acct);
+	free(c);
+	return rc;
+}

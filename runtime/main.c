@@ -23,6 +23,7 @@ static const struct mw_command commands[] = {
 	{ "trust", mw_cmd_trust, "trust (-c CONFIG | --db PATH) JID FINGERPRINT" },
 	{ "distrust", mw_cmd_distrust, "distrust (-c CONFIG | --db PATH) JID FINGERPRINT" },
 	{ "__supervisor", mw_cmd_supervisor, NULL },
+	{ "__omemo_client", mw_cmd_omemo_client, NULL },
 };
 
 static void

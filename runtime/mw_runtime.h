@@ -24,5 +24,6 @@ int mw_cmd_fingerprint(int argc, char **argv);
 int mw_cmd_devices(int argc, char **argv);
 int mw_cmd_trust(int argc, char **argv);
 int mw_cmd_distrust(int argc, char **argv);
+int mw_cmd_omemo_client(int argc, char **argv);	/* tests only */
 
 #endif
