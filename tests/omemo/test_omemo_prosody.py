@@ -80,6 +80,15 @@ class Endpoint:
         ev = self.expect("sent")
         assert ev[1] == "0", ev
 
+    def trust_fp(self, jid, fp):
+        self.cmd("trust %s %s" % (jid, fp))
+        assert self.expect("trusted")[1] == "0"
+
+    def send_to(self, jid, text):
+        self.cmd("send %s %s" % (jid, text))
+        ev = self.expect("sent")
+        assert ev[1] == "0", ev
+
     def trust(self, other):
         self.cmd("trust %s %s" % (other.jid, other.fp))
         assert self.expect("trusted")[1] == "0"
