@@ -231,7 +231,7 @@ void mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms);	/* tests */
  * precondition-not-met the node is reconfigured and the publish retried).
  */
 int mw_omemo_start(struct mw_omemo *o);
-/* Asks for jid's device list; with refresh_bundles also fetches the bundle
+/* Asks for jid's device list; with fetch_bundles also fetches the bundle
  * of every device with unknown key.  done is called once. */
 typedef void (*mw_omemo_done_fn)(struct mw_omemo *o, int err, void *arg);
 int mw_omemo_refresh(struct mw_omemo *o, const char *jid, bool fetch_bundles,
