@@ -19,7 +19,12 @@ struct mw_command {
 
 static const struct mw_command commands[] = {
 	{ "run", mw_cmd_run, "run [grants] [limits] [--json] FILE.lua" },
+	{ "fingerprint", mw_cmd_fingerprint, "fingerprint (-c CONFIG | --db PATH)" },
+	{ "devices", mw_cmd_devices, "devices (-c CONFIG | --db PATH) JID" },
+	{ "trust", mw_cmd_trust, "trust (-c CONFIG | --db PATH) JID FINGERPRINT" },
+	{ "distrust", mw_cmd_distrust, "distrust (-c CONFIG | --db PATH) JID FINGERPRINT" },
 	{ "__supervisor", mw_cmd_supervisor, NULL },
+	{ "__omemo_client", mw_cmd_omemo_client, NULL },
 };
 
 static void

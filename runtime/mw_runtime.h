@@ -27,6 +27,11 @@ int mw_exit_for_status(enum mw_job_status s);
 /* Subcommands. */
 int mw_cmd_run(int argc, char **argv);
 int mw_cmd_supervisor(int argc, char **argv);
+int mw_cmd_fingerprint(int argc, char **argv);
+int mw_cmd_devices(int argc, char **argv);
+int mw_cmd_trust(int argc, char **argv);
+int mw_cmd_distrust(int argc, char **argv);
+int mw_cmd_omemo_client(int argc, char **argv);
 
 /* ---- policy ---- */
 

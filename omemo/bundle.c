@@ -1,0 +1,419 @@
+/*
+ * bundle.c: the PEP payloads of legacy OMEMO.  Builds this device's
+ * <bundle/> (children in the order python-oldmemo validates:
+ * signedPreKeyPublic, signedPreKeySignature, identityKey, prekeys) and
+ * parses peers' bundles into sessions, and parses <list/> device lists into
+ * the omemo_devices cache.
+ *
+ * Invariants: a peer bundle is fully parsed and every key decoded before
+ * anything is written; session building runs in one transaction that is
+ * rolled back on any failure (bad signature, changed identity).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "omemo/omemo_int.h"
+
+#define MAX_BUNDLE_PREKEYS	1000
+#define MAX_DEVICES		256
+
+static int
+add_key_elem(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
+    const char *attr, uint32_t id, const uint8_t *p, size_t n)
+{
+	xmpp_stanza_t *e;
+	char *b64, ids[16];
+
+	if ((b64 = omemo_b64_encode(p, n)) == NULL)
+		return MW_OMEMO_E_NOMEM;
+	e = omemo_text_elem(x, name, NULL, b64);
+	free(b64);
+	if (e == NULL)
+		return MW_OMEMO_E_NOMEM;
+	(void)snprintf(ids, sizeof(ids), "%u", id);
+	if (attr != NULL && xmpp_stanza_set_attribute(e, attr, ids) != XMPP_EOK) {
+		xmpp_stanza_release(e);
+		return MW_OMEMO_E_NOMEM;
+	}
+	return omemo_adopt(parent, e);
+}
+
+static int
+add_pub(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
+    const char *attr, uint32_t id, ec_public_key *k)
+{
+	signal_buffer *b = NULL;
+	int rc;
+
+	if (ec_public_key_serialize(&b, k) != 0)
+		return MW_OMEMO_E_NOMEM;
+	rc = add_key_elem(x, parent, name, attr, id, signal_buffer_data(b),
+	    signal_buffer_len(b));
+	signal_buffer_free(b);
+	return rc;
+}
+
+int
+mw_omemo_bundle_element(struct mw_omemo *o, xmpp_ctx_t *x, xmpp_stanza_t **out)
+{
+	xmpp_stanza_t *bundle = NULL, *pks;
+	session_signed_pre_key *spk = NULL;
+	sqlite3_stmt *st = NULL;
+	uint8_t ik[33];
+	int64_t spk_id;
+	int rc;
+
+	*out = NULL;
+	if ((rc = omemo_meta_get(o, "spk_id", &spk_id)) != 0)
+		return rc == MW_OMEMO_E_NOT_FOUND ? MW_OMEMO_E_DB : rc;
+	if (signal_protocol_signed_pre_key_load_key(o->store, &spk,
+	    (uint32_t)spk_id) != 0)
+		return MW_OMEMO_E_DB;
+	if ((rc = omemo_own_identity_pub(o, ik)) != 0)
+		goto out;
+	rc = MW_OMEMO_E_NOMEM;
+	if ((bundle = omemo_new_elem(x, "bundle", MW_OMEMO_NS)) == NULL)
+		goto out;
+	if ((rc = add_pub(x, bundle, "signedPreKeyPublic", "signedPreKeyId",
+	    (uint32_t)spk_id, ec_key_pair_get_public(
+	    session_signed_pre_key_get_key_pair(spk)))) != 0 ||
+	    (rc = add_key_elem(x, bundle, "signedPreKeySignature", NULL, 0,
+	    session_signed_pre_key_get_signature(spk),
+	    session_signed_pre_key_get_signature_len(spk))) != 0 ||
+	    (rc = add_key_elem(x, bundle, "identityKey", NULL, 0, ik, 33)) != 0)
+		goto out;
+	if ((rc = omemo_adopt(bundle, omemo_new_elem(x, "prekeys", NULL))) != 0)
+		goto out;
+	pks = xmpp_stanza_get_child_by_name(bundle, "prekeys");
+	rc = MW_OMEMO_E_DB;
+	if (sqlite3_prepare_v2(o->db, "SELECT id, record FROM omemo_prekeys "
+	    "ORDER BY id", -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		session_pre_key *pk = NULL;
+
+		if (session_pre_key_deserialize(&pk, sqlite3_column_blob(st, 1),
+		    (size_t)sqlite3_column_bytes(st, 1), o->sg) != 0) {
+			rc = MW_OMEMO_E_DB;
+			goto out;
+		}
+		rc = add_pub(x, pks, "preKeyPublic", "preKeyId",
+		    session_pre_key_get_id(pk),
+		    ec_key_pair_get_public(session_pre_key_get_key_pair(pk)));
+		SIGNAL_UNREF(pk);
+		if (rc != 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		rc = MW_OMEMO_E_DB;
+		goto out;
+	}
+	*out = bundle;
+	bundle = NULL;
+	rc = 0;
+out:
+	sqlite3_finalize(st);
+	if (bundle != NULL)
+		xmpp_stanza_release(bundle);
+	SIGNAL_UNREF(spk);
+	return rc;
+}
+
+/* Decodes the base64 text of e into a 33-byte public key. */
+static int
+decode_pub(struct mw_omemo *o, xmpp_stanza_t *e, ec_public_key **k)
+{
+	char *s;
+	uint8_t *raw = NULL;
+	size_t n = 0;
+	int rc;
+
+	*k = NULL;
+	if (e == NULL || (s = xmpp_stanza_get_text(e)) == NULL)
+		return MW_OMEMO_E_BUNDLE;
+	rc = omemo_b64_decode(s, &raw, &n, 64);
+	xmpp_free(xmpp_stanza_get_context(e), s);
+	if (rc != 0)
+		return rc == MW_OMEMO_E_NOMEM ? rc : MW_OMEMO_E_BUNDLE;
+	if (n != 33 || curve_decode_point(k, raw, n, o->sg) != 0)
+		rc = MW_OMEMO_E_BUNDLE;
+	free(raw);
+	return rc;
+}
+
+static int
+attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v)
+{
+	const char *s = xmpp_stanza_get_attribute(e, name);
+	char *end;
+	unsigned long u;
+
+	if (s == NULL || *s < '0' || *s > '9' || strlen(s) > 10)
+		return -1;
+	u = strtoul(s, &end, 10);
+	if (*end != '\0' || u > 0xffffffffUL)
+		return -1;
+	*v = (uint32_t)u;
+	return 0;
+}
+
+/* Accepts <bundle>, or an <items>/<item>/<pubsub> wrapper around it. */
+static xmpp_stanza_t *
+find_bundle(xmpp_stanza_t *s)
+{
+	const char *name;
+
+	for (int depth = 0; s != NULL && depth < 6; depth++) {
+		name = xmpp_stanza_get_name(s);
+		if (name != NULL && strcmp(name, "bundle") == 0)
+			return s;
+		s = xmpp_stanza_get_children(s);
+		while (s != NULL && !xmpp_stanza_is_tag(s))
+			s = xmpp_stanza_get_next(s);
+	}
+	return NULL;
+}
+
+int
+mw_omemo_process_bundle(struct mw_omemo *o, const char *jid, uint32_t dev,
+    xmpp_stanza_t *el)
+{
+	xmpp_stanza_t *b, *e, *pks, *chosen = NULL;
+	ec_public_key *spk = NULL, *ik = NULL, *pk = NULL;
+	session_pre_key_bundle *bundle = NULL;
+	session_builder *builder = NULL;
+	uint8_t *sig = NULL;
+	size_t siglen = 0, npk = 0;
+	uint32_t spk_id, pk_id = 0, r;
+	signal_protocol_address a;
+	char *s;
+	int rc;
+
+	if (o == NULL || !omemo_jid_ok(jid) || dev == 0 || dev > 0x7fffffff ||
+	    el == NULL)
+		return MW_OMEMO_E_INVAL;
+	if (o->txn)
+		return MW_OMEMO_E_TXN;
+	if (strcmp(jid, o->jid) == 0 && dev == o->device_id)
+		return MW_OMEMO_E_OWN_DEVICE;
+	if ((b = find_bundle(el)) == NULL ||
+	    xmpp_stanza_get_ns(b) == NULL ||
+	    strcmp(xmpp_stanza_get_ns(b), MW_OMEMO_NS) != 0)
+		return MW_OMEMO_E_BUNDLE;
+	e = xmpp_stanza_get_child_by_name(b, "signedPreKeyPublic");
+	if (e == NULL || attr_id(e, "signedPreKeyId", &spk_id) != 0)
+		return MW_OMEMO_E_BUNDLE;
+	if ((rc = decode_pub(o, e, &spk)) != 0)
+		goto out;
+	if ((e = xmpp_stanza_get_child_by_name(b, "signedPreKeySignature")) ==
+	    NULL || (s = xmpp_stanza_get_text(e)) == NULL) {
+		rc = MW_OMEMO_E_BUNDLE;
+		goto out;
+	}
+	rc = omemo_b64_decode(s, &sig, &siglen, 256);
+	xmpp_free(xmpp_stanza_get_context(e), s);
+	if (rc != 0 || siglen != CURVE_SIGNATURE_LEN) {
+		rc = rc == MW_OMEMO_E_NOMEM ? rc : MW_OMEMO_E_BUNDLE;
+		goto out;
+	}
+	if ((rc = decode_pub(o, xmpp_stanza_get_child_by_name(b, "identityKey"),
+	    &ik)) != 0)
+		goto out;
+	rc = MW_OMEMO_E_BUNDLE;
+	if ((pks = xmpp_stanza_get_child_by_name(b, "prekeys")) == NULL)
+		goto out;
+	/* one prekey uniformly at random (reservoir sampling) */
+	for (e = xmpp_stanza_get_children(pks); e != NULL;
+	    e = xmpp_stanza_get_next(e)) {
+		if (!xmpp_stanza_is_tag(e) ||
+		    strcmp(xmpp_stanza_get_name(e), "preKeyPublic") != 0)
+			continue;
+		if (++npk > MAX_BUNDLE_PREKEYS)
+			goto out;
+		if (omemo_random(&r, sizeof(r)) != 0) {
+			rc = MW_OMEMO_E_CRYPTO;
+			goto out;
+		}
+		if (r % npk == 0)
+			chosen = e;
+	}
+	if (chosen == NULL || attr_id(chosen, "preKeyId", &pk_id) != 0)
+		goto out;
+	if ((rc = decode_pub(o, chosen, &pk)) != 0)
+		goto out;
+	if (session_pre_key_bundle_create(&bundle, 0, (int)dev, pk_id, pk,
+	    spk_id, spk, sig, siglen, ik) != 0) {
+		rc = MW_OMEMO_E_NOMEM;
+		goto out;
+	}
+	a = (signal_protocol_address){ jid, strlen(jid), (int32_t)dev };
+	if (session_builder_create(&builder, o->store, &a, o->sg) != 0) {
+		rc = MW_OMEMO_E_NOMEM;
+		goto out;
+	}
+	if ((rc = omemo_begin(o)) != 0)
+		goto out;
+	rc = session_builder_process_pre_key_bundle(builder, bundle);
+	if (rc != 0) {
+		omemo_rollback(o);
+		/* libsignal reports a bad signed-prekey signature as INVALID_KEY */
+		rc = rc == SG_ERR_INVALID_KEY ? MW_OMEMO_E_BUNDLE_SIG :
+		    omemo_map_sg(rc);
+		goto out;
+	}
+	rc = omemo_commit(o);
+out:
+	if (builder != NULL)
+		session_builder_free(builder);
+	SIGNAL_UNREF(bundle);
+	SIGNAL_UNREF(spk);
+	SIGNAL_UNREF(ik);
+	SIGNAL_UNREF(pk);
+	free(sig);
+	return rc;
+}
+
+/* ---- device lists ---- */
+
+static xmpp_stanza_t *
+find_list(xmpp_stanza_t *s)
+{
+	const char *name;
+
+	for (int depth = 0; s != NULL && depth < 6; depth++) {
+		name = xmpp_stanza_get_name(s);
+		if (name != NULL && strcmp(name, "list") == 0)
+			return s;
+		s = xmpp_stanza_get_children(s);
+		while (s != NULL && !xmpp_stanza_is_tag(s))
+			s = xmpp_stanza_get_next(s);
+	}
+	return NULL;
+}
+
+int
+omemo_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n)
+{
+	xmpp_stanza_t *l, *e;
+	uint32_t *v, id;
+	size_t cnt = 0;
+
+	*ids = NULL;
+	*n = 0;
+	if ((l = find_list(el)) == NULL || xmpp_stanza_get_ns(l) == NULL ||
+	    strcmp(xmpp_stanza_get_ns(l), MW_OMEMO_NS) != 0)
+		return MW_OMEMO_E_DEVICELIST;
+	if ((v = calloc(MAX_DEVICES, sizeof(*v))) == NULL)
+		return MW_OMEMO_E_NOMEM;
+	for (e = xmpp_stanza_get_children(l); e != NULL;
+	    e = xmpp_stanza_get_next(e)) {
+		if (!xmpp_stanza_is_tag(e) ||
+		    strcmp(xmpp_stanza_get_name(e), "device") != 0)
+			continue;
+		if (omemo_parse_devid(xmpp_stanza_get_attribute(e, "id"), &id) != 0 ||
+		    cnt == MAX_DEVICES) {
+			free(v);
+			return MW_OMEMO_E_DEVICELIST;
+		}
+		v[cnt++] = id;
+	}
+	*ids = v;
+	*n = cnt;
+	return 0;
+}
+
+int
+omemo_store_devicelist(struct mw_omemo *o, const char *jid,
+    const uint32_t *ids, size_t n)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((rc = omemo_begin(o)) != 0)
+		return rc;
+	if (sqlite3_prepare_v2(o->db, "UPDATE omemo_devices SET active = 0 "
+	    "WHERE jid = ?", -1, &st, NULL) != SQLITE_OK) {
+		omemo_rollback(o);
+		return MW_OMEMO_E_DB;
+	}
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		omemo_rollback(o);
+		return MW_OMEMO_E_DB;
+	}
+	sqlite3_finalize(st);
+	for (size_t i = 0; i < n; i++)
+		if ((rc = omemo_device_upsert(o, jid, ids[i], 1)) != 0) {
+			omemo_rollback(o);
+			return rc;
+		}
+	return omemo_commit(o);
+}
+
+int
+mw_omemo_process_devicelist(struct mw_omemo *o, const char *jid,
+    xmpp_stanza_t *list)
+{
+	uint32_t *ids;
+	size_t n;
+	int rc;
+
+	if (o == NULL || !omemo_jid_ok(jid) || list == NULL)
+		return MW_OMEMO_E_INVAL;
+	if (o->txn)
+		return MW_OMEMO_E_TXN;
+	if ((rc = omemo_parse_devicelist(list, &ids, &n)) != 0)
+		return rc;
+	rc = omemo_store_devicelist(o, jid, ids, n);
+	free(ids);
+	return rc;
+}
+
+/* <list xmlns=NS> with ids[] (this device always included). */
+int
+omemo_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
+    const uint32_t *ids, size_t n, xmpp_stanza_t **out)
+{
+	xmpp_stanza_t *l, *d;
+	char buf[16];
+	bool own = false;
+
+	*out = NULL;
+	if ((l = omemo_new_elem(x, "list", MW_OMEMO_NS)) == NULL)
+		return MW_OMEMO_E_NOMEM;
+	for (size_t i = 0; i <= n; i++) {
+		uint32_t id;
+
+		if (i < n)
+			id = ids[i];
+		else if (!own)
+			id = o->device_id;
+		else
+			break;
+		if (id == o->device_id) {
+			if (own)
+				continue;
+			own = true;
+		}
+		(void)snprintf(buf, sizeof(buf), "%u", id);
+		if ((d = omemo_new_elem(x, "device", NULL)) == NULL) {
+			xmpp_stanza_release(l);
+			return MW_OMEMO_E_NOMEM;
+		}
+		if (xmpp_stanza_set_attribute(d, "id", buf) != XMPP_EOK) {
+			xmpp_stanza_release(d);
+			xmpp_stanza_release(l);
+			return MW_OMEMO_E_NOMEM;
+		}
+		if (omemo_adopt(l, d) != 0) {
+			xmpp_stanza_release(l);
+			return MW_OMEMO_E_NOMEM;
+		}
+	}
+	*out = l;
+	return 0;
+}

@@ -1,0 +1,292 @@
+/*
+ * mw_omemo.h: legacy OMEMO (eu.siacs.conversations.axolotl) for moonwire.
+ *
+ * The one public header of the omemo/ component.  It wraps
+ * libsignal-protocol-c (with an OpenSSL 3 crypto provider) and keeps every
+ * piece of state in the identity's SQLite database: identity key, device id,
+ * prekeys, signed prekeys, sessions, remote identities with their trust
+ * state, and cached device lists.  The agent and the operator CLI both use it.
+ *
+ * Ownership and threading: one struct mw_omemo per identity database, used
+ * from one thread (the libstrophe event loop).  The caller opens the sqlite3
+ * handle (WAL) and keeps it open for the life of the context; this layer only
+ * creates and migrates its own omemo_* tables and the shared mw_schema table.
+ *
+ * Transactions (the crash-safety invariant):
+ *   - Every function that changes state runs in one SQLite transaction and
+ *     either commits all of it or none of it.  It requires the handle to be
+ *     in autocommit mode (no caller transaction open) and fails with
+ *     MW_OMEMO_E_TXN otherwise.
+ *   - mw_omemo_decrypt() is the one exception: on success it returns the
+ *     plaintext with its transaction STILL OPEN.  The advanced ratchet, the
+ *     consumed prekey and its replacement are written but not committed.  The
+ *     caller adds its own rows (journal) on the same sqlite3 handle and then
+ *     calls mw_omemo_commit(); or mw_omemo_rollback(), after which the
+ *     database, and therefore the ratchet, is exactly as before the call.  A
+ *     crash before the commit is a rollback.  Until one of the two is called
+ *     every other mw_omemo_* call that touches the store fails with
+ *     MW_OMEMO_E_TXN; the caller must finish before returning to its event
+ *     loop.
+ *   - Every decrypt failure rolls back before returning: bad input never
+ *     changes the store.
+ *
+ * Trust: a remote identity key (per bare JID) is UNDECIDED when first seen,
+ * VERIFIED after mw_omemo_trust(), REVOKED after mw_omemo_distrust().  A
+ * device is pinned to the first identity key it showed; a different key on a
+ * pinned device is refused (MW_OMEMO_E_UNTRUSTED) until that new key is
+ * verified.  REVOKED keys are refused for decryption and encryption.
+ * Messages from UNDECIDED keys are decrypted and reported with their trust so
+ * the caller's policy decides; encryption goes only to VERIFIED keys.
+ */
+#ifndef MW_OMEMO_H
+#define MW_OMEMO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+#include <strophe.h>
+
+#define MW_OMEMO_NS		"eu.siacs.conversations.axolotl"
+#define MW_OMEMO_NODE_DEVICELIST "eu.siacs.conversations.axolotl.devicelist"
+#define MW_OMEMO_NODE_BUNDLES	"eu.siacs.conversations.axolotl.bundles:"
+/* Advertise this feature in disco/caps to receive device-list pushes. */
+#define MW_OMEMO_DEVICELIST_NOTIFY MW_OMEMO_NODE_DEVICELIST "+notify"
+
+#define MW_OMEMO_PREKEYS	100	/* prekeys kept and published */
+#define MW_OMEMO_MAX_STANZA	(256u * 1024)	/* largest <message> we build or parse */
+#define MW_OMEMO_MAX_PLAINTEXT	(128u * 1024)	/* fits in MW_OMEMO_MAX_STANZA */
+#define MW_OMEMO_FP_HEXLEN	64	/* fingerprint: 64 lowercase hex digits */
+#define MW_OMEMO_SPK_ROTATE_SECS (7 * 24 * 3600)  /* signed prekey rotation */
+#define MW_OMEMO_SPK_KEEP_SECS	(30 * 24 * 3600)  /* old signed prekeys kept */
+#define MW_OMEMO_IQ_TIMEOUT_MS	30000
+
+/* Every failure is one of these; mw_omemo_strerror() names it. */
+enum mw_omemo_err {
+	MW_OMEMO_OK = 0,
+	MW_OMEMO_DROPPED = 1,		/* decrypt: key-transport message, session advanced and committed, nothing to deliver */
+	MW_OMEMO_E_NOMEM = -1,
+	MW_OMEMO_E_INVAL = -2,		/* bad argument from the caller */
+	MW_OMEMO_E_DB = -3,		/* SQLite error */
+	MW_OMEMO_E_CRYPTO = -4,		/* internal OpenSSL/libsignal failure */
+	MW_OMEMO_E_TXN = -5,		/* transaction misuse (decrypt pending, caller txn open, nothing to commit) */
+	MW_OMEMO_E_NO_IDENTITY = -6,	/* database has no OMEMO identity and no JID was given to create one */
+	MW_OMEMO_E_WRONG_JID = -7,	/* database belongs to another JID */
+	MW_OMEMO_E_MALFORMED = -10,	/* malformed <encrypted> element */
+	MW_OMEMO_E_BASE64 = -11,	/* bad base64 */
+	MW_OMEMO_E_NOT_FOR_US = -12,	/* no <key> for our device */
+	MW_OMEMO_E_KEY_TRUNCATED = -13,	/* key material shorter than key||tag */
+	MW_OMEMO_E_BAD_TAG = -14,	/* AES-GCM authentication failed */
+	MW_OMEMO_E_PREKEY = -15,	/* unknown or already used prekey id */
+	MW_OMEMO_E_DUPLICATE = -16,	/* replayed / already decrypted message */
+	MW_OMEMO_E_BAD_MESSAGE = -17,	/* Signal message invalid (bad MAC, bad protobuf, bad version) */
+	MW_OMEMO_E_NO_SESSION = -18,	/* SignalMessage without a session */
+	MW_OMEMO_E_UNTRUSTED = -19,	/* identity changed on a known device, or revoked */
+	MW_OMEMO_E_BUNDLE_SIG = -20,	/* bundle signed prekey signature invalid */
+	MW_OMEMO_E_BUNDLE = -21,	/* malformed bundle */
+	MW_OMEMO_E_DEVICELIST = -22,	/* malformed device list */
+	MW_OMEMO_E_OVERSIZE = -23,	/* stanza or plaintext over the limits */
+	MW_OMEMO_E_NO_DEVICES = -24,	/* no trusted device with a session to encrypt to */
+	MW_OMEMO_E_OWN_DEVICE = -25,	/* message from this very device */
+	MW_OMEMO_E_IQ = -26,		/* IQ error reply from the server */
+	MW_OMEMO_E_TIMEOUT = -27,	/* IQ not answered in time */
+	MW_OMEMO_E_FINGERPRINT = -28,	/* malformed fingerprint text */
+	MW_OMEMO_E_NOT_FOUND = -29,	/* no such device / identity */
+	MW_OMEMO_E_NOT_ENCRYPTED = -30,	/* stanza carries no <encrypted> element */
+	MW_OMEMO_E_OFFLINE = -31,	/* needs the network but no transport attached */
+	MW_OMEMO_E_CONFIG = -32,	/* bad account settings */
+};
+const char *mw_omemo_strerror(int err);
+
+enum mw_omemo_trust {
+	MW_OMEMO_TRUST_UNDECIDED = 0,
+	MW_OMEMO_TRUST_VERIFIED = 1,
+	MW_OMEMO_TRUST_REVOKED = 2,
+};
+const char *mw_omemo_trust_name(enum mw_omemo_trust t);
+
+struct mw_omemo;
+
+/*
+ * Opens the OMEMO state in db, creating/migrating the omemo_* tables.  With
+ * own_jid (a bare JID) a missing identity is generated (identity key pair,
+ * random non-zero 31-bit device id, signed prekey, 100 prekeys); without it
+ * a missing identity is MW_OMEMO_E_NO_IDENTITY.  db stays the caller's.
+ */
+int mw_omemo_open(struct mw_omemo **out, sqlite3 *db, const char *own_jid);
+/* Rolls back a pending decrypt transaction, fails pending sends, frees. */
+void mw_omemo_close(struct mw_omemo *o);
+
+uint32_t mw_omemo_device_id(const struct mw_omemo *o);
+const char *mw_omemo_jid(const struct mw_omemo *o);
+/* Own fingerprint, 64 lowercase hex + NUL. */
+int mw_omemo_own_fingerprint(struct mw_omemo *o, char fp[MW_OMEMO_FP_HEXLEN + 1]);
+
+/* ---- fingerprints ---- */
+
+/*
+ * Formats a 33-byte (0x05||key) or 32-byte identity key as 64 lowercase hex
+ * digits.  Display form: mw_omemo_fp_group() inserts sep (e.g. '-' like
+ * Profanity, ' ' like Conversations) between 8 groups of 8: out needs 72.
+ */
+int mw_omemo_fp_from_key(const uint8_t *key, size_t len, char fp[MW_OMEMO_FP_HEXLEN + 1]);
+void mw_omemo_fp_group(const char fp[MW_OMEMO_FP_HEXLEN + 1], char sep, char out[72]);
+/* Accepts hex with any '-', ' ', ':' separators, either case; writes the
+ * canonical 64-digit form. */
+int mw_omemo_fp_parse(const char *text, char fp[MW_OMEMO_FP_HEXLEN + 1]);
+
+/* ---- trust and devices ---- */
+
+/* Sets the trust of identity key FP for jid; the key need not have been
+ * seen yet (verify first, receive later).  Own-jid keys can be trusted too. */
+int mw_omemo_trust(struct mw_omemo *o, const char *jid, const char *fp);
+int mw_omemo_distrust(struct mw_omemo *o, const char *jid, const char *fp);
+
+struct mw_omemo_device {
+	uint32_t id;
+	bool active;			/* in the last device list seen */
+	bool has_key;			/* identity key known (pinned) */
+	bool has_session;
+	char fp[MW_OMEMO_FP_HEXLEN + 1];	/* "" when !has_key */
+	enum mw_omemo_trust trust;
+};
+/* The cached devices of jid (sorted by id); *out is malloc'ed, free() it. */
+int mw_omemo_devices(struct mw_omemo *o, const char *jid,
+    struct mw_omemo_device **out, size_t *n);
+/* Trust of one device's pinned identity (E_NOT_FOUND if no key known). */
+int mw_omemo_device_trust(struct mw_omemo *o, const char *jid, uint32_t dev,
+    enum mw_omemo_trust *t, char fp[MW_OMEMO_FP_HEXLEN + 1]);
+
+/* ---- decrypt (see the transaction invariant above) ---- */
+
+struct mw_omemo_msg {
+	char *from;			/* sender's bare JID */
+	uint32_t device;		/* sender's device id */
+	enum mw_omemo_trust trust;	/* trust of the sender's identity key */
+	char fp[MW_OMEMO_FP_HEXLEN + 1];	/* sender's identity fingerprint */
+	bool prekey;			/* arrived as a PreKeySignalMessage */
+	uint8_t *plaintext;		/* NUL-terminated for convenience */
+	size_t len;
+};
+/*
+ * Decrypts a <message> stanza carrying <encrypted xmlns=MW_OMEMO_NS>.
+ * MW_OMEMO_OK: *msg filled, transaction open: call mw_omemo_commit() or
+ *   mw_omemo_rollback().
+ * MW_OMEMO_DROPPED: key-transport message; session advanced and committed.
+ * < 0: typed error; nothing changed, no transaction open.  msg->from and
+ *   device are set once the element was parsed; with MW_OMEMO_E_UNTRUSTED,
+ *   msg->fp names the refused key (for the log and `moonwire trust`).
+ * *msg is overwritten on entry; call mw_omemo_msg_free() after every call.
+ */
+int mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *message,
+    struct mw_omemo_msg *msg);
+int mw_omemo_commit(struct mw_omemo *o);
+int mw_omemo_rollback(struct mw_omemo *o);
+bool mw_omemo_txn_pending(const struct mw_omemo *o);
+void mw_omemo_msg_free(struct mw_omemo_msg *msg);	/* wipes plaintext */
+
+/* ---- encrypt (no network: existing sessions only) ---- */
+
+/*
+ * Builds <message type='chat' to=to_jid> with <encrypted>, EME, store hint
+ * and fallback body, encrypted to every VERIFIED device of to_jid with a
+ * session and every other VERIFIED own device with a session, limited to the
+ * device ids in only[] when nonly > 0 (e.g. the requesting device).  Commits
+ * the advanced sending chains.  *out is the caller's (xmpp_stanza_release).
+ * xctx is the libstrophe context the stanza is created in.
+ */
+int mw_omemo_encrypt(struct mw_omemo *o, xmpp_ctx_t *xctx, const char *to_jid,
+    const uint32_t *only, size_t nonly, const void *pt, size_t len,
+    xmpp_stanza_t **out);
+/* A key-transport message (no payload) to one device, e.g. to confirm a
+ * session; to_jid's device must have a session. */
+int mw_omemo_encrypt_key_transport(struct mw_omemo *o, xmpp_ctx_t *xctx,
+    const char *to_jid, uint32_t device, xmpp_stanza_t **out);
+
+/* ---- PEP and the asynchronous network side ---- */
+
+/*
+ * Transport: the layer never blocks.  It hands stanzas to send_fn (which does
+ * not take ownership: xmpp_send semantics) and learns the answers through
+ * mw_omemo_handle_stanza(), which the caller feeds every incoming <iq> and
+ * <message> with a pubsub event.  mw_omemo_attach() wires both to a
+ * libstrophe connection (handlers added; call after connecting).
+ */
+typedef void (*mw_omemo_send_fn)(xmpp_stanza_t *stanza, void *arg);
+int mw_omemo_set_transport(struct mw_omemo *o, xmpp_ctx_t *xctx,
+    mw_omemo_send_fn send_fn, void *arg);
+int mw_omemo_attach(struct mw_omemo *o, xmpp_conn_t *conn);
+void mw_omemo_detach(struct mw_omemo *o);
+/* 1 if the stanza was an answer/event for this layer and is consumed. */
+int mw_omemo_handle_stanza(struct mw_omemo *o, xmpp_stanza_t *stanza);
+/* Fails IQs unanswered for MW_OMEMO_IQ_TIMEOUT_MS; runs maintenance (signed
+ * prekey rotation, prekey refill, republish).  Call from a timer. */
+void mw_omemo_tick(struct mw_omemo *o);
+void mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms);	/* tests */
+
+/*
+ * Publishes the bundle, then fetches the own device list and publishes it
+ * with this device added when missing (access_model=open; on
+ * precondition-not-met the node is reconfigured and the publish retried).
+ */
+int mw_omemo_start(struct mw_omemo *o);
+/* Asks for jid's device list; with fetch_bundles also fetches the bundle
+ * of every device with unknown key.  done is called once. */
+typedef void (*mw_omemo_done_fn)(struct mw_omemo *o, int err, void *arg);
+int mw_omemo_refresh(struct mw_omemo *o, const char *jid, bool fetch_bundles,
+    mw_omemo_done_fn done, void *arg);
+/*
+ * Encrypts pt to to_jid like mw_omemo_encrypt(), first fetching device lists
+ * and the bundles of devices without a session (building sessions), then
+ * sends.  done(err) is called exactly once, possibly before this returns.
+ */
+int mw_omemo_send(struct mw_omemo *o, const char *to_jid, const void *pt,
+    size_t len, mw_omemo_done_fn done, void *arg);
+
+/* Building blocks, public for tests and tools. */
+/* The <bundle xmlns=MW_OMEMO_NS> element of this device. */
+int mw_omemo_bundle_element(struct mw_omemo *o, xmpp_ctx_t *xctx,
+    xmpp_stanza_t **out);
+/* Builds a session with jid/device from a <bundle> element (random prekey);
+ * verifies the signed prekey signature; pins the identity key. */
+int mw_omemo_process_bundle(struct mw_omemo *o, const char *jid,
+    uint32_t device, xmpp_stanza_t *bundle);
+/* Records a <list xmlns=MW_OMEMO_NS> device list for jid. */
+int mw_omemo_process_devicelist(struct mw_omemo *o, const char *jid,
+    xmpp_stanza_t *list);
+/* Rotates the signed prekey when due and refills prekeys; *changed is set
+ * when the bundle must be republished. */
+int mw_omemo_maintain(struct mw_omemo *o, int64_t now, bool *changed);
+
+/* ---- account settings ---- */
+
+struct mw_omemo_account {
+	char *jid;
+	char *password;			/* or read from password_file */
+	char *host;			/* optional, NULL: SRV/domain */
+	unsigned short port;		/* 0: default */
+	char *ca_file;			/* optional */
+	char *cert_pin_sha256;		/* optional, 64 hex digits of the DER cert's SHA-256 */
+	char *db;			/* identity database path */
+	bool allow_plaintext;		/* loopback tests only: TLS off */
+};
+/*
+ * Reads a `key = value` file (# comments): jid, password, password_file,
+ * host, port, ca_file, cert_pin_sha256, db, allow_plaintext (yes/no;
+ * honoured only when host is 127.0.0.1, ::1 or localhost).
+ */
+int mw_omemo_account_load(struct mw_omemo_account *a, const char *path);
+void mw_omemo_account_free(struct mw_omemo_account *a);	/* wipes password */
+/* Sets jid, password, flags (always xmpp_conn_set_flags: MANDATORY_TLS
+ * unless allow_plaintext, then DISABLE_TLS), CA file and pin check. */
+int mw_omemo_account_apply(const struct mw_omemo_account *a, xmpp_conn_t *conn);
+/*
+ * With a pin: call from the XMPP_CONN_CONNECT handler and disconnect unless
+ * it returns 0 (the certfail handler only sees certificates that failed CA
+ * verification; this checks the one that passed).
+ */
+int mw_omemo_account_check_pin(const struct mw_omemo_account *a,
+    xmpp_conn_t *conn);
+
+#endif

@@ -1,0 +1,485 @@
+/*
+ * test_omemo_pep.c: the asynchronous PEP side against an in-process fake
+ * server: publishing bundle and device list (with the precondition-not-met
+ * reconfigure path), +notify pushes, re-adding the own device, fetching
+ * lists and bundles for mw_omemo_send(), republishing after a prekey was
+ * used, trusted-only encryption, and IQ timeouts.
+ *
+ * The fake server keeps one PEP item per (account, node), answers pubsub
+ * IQs, pushes device-list updates to every endpoint, and routes messages;
+ * stanzas travel as text through a queue, as over a socket.
+ */
+#include "tests/unit/omemo_testlib.h"
+
+#define MAXEP 6
+#define MAXQ 512
+#define MAXITEMS 64
+
+struct node_item {
+	char jid[64];
+	char node[128];
+	char *xml;		/* the item's payload */
+};
+
+struct qent {
+	int from;		/* endpoint index */
+	char *text;
+};
+
+static struct {
+	struct ep *ep[MAXEP];
+	int n;
+	struct qent q[MAXQ];
+	int qh, qt;
+	struct node_item items[MAXITEMS];
+	int nitems;
+	bool precondition_once;	/* fail the next bundle publish once */
+	int configures;
+	bool drop_iqs;		/* never answer */
+	char inbox[MAXEP][8][256];
+	int ninbox[MAXEP];
+} S;
+
+static int done_rc[8];
+static int done_calls;
+
+static void
+on_done(struct mw_omemo *o, int err, void *arg)
+{
+	done_rc[done_calls++ % 8] = err;
+}
+
+static void
+tsend(xmpp_stanza_t *st, void *arg)
+{
+	int i = (int)(intptr_t)arg;
+	char *buf;
+	size_t n;
+
+	assert_int_equal(xmpp_stanza_to_text(st, &buf, &n), XMPP_EOK);
+	S.q[S.qt % MAXQ].from = i;
+	S.q[S.qt % MAXQ].text = strdup(buf);
+	S.qt++;
+	xmpp_free(tl_x, buf);
+}
+
+static int
+add_ep(struct ep *e)
+{
+	int i = S.n++;
+
+	S.ep[i] = e;
+	assert_int_equal(mw_omemo_set_transport(e->o, tl_x, tsend,
+	    (void *)(intptr_t)i), 0);
+	return i;
+}
+
+static struct node_item *
+item_find(const char *jid, const char *node, bool create)
+{
+	for (int i = 0; i < S.nitems; i++)
+		if (strcmp(S.items[i].jid, jid) == 0 &&
+		    strcmp(S.items[i].node, node) == 0)
+			return &S.items[i];
+	if (!create)
+		return NULL;
+	assert_true(S.nitems < MAXITEMS);
+	snprintf(S.items[S.nitems].jid, 64, "%s", jid);
+	snprintf(S.items[S.nitems].node, 128, "%s", node);
+	return &S.items[S.nitems++];
+}
+
+static char *
+text_of_stanza(xmpp_stanza_t *s)
+{
+	char *buf, *r;
+	size_t n;
+
+	assert_int_equal(xmpp_stanza_to_text(s, &buf, &n), XMPP_EOK);
+	r = strdup(buf);
+	xmpp_free(tl_x, buf);
+	return r;
+}
+
+/* Queues text for delivery to endpoint `to` (from = -1: server). */
+static void
+deliver(int to, const char *text)
+{
+	xmpp_stanza_t *st = parse(text);
+	struct ep *e = S.ep[to];
+	const char *name = xmpp_stanza_get_name(st);
+
+	if (mw_omemo_handle_stanza(e->o, st) == 0 && strcmp(name, "message") == 0) {
+		struct mw_omemo_msg m;
+		int rc = mw_omemo_decrypt(e->o, st, &m);
+
+		if (rc == MW_OMEMO_OK) {
+			assert_true(S.ninbox[to] < 8);
+			snprintf(S.inbox[to][S.ninbox[to]++], 256, "%s",
+			    (char *)m.plaintext);
+			assert_int_equal(mw_omemo_commit(e->o), 0);
+		} else if (rc < 0) {
+			snprintf(S.inbox[to][S.ninbox[to]++], 256, "error %d", rc);
+		}
+		mw_omemo_msg_free(&m);
+	}
+	xmpp_stanza_release(st);
+}
+
+static void
+reply(int to, const char *from, const char *id, const char *type,
+    const char *inner)
+{
+	char *t;
+
+	assert_int_not_equal(asprintf(&t, "<iq type='%s' id='%s'%s%s%s>%s</iq>",
+	    type, id, from ? " from='" : "", from ? from : "", from ? "'" : "",
+	    inner), -1);
+	deliver(to, t);
+	free(t);
+}
+
+static void
+serve_iq(int from, xmpp_stanza_t *iq)
+{
+	const char *type = xmpp_stanza_get_type(iq), *id = xmpp_stanza_get_id(iq);
+	const char *to = xmpp_stanza_get_to(iq);
+	const char *owner = to != NULL ? to : S.ep[from]->jid;
+	xmpp_stanza_t *ps;
+	char *inner = NULL;
+
+	if (S.drop_iqs)
+		return;
+	if ((ps = xmpp_stanza_get_child_by_ns(iq,
+	    "http://jabber.org/protocol/pubsub#owner")) != NULL) {
+		S.configures++;
+		reply(from, NULL, id, "result", "");
+		return;
+	}
+	ps = xmpp_stanza_get_child_by_ns(iq, "http://jabber.org/protocol/pubsub");
+	assert_non_null(ps);
+	if (strcmp(type, "set") == 0) {
+		xmpp_stanza_t *pub = xmpp_stanza_get_child_by_name(ps, "publish");
+		xmpp_stanza_t *item = xmpp_stanza_get_child_by_name(pub, "item");
+		const char *node = xmpp_stanza_get_attribute(pub, "node");
+		struct node_item *it;
+
+		assert_non_null(xmpp_stanza_get_child_by_name(ps, "publish-options"));
+		if (S.precondition_once && strstr(node, "bundles") != NULL) {
+			S.precondition_once = false;
+			reply(from, NULL, id, "error", "<error type='cancel'>"
+			    "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+			    "<precondition-not-met xmlns='http://jabber.org/"
+			    "protocol/pubsub#errors'/></error>");
+			return;
+		}
+		it = item_find(S.ep[from]->jid, node, true);
+		free(it->xml);
+		it->xml = text_of_stanza(xmpp_stanza_get_children(item));
+		reply(from, NULL, id, "result", "");
+		if (strcmp(node, MW_OMEMO_NODE_DEVICELIST) == 0) {
+			/* +notify: every endpoint gets the push */
+			for (int i = 0; i < S.n; i++) {
+				char *t;
+
+				assert_int_not_equal(asprintf(&t, "<message from='%s'>"
+				    "<event xmlns='http://jabber.org/protocol/pubsub#event'>"
+				    "<items node='%s'><item id='current'>%s</item></items>"
+				    "</event></message>", S.ep[from]->jid, node,
+				    it->xml), -1);
+				S.q[S.qt % MAXQ].from = -1 - i;
+				S.q[S.qt % MAXQ].text = t;
+				S.qt++;
+			}
+		}
+		return;
+	}
+	{
+		xmpp_stanza_t *items = xmpp_stanza_get_child_by_name(ps, "items");
+		const char *node = xmpp_stanza_get_attribute(items, "node");
+		struct node_item *it = item_find(owner, node, false);
+
+		assert_string_equal(xmpp_stanza_get_attribute(items, "max_items"), "1");
+		if (it == NULL) {
+			reply(from, to, id, "error", "<error type='cancel'>"
+			    "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+			    "</error>");
+			return;
+		}
+		assert_int_not_equal(asprintf(&inner, "<pubsub xmlns='http://jabber.org/"
+		    "protocol/pubsub'><items node='%s'><item id='current'>%s</item>"
+		    "</items></pubsub>", node, it->xml), -1);
+		reply(from, to, id, "result", inner);
+		free(inner);
+	}
+}
+
+/* Runs the server until nothing is left to do. */
+static void
+pump(void)
+{
+	while (S.qh < S.qt) {
+		struct qent e = S.q[S.qh++ % MAXQ];
+		xmpp_stanza_t *st;
+
+		if (e.from < 0) {	/* a server push for endpoint -1-from */
+			deliver(-1 - e.from, e.text);
+			free(e.text);
+			continue;
+		}
+		st = parse(e.text);
+		if (strcmp(xmpp_stanza_get_name(st), "iq") == 0)
+			serve_iq(e.from, st);
+		else {
+			/* a chat message: stamp from, route to every resource */
+			char full[128], *t;
+
+			snprintf(full, sizeof(full), "%s/r%d", S.ep[e.from]->jid, e.from);
+			xmpp_stanza_set_from(st, full);
+			t = text_of_stanza(st);
+			/* every resource of the recipient, and the sender's other
+			 * devices (carbons-like) */
+			for (int i = 0; i < S.n; i++)
+				if (i != e.from && (strcmp(S.ep[i]->jid,
+				    xmpp_stanza_get_to(st)) == 0 ||
+				    strcmp(S.ep[i]->jid, S.ep[e.from]->jid) == 0))
+					deliver(i, t);
+			free(t);
+		}
+		xmpp_stanza_release(st);
+		free(e.text);
+	}
+}
+
+static struct ep A, B, B2;
+
+static int
+setup(void **state)
+{
+	memset(&S, 0, sizeof(S));
+	done_calls = 0;
+	tl_init();
+	ep_new(&A, "alice@example.org", "a");
+	ep_new(&B, "bob@example.org", "b");
+	add_ep(&A);
+	add_ep(&B);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	for (int i = 0; i < S.n; i++)
+		ep_close(S.ep[i]);
+	for (int i = 0; i < S.nitems; i++)
+		free(S.items[i].xml);
+	while (S.qh < S.qt)
+		free(S.q[S.qh++ % MAXQ].text);
+	tl_fini();
+	return 0;
+}
+
+static void
+trust_each_other(struct ep *x, struct ep *y)
+{
+	char fp[65];
+
+	fp_of(y, fp);
+	assert_int_equal(mw_omemo_trust(x->o, y->jid, fp), 0);
+	fp_of(x, fp);
+	assert_int_equal(mw_omemo_trust(y->o, x->jid, fp), 0);
+}
+
+static void
+test_start_publishes(void **state)
+{
+	char node[128], dev[32];
+	struct node_item *it;
+
+	S.precondition_once = true;
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	pump();
+	assert_int_equal(S.configures, 1);	/* reconfigured, then published */
+	snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
+	    mw_omemo_device_id(A.o));
+	it = item_find(A.jid, node, false);
+	assert_non_null(it);
+	/* child order python-oldmemo validates */
+	assert_true(strstr(it->xml, "<signedPreKeyPublic") <
+	    strstr(it->xml, "<signedPreKeySignature"));
+	assert_true(strstr(it->xml, "<signedPreKeySignature") <
+	    strstr(it->xml, "<identityKey"));
+	assert_true(strstr(it->xml, "<identityKey") < strstr(it->xml, "<prekeys"));
+	{
+		int n = 0;
+
+		for (const char *p = it->xml; (p = strstr(p, "<preKeyPublic")); p++)
+			n++;
+		assert_int_equal(n, 100);
+	}
+	it = item_find(A.jid, MW_OMEMO_NODE_DEVICELIST, false);
+	assert_non_null(it);
+	snprintf(dev, sizeof(dev), "id=\"%u\"", mw_omemo_device_id(A.o));
+	assert_non_null(strstr(it->xml, dev));
+	/* a push of A's list without A's device: A puts itself back */
+	free(it->xml);
+	it->xml = strdup("<list xmlns='eu.siacs.conversations.axolotl'>"
+	    "<device id='4242'/></list>");
+	{
+		char *t;
+
+		assert_int_not_equal(asprintf(&t, "<message from='%s'><event "
+		    "xmlns='http://jabber.org/protocol/pubsub#event'><items node='%s'>"
+		    "<item id='current'>%s</item></items></event></message>", A.jid,
+		    MW_OMEMO_NODE_DEVICELIST, it->xml), -1);
+		deliver(0, t);
+		free(t);
+	}
+	pump();
+	it = item_find(A.jid, MW_OMEMO_NODE_DEVICELIST, false);
+	assert_non_null(strstr(it->xml, dev));
+	assert_non_null(strstr(it->xml, "4242"));
+}
+
+static void
+test_send_builds_sessions(void **state)
+{
+	char node[128], used[64];
+	struct node_item *it;
+
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	assert_int_equal(mw_omemo_start(B.o), 0);
+	pump();
+	trust_each_other(&A, &B);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "hi bob", 6, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_calls, 1);
+	assert_int_equal(done_rc[0], 0);
+	assert_int_equal(S.ninbox[1], 1);
+	assert_string_equal(S.inbox[1][0], "hi bob");
+	/* B's bundle was republished without the used prekey, with id 101 */
+	snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
+	    mw_omemo_device_id(B.o));
+	it = item_find(B.jid, node, false);
+	assert_non_null(strstr(it->xml, "preKeyId=\"101\""));
+	{
+		int64_t missing = count(&B, "SELECT min(id) FROM (WITH RECURSIVE "
+		    "n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) "
+		    "SELECT i AS id FROM n WHERE i NOT IN (SELECT id FROM "
+		    "omemo_prekeys))");
+
+		snprintf(used, sizeof(used), "preKeyId=\"%lld\"", (long long)missing);
+		assert_null(strstr(it->xml, used));
+	}
+	/* and back, no bundle fetch needed */
+	assert_int_equal(mw_omemo_send(B.o, A.jid, "hi alice", 8, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_rc[1], 0);
+	assert_string_equal(S.inbox[0][0], "hi alice");
+	/* B restarts: still works both ways */
+	ep_close(&B);
+	ep_open(&B);
+	assert_int_equal(mw_omemo_set_transport(B.o, tl_x, tsend, (void *)1), 0);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "after restart", 13, on_done,
+	    NULL), 0);
+	assert_int_equal(mw_omemo_send(B.o, A.jid, "me too", 6, on_done, NULL), 0);
+	pump();
+	assert_string_equal(S.inbox[1][1], "after restart");
+	assert_string_equal(S.inbox[0][1], "me too");
+}
+
+static void
+test_untrusted_device_skipped(void **state)
+{
+	int b2;
+
+	ep_new(&B2, "bob@example.org", "b2");
+	b2 = add_ep(&B2);
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	assert_int_equal(mw_omemo_start(B.o), 0);
+	pump();
+	assert_int_equal(mw_omemo_start(B2.o), 0);
+	pump();
+	/* A trusts only B's first device */
+	trust_each_other(&A, &B);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "only b1", 7, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_rc[0], 0);
+	assert_string_equal(S.inbox[1][0], "only b1");
+	/* B2 got the message but no key for it */
+	assert_int_equal(S.ninbox[b2], 1);
+	{
+		char want[32];
+
+		snprintf(want, sizeof(want), "error %d", MW_OMEMO_E_NOT_FOR_US);
+		assert_string_equal(S.inbox[b2][0], want);
+	}
+	/* A knows B2's key now (bundle fetched, undecided) */
+	{
+		struct mw_omemo_device *d;
+		size_t n;
+		int undecided = 0;
+
+		assert_int_equal(mw_omemo_devices(A.o, B.jid, &d, &n), 0);
+		assert_int_equal(n, 2);
+		for (size_t i = 0; i < n; i++)
+			if (d[i].has_key && d[i].trust == MW_OMEMO_TRUST_UNDECIDED)
+				undecided++;
+		assert_int_equal(undecided, 1);
+		free(d);
+	}
+	/* nobody trusted: nothing is sent */
+	assert_int_equal(mw_omemo_send(B.o, "carol@example.org", "x", 1, on_done,
+	    NULL), 0);
+	pump();
+	assert_int_equal(done_rc[1], MW_OMEMO_E_IQ);	/* no such list */
+}
+
+static void
+test_timeout(void **state)
+{
+	S.drop_iqs = true;
+	mw_omemo_set_iq_timeout(A.o, 0);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "lost", 4, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_calls, 0);
+	mw_omemo_tick(A.o);
+	assert_int_equal(done_calls, 1);
+	assert_int_equal(done_rc[0], MW_OMEMO_E_TIMEOUT);
+	/* a send pending at close is failed, once */
+	S.drop_iqs = true;
+	mw_omemo_set_iq_timeout(A.o, 60000);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "never", 5, on_done, NULL), 0);
+	pump();
+	ep_close(&A);
+	assert_int_equal(done_calls, 2);
+	assert_int_equal(done_rc[1], MW_OMEMO_E_OFFLINE);
+	ep_open(&A);
+}
+
+static void
+test_offline(void **state)
+{
+	struct mw_omemo *o;
+
+	assert_int_equal(mw_omemo_open(&o, A.db, NULL), 0);
+	assert_int_equal(mw_omemo_send(o, B.jid, "x", 1, on_done, NULL),
+	    MW_OMEMO_E_OFFLINE);
+	assert_int_equal(mw_omemo_start(o), MW_OMEMO_E_OFFLINE);
+	mw_omemo_close(o);
+}
+
+int
+main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_start_publishes),
+		T(test_send_builds_sessions),
+		T(test_untrusted_device_skipped),
+		T(test_timeout),
+		T(test_offline),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,407 @@
+/*
+ * test_omemo_session.c: two in-process OMEMO endpoints (two SQLite
+ * databases) doing X3DH and the double ratchet through the public API and
+ * real stanzas, without a network: first contact both ways, long
+ * conversations, restarts, key transport, the crash-safety transaction, and
+ * trust (changed identities, revocation).
+ */
+#include "tests/unit/omemo_testlib.h"
+
+static struct ep A, B;
+
+static int
+setup(void **state)
+{
+	tl_init();
+	ep_new(&A, "alice@example.org", "a");
+	ep_new(&B, "bob@example.org", "b");
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	if (A.o != NULL)
+		ep_close(&A);
+	if (B.o != NULL)
+		ep_close(&B);
+	tl_fini();
+	return 0;
+}
+
+static void
+test_identity(void **state)
+{
+	char fp[65], g[72];
+	uint32_t dev = mw_omemo_device_id(A.o);
+
+	assert_true(dev > 0 && dev <= 0x7fffffff);
+	assert_int_not_equal(dev, mw_omemo_device_id(B.o));
+	fp_of(&A, fp);
+	assert_int_equal(strlen(fp), 64);
+	assert_int_equal(strspn(fp, "0123456789abcdef"), 64);
+	assert_int_equal(count(&A, "SELECT count(*) FROM omemo_prekeys"), 100);
+	assert_int_equal(count(&A, "SELECT count(*) FROM omemo_signed_prekeys"), 1);
+	assert_int_equal(count(&A, "SELECT version FROM mw_schema WHERE component='omemo'"), 1);
+	/* reopening keeps the identity */
+	ep_close(&A);
+	ep_open(&A);
+	assert_int_equal(mw_omemo_device_id(A.o), dev);
+	fp_of(&A, g);
+	assert_string_equal(fp, g);
+	/* another JID on the same database is refused */
+	{
+		struct mw_omemo *o2;
+
+		assert_int_equal(mw_omemo_open(&o2, A.db, "mallory@example.org"),
+		    MW_OMEMO_E_WRONG_JID);
+		assert_int_equal(mw_omemo_open(&o2, A.db, NULL), MW_OMEMO_OK);
+		assert_int_equal(mw_omemo_device_id(o2), dev);
+		mw_omemo_close(o2);
+	}
+}
+
+static void
+test_first_contact_a_to_b(void **state)
+{
+	struct mw_omemo_msg m;
+	char *w;
+
+	introduce(&A, &B);
+	w = enc(&A, &B, "hello bob");
+	assert_non_null(strstr(w, "prekey=\"true\""));
+	assert_non_null(strstr(w, "urn:xmpp:eme:0"));
+	assert_non_null(strstr(w, "urn:xmpp:hints"));
+	assert_non_null(strstr(w, "<body>"));
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_OK);
+	assert_true(m.prekey);
+	assert_string_equal(m.from, "alice@example.org");
+	assert_int_equal(m.device, mw_omemo_device_id(A.o));
+	assert_int_equal(m.trust, MW_OMEMO_TRUST_UNDECIDED);
+	assert_string_equal((char *)m.plaintext, "hello bob");
+	assert_true(mw_omemo_txn_pending(B.o));
+	assert_int_equal(mw_omemo_commit(B.o), MW_OMEMO_OK);
+	assert_false(mw_omemo_txn_pending(B.o));
+	mw_omemo_msg_free(&m);
+	free(w);
+	/* the used prekey was replaced by one with a new id */
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys"), 100);
+	assert_int_equal(count(&B, "SELECT max(id) FROM omemo_prekeys"), 101);
+	/* B answers without fetching A's bundle (session from the prekey msg) */
+	know(&B, &A);
+	w = enc(&B, &A, "hello alice");
+	assert_null(strstr(w, "prekey="));	/* omitted, never 'false' */
+	dec_expect(&A, w, "hello alice");
+	free(w);
+	/* A got a reply: A's messages are now plain SignalMessages */
+	w = enc(&A, &B, "second");
+	assert_null(strstr(w, "prekey="));
+	dec_expect(&B, w, "second");
+	free(w);
+	{
+		enum mw_omemo_trust t;
+		char fp[65], afp[65];
+
+		assert_int_equal(mw_omemo_device_trust(B.o, A.jid,
+		    mw_omemo_device_id(A.o), &t, fp), 0);
+		assert_int_equal(t, MW_OMEMO_TRUST_VERIFIED);
+		fp_of(&A, afp);
+		assert_string_equal(fp, afp);
+	}
+}
+
+static void
+test_first_contact_b_to_a(void **state)
+{
+	introduce(&B, &A);
+	send_recv(&B, &A, "from bob first");
+	know(&A, &B);
+	send_recv(&A, &B, "reply");
+	send_recv(&B, &A, "and again");
+}
+
+static void
+test_both_initiate(void **state)
+{
+	char *w1, *w2;
+
+	/* both sides build from bundles at the same time */
+	introduce(&A, &B);
+	introduce(&B, &A);
+	w1 = enc(&A, &B, "a1");
+	w2 = enc(&B, &A, "b1");
+	dec_expect(&B, w1, "a1");
+	dec_expect(&A, w2, "b1");
+	free(w1);
+	free(w2);
+	send_recv(&A, &B, "a2");
+	send_recv(&B, &A, "b2");
+	send_recv(&A, &B, "a3");
+}
+
+static void
+test_hundred_alternating_with_restart(void **state)
+{
+	char text[64];
+
+	introduce(&A, &B);
+	know(&B, &A);
+	for (int i = 0; i < 100; i++) {
+		snprintf(text, sizeof(text), "message %d", i);
+		if (i % 2 == 0)
+			send_recv(&A, &B, text);
+		else
+			send_recv(&B, &A, text);
+		if (i == 37) {
+			ep_close(&A);
+			ep_open(&A);
+		}
+		if (i == 62) {
+			ep_close(&B);
+			ep_open(&B);
+		}
+	}
+	/* several in a row one way, out of order */
+	{
+		char *w[3];
+
+		for (int i = 0; i < 3; i++) {
+			snprintf(text, sizeof(text), "burst %d", i);
+			w[i] = enc(&A, &B, text);
+		}
+		dec_expect(&B, w[2], "burst 2");
+		dec_expect(&B, w[0], "burst 0");
+		dec_expect(&B, w[1], "burst 1");
+		for (int i = 0; i < 3; i++)
+			free(w[i]);
+	}
+}
+
+static void
+test_key_transport(void **state)
+{
+	xmpp_stanza_t *m = NULL;
+	struct mw_omemo_msg msg;
+	uint8_t before[32], after[32];
+	char *w;
+
+	introduce(&A, &B);
+	know(&B, &A);
+	send_recv(&A, &B, "establish");
+	assert_int_equal(mw_omemo_encrypt_key_transport(B.o, tl_x, A.jid,
+	    mw_omemo_device_id(A.o), &m), MW_OMEMO_OK);
+	w = wire_text(&B, m);
+	xmpp_stanza_release(m);
+	assert_null(strstr(w, "<payload>"));
+	db_digest(&A, before);
+	assert_int_equal(dec_raw(&A, w, &msg), MW_OMEMO_DROPPED);
+	assert_false(mw_omemo_txn_pending(A.o));
+	mw_omemo_msg_free(&msg);
+	db_digest(&A, after);
+	assert_memory_not_equal(before, after, 32);	/* session advanced */
+	/* the same key transport again is a duplicate */
+	assert_int_equal(dec_raw(&A, w, &msg), MW_OMEMO_E_DUPLICATE);
+	mw_omemo_msg_free(&msg);
+	free(w);
+	send_recv(&B, &A, "after key transport");
+	send_recv(&A, &B, "still fine");
+}
+
+static void
+test_commit_with_caller_rows_and_rollback(void **state)
+{
+	struct mw_omemo_msg m;
+	uint8_t before[32], after[32];
+	char *w;
+
+	assert_int_equal(sqlite3_exec(B.db, "CREATE TABLE journal(t TEXT)",
+	    NULL, NULL, NULL), SQLITE_OK);
+	introduce(&A, &B);
+	know(&B, &A);
+	w = enc(&A, &B, "job 1");
+	db_digest(&B, before);
+	/* decrypt, add a journal row, roll back: as if it never arrived */
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_OK);
+	assert_int_equal(sqlite3_exec(B.db, "INSERT INTO journal VALUES('x')",
+	    NULL, NULL, NULL), SQLITE_OK);
+	/* while pending, nothing else may touch the store */
+	{
+		xmpp_stanza_t *s = NULL;
+		struct mw_omemo_msg m2;
+
+		assert_int_equal(mw_omemo_encrypt(B.o, tl_x, A.jid, NULL, 0,
+		    "x", 1, &s), MW_OMEMO_E_TXN);
+		assert_int_equal(dec_raw(&B, w, &m2), MW_OMEMO_E_TXN);
+		mw_omemo_msg_free(&m2);
+	}
+	assert_int_equal(mw_omemo_rollback(B.o), MW_OMEMO_OK);
+	mw_omemo_msg_free(&m);
+	db_digest(&B, after);
+	assert_memory_equal(before, after, 32);
+	assert_int_equal(count(&B, "SELECT count(*) FROM journal"), 0);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE id > 100"), 0);
+	/* the same message decrypts again; commit this time */
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_OK);
+	assert_string_equal((char *)m.plaintext, "job 1");
+	assert_int_equal(sqlite3_exec(B.db, "INSERT INTO journal VALUES('y')",
+	    NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(mw_omemo_commit(B.o), MW_OMEMO_OK);
+	mw_omemo_msg_free(&m);
+	assert_int_equal(count(&B, "SELECT count(*) FROM journal"), 1);
+	assert_int_equal(mw_omemo_commit(B.o), MW_OMEMO_E_TXN);
+	free(w);
+	/* a crash between decrypt and commit: the connection closes with the
+	 * transaction open; after reopening the message decrypts again */
+	w = enc(&A, &B, "job 2");
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_OK);
+	mw_omemo_msg_free(&m);
+	ep_close(&B);	/* mw_omemo_close rolls back */
+	ep_open(&B);
+	dec_expect(&B, w, "job 2");
+	free(w);
+	send_recv(&B, &A, "reply");
+	/* a caller transaction open: refused */
+	assert_int_equal(sqlite3_exec(B.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+	w = enc(&A, &B, "job 3");
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_E_TXN);
+	mw_omemo_msg_free(&m);
+	assert_int_equal(sqlite3_exec(B.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	dec_expect(&B, w, "job 3");
+	free(w);
+}
+
+static void
+test_changed_identity_refused(void **state)
+{
+	struct ep B2;
+	struct mw_omemo_msg m;
+	uint8_t before[32], after[32];
+	char fp2[65], *w, sql[128];
+	uint32_t bdev = mw_omemo_device_id(B.o);
+
+	introduce(&B, &A);
+	know(&A, &B);
+	send_recv(&B, &A, "hi from the real bob");
+	send_recv(&A, &B, "hi bob");
+	/* bob's database is wiped; the new identity reuses the device id */
+	ep_new(&B2, "bob@example.org", "b2");
+	ep_close(&B2);
+	{
+		sqlite3 *db;
+
+		assert_int_equal(sqlite3_open(B2.path, &db), SQLITE_OK);
+		snprintf(sql, sizeof(sql),
+		    "UPDATE omemo_identity SET device_id = %u", bdev);
+		assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
+	ep_open(&B2);
+	introduce(&B2, &A);
+	w = enc(&B2, &A, "I am bob, trust me");
+	db_digest(&A, before);
+	assert_int_equal(dec_raw(&A, w, &m), MW_OMEMO_E_UNTRUSTED);
+	fp_of(&B2, fp2);
+	assert_string_equal(m.fp, fp2);	/* the refused key is named */
+	mw_omemo_msg_free(&m);
+	db_digest(&A, after);
+	assert_memory_equal(before, after, 32);
+	/* the old session still works */
+	send_recv(&B, &A, "old bob still here");
+	/* the owner verifies the new key: accepted and re-pinned */
+	assert_int_equal(mw_omemo_trust(A.o, B2.jid, fp2), MW_OMEMO_OK);
+	dec_expect(&A, w, "I am bob, trust me");
+	free(w);
+	{
+		enum mw_omemo_trust t;
+		char fp[65];
+
+		assert_int_equal(mw_omemo_device_trust(A.o, B.jid, bdev, &t, fp), 0);
+		assert_string_equal(fp, fp2);
+		assert_int_equal(t, MW_OMEMO_TRUST_VERIFIED);
+	}
+	ep_close(&B2);
+}
+
+static void
+test_revoked_refused(void **state)
+{
+	struct mw_omemo_msg m;
+	xmpp_stanza_t *s = NULL;
+	char fp[65], *w;
+
+	introduce(&A, &B);
+	know(&B, &A);
+	send_recv(&A, &B, "hello");
+	fp_of(&A, fp);
+	assert_int_equal(mw_omemo_distrust(B.o, A.jid, fp), MW_OMEMO_OK);
+	w = enc(&A, &B, "after revocation");
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_E_UNTRUSTED);
+	mw_omemo_msg_free(&m);
+	/* and B no longer encrypts to A */
+	assert_int_equal(mw_omemo_encrypt(B.o, tl_x, A.jid, NULL, 0, "x", 1, &s),
+	    MW_OMEMO_E_NO_DEVICES);
+	/* trusted again: the held-back message decrypts */
+	assert_int_equal(mw_omemo_trust(B.o, A.jid, fp), MW_OMEMO_OK);
+	dec_expect(&B, w, "after revocation");
+	free(w);
+}
+
+static void
+test_undecided_not_encrypted_to(void **state)
+{
+	xmpp_stanza_t *s = NULL, *bun = bundle_of(&B);
+
+	assert_int_equal(mw_omemo_process_bundle(A.o, B.jid,
+	    mw_omemo_device_id(B.o), bun), MW_OMEMO_OK);
+	xmpp_stanza_release(bun);
+	learn_devlist(&A, &B);
+	assert_int_equal(mw_omemo_encrypt(A.o, tl_x, B.jid, NULL, 0, "x", 1, &s),
+	    MW_OMEMO_E_NO_DEVICES);
+	{
+		struct mw_omemo_device *d;
+		size_t n;
+
+		assert_int_equal(mw_omemo_devices(A.o, B.jid, &d, &n), 0);
+		assert_int_equal(n, 1);
+		assert_true(d[0].active && d[0].has_key && d[0].has_session);
+		assert_int_equal(d[0].trust, MW_OMEMO_TRUST_UNDECIDED);
+		free(d);
+	}
+}
+
+static void
+test_own_devices_included(void **state)
+{
+	struct ep A2;
+	char *w;
+
+	/* alice has a second device; messages to bob go to it as well */
+	ep_new(&A2, "alice@example.org", "a2");
+	introduce(&A, &B);
+	introduce(&A, &A2);
+	w = enc(&A, &B, "to bob and my other device");
+	dec_expect(&B, w, "to bob and my other device");
+	dec_expect(&A2, w, "to bob and my other device");
+	free(w);
+	ep_close(&A2);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_first_contact_a_to_b, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_first_contact_b_to_a, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_both_initiate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hundred_alternating_with_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_transport, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commit_with_caller_rows_and_rollback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_changed_identity_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_revoked_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undecided_not_encrypted_to, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_own_devices_included, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
