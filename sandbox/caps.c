@@ -11,8 +11,10 @@
  *    crossing (/proc, /sys, /dev are mounts) and no ".." can leave it;
  *    a regular file with more than one link is refused (hard links);
  *  - commands run from an argv named in policy, never through a shell, in
- *    their own session, with their own timeout and output cap, and the whole
- *    process group is killed when they time out or the job ends;
+ *    their own session under a subreaper (command_reaper), with their own
+ *    timeout and output cap; every process the command started -- even one
+ *    that left the session -- is killed when it exits, times out or the job
+ *    ends;
  *  - every reply is bounded (MW_FS_READ_MAX, per-command output caps).
  */
 #include <dirent.h>
@@ -24,12 +26,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/openat2.h>
@@ -747,6 +752,153 @@ dberr:
 
 /* ---- commands ---- */
 
+/*
+ * A command never runs as the supervisor's direct child.  The supervisor
+ * forks a reaper, which becomes a child subreaper in its own session and
+ * forks the command.  Whatever the command leaves behind -- background
+ * children, double-forked daemons, processes that called setsid() to leave
+ * the process group -- is reparented to the reaper, not to init.  When the
+ * command exits, or the reaper gets SIGTERM (timeout, job end, supervisor
+ * death), the reaper SIGKILLs every process it still has until none is left,
+ * and only then exits, with the command's own status (or SIGKILL when it was
+ * stopped).  So when the supervisor reaps the reaper, the command's whole
+ * tree is gone and its pipes are at end of file.
+ */
+
+/* SIGKILLs every live child of the reaper; returns how many it signalled. */
+static int
+kill_children(pid_t self)
+{
+	DIR *d = opendir("/proc");
+	if (d == NULL)
+		return -1;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char path[64], buf[512], *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (pid <= 0 || *end != '\0')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t r = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (r <= 0)
+			continue;
+		buf[r] = '\0';
+		/* "pid (comm) state ppid ...": comm may contain anything, so
+		 * parse from the last ')'. */
+		char *rp = strrchr(buf, ')');
+		char state;
+		int ppid;
+		if (rp == NULL || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
+			continue;
+		/* Only our own children: their pid cannot be reused before we
+		 * wait for them, so the signal cannot hit a stranger. */
+		if (ppid == (int)self && state != 'Z' && kill((pid_t)pid, SIGKILL) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void __attribute__((noreturn))
+command_reaper(char **argv, int outw, int errw)
+{
+	static char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"LANG=C.UTF-8", NULL };
+	sigset_t wait_for, none;
+	struct rlimit nocore = { 0, 0 };
+	pid_t self = getpid();
+
+	/* SIGTERM is blocked (by the supervisor, before fork); SIGCHLD too
+	 * (for its signalfd).  Both stay blocked: sigwaitinfo takes them. */
+	sigemptyset(&wait_for);
+	sigaddset(&wait_for, SIGTERM);
+	sigaddset(&wait_for, SIGCHLD);
+	sigemptyset(&none);
+	if (sigprocmask(SIG_BLOCK, &wait_for, NULL) != 0 ||
+	    signal(SIGCHLD, SIG_DFL) == SIG_ERR ||
+	    setsid() < 0 ||
+	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 ||
+	    prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) != 0 ||
+	    setrlimit(RLIMIT_CORE, &nocore) != 0)
+		_exit(126);
+	if (getppid() == 1)
+		_exit(126);	/* the supervisor died before PDEATHSIG was set */
+	pid_t cmd = fork();
+	if (cmd < 0)
+		_exit(126);
+	if (cmd == 0) {
+		if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+			_exit(126);
+		for (int s = 1; s < NSIG; s++)
+			if (s != SIGKILL && s != SIGSTOP)
+				signal(s, SIG_DFL);
+		mw_confine_command_child();
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (null < 0 || dup2(null, 0) != 0 || dup2(outw, 1) != 1 ||
+		    dup2(errw, 2) != 2)
+			_exit(126);
+		syscall(SYS_close_range, 3, ~0U, 0);
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	/* Nothing of the supervisor's stays open here: sockets, kv store,
+	 * and the pipes' write ends (only the command's tree holds those). */
+	syscall(SYS_close_range, 3, ~0U, 0);
+
+	int cstatus = 0;
+	bool cdone = false, stopped = false;
+	while (!cdone && !stopped) {
+		int st;
+		pid_t p = waitpid(cmd, &st, WNOHANG);
+		if (p == cmd) {
+			cstatus = st;
+			cdone = true;
+			break;
+		}
+		if (p < 0 && errno != EINTR)
+			break;
+		int sig = sigwaitinfo(&wait_for, NULL);
+		if (sig == SIGTERM)
+			stopped = true;
+		else if (sig < 0 && errno != EINTR)
+			stopped = true;
+	}
+	/* Kill the whole tree: children first, their orphans arrive here. */
+	for (;;) {
+		int st;
+		pid_t p;
+		int killed = kill_children(self);
+		while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+			if (p == cmd && !cdone) {
+				cstatus = st;
+				cdone = true;
+			}
+		if (p < 0 && errno == ECHILD)
+			break;
+		if (killed < 0)
+			kill(-cmd, SIGKILL);	/* no /proc: the group at least */
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (stopped || !cdone || WIFSIGNALED(cstatus)) {
+		int sig = (!stopped && cdone) ? WTERMSIG(cstatus) : SIGKILL;
+		sigset_t one;
+		sigemptyset(&one);
+		sigaddset(&one, sig);
+		signal(sig, SIG_DFL);
+		sigprocmask(SIG_UNBLOCK, &one, NULL);
+		kill(self, sig);
+		kill(self, SIGKILL);	/* a signal whose default is to ignore */
+	}
+	_exit(WEXITSTATUS(cstatus));
+}
+
+
 static int
 cap_exec(const struct mw_grants *g, struct cap_args *A, struct mw_buf *reply,
     struct mw_cap_async *async, uint64_t now, uint64_t wall_deadline, uint32_t calls)
@@ -812,29 +964,29 @@ cap_exec(const struct mw_grants *g, struct cap_args *A, struct mw_buf *reply,
 			free(owned[j]);
 		return mw_cap_reply_error(reply, "exec.run %s: %s", c->name, strerror(errno));
 	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		static char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-			"LANG=C.UTF-8", NULL };
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		for (int s = 1; s < NSIG; s++)
-			if (s != SIGKILL && s != SIGSTOP)
-				signal(s, SIG_DFL);
-		setsid();
-		mw_confine_command_child();
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (null < 0 || dup2(null, 0) != 0 || dup2(outp[1], 1) != 1 ||
-		    dup2(errp[1], 2) != 2)
-			_exit(126);
-		syscall(SYS_close_range, 3, ~0U, 0);
-		struct rlimit rl = { 0, 0 };
-		setrlimit(RLIMIT_CORE, &rl);
-		execve(argv[0], argv, envp);
-		_exit(127);
+	/* SIGTERM stays blocked in the reaper until it waits for it. */
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &term, &old) != 0) {
+		int e = errno;
+		close(outp[0]);
+		close(outp[1]);
+		close(errp[0]);
+		close(errp[1]);
+		for (unsigned j = 0; j < nextra; j++)
+			free(owned[j]);
+		return mw_cap_reply_error(reply, "exec.run %s: %s", c->name, strerror(e));
 	}
+	pid_t pid = fork();
+	if (pid == 0)
+		command_reaper(argv, outp[1], errp[1]);
 	int fork_errno = errno;
+	if (sigprocmask(SIG_SETMASK, &old, NULL) != 0 && pid > 0) {
+		fork_errno = errno;
+		kill(pid, SIGTERM);	/* it cleans up; reap_children collects it */
+		pid = -1;
+	}
 	for (unsigned j = 0; j < nextra; j++)
 		free(owned[j]);
 	close(outp[1]);
@@ -889,7 +1041,7 @@ mw_cap_async_abort(struct mw_cap_async *a)
 {
 	if (a->kind == MW_ASYNC_EXEC) {
 		if (a->pid > 0)
-			kill(-a->pid, SIGKILL);	/* the whole session's group */
+			kill(a->pid, SIGTERM);	/* its reaper kills the whole tree */
 		if (a->out_fd >= 0)
 			close(a->out_fd);
 		if (a->err_fd >= 0)

@@ -6,7 +6,7 @@
  * its address space is fresh: whatever the caller holds (keys, sessions)
  * never exists in the process that forks Lua workers.  The exec'd supervisor
  * inherits only its socket (fd 3), /dev/null on stdin and the caller's
- * stdout/stderr, and an environment with nothing but PATH.
+ * stdout/stderr, and an environment with nothing but PATH (and LD_BIND_NOW).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,7 +74,11 @@ mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out)
 		}
 		syscall(SYS_close_range, 4, ~0U, 0);
 		char *const argv[] = { "moonwire", "__supervisor", "3", NULL };
-		char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+		/* LD_BIND_NOW: resolve every library symbol once, here, so the
+		 * workers forked later (from the zygote) do not each redo the
+		 * lazy PLT binding of liblua & co. on their first calls. */
+		char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+			"LD_BIND_NOW=1", NULL };
 		execve(exe, argv, envp);
 		_exit(127);
 	}
@@ -114,9 +118,10 @@ mw_sandbox_pid(const struct mw_sandbox *sb)
 int
 mw_sandbox_submit(struct mw_sandbox *sb, const struct mw_job *job)
 {
-	size_t before = sb->out.len;
+	/* Relative to the unread bytes: encoding may compact sb->out. */
+	size_t before = mw_buf_avail(&sb->out);
 	if (mw_enc_job(&sb->out, job) != 0) {
-		sb->out.len = before;
+		sb->out.len = sb->out.off + before;
 		return -1;
 	}
 	mw_sandbox_flush(sb);

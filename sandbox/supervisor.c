@@ -315,6 +315,8 @@ handle_done(struct sv_worker *w, struct mw_buf *p)
 	struct mw_result r;
 	memset(&r, 0, sizeof(r));
 	r.status = (enum mw_job_status)st;
+	if (st == MW_JOB_OUTPUT_LIMIT)
+		job->output_trunc = true;	/* the worker cut it (spec/errors.md) */
 	char *errs = NULL;
 	if (st != MW_JOB_OK) {
 		errs = strndup((const char *)err, errlen);
@@ -333,7 +335,9 @@ handle_cap_call(struct sv_worker *w, struct mw_buf *p)
 {
 	struct sv_job *job = w->job;
 	struct mw_buf reply;
-	if (job->cap_pending) {
+	/* Pending too: a reply not yet written to the worker, which cannot
+	 * have read it (a worker that never reads would grow w->out). */
+	if (job->cap_pending || mw_buf_avail(&w->out) > 0) {
 		job_kill(job, MW_JOB_PROTOCOL_ERROR, "capability call while one is pending");
 		return;
 	}
@@ -397,7 +401,9 @@ worker_readable(struct sv_worker *w)
 		}
 		r = mw_frame_take(&w->in, MW_MAX_WORKER_FRAME, &type, &p);
 		if (r == MW_WIRE_ESHORT) {
-			if (r == MW_WIRE_ESHORT && mw_buf_avail(&w->in) >= MW_MAX_WORKER_FRAME)
+			/* A legal frame is up to MW_MAX_WORKER_FRAME plus its
+			 * header; only a full buffer without one is oversized. */
+			if (mw_buf_avail(&w->in) >= MW_MAX_WORKER_FRAME + MW_FRAME_HEADER)
 				job_kill(w->job, MW_JOB_PROTOCOL_ERROR, "oversized frame from worker");
 			break;
 		}
@@ -522,7 +528,10 @@ handle_job(struct mw_buf *p)
 		job_free(job);
 		return;
 	}
-	if (S.queued >= S.cfg.queue_max && S.running >= S.cfg.parallel) {
+	/* Queued jobs include those about to take a free slot (jobs of one
+	 * read arrive before schedule() starts any): queue_max waits beyond. */
+	unsigned free_slots = S.running < S.cfg.parallel ? S.cfg.parallel - S.running : 0;
+	if (S.queued >= S.cfg.queue_max + free_slots) {
 		send_simple_result(job->j.id, MW_JOB_BUSY, "queue full");
 		job_free(job);
 		return;
@@ -725,7 +734,7 @@ check_deadlines(uint64_t now)
 		    !job->async.timed_out && now >= job->async.deadline_us) {
 			job->async.timed_out = true;
 			if (job->async.pid > 0)
-				kill(-job->async.pid, SIGKILL);
+				kill(job->async.pid, SIGTERM);	/* its reaper kills the tree */
 		}
 	}
 }

@@ -38,11 +38,14 @@
 
 #define HOOK_STEP 1000u
 #define CPU_CHECK_EVERY 8u
+/* Longest error message sent; the supervisor refuses more than 4096 bytes. */
+#define ERROR_MAX 4000u
 
 static struct {
 	lua_State *L;
 	int fd;
 	size_t mem_used, mem_peak, mem_limit;
+	uint64_t mem_job_limit;	/* the job's own limit, for messages */
 	uint64_t instructions, instr_limit;
 	unsigned hook_calls, hook_step;
 	uint64_t cpu_start_us, cpu_limit_us;
@@ -93,12 +96,24 @@ flush_output(void)
 static void __attribute__((noreturn))
 finish(enum mw_job_status st, const char *err, const struct mw_buf *values)
 {
-	size_t start;
+	size_t start, errlen = err ? strlen(err) : 0;
+	char cut[ERROR_MAX + 4];
+	if (errlen > ERROR_MAX) {
+		/* error(("x"):rep(1e6)) is a runtime error, not a protocol
+		 * error: cut it on a UTF-8 character boundary and mark it. */
+		size_t n = ERROR_MAX;
+		while (n > 0 && ((unsigned char)err[n] & 0xC0) == 0x80)
+			n--;
+		memcpy(cut, err, n);
+		memcpy(cut + n, "...", 4);
+		err = cut;
+		errlen = n + 3;
+	}
 	flush_output();
 	mw_buf_reset(&W.io);
 	if (mw_frame_begin(&W.io, MW_F_DONE, &start) != 0 ||
 	    mw_buf_put_u8(&W.io, (uint8_t)st) != 0 ||
-	    mw_buf_put_cstring(&W.io, err ? err : "") != 0 ||
+	    mw_buf_put_string(&W.io, err ? err : "", errlen) != 0 ||
 	    mw_buf_put_string(&W.io, values ? mw_buf_ptr(values) : NULL,
 	    values ? mw_buf_avail(values) : 0) != 0 ||
 	    mw_buf_put_u64(&W.io, W.instructions) != 0 ||
@@ -134,8 +149,8 @@ capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	}
 	if (nsize > osize && W.mem_used + (nsize - osize) > W.mem_limit) {
 		if (W.running)
-			finishf(MW_JOB_MEMORY_LIMIT, "memory limit exceeded (%zu bytes)",
-			    W.mem_limit);
+			finishf(MW_JOB_MEMORY_LIMIT, "memory limit exceeded (%llu bytes)",
+			    (unsigned long long)W.mem_job_limit);
 		return NULL;
 	}
 	void *p = realloc(ptr, nsize);
@@ -423,7 +438,8 @@ capture_print(lua_State *L)
 		uint32_t need = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len) + (i > 1);
 		if (need > room) {
 			size_t take = room > (uint32_t)(i > 1) ? room - (i > 1) : 0;
-			mw_buf_put(&W.pending, s, take);
+			if (mw_buf_put(&W.pending, s, take) != 0)
+				finish(MW_JOB_INTERNAL_ERROR, "output buffer", NULL);
 			W.output_total = W.output_limit;
 			finishf(MW_JOB_OUTPUT_LIMIT, "output limit exceeded (%u bytes)",
 			    W.output_limit);
@@ -437,7 +453,8 @@ capture_print(lua_State *L)
 		finishf(MW_JOB_OUTPUT_LIMIT, "output limit exceeded (%u bytes)",
 		    W.output_limit);
 	W.output_total++;
-	mw_buf_put(&W.pending, "\n", 1);
+	if (mw_buf_put(&W.pending, "\n", 1) != 0)
+		finish(MW_JOB_INTERNAL_ERROR, "output buffer", NULL);
 	if (mw_buf_avail(&W.pending) >= MW_OUTPUT_CHUNK)
 		flush_output();
 	return 0;
@@ -592,6 +609,7 @@ mw_worker_main(int fd)
 	W.result_bytes = lim.result_bytes;
 	W.result_depth = lim.result_depth;
 	W.mem_limit = W.mem_used + lim.memory;	/* the job gets `memory` beyond the base state */
+	W.mem_job_limit = lim.memory;
 	W.mem_peak = 0;
 	{
 		/* The kernel's backstop: SIGXCPU a second after the limit. */

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sandbox/sandbox_int.h"
@@ -186,6 +187,9 @@ mw_zygote_main(int ctl, const struct mw_filter *filter, void (*body)(int))
 	if (sfd < 0)
 		_exit(1);
 	prctl_set_pdeathsig_kill();
+	/* Load /etc/localtime once: each worker's own tzset() (confine.c)
+	 * then finds it unchanged and skips re-reading and parsing it. */
+	tzset();
 	for (;;) {
 		struct pollfd p[2] = { { ctl, POLLIN, 0 }, { sfd, POLLIN, 0 } };
 		if (poll(p, 2, -1) < 0) {

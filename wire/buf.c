@@ -99,7 +99,9 @@ mw_buf_reserve(struct mw_buf *b, size_t n, uint8_t **dst)
 {
 	if (b->readonly)
 		return MW_WIRE_ERDONLY;
-	if (n > b->max || b->len > b->max - n) {
+	if (n > b->max)
+		return MW_WIRE_ETOOBIG;	/* never fits, and b->max - n would wrap */
+	if (b->len > b->max - n) {
 		/* Consumed space at the front may be enough. */
 		if (b->off > 0 && b->len - b->off <= b->max - n)
 			mw_buf_compact(b);
@@ -161,20 +163,30 @@ mw_buf_put_u32(struct mw_buf *b, uint32_t v)
 int
 mw_buf_put_u64(struct mw_buf *b, uint64_t v)
 {
-	int r = mw_buf_put_u32(b, (uint32_t)(v >> 32));
-	return r ? r : mw_buf_put_u32(b, (uint32_t)v);
+	uint8_t x[8];
+	for (int i = 0; i < 8; i++)
+		x[i] = (uint8_t)(v >> (56 - 8 * i));
+	return mw_buf_put(b, x, 8);	/* all or nothing */
 }
 
 int
 mw_buf_put_string(struct mw_buf *b, const void *p, size_t n)
 {
+	uint8_t *d;
 	if (n > UINT32_MAX)
 		return MW_WIRE_ETOOBIG;
-	size_t before = b->len;
-	int r = mw_buf_put_u32(b, (uint32_t)n);
-	if (r == 0 && (r = mw_buf_put(b, p, n)) != 0)
-		b->len = before;
-	return r;
+	/* One reservation: a failure leaves b as it was (a rollback to an
+	 * earlier len would be wrong if the first write compacted b). */
+	int r = mw_buf_reserve(b, 4 + n, &d);
+	if (r != 0)
+		return r;
+	d[0] = (uint8_t)(n >> 24);
+	d[1] = (uint8_t)(n >> 16);
+	d[2] = (uint8_t)(n >> 8);
+	d[3] = (uint8_t)n;
+	if (n > 0)
+		memcpy(d + 4, p, n);
+	return 0;
 }
 
 int

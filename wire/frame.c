@@ -10,21 +10,29 @@
 
 #include "wire/mw_wire.h"
 
+/*
+ * *start is the frame's position relative to the unread data, not an
+ * absolute offset: a put between begin and end may compact out (move the
+ * unread bytes to the front), which preserves only relative positions.
+ * Nothing may be consumed from out between begin and end.
+ */
 int
 mw_frame_begin(struct mw_buf *out, uint8_t type, size_t *start)
 {
-	size_t pos = out->len;
 	uint8_t hdr[MW_FRAME_HEADER] = { 'M', 'W', MW_FRAME_VERSION, type, 0, 0, 0, 0 };
 	int r = mw_buf_put(out, hdr, sizeof(hdr));
 	if (r == 0)
-		*start = pos;
+		*start = mw_buf_avail(out) - MW_FRAME_HEADER;
 	return r;
 }
 
 int
-mw_frame_end(struct mw_buf *out, size_t start)
+mw_frame_end(struct mw_buf *out, size_t rel)
 {
-	if (start > out->len || out->len - start < MW_FRAME_HEADER)
+	if (rel > mw_buf_avail(out))
+		return MW_WIRE_EFORMAT;
+	size_t start = out->off + rel;
+	if (out->len - start < MW_FRAME_HEADER)
 		return MW_WIRE_EFORMAT;
 	size_t plen = out->len - start - MW_FRAME_HEADER;
 	if (plen > UINT32_MAX)

@@ -1,0 +1,4 @@
+-- Returns a table that contains itself.
+local t = { name = "loop" }
+t.self = t
+return t

@@ -1,0 +1,2 @@
+-- Tries to execute a host file with dofile.
+return dofile("/etc/passwd")

@@ -1,0 +1,2 @@
+-- Runs a command that never ends.
+return exec.run("hang")

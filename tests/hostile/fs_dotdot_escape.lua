@@ -1,0 +1,2 @@
+-- Leaves the granted directory with "..".
+return fs.read("@G@/../../../etc/passwd")

@@ -1,0 +1,2 @@
+-- Reads a hard link inside the grant whose other name is outside it.
+return fs.read("@G@/hard_secret")

@@ -1,0 +1,2 @@
+-- Reads /etc/passwd without any fs grant.
+return fs.read("/etc/passwd")

@@ -1,0 +1,2 @@
+-- Returns a value far larger than the result limit.
+return ("r"):rep(200000)

@@ -1,0 +1,2 @@
+-- The plain infinite loop.
+while true do end

@@ -1,0 +1,2 @@
+-- Uses the kv store without a grant.
+return kv.put("k", "v")

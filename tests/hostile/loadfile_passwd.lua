@@ -1,0 +1,2 @@
+-- Tries to compile a host file with loadfile.
+return loadfile("@O@/secret")

@@ -1,0 +1,3 @@
+-- Loops inside a coroutine (hooks are per thread).
+local co = coroutine.wrap(function() while true do end end)
+co()

@@ -1,0 +1,2 @@
+-- Tries to exit the worker with a success status.
+os.exit(0)

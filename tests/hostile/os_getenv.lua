@@ -1,0 +1,2 @@
+-- Tries to read the environment.
+return os.getenv("HOME"), os.getenv("PATH")

@@ -1,0 +1,2 @@
+-- Tries to delete a file.
+return os.remove("@O@/secret")

@@ -1,0 +1,2 @@
+-- Tries to move a file.
+return os.rename("@O@/secret", "@O@/moved")

@@ -1,0 +1,2 @@
+-- Tries to create a temporary file.
+return os.tmpname()

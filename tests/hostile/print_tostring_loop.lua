@@ -1,0 +1,2 @@
+-- print() of an object whose __tostring never returns.
+print(setmetatable({}, { __tostring = function() while true do end end }))

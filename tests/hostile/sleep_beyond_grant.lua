@@ -1,0 +1,3 @@
+-- Sleeps longer than granted.
+sleep(60)
+return "slept"

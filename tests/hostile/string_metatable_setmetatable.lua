@@ -1,0 +1,3 @@
+-- Tries to set a new metatable on strings.
+setmetatable("", { __index = function() return "pwned" end })
+return ("x").anything

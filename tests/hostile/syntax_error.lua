@@ -1,0 +1,2 @@
+-- Not Lua at all.
+return +
