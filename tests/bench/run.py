@@ -1,0 +1,384 @@
+#!/usr/bin/python3
+"""moonwire sandbox benchmark (`make bench`).
+
+Compiles tests/bench/sandbox_bench.c against the static libraries next to the
+moonwire binary, then measures, in one run:
+
+  * moonwire: latency of a trivial job (`return 1+1`) through the supervisor,
+    one at a time; sustained throughput with K jobs in flight; resident memory
+    of the idle supervisor and of its process tree;
+  * baselines timed the same way in C (posix_spawnp + waitpid):
+    `lua5.4 -e 'return 1+1'` and the same under bwrap.
+
+It prints a table with the targets from the issue and "met"/"not met", and
+writes the raw figures to bench-results.json in the repository root.  It
+reports: the exit status is 0 whatever the numbers are, non-zero only when
+the benchmark could not run at all.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PKGS = ["lua5.4", "libseccomp", "sqlite3", "openssl", "libcjson"]
+TRIVIAL = "return 1+1"
+
+TARGETS = {
+    "latency_median_us": 100.0,   # trivial job median <= 100 us
+    "vs_fork_exec": 10.0,         # >= 10x faster than fork+exec lua5.4
+    "vs_bwrap": 30.0,             # >= 30x faster than bwrap + lua5.4
+    "jobs_per_s": 4000.0,         # >= 4000 jobs/s, default pool
+    "supervisor_rss_kib": 8192.0,  # <= 8 MiB idle
+}
+
+
+class CannotRun(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pkg_config(flag):
+    try:
+        out = subprocess.run(["pkg-config", flag] + PKGS, check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise CannotRun(f"pkg-config {flag} {' '.join(PKGS)} failed: {e}")
+    return shlex.split(out)
+
+
+def build_bench(build_dir):
+    libs = [os.path.join(build_dir, "libsandbox.a"), os.path.join(build_dir, "libwire.a")]
+    for lib in libs:
+        if not os.path.isfile(lib):
+            raise CannotRun(f"{lib} is missing: run `make all` first")
+    src = os.path.join(HERE, "sandbox_bench.c")
+    out_dir = os.path.join(build_dir, "bench")
+    os.makedirs(out_dir, exist_ok=True)
+    exe = os.path.join(out_dir, "sandbox_bench")
+    cc = os.environ.get("CC") or "cc"
+    cmd = ([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-I" + ROOT] +
+           pkg_config("--cflags") + ["-o", exe, src] + libs +
+           pkg_config("--libs") + ["-lm"])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CannotRun("compiling sandbox_bench failed:\n" + " ".join(cmd) +
+                        "\n" + r.stdout + r.stderr)
+    return exe
+
+
+def run_lines(cmd, timeout):
+    """Runs cmd, returns (list of JSON objects from stdout, stderr, rc)."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return _parse(out), f"timed out after {timeout}s", -1
+    return _parse(r.stdout), r.stderr, r.returncode
+
+
+def _parse(out):
+    objs = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                objs.append(json.loads(line))
+            except ValueError:
+                pass
+    return objs
+
+
+def find(objs, bench, **kw):
+    for o in objs:
+        if o.get("bench") == bench and all(o.get(k) == v for k, v in kw.items()):
+            return o
+    return None
+
+
+def bwrap_argv(variant):
+    base = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
+    if variant == "bind":
+        # As in the issue.  On Debian 12 (merged /usr) /lib and /lib64 are
+        # symlinks; --ro-bind follows them, so this mounts /usr/lib{,64}.
+        binds = ["--ro-bind", "/lib", "/lib", "--ro-bind", "/lib64", "/lib64"]
+    else:
+        # Mirror the merged-/usr symlinks instead of binding them.
+        binds = []
+        for d in ("/lib", "/lib64"):
+            if os.path.islink(d):
+                binds += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                binds += ["--ro-bind", d, d]
+    return base + binds + ["--symlink", "usr/bin", "/bin", "--proc", "/proc",
+                           "--dev", "/dev", "lua5.4", "-e", TRIVIAL]
+
+
+def probe_bwrap():
+    """Returns (argv, None) for a working bwrap command line, or (None, reason)."""
+    if shutil.which("bwrap") is None:
+        return None, "bwrap not installed (Debian package bubblewrap)"
+    reasons = []
+    for variant in ("bind", "symlink"):
+        argv = bwrap_argv(variant)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=20,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            reasons.append(f"{variant}: timed out")
+            continue
+        if r.returncode == 0:
+            return argv, None
+        msg = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        reasons.append(f"{variant} binds: {msg}")
+    return None, "; ".join(reasons)
+
+
+def ratio(a, b):
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def fmt(v, unit="", prec=1):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    return f"{v:,.{prec}f}{unit}"
+
+
+def verdict(value, target, higher_is_better):
+    if value is None:
+        return "n/a"
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "not met"
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[:3]
+    except OSError:
+        return None
+
+
+def git_rev():
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--moonwire", required=True, help="path of build/moonwire")
+    ap.add_argument("--n", type=int, default=2000, help="latency samples (moonwire, lua5.4)")
+    ap.add_argument("--bwrap-n", type=int, default=300, help="bwrap samples")
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--seconds", type=int, default=5, help="throughput run length")
+    ap.add_argument("--jobs", type=int, default=0, help="stop throughput after M jobs")
+    ap.add_argument("--parallel", type=int, default=0, help="0: supervisor default")
+    ap.add_argument("--pool", type=int, default=0, help="0: supervisor default")
+    ap.add_argument("--inflight", type=int, default=0, help="0: parallel * 2")
+    ap.add_argument("--gap-n", type=int, default=300, help="latency samples with an idle gap")
+    ap.add_argument("--gap-us", type=int, default=2000, help="idle gap before each of those")
+    ap.add_argument("--output", default=os.path.join(ROOT, "bench-results.json"))
+    args = ap.parse_args()
+
+    t_start = time.monotonic()
+    moonwire = os.path.abspath(args.moonwire)
+    if not os.access(moonwire, os.X_OK):
+        raise CannotRun(f"{moonwire} is not an executable")
+    build_dir = os.path.dirname(moonwire)
+    log("bench: compiling sandbox_bench")
+    bench = build_bench(build_dir)
+    load_before = loadavg()
+
+    # moonwire
+    log("bench: moonwire (latency, throughput, memory)")
+    cmd = [bench, "moonwire", "--exe", moonwire, "--n", str(args.n),
+           "--warmup", str(args.warmup), "--seconds", str(args.seconds),
+           "--jobs", str(args.jobs), "--parallel", str(args.parallel),
+           "--pool", str(args.pool), "--inflight", str(args.inflight),
+           "--gap-n", str(args.gap_n), "--gap-us", str(args.gap_us)]
+    mw, err, rc = run_lines(cmd, timeout=max(60, args.seconds + 50))
+    lat = find(mw, "latency")
+    if lat is None or lat.get("n", 0) == 0:
+        raise CannotRun(f"moonwire benchmark produced no latency figures (rc {rc}):\n{err}")
+    gap = find(mw, "latency_gap")
+    thr = find(mw, "throughput")
+    mem_w = find(mw, "memory", when="idle_after_warmup")
+    mem_l = find(mw, "memory", when="idle_after_load")
+    start = find(mw, "start")
+    mw_error = err.strip() if rc != 0 else None
+
+    # fork+exec lua5.4
+    log("bench: fork+exec lua5.4")
+    lua = None
+    lua_unavailable = None
+    if shutil.which("lua5.4") is None:
+        lua_unavailable = "unavailable: lua5.4 not installed (Debian package lua5.4)"
+    else:
+        objs, err, rc = run_lines([bench, "spawn", "--name", "lua5.4", "--n", str(args.n),
+                                   "--warmup", "20", "--", "lua5.4", "-e", TRIVIAL],
+                                  timeout=90)
+        lua = find(objs, "spawn")
+        if lua is None or "error" in lua:
+            lua_unavailable = "unavailable: " + (lua.get("error") if lua else err.strip() or f"rc {rc}")
+            lua = None
+
+    # bwrap + lua5.4
+    log("bench: bwrap + lua5.4")
+    bw = None
+    bw_argv, bw_unavailable = probe_bwrap()
+    if bw_unavailable is not None:
+        bw_unavailable = "unavailable: " + bw_unavailable
+    else:
+        objs, err, rc = run_lines([bench, "spawn", "--name", "bwrap", "--n", str(args.bwrap_n),
+                                   "--warmup", "10", "--"] + bw_argv, timeout=90)
+        bw = find(objs, "spawn")
+        if bw is None or "error" in bw:
+            bw_unavailable = "unavailable: " + (bw.get("error") if bw else err.strip() or f"rc {rc}")
+            bw = None
+
+    # Figures and verdicts.
+    mw_med = lat.get("median_us")
+    lua_med = lua.get("median_us") if lua else None
+    bw_med = bw.get("median_us") if bw else None
+    vs_lua = ratio(lua_med, mw_med)
+    vs_bw = ratio(bw_med, mw_med)
+    jps = thr.get("jobs_per_s") if thr and "error" not in thr else None
+    ok_jps = thr.get("ok_per_s") if thr and "error" not in thr else None
+    rss_vals = [m["supervisor_rss_kb"] for m in (mem_w, mem_l) if m and m.get("supervisor_rss_kb", -1) >= 0]
+    rss = max(rss_vals) if rss_vals else None
+
+    rows = []   # (label, value, target text, verdict)
+    rows.append(("moonwire trivial job: median", fmt(mw_med, " us"), "<= 100 us",
+                 verdict(mw_med, TARGETS["latency_median_us"], False)))
+    rows.append(("moonwire trivial job: p99", fmt(lat.get("p99_us"), " us"), "", ""))
+    rows.append(("moonwire trivial job: mean", fmt(lat.get("mean_us"), " us"), "", ""))
+    rows.append(("moonwire trivial job: min / max",
+                 f"{fmt(lat.get('min_us'))} / {fmt(lat.get('max_us'))} us", "", ""))
+    rows.append(("  of which supervisor job wall (mean)",
+                 fmt(lat.get("supervisor_wall_mean_us"), " us"), "", ""))
+    rows.append(("  jobs not ok in latency run", str(lat.get("not_ok")), "0", ""))
+    if gap:
+        g = f"{gap.get('gap_us', 0) / 1000:g} ms idle before each"
+        rows.append((f"moonwire trivial job, {g}: median", fmt(gap.get("median_us"), " us"),
+                     "<= 100 us (info)", verdict(gap.get("median_us"), TARGETS["latency_median_us"], False)))
+        rows.append((f"moonwire trivial job, {g}: p99", fmt(gap.get("p99_us"), " us"), "", ""))
+    if start:
+        rows.append(("moonwire start + first job", fmt(start.get("first_job_us"), " us"), "", ""))
+    if lua:
+        rows.append(("fork+exec lua5.4: median", fmt(lua_med, " us"), "", ""))
+        rows.append(("fork+exec lua5.4: p99", fmt(lua.get("p99_us"), " us"), "", ""))
+        rows.append(("fork+exec lua5.4: mean", fmt(lua.get("mean_us"), " us"), "", ""))
+    else:
+        rows.append(("fork+exec lua5.4", lua_unavailable, "", ""))
+    if bw:
+        rows.append(("bwrap + lua5.4: median", fmt(bw_med, " us"), "", ""))
+        rows.append(("bwrap + lua5.4: p99", fmt(bw.get("p99_us"), " us"), "", ""))
+        rows.append(("bwrap + lua5.4: mean", fmt(bw.get("mean_us"), " us"), "", ""))
+    else:
+        rows.append(("bwrap + lua5.4", bw_unavailable, "", ""))
+    rows.append(("ratio fork+exec / moonwire (median)", fmt(vs_lua, "x"), ">= 10x",
+                 verdict(vs_lua, TARGETS["vs_fork_exec"], True)))
+    rows.append(("ratio bwrap / moonwire (median)", fmt(vs_bw, "x"), ">= 30x",
+                 verdict(vs_bw, TARGETS["vs_bwrap"], True)))
+    if thr:
+        rows.append((f"throughput, {thr.get('inflight')} in flight, parallel {thr.get('parallel')},"
+                     f" pool {thr.get('pool')}", fmt(jps, " jobs/s"), ">= 4000 jobs/s",
+                     verdict(jps, TARGETS["jobs_per_s"], True)))
+        rows.append(("  jobs / ok / busy / other in throughput run",
+                     f"{thr.get('jobs')} / {thr.get('ok')} / {thr.get('busy')} / {thr.get('other')}"
+                     + (f"  ({thr['error']})" if "error" in thr else ""), "", ""))
+    else:
+        rows.append(("throughput", "no figures", ">= 4000 jobs/s", "n/a"))
+    for m, label in ((mem_w, "after warm-up"), (mem_l, "after load")):
+        if not m:
+            continue
+        rows.append((f"supervisor VmRSS idle, {label}", fmt(m.get("supervisor_rss_kb") / 1024, " MiB", 2),
+                     "<= 8 MiB", verdict(m.get("supervisor_rss_kb") / 1024, 8.0, False)))
+        rows.append((f"  supervisor PSS, {label}", fmt(m.get("supervisor_pss_kb") / 1024, " MiB", 2)
+                     if m.get("supervisor_pss_kb", -1) >= 0 else "-", "", ""))
+        rows.append((f"  tree ({m.get('tree_processes')} procs) RSS sum / PSS sum, {label}",
+                     f"{m.get('tree_rss_kb') / 1024:.2f} / "
+                     + (f"{m.get('tree_pss_kb') / 1024:.2f} MiB" if m.get("tree_pss_kb", -1) >= 0 else "-"),
+                     "", ""))
+    load_after = loadavg()
+
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    w2 = max(max(len(r[2]) for r in rows), len("target"))
+    print()
+    print(f"moonwire sandbox benchmark  ({platform.node()}, {os.cpu_count()} cpus, "
+          f"kernel {platform.release()}, loadavg before {' '.join(load_before or ['?'])}, "
+          f"after {' '.join(load_after or ['?'])})")
+    print(f"{'figure':<{w0}}  {'value':>{w1}}  {'target':<{w2}}  verdict")
+    print("-" * (w0 + w1 + w2 + 15))
+    for label, value, target, v in rows:
+        print(f"{label:<{w0}}  {value:>{w1}}  {target:<{w2}}  {v}")
+    if mw_error:
+        print(f"note: sandbox_bench moonwire exited non-zero: {mw_error}")
+    if bw_argv:
+        print("bwrap command: " + " ".join(shlex.quote(a) for a in bw_argv))
+    elapsed = time.monotonic() - t_start
+    print(f"total bench time {elapsed:.1f} s; raw figures in {args.output}")
+
+    results = {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "git": git_rev(),
+        "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                 "loadavg_before": load_before, "loadavg_after": load_after},
+        "config": vars(args),
+        "program": TRIVIAL,
+        "moonwire": {"start": start, "latency": lat, "latency_gap": gap, "throughput": thr,
+                     "memory_idle_after_warmup": mem_w, "memory_idle_after_load": mem_l,
+                     "error": mw_error},
+        "baselines": {
+            "fork_exec_lua": lua if lua else {"unavailable": lua_unavailable},
+            "bwrap_lua": dict(bw, argv=bw_argv) if bw else {"unavailable": bw_unavailable},
+        },
+        "ratios": {"fork_exec_over_moonwire": vs_lua, "bwrap_over_moonwire": vs_bw},
+        "targets": {
+            "latency_median_us": {"target": "<= 100", "value": mw_med,
+                                  "verdict": verdict(mw_med, TARGETS["latency_median_us"], False)},
+            "fork_exec_ratio": {"target": ">= 10", "value": vs_lua,
+                                "verdict": verdict(vs_lua, TARGETS["vs_fork_exec"], True)},
+            "bwrap_ratio": {"target": ">= 30", "value": vs_bw,
+                            "verdict": verdict(vs_bw, TARGETS["vs_bwrap"], True)},
+            "jobs_per_s": {"target": ">= 4000", "value": jps, "ok_per_s": ok_jps,
+                           "verdict": verdict(jps, TARGETS["jobs_per_s"], True)},
+            "supervisor_rss_kib": {"target": "<= 8192", "value": rss,
+                                   "verdict": verdict(rss, TARGETS["supervisor_rss_kib"], False)},
+        },
+        "elapsed_s": elapsed,
+    }
+    try:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+    except OSError as e:
+        log(f"bench: cannot write {args.output}: {e}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except CannotRun as e:
+        log(f"bench: cannot run: {e}")
+        sys.exit(1)
