@@ -160,21 +160,28 @@ attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v)
 	return 0;
 }
 
-/* Accepts <bundle>, or an <items>/<item>/<pubsub> wrapper around it. */
+/* Accepts the element named `want`, or a wrapper around it (<pubsub>,
+ * <items>, <item>) up to 6 levels deep, following first children only. */
 static xmpp_stanza_t *
-find_bundle(xmpp_stanza_t *s)
+find_first_named(xmpp_stanza_t *s, const char *want)
 {
 	const char *name;
 
 	for (int depth = 0; s != NULL && depth < 6; depth++) {
 		name = xmpp_stanza_get_name(s);
-		if (name != NULL && strcmp(name, "bundle") == 0)
+		if (name != NULL && strcmp(name, want) == 0)
 			return s;
 		s = xmpp_stanza_get_children(s);
 		while (s != NULL && !xmpp_stanza_is_tag(s))
 			s = xmpp_stanza_get_next(s);
 	}
 	return NULL;
+}
+
+static xmpp_stanza_t *
+find_bundle(xmpp_stanza_t *s)
+{
+	return find_first_named(s, "bundle");
 }
 
 int
@@ -281,17 +288,7 @@ out:
 static xmpp_stanza_t *
 find_list(xmpp_stanza_t *s)
 {
-	const char *name;
-
-	for (int depth = 0; s != NULL && depth < 6; depth++) {
-		name = xmpp_stanza_get_name(s);
-		if (name != NULL && strcmp(name, "list") == 0)
-			return s;
-		s = xmpp_stanza_get_children(s);
-		while (s != NULL && !xmpp_stanza_is_tag(s))
-			s = xmpp_stanza_get_next(s);
-	}
-	return NULL;
+	return find_first_named(s, "list");
 }
 
 int
