@@ -187,6 +187,12 @@ mw_zygote_main(int ctl, const struct mw_filter *filter, void (*body)(int))
 	if (sfd < 0)
 		_exit(1);
 	prctl_set_pdeathsig_kill();
+	/* Refilling the pool is background work, and untrusted jobs should
+	 * yield to the device's own services: the zygote and every worker it
+	 * forks run at nice 10, so the caller and supervisor delivering a result
+	 * are never queued behind a worker that is still confining itself. */
+	if (setpriority(PRIO_PROCESS, 0, 10) != 0)
+		_exit(1);
 	/* Load /etc/localtime once: each worker's own tzset() (confine.c)
 	 * then finds it unchanged and skips re-reading and parsing it. */
 	tzset();
