@@ -1,0 +1,172 @@
+/*
+ * signing.h: job envelopes v1, OpenSSH signatures (SSHSIG) and the
+ * allowed_signers file.  Private to runtime/ (the agent, `moonwire sign`,
+ * `verify` and `send` use it); spec/envelope.md is the authority for every
+ * byte described here.
+ *
+ * Why natively and not by running ssh-keygen: the agent verifies every job
+ * on its hot path, and it must not depend on a helper process it cannot
+ * confine.  Only Ed25519 keys are accepted; the primitive is OpenSSL's.
+ *
+ * Invariant: a parse or verify function either returns 0 with its output
+ * filled, or a negative enum mw_refusal with its output zeroed (safe to
+ * free) and a one-line reason in err.
+ */
+#ifndef MW_SIGNING_H
+#define MW_SIGNING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sandbox/mw_sandbox.h"
+
+#define MW_JOB_NAMESPACE	"moonwire-job"	/* SSHSIG namespace of envelopes */
+#define MW_ENVELOPE_MAGIC	"moonwire-job 1"	/* first line of an envelope */
+#define MW_ENVELOPE_MAX		(120u * 1024)	/* whole envelope text, bytes */
+#define MW_JOB_ID_MAX		64	/* [A-Za-z0-9._-]{1,64} */
+#define MW_JID_MAX		3071	/* RFC 7622 bound on a bare JID */
+#define MW_SSH_FP_MAX		64	/* "SHA256:" + 43 base64 chars + NUL fits */
+
+/*
+ * Why a job was refused before it ran: the closed list of refusal codes
+ * (spec/errors.md).  Values are negative so they never collide with
+ * enum mw_job_status; names never change.
+ */
+enum mw_refusal {
+	MW_REFUSE_NONE = 0,
+	MW_REFUSE_MALFORMED = -1,		/* envelope text does not parse */
+	MW_REFUSE_VERSION = -2,			/* not "moonwire-job 1" */
+	MW_REFUSE_OVERSIZED = -3,		/* envelope or program over the limit */
+	MW_REFUSE_BAD_SIGNATURE = -4,		/* SSHSIG malformed or does not verify */
+	MW_REFUSE_UNSUPPORTED_HASH = -5,	/* hash other than sha256/sha512 */
+	MW_REFUSE_UNSUPPORTED_KEY = -6,		/* key type other than ssh-ed25519 */
+	MW_REFUSE_WRONG_NAMESPACE = -7,		/* SSHSIG namespace != MW_JOB_NAMESPACE */
+	MW_REFUSE_UNKNOWN_SIGNER = -8,		/* key not in allowed_signers (or outside its validity/namespaces) */
+	MW_REFUSE_SIGNER_NOT_ALLOWED = -9,	/* policy does not allow that principal for that JID */
+	MW_REFUSE_UNTRUSTED_DEVICE = -10,	/* OMEMO sender device not verified */
+	MW_REFUSE_WRONG_AUDIENCE = -11,		/* audience is not this agent's bare JID */
+	MW_REFUSE_EXPIRED = -12,		/* now > not-after + skew */
+	MW_REFUSE_NOT_YET_VALID = -13,		/* now < issued-at - skew */
+	MW_REFUSE_VALIDITY_TOO_LONG = -14,	/* not-after - issued-at over the policy maximum */
+	MW_REFUSE_REPLAY = -15,			/* job id already used by that signer for other bytes */
+	MW_REFUSE_NOT_A_JOB = -16,		/* plain chat text and interactive mode is off */
+	MW_REFUSE_RATE_LIMITED = -17,		/* sender over its rate limit */
+	MW_REFUSE_STORAGE = -18,		/* the journal could not record the job */
+	MW_REFUSE_BAD_LIMITS = -19,		/* requested limits line invalid */
+	MW_REFUSE_MIN = -19
+};
+const char *mw_refusal_name(int code);		/* "bad_signature", ...; "unknown" otherwise */
+int mw_refusal_from_name(const char *name);	/* 0 if unknown */
+
+/* ---- the envelope ---- */
+
+struct mw_envelope {
+	char audience[MW_JID_MAX + 1];
+	char job_id[MW_JOB_ID_MAX + 1];
+	int64_t issued_at;		/* Unix seconds, UTC */
+	int64_t not_after;
+	bool has_limits;		/* a `limits:` line was present */
+	char limits_text[512];		/* its value, verbatim ("" if none) */
+	struct mw_limits limits;	/* mw_limits_maximum() overridden by the line */
+	const uint8_t *program;		/* into the caller's text; program_len bytes */
+	size_t program_len;
+	const uint8_t *signed_bytes;	/* into the caller's text: magic .. end of program */
+	size_t signed_len;
+	uint8_t *sig;			/* decoded SSHSIG blob (malloc) */
+	size_t sig_len;
+	uint8_t sha256[32];		/* SHA-256 of the whole envelope text */
+};
+/*
+ * Parses an envelope (spec/envelope.md).  The text must outlive *e
+ * (program and signed_bytes point into it).  Does not verify the
+ * signature.  Returns 0 or MW_REFUSE_MALFORMED / VERSION / OVERSIZED /
+ * BAD_SIGNATURE (armor or base64 broken) / BAD_LIMITS.
+ */
+int mw_envelope_parse(const char *text, size_t len, struct mw_envelope *e,
+    char *err, size_t errlen);
+void mw_envelope_free(struct mw_envelope *e);
+
+struct mw_envelope_fields {
+	const char *audience;		/* bare JID */
+	const char *job_id;		/* NULL: 32 random lowercase hex digits */
+	int64_t issued_at;		/* Unix seconds */
+	int64_t not_after;
+	const char *limits_text;	/* NULL or "" for none; validated */
+};
+/* The signed part (magic line .. program), malloc'ed, NUL-terminated;
+ * *job_id_out (optional) receives the job id used. */
+int mw_envelope_build(const struct mw_envelope_fields *f,
+    const uint8_t *program, size_t program_len, char **out, size_t *outlen,
+    char job_id_out[MW_JOB_ID_MAX + 1], char *err, size_t errlen);
+/* signed part + "\n" + armored signature ("-----BEGIN SSH SIGNATURE-----"
+ * ... "-----END SSH SIGNATURE-----\n") -> the whole envelope, malloc'ed. */
+int mw_envelope_attach(const char *signed_part, size_t signed_len,
+    const char *armored_sig, size_t armored_len, char **out, size_t *outlen,
+    char *err, size_t errlen);
+
+/* ---- SSHSIG ---- */
+
+struct mw_ssh_pubkey {
+	uint8_t ed25519[32];
+	char fp[MW_SSH_FP_MAX];		/* "SHA256:<base64 without padding>", as ssh-keygen -l */
+};
+/*
+ * Verifies a decoded SSHSIG blob over msg: magic, version 1, ssh-ed25519
+ * key, namespace == ns, hash sha256 or sha512, signature.  On success
+ * *signer is the key that signed (still to be looked up in
+ * allowed_signers).  Errors: BAD_SIGNATURE, UNSUPPORTED_HASH,
+ * UNSUPPORTED_KEY, WRONG_NAMESPACE.
+ */
+int mw_sshsig_verify(const uint8_t *sig, size_t sig_len, const char *ns,
+    const uint8_t *msg, size_t msg_len, struct mw_ssh_pubkey *signer,
+    char *err, size_t errlen);
+
+/* A signing key: an unencrypted OpenSSH Ed25519 private key file, or the
+ * key of that public key held by ssh-agent ($SSH_AUTH_SOCK). */
+struct mw_ssh_signer;
+/* path: a private key file ("openssh-key-v1", unencrypted), or a ".pub"
+ * file whose private half is in ssh-agent.  An encrypted private key is
+ * refused with a message pointing at ssh-agent or `ssh-keygen -Y sign`. */
+int mw_ssh_signer_load(const char *path, struct mw_ssh_signer **out,
+    char *err, size_t errlen);
+void mw_ssh_signer_free(struct mw_ssh_signer *s);
+const struct mw_ssh_pubkey *mw_ssh_signer_pubkey(const struct mw_ssh_signer *s);
+/* Signs msg in namespace ns with sha512, as `ssh-keygen -Y sign` does;
+ * *armored is the armored signature text (malloc'ed, ends with "\n"). */
+int mw_sshsig_sign(struct mw_ssh_signer *s, const char *ns,
+    const uint8_t *msg, size_t msg_len, char **armored, size_t *armored_len,
+    char *err, size_t errlen);
+/* Armor <-> blob (76-column base64 between the BEGIN/END lines). */
+int mw_sshsig_unarmor(const char *text, size_t len, uint8_t **blob,
+    size_t *blob_len);
+
+/* ---- allowed_signers (ssh-keygen(1) ALLOWED SIGNERS) ---- */
+
+struct mw_allowed_signers;
+/* Errors name the line: "FILE:LINE: reason".  Lines with cert-authority
+ * or a key type other than ssh-ed25519 are kept but can never match. */
+int mw_allowed_signers_load(const char *path, struct mw_allowed_signers **out,
+    char *err, size_t errlen);
+int mw_allowed_signers_parse(const char *text, size_t len, const char *name,
+    struct mw_allowed_signers **out, char *err, size_t errlen);
+void mw_allowed_signers_free(struct mw_allowed_signers *a);
+/*
+ * The principals of the first line whose key is key, whose namespaces
+ * option (if any) matches ns, and whose valid-after/valid-before contain
+ * when (Unix seconds).  *principals points into a (comma-separated list
+ * as written, valid until mw_allowed_signers_free).  MW_REFUSE_UNKNOWN_SIGNER
+ * when no line matches.
+ */
+int mw_allowed_signers_find(const struct mw_allowed_signers *a,
+    const struct mw_ssh_pubkey *key, const char *ns, int64_t when,
+    const char **principals);
+/* Whether principal (literal) is in a comma-separated principals list
+ * where entries may be patterns (*, ?, leading ! negates, as ssh). */
+bool mw_principal_match(const char *principals, const char *principal);
+
+/* RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ" <-> Unix seconds. */
+int mw_time_parse(const char *s, int64_t *out);
+void mw_time_format(int64_t t, char out[21]);
+
+#endif
