@@ -46,7 +46,7 @@ FUZZ_SRCS  = $(wildcard tests/fuzz/fuzz_*.c)
 .PHONY: all deps test unit pytest demo bench asan clean fuzz check-deps
 all: $(BUILD)/moonwire $(UNIT_BINS)
 
-$(BUILD)/%.o: %.c $(wildcard */mw_*.h) $(wildcard */*_int.h)
+$(BUILD)/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 

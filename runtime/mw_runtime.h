@@ -20,7 +20,8 @@ enum {
 	MW_EXIT_SYNTAX = 3,
 	MW_EXIT_LIMIT = 4,		/* a limit stopped the program */
 	MW_EXIT_SANDBOX = 5,		/* violation, crash, protocol error */
-	MW_EXIT_UNAVAILABLE = 6,	/* busy, interrupted, internal error */
+	MW_EXIT_UNAVAILABLE = 6,	/* busy, interrupted, internal error, no answer */
+	MW_EXIT_REFUSED = 7,		/* the agent refused the job: nothing ran */
 };
 int mw_exit_for_status(enum mw_job_status s);
 
@@ -32,6 +33,8 @@ int mw_cmd_devices(int argc, char **argv);
 int mw_cmd_trust(int argc, char **argv);
 int mw_cmd_distrust(int argc, char **argv);
 int mw_cmd_omemo_client(int argc, char **argv);
+int mw_cmd_agent(int argc, char **argv);
+int mw_cmd_send(int argc, char **argv);
 
 /* ---- policy ---- */
 
@@ -41,12 +44,32 @@ struct mw_profile {
 	struct mw_limits limits;
 };
 
+/* `allow PRINCIPAL JID PROFILE [validity=DURATION]`: jobs signed by a key
+ * whose allowed_signers principals match PRINCIPAL, arriving from JID, run
+ * under PROFILE; not-after - issued-at may be at most validity. */
+struct mw_policy_allow {
+	char *principal;
+	char *jid;			/* bare JID, compared exactly */
+	size_t profile;			/* index into profiles */
+	uint32_t max_validity_s;	/* default 3600, at most 7 days */
+};
+/* `interactive JID PROFILE`: plain Lua typed by a verified device of JID
+ * runs under PROFILE (spec/threat-model.md says what that risks). */
+struct mw_policy_interactive {
+	char *jid;
+	size_t profile;
+};
+
 struct mw_policy {
 	struct mw_limits limits;		/* defaults for every profile */
 	struct mw_command_grant *commands;	/* the allowlist */
 	size_t n_commands;
 	struct mw_profile *profiles;
 	size_t n_profiles;
+	struct mw_policy_allow *allows;		/* in file order; first match wins */
+	size_t n_allows;
+	struct mw_policy_interactive *interactives;
+	size_t n_interactives;
 };
 
 /* Parses a policy file.  On error returns -1 and writes "FILE:LINE: why"
@@ -57,6 +80,15 @@ int mw_policy_parse(const char *text, size_t len, const char *name,
 void mw_policy_free(struct mw_policy *p);
 const struct mw_profile *mw_policy_profile(const struct mw_policy *p, const char *name);
 const struct mw_command_grant *mw_policy_command(const struct mw_policy *p, const char *name);
+/* The first `allow` line for jid whose PRINCIPAL is in the signer's
+ * allowed_signers principals (a comma-separated pattern list); NULL if none. */
+const struct mw_policy_allow *mw_policy_allowed(const struct mw_policy *p,
+    const char *signer_principals, const char *jid);
+const struct mw_policy_interactive *mw_policy_interactive_for(
+    const struct mw_policy *p, const char *jid);
+/* Whether jid appears in any allow or interactive line (presence
+ * subscriptions are approved only for those). */
+bool mw_policy_knows_jid(const struct mw_policy *p, const char *jid);
 
 /* Grant helpers shared by policy lines and command-line flags. */
 int mw_grant_add_path(struct mw_grants *g, bool write, const char *path,

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "runtime/mw_runtime.h"
+#include "runtime/signing.h"
 #include "wire/mw_wire.h"
 
 #define MAX_TOKENS 64
@@ -241,6 +242,14 @@ mw_policy_free(struct mw_policy *p)
 		mw_grants_free(&p->profiles[i].grants);
 	}
 	free(p->profiles);
+	for (size_t i = 0; i < p->n_allows; i++) {
+		free(p->allows[i].principal);
+		free(p->allows[i].jid);
+	}
+	free(p->allows);
+	for (size_t i = 0; i < p->n_interactives; i++)
+		free(p->interactives[i].jid);
+	free(p->interactives);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -260,6 +269,120 @@ mw_policy_command(const struct mw_policy *p, const char *name)
 		if (strcmp(p->commands[i].name, name) == 0)
 			return &p->commands[i];
 	return NULL;
+}
+
+const struct mw_policy_allow *
+mw_policy_allowed(const struct mw_policy *p, const char *signer_principals,
+    const char *jid)
+{
+	for (size_t i = 0; i < p->n_allows; i++)
+		if (strcmp(p->allows[i].jid, jid) == 0 &&
+		    mw_principal_match(signer_principals, p->allows[i].principal))
+			return &p->allows[i];
+	return NULL;
+}
+
+const struct mw_policy_interactive *
+mw_policy_interactive_for(const struct mw_policy *p, const char *jid)
+{
+	for (size_t i = 0; i < p->n_interactives; i++)
+		if (strcmp(p->interactives[i].jid, jid) == 0)
+			return &p->interactives[i];
+	return NULL;
+}
+
+bool
+mw_policy_knows_jid(const struct mw_policy *p, const char *jid)
+{
+	for (size_t i = 0; i < p->n_allows; i++)
+		if (strcmp(p->allows[i].jid, jid) == 0)
+			return true;
+	return mw_policy_interactive_for(p, jid) != NULL;
+}
+
+/* A bare JID as it may appear in policy: local@domain, no resource, no
+ * spaces or control characters. */
+static bool
+valid_bare_jid(const char *s)
+{
+	const char *at = strchr(s, '@');
+	if (at == NULL || at == s || at[1] == '\0' || strchr(at + 1, '@') != NULL ||
+	    strchr(s, '/') != NULL || strlen(s) > MW_JID_MAX)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || *s == '"' || *s == '\'')
+			return false;
+	return true;
+}
+
+/* Profile names are resolved when the whole file has been read, so allow
+ * and interactive lines may come before the profile they name. */
+static int
+profile_index(const struct mw_policy *p, const char *name, size_t *out)
+{
+	for (size_t i = 0; i < p->n_profiles; i++)
+		if (strcmp(p->profiles[i].name, name) == 0) {
+			*out = i;
+			return 0;
+		}
+	return -1;
+}
+
+static int
+parse_allow(struct mw_policy *p, char **tok, int n, char *err, size_t errlen)
+{
+	struct mw_policy_allow a;
+	uint64_t v;
+
+	memset(&a, 0, sizeof(a));
+	a.max_validity_s = 3600;
+	if (n < 4 || n > 5)
+		return fail(err, errlen, "usage: allow PRINCIPAL JID PROFILE [validity=DURATION]");
+	if (tok[1][0] == '\0' || strpbrk(tok[1], ", \t") != NULL || tok[1][0] == '!')
+		return fail(err, errlen, "allow: bad principal '%s' (one name, no commas)", tok[1]);
+	if (!valid_bare_jid(tok[2]))
+		return fail(err, errlen, "allow: '%s' is not a bare JID", tok[2]);
+	if (n == 5) {
+		if (strncmp(tok[4], "validity=", 9) != 0 ||
+		    mw_parse_duration_ms(tok[4] + 9, &v) != 0 || v < 1000 ||
+		    v > 7ull * 24 * 3600 * 1000)
+			return fail(err, errlen, "allow: bad option '%s' (validity=DURATION, 1s to 7d)", tok[4]);
+		a.max_validity_s = (uint32_t)(v / 1000);
+	}
+	struct mw_policy_allow *na = realloc(p->allows, (p->n_allows + 1) * sizeof(*na));
+	if (na == NULL)
+		return fail(err, errlen, "out of memory");
+	p->allows = na;
+	a.principal = strdup(tok[1]);
+	a.jid = strdup(tok[2]);
+	if (a.principal == NULL || a.jid == NULL) {
+		free(a.principal);
+		free(a.jid);
+		return fail(err, errlen, "out of memory");
+	}
+	p->allows[p->n_allows++] = a;
+	return 0;
+}
+
+static int
+parse_interactive(struct mw_policy *p, char **tok, int n, char *err, size_t errlen)
+{
+	if (n != 3)
+		return fail(err, errlen, "usage: interactive JID PROFILE");
+	if (!valid_bare_jid(tok[1]))
+		return fail(err, errlen, "interactive: '%s' is not a bare JID", tok[1]);
+	if (mw_policy_interactive_for(p, tok[1]) != NULL)
+		return fail(err, errlen, "interactive: %s listed twice", tok[1]);
+	struct mw_policy_interactive *ni = realloc(p->interactives,
+	    (p->n_interactives + 1) * sizeof(*ni));
+	if (ni == NULL)
+		return fail(err, errlen, "out of memory");
+	p->interactives = ni;
+	if ((ni[p->n_interactives].jid = strdup(tok[1])) == NULL)
+		return fail(err, errlen, "out of memory");
+	ni[p->n_interactives].profile = 0;
+	p->n_interactives++;
+	return 0;
 }
 
 static bool
@@ -388,10 +511,20 @@ parse_profile_line(struct mw_policy *p, struct mw_profile *pr, char **tok, int n
 	return fail(err, errlen, "unknown profile setting '%s'", k);
 }
 
+/* A profile named by an allow/interactive line, resolved at the end. */
+struct profile_ref {
+	bool interactive;
+	size_t index;			/* into allows or interactives */
+	unsigned line;
+	char name[65];
+};
+
 int
 mw_policy_parse(const char *text, size_t len, const char *name,
     struct mw_policy *p, char *err, size_t errlen)
 {
+	struct profile_ref *refs = NULL;
+	size_t nrefs = 0;
 	struct mw_buf b;
 	const uint8_t *lp;
 	size_t ll;
@@ -440,6 +573,25 @@ mw_policy_parse(const char *text, size_t len, const char *name,
 						r = fail(why, sizeof(why), "out of memory");
 				}
 			}
+		} else if (strcmp(tok[0], "allow") == 0 ||
+		    strcmp(tok[0], "interactive") == 0) {
+			bool inter = tok[0][0] == 'i';
+			const char *pname = inter ? (n == 3 ? tok[2] : "") : (n >= 4 ? tok[3] : "");
+			struct profile_ref *nr;
+			r = inter ? parse_interactive(p, tok, n, why, sizeof(why)) :
+			    parse_allow(p, tok, n, why, sizeof(why));
+			if (r == 0 && !valid_name(pname))
+				r = fail(why, sizeof(why), "bad profile name '%s'", pname);
+			if (r == 0 && (nr = realloc(refs, (nrefs + 1) * sizeof(*nr))) == NULL)
+				r = fail(why, sizeof(why), "out of memory");
+			else if (r == 0) {
+				refs = nr;
+				refs[nrefs].interactive = inter;
+				refs[nrefs].index = inter ? p->n_interactives - 1 : p->n_allows - 1;
+				refs[nrefs].line = lineno;
+				snprintf(refs[nrefs].name, sizeof(refs[nrefs].name), "%s", pname);
+				nrefs++;
+			}
 		} else if (cur == NULL && strcmp(tok[0], "command") == 0) {
 			r = parse_command(p, tok, n, why, sizeof(why));
 		} else if (cur == NULL && strcmp(tok[0], "limits") == 0) {
@@ -459,8 +611,22 @@ mw_policy_parse(const char *text, size_t len, const char *name,
 		}
 	}
 	(void)limits_seen_in_profiles;
+	for (size_t i = 0; i < nrefs; i++) {
+		size_t idx;
+		if (profile_index(p, refs[i].name, &idx) != 0) {
+			snprintf(err, errlen, "%s:%u: no profile '%s' in this file",
+			    name, refs[i].line, refs[i].name);
+			goto bad;
+		}
+		if (refs[i].interactive)
+			p->interactives[refs[i].index].profile = idx;
+		else
+			p->allows[refs[i].index].profile = idx;
+	}
+	free(refs);
 	return 0;
 bad:
+	free(refs);
 	mw_policy_free(p);
 	return -1;
 }

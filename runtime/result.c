@@ -10,6 +10,7 @@
 
 #include <cJSON.h>
 
+#include "runtime/agent_int.h"
 #include "runtime/mw_runtime.h"
 #include "wire/mw_wire.h"
 
@@ -32,9 +33,11 @@ mw_exit_for_status(enum mw_job_status s)
 	}
 }
 
-/* Valid UTF-8 copy of [s, s+n); invalid sequences become U+FFFD. */
-static char *
-utf8_clean(const uint8_t *s, size_t n)
+/* Valid UTF-8 copy of [s, s+n); invalid sequences become U+FFFD, and with
+ * xml_safe also control characters other than TAB and LF (XML 1.0 cannot
+ * carry them, and parsers rewrite CR). */
+char *
+mw_text_clean(const uint8_t *s, size_t n, bool xml_safe, size_t *outlen)
 {
 	char *out = malloc(n * 3 + 1), *o = out;
 	if (out == NULL)
@@ -58,6 +61,11 @@ utf8_clean(const uint8_t *s, size_t n)
 			    ((s[i + 2] & 0x3Fu) << 6) | (s[i + 3] & 0x3Fu);
 			ok = cp >= 0x10000 && cp <= 0x10FFFF;
 		}
+		if (ok && xml_safe && len == 1 && (c < 0x20 || c == 0x7F))
+			ok = c == '\t' || c == '\n';
+		if (ok && xml_safe && len == 3 && c == 0xEF && s[i + 1] == 0xBF &&
+		    (s[i + 2] == 0xBE || s[i + 2] == 0xBF))
+			ok = false;	/* U+FFFE, U+FFFF */
 		if (!ok) {
 			memcpy(o, "\xEF\xBF\xBD", 3);
 			o += 3;
@@ -69,13 +77,15 @@ utf8_clean(const uint8_t *s, size_t n)
 		i += len;
 	}
 	*o = '\0';
+	if (outlen != NULL)
+		*outlen = (size_t)(o - out);
 	return out;
 }
 
 static cJSON *
 json_string(const uint8_t *s, size_t n)
 {
-	char *c = utf8_clean(s, n);
+	char *c = mw_text_clean(s, n, false, NULL);
 	cJSON *j = c ? cJSON_CreateString(c) : NULL;
 	free(c);
 	return j;
@@ -115,7 +125,7 @@ key_text(struct mw_buf *b, unsigned depth, int64_t *ikey, bool *is_int)
 		size_t n;
 		if (mw_buf_get_string_direct(b, &s, &n) != 0)
 			return NULL;
-		return utf8_clean(s, n);
+		return mw_text_clean(s, n, false, NULL);
 	}
 	case MW_V_TRUE: return strdup("true");
 	case MW_V_FALSE: return strdup("false");
@@ -254,6 +264,27 @@ result_json(const struct mw_result *r)
 		cJSON_AddNumberToObject(u, "memory_peak", (double)r->usage.memory_peak);
 	}
 	return o;
+}
+
+char *
+mw_result_values_json(const struct mw_result *r)
+{
+	cJSON *vals = NULL;
+	char *s;
+
+	if (r->values_len > 0) {
+		struct mw_buf b;
+		mw_buf_view(&b, r->values, r->values_len);
+		vals = json_value(&b, 0);
+	}
+	if (vals == NULL || !cJSON_IsArray(vals)) {
+		cJSON_Delete(vals);
+		if ((vals = cJSON_CreateArray()) == NULL)
+			return NULL;
+	}
+	s = cJSON_PrintUnformatted(vals);
+	cJSON_Delete(vals);
+	return s;
 }
 
 char *

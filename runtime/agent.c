@@ -1,0 +1,1095 @@
+/*
+ * agent.c: `moonwire agent -c CONFIG`, the service on a device.
+ *
+ * It logs in to an XMPP account, decrypts OMEMO messages, authorizes each
+ * signed job (spec/agent.md: device verified, signature by a listed signer
+ * the policy allows for that JID, audience, time window, unseen job id),
+ * journals it in the same transaction as the ratchet step, runs it in the
+ * sandbox and sends the result back over the same session.
+ *
+ * Process model (design.md): the sandbox supervisor is exec'd before the
+ * identity database or the account password are opened, so no secret was
+ * ever in its memory; this process never runs Lua.
+ *
+ * Event loop: libstrophe has no way to wait on other descriptors, so the
+ * agent polls the XMPP socket (learnt through the sockopt callback) and the
+ * supervisor's socket itself, then lets libstrophe run without blocking.
+ * A sandbox result is therefore handled the moment it arrives; the only
+ * timers are maintenance (pings, OMEMO upkeep, reconnect backoff).
+ *
+ * Log: one line per event on stderr, "moonwire-agent: EVENT key=value ...".
+ * Refusals are audit lines: "refused code=CODE ...".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+#include <strophe.h>
+
+#include "runtime/agent_int.h"
+
+#define PING_INTERVAL_MS	60000
+#define PING_TIMEOUT_MS		30000
+#define TICK_MS			1000
+#define BACKOFF_INITIAL_MS	1000
+#define BACKOFF_MAX_MS		120000
+#define RATE_SLOTS		256	/* senders tracked by the rate limiter */
+
+struct running_job {
+	struct running_job *next;
+	char sandbox_id[24];
+	char *signer;
+	char *job_id;
+	char *from_jid;
+	uint32_t device;
+	struct mw_grants grants;	/* kept until the job ends: the sandbox copies on submit */
+};
+
+struct rate_slot {
+	char jid[128];
+	double tokens;
+	uint64_t last_ms;
+};
+
+struct agent {
+	struct mw_agent_config cfg;
+	struct mw_policy policy;
+	struct mw_allowed_signers *signers;
+	struct mw_sandbox *sb;
+	sqlite3 *db;
+	struct mw_omemo *o;
+	xmpp_ctx_t *x;
+	xmpp_conn_t *conn;
+	xmpp_sm_state_t *sm;
+	bool connected;
+	bool stopping;
+	uint64_t stop_deadline_ms;
+	unsigned backoff_ms;
+	uint64_t reconnect_at_ms;
+	uint64_t next_tick_ms;
+	uint64_t next_ping_ms;
+	uint64_t ping_sent_ms;		/* 0: no ping outstanding */
+	char ping_id[40];
+	struct running_job *jobs;
+	unsigned n_jobs;
+	uint64_t seq;
+	struct rate_slot rate[RATE_SLOTS];
+};
+
+static volatile sig_atomic_t g_stop;
+static int g_xmpp_fd = -1;	/* libstrophe's socket; one connection per process */
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	g_stop = 1;
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+logline(const char *event, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	size_t n;
+
+	n = (size_t)snprintf(buf, sizeof(buf), "moonwire-agent: %s", event);
+	if (fmt != NULL && n < sizeof(buf) - 2) {
+		buf[n++] = ' ';
+		va_start(ap, fmt);
+		vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
+		va_end(ap);
+	}
+	/* one event, one line: newlines from peers never split it */
+	for (char *p = buf; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fprintf(stderr, "%s\n", buf);
+}
+
+/* ---- sending ---- */
+
+static void
+send_stanza(xmpp_stanza_t *st, void *arg)
+{
+	struct agent *a = arg;
+
+	if (a->conn != NULL && a->connected)
+		xmpp_send(a->conn, st);
+}
+
+/* Encrypts text to one device of jid and sends it.  0 when handed to the
+ * connection. */
+static int
+send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text)
+{
+	xmpp_stanza_t *msg = NULL;
+	int rc;
+
+	if (!a->connected)
+		return -1;
+	rc = mw_omemo_encrypt(a->o, a->x, jid, &device, 1, text, strlen(text), &msg);
+	if (rc != 0) {
+		logline("reply-failed", "to=%s device=%u error=%s", jid, device,
+		    mw_omemo_strerror(rc));
+		return -1;
+	}
+	xmpp_send(a->conn, msg);
+	xmpp_stanza_release(msg);
+	return 0;
+}
+
+/* Sends every stored result not yet handed to the server. */
+static void
+flush_unreplied(struct agent *a)
+{
+	struct mw_journal_entry *rows;
+	size_t n;
+
+	if (mw_journal_unreplied(a->db, &rows, &n) != 0) {
+		logline("journal-error", "op=unreplied error=\"%s\"", sqlite3_errmsg(a->db));
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rows[i].result != NULL &&
+		    send_encrypted(a, rows[i].from_jid, rows[i].device, rows[i].result) == 0) {
+			(void)mw_journal_mark_replied(a->db, rows[i].signer, rows[i].job_id);
+			logline("reply-sent", "job=%s to=%s device=%u stored=yes",
+			    rows[i].job_id, rows[i].from_jid, rows[i].device);
+		}
+		mw_journal_entry_free(&rows[i]);
+	}
+	free(rows);
+}
+
+/* ---- rate limiting (token bucket per bare JID) ---- */
+
+static bool
+rate_allow(struct agent *a, const char *jid)
+{
+	struct rate_slot *s = NULL, *oldest = &a->rate[0];
+	uint64_t t = now_ms();
+	double per_ms;
+
+	if (a->cfg.rate_per_minute == 0)
+		return true;
+	per_ms = (double)a->cfg.rate_per_minute / 60000.0;
+	for (size_t i = 0; i < RATE_SLOTS; i++) {
+		if (strcmp(a->rate[i].jid, jid) == 0) {
+			s = &a->rate[i];
+			break;
+		}
+		if (a->rate[i].last_ms < oldest->last_ms)
+			oldest = &a->rate[i];
+	}
+	if (s == NULL) {
+		s = oldest;
+		snprintf(s->jid, sizeof(s->jid), "%s", jid);
+		s->tokens = (double)a->cfg.rate_burst;
+		s->last_ms = t;
+	}
+	s->tokens += (double)(t - s->last_ms) * per_ms;
+	if (s->tokens > (double)a->cfg.rate_burst)
+		s->tokens = (double)a->cfg.rate_burst;
+	s->last_ms = t;
+	if (s->tokens < 1.0)
+		return false;
+	s->tokens -= 1.0;
+	return true;
+}
+
+/* ---- authorization ---- */
+
+struct decision {
+	int refusal;			/* 0: run it */
+	char reason[512];
+	struct mw_envelope env;
+	bool have_env;
+	bool interactive;
+	char signer[MW_SSH_FP_MAX + 160];	/* journal key: key fingerprint or interactive:JID */
+	char job_id[MW_JOB_ID_MAX + 1];
+	char kv_scope[160];
+	const struct mw_profile *profile;
+	struct mw_limits limits;
+};
+
+static int
+refuse(struct decision *d, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	d->refusal = code;
+	va_start(ap, fmt);
+	vsnprintf(d->reason, sizeof(d->reason), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static void
+limits_lower(struct mw_limits *l, const struct mw_limits *req)
+{
+#define LOWER(f) if (req->f < l->f) l->f = req->f
+	LOWER(instructions);
+	LOWER(memory);
+	LOWER(cpu_ms);
+	LOWER(wall_ms);
+	LOWER(output_bytes);
+	LOWER(program_bytes);
+	LOWER(result_bytes);
+	LOWER(result_depth);
+	LOWER(cap_calls);
+#undef LOWER
+}
+
+/*
+ * Steps (a) to (c) of spec/agent.md for a decrypted message; (d), the
+ * journal lookup, is the caller's because it needs the open transaction.
+ * Runs with the decrypt transaction open: no network, no waiting.
+ */
+static int
+authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
+{
+	const char *text = (const char *)m->plaintext;
+	struct mw_ssh_pubkey key;
+	const char *principals;
+	const struct mw_policy_allow *allow;
+	const struct mw_policy_interactive *inter;
+	int64_t now = (int64_t)time(NULL);
+	int rc;
+
+	memset(d, 0, sizeof(*d));
+	/* (a) the sending device is verified for that JID */
+	if (m->trust != MW_OMEMO_TRUST_VERIFIED)
+		return refuse(d, MW_REFUSE_UNTRUSTED_DEVICE,
+		    "device %u of %s (fingerprint %s) is %s, not verified", m->device,
+		    m->from, m->fp, mw_omemo_trust_name(m->trust));
+	if (!rate_allow(a, m->from))
+		return refuse(d, MW_REFUSE_RATE_LIMITED, "more than %u jobs a minute from %s",
+		    a->cfg.rate_per_minute, m->from);
+	if (m->len < strlen(MW_ENVELOPE_MAGIC) ||
+	    memcmp(text, MW_ENVELOPE_MAGIC, strlen(MW_ENVELOPE_MAGIC)) != 0) {
+		/* plain text: interactive mode, if the policy has it for this JID */
+		if ((inter = mw_policy_interactive_for(&a->policy, m->from)) == NULL)
+			return refuse(d, MW_REFUSE_NOT_A_JOB,
+			    "not a signed job, and interactive mode is off for %s", m->from);
+		d->interactive = true;
+		d->profile = &a->policy.profiles[inter->profile];
+		snprintf(d->signer, sizeof(d->signer), "interactive:%s", m->from);
+		snprintf(d->kv_scope, sizeof(d->kv_scope), "interactive:%s", m->from);
+		{
+			unsigned char r[8];
+			if (RAND_bytes(r, sizeof(r)) != 1)
+				return refuse(d, MW_REFUSE_STORAGE, "no randomness for a job id");
+			snprintf(d->job_id, sizeof(d->job_id),
+			    "chat-%02x%02x%02x%02x%02x%02x%02x%02x",
+			    r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+		}
+		d->limits = d->profile->limits;
+		if (m->len > d->limits.program_bytes)
+			return refuse(d, MW_REFUSE_OVERSIZED, "program of %zu bytes, limit %u",
+			    m->len, d->limits.program_bytes);
+		return 0;
+	}
+	/* (b) the envelope parses and its signature verifies ... */
+	if ((rc = mw_envelope_parse(text, m->len, &d->env, d->reason,
+	    sizeof(d->reason))) != 0)
+		return d->refusal = rc;
+	d->have_env = true;
+	snprintf(d->job_id, sizeof(d->job_id), "%s", d->env.job_id);
+	if ((rc = mw_sshsig_verify(d->env.sig, d->env.sig_len, MW_JOB_NAMESPACE,
+	    d->env.signed_bytes, d->env.signed_len, &key, d->reason,
+	    sizeof(d->reason))) != 0)
+		return d->refusal = rc;
+	/* ... by a key in allowed_signers ... */
+	if (mw_allowed_signers_find(a->signers, &key, MW_JOB_NAMESPACE, now,
+	    &principals) != 0)
+		return refuse(d, MW_REFUSE_UNKNOWN_SIGNER,
+		    "key %s is not in allowed_signers (or not valid now)", key.fp);
+	snprintf(d->signer, sizeof(d->signer), "%s", key.fp);
+	/* ... whose principal the policy allows for this JID */
+	if ((allow = mw_policy_allowed(&a->policy, principals, m->from)) == NULL)
+		return refuse(d, MW_REFUSE_SIGNER_NOT_ALLOWED,
+		    "signer %s (%s) is not allowed for %s", principals, key.fp, m->from);
+	d->profile = &a->policy.profiles[allow->profile];
+	snprintf(d->kv_scope, sizeof(d->kv_scope), "%s", allow->principal);
+	/* (c) audience and time */
+	if (strcmp(d->env.audience, mw_omemo_jid(a->o)) != 0)
+		return refuse(d, MW_REFUSE_WRONG_AUDIENCE, "job is for %s, this agent is %s",
+		    d->env.audience, mw_omemo_jid(a->o));
+	if (now < d->env.issued_at - (int64_t)a->cfg.clock_skew_s)
+		return refuse(d, MW_REFUSE_NOT_YET_VALID,
+		    "issued %" PRId64 " s in the future (allowed skew %u s)",
+		    d->env.issued_at - now, a->cfg.clock_skew_s);
+	if (now > d->env.not_after)
+		return refuse(d, MW_REFUSE_EXPIRED, "expired %" PRId64 " s ago",
+		    now - d->env.not_after);
+	if (d->env.not_after - d->env.issued_at > (int64_t)allow->max_validity_s)
+		return refuse(d, MW_REFUSE_VALIDITY_TOO_LONG,
+		    "valid for %" PRId64 " s, policy allows %u s for %s",
+		    d->env.not_after - d->env.issued_at, allow->max_validity_s,
+		    allow->principal);
+	d->limits = d->profile->limits;
+	limits_lower(&d->limits, &d->env.limits);
+	if (d->env.program_len > d->limits.program_bytes)
+		return refuse(d, MW_REFUSE_OVERSIZED, "program of %zu bytes, limit %u",
+		    d->env.program_len, d->limits.program_bytes);
+	return 0;
+}
+
+static void
+decision_free(struct decision *d)
+{
+	if (d->have_env)
+		mw_envelope_free(&d->env);
+	d->have_env = false;
+}
+
+/* ---- running ---- */
+
+static void
+running_free(struct running_job *j)
+{
+	free(j->signer);
+	free(j->job_id);
+	free(j->from_jid);
+	mw_grants_free(&j->grants);
+	free(j);
+}
+
+static int
+start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *m)
+{
+	struct running_job *j = calloc(1, sizeof(*j));
+	struct mw_job job;
+
+	if (j == NULL)
+		return -1;
+	snprintf(j->sandbox_id, sizeof(j->sandbox_id), "%" PRIu64, ++a->seq);
+	j->signer = strdup(d->signer);
+	j->job_id = strdup(d->job_id);
+	j->from_jid = strdup(m->from);
+	j->device = m->device;
+	if (j->signer == NULL || j->job_id == NULL || j->from_jid == NULL ||
+	    mw_grants_copy(&j->grants, &d->profile->grants) != 0)
+		goto fail;
+	if (j->grants.kv) {
+		free(j->grants.kv_scope);
+		if ((j->grants.kv_scope = strdup(d->kv_scope)) == NULL)
+			goto fail;
+	}
+	memset(&job, 0, sizeof(job));
+	job.id = j->sandbox_id;
+	job.chunkname = "job";
+	if (d->interactive) {
+		job.program = (const char *)m->plaintext;
+		job.program_len = m->len;
+	} else {
+		job.program = (const char *)d->env.program;
+		job.program_len = d->env.program_len;
+	}
+	job.limits = d->limits;
+	job.grants = &j->grants;
+	if (mw_sandbox_submit(a->sb, &job) != 0)
+		goto fail;
+	(void)mw_sandbox_flush(a->sb);
+	j->next = a->jobs;
+	a->jobs = j;
+	a->n_jobs++;
+	return 0;
+fail:
+	running_free(j);
+	return -1;
+}
+
+/* Stores the terminal result of a job and sends it. */
+static void
+finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
+{
+	char *text = mw_result_message(j->job_id, r, 0, NULL, a->cfg.max_output);
+
+	if (text == NULL) {
+		logline("internal-error", "job=%s op=render", j->job_id);
+		return;
+	}
+	if (mw_journal_finish(a->db, j->signer, j->job_id, text, (int64_t)time(NULL)) != 0) {
+		/* stays ACCEPTED: reported as interrupted after a restart */
+		logline("journal-error", "job=%s op=finish error=\"%s\"", j->job_id,
+		    sqlite3_errmsg(a->db));
+		free(text);
+		return;
+	}
+	logline("done", "job=%s from=%s device=%u status=%s cpu_us=%" PRIu64
+	    " wall_us=%" PRIu64, j->job_id, j->from_jid, j->device,
+	    mw_job_status_name(r->status), r->usage.cpu_us, r->usage.wall_us);
+	if (send_encrypted(a, j->from_jid, j->device, text) == 0) {
+		(void)mw_journal_mark_replied(a->db, j->signer, j->job_id);
+		logline("reply-sent", "job=%s to=%s device=%u", j->job_id, j->from_jid,
+		    j->device);
+	}
+	free(text);
+}
+
+static void
+unlink_job(struct agent *a, struct running_job *j)
+{
+	for (struct running_job **p = &a->jobs; *p != NULL; p = &(*p)->next)
+		if (*p == j) {
+			*p = j->next;
+			a->n_jobs--;
+			return;
+		}
+}
+
+static void
+interrupt_all(struct agent *a, const char *why)
+{
+	while (a->jobs != NULL) {
+		struct running_job *j = a->jobs;
+		struct mw_result r;
+
+		memset(&r, 0, sizeof(r));
+		r.status = MW_JOB_INTERRUPTED;
+		r.error = (char *)why;
+		unlink_job(a, j);
+		finish_job(a, j, &r);
+		running_free(j);
+	}
+}
+
+static void
+read_results(struct agent *a)
+{
+	struct mw_result r;
+	int rc;
+
+	while ((rc = mw_sandbox_read_result(a->sb, &r)) == 1) {
+		struct running_job *j;
+
+		for (j = a->jobs; j != NULL; j = j->next)
+			if (r.job_id != NULL && strcmp(j->sandbox_id, r.job_id) == 0)
+				break;
+		if (j == NULL) {
+			logline("internal-error", "op=result unknown-sandbox-id=%s",
+			    r.job_id ? r.job_id : "?");
+		} else {
+			unlink_job(a, j);
+			finish_job(a, j, &r);
+			running_free(j);
+		}
+		mw_result_free(&r);
+	}
+	if (rc < 0) {
+		/* the supervisor is gone: nothing more will run */
+		logline("sandbox-gone", "running=%u", a->n_jobs);
+		interrupt_all(a, "the sandbox supervisor stopped");
+		g_stop = 1;
+		a->stop_deadline_ms = 0;
+	}
+}
+
+/* ---- incoming messages ---- */
+
+static void
+reply_refusal(struct agent *a, const struct mw_omemo_msg *m, const struct decision *d)
+{
+	char *text = mw_result_message(d->job_id, NULL, d->refusal, d->reason,
+	    a->cfg.max_output);
+
+	if (text != NULL) {
+		(void)send_encrypted(a, m->from, m->device, text);
+		free(text);
+	}
+}
+
+static void
+audit_refusal(const struct mw_omemo_msg *m, const struct decision *d)
+{
+	logline("refused", "code=%s from=%s device=%u job=%s reason=\"%s\"",
+	    mw_refusal_name(d->refusal), m->from, m->device,
+	    d->job_id[0] ? d->job_id : "-", d->reason);
+}
+
+static void
+handle_encrypted(struct agent *a, xmpp_stanza_t *st)
+{
+	struct mw_omemo_msg m;
+	struct decision d;
+	struct mw_journal_entry e, found;
+	int rc, seen;
+
+	rc = mw_omemo_decrypt(a->o, st, &m);
+	if (rc == MW_OMEMO_DROPPED) {
+		logline("key-transport", "from=%s device=%u", m.from ? m.from : "?", m.device);
+		mw_omemo_msg_free(&m);
+		return;
+	}
+	if (rc != MW_OMEMO_OK) {
+		logline("refused", "code=omemo from=%s device=%u reason=\"%s\"%s%s",
+		    m.from ? m.from : "?", m.device, mw_omemo_strerror(rc),
+		    m.fp[0] ? " fingerprint=" : "", m.fp);
+		mw_omemo_msg_free(&m);
+		return;
+	}
+	/* the decrypt transaction is open from here to the commit */
+	if (authorize(a, &m, &d) != 0) {
+		if (mw_omemo_commit(a->o) != 0)
+			logline("journal-error", "op=commit error=\"%s\"", sqlite3_errmsg(a->db));
+		audit_refusal(&m, &d);
+		/* a reply only goes where it is safe: a verified device */
+		if (d.refusal != MW_REFUSE_UNTRUSTED_DEVICE)
+			reply_refusal(a, &m, &d);
+		goto out;
+	}
+	/* (d) the job id was never used by that signer */
+	seen = mw_journal_lookup(a->db, d.signer, d.job_id, &found);
+	if (seen < 0) {
+		(void)mw_omemo_rollback(a->o);
+		refuse(&d, MW_REFUSE_STORAGE, "journal lookup failed: %s", sqlite3_errmsg(a->db));
+		audit_refusal(&m, &d);
+		reply_refusal(a, &m, &d);
+		goto out;
+	}
+	if (seen == 1) {
+		bool same = d.have_env && memcmp(found.sha256, d.env.sha256, 32) == 0;
+
+		if (mw_omemo_commit(a->o) != 0)
+			logline("journal-error", "op=commit error=\"%s\"", sqlite3_errmsg(a->db));
+		if (!same) {
+			refuse(&d, MW_REFUSE_REPLAY, "job id %s was already used by this signer "
+			    "for a different envelope", d.job_id);
+			audit_refusal(&m, &d);
+			reply_refusal(a, &m, &d);
+		} else {
+			logline("duplicate", "job=%s from=%s device=%u state=%s", d.job_id,
+			    m.from, m.device, found.state == MW_JOURNAL_DONE ? "done" : "running");
+			/* the stored result again, byte for byte; a running job
+			 * answers when it ends */
+			if (found.state == MW_JOURNAL_DONE && found.result != NULL)
+				(void)send_encrypted(a, m.from, m.device, found.result);
+		}
+		mw_journal_entry_free(&found);
+		goto out;
+	}
+	memset(&e, 0, sizeof(e));
+	e.signer = d.signer;
+	e.job_id = d.job_id;
+	if (d.have_env)
+		memcpy(e.sha256, d.env.sha256, 32);
+	e.from_jid = m.from;
+	e.device = m.device;
+	if (mw_journal_accept(a->db, &e, (int64_t)time(NULL)) != 0 ||
+	    (rc = mw_omemo_commit(a->o)) != 0) {
+		const char *why = sqlite3_errmsg(a->db);
+
+		if (mw_omemo_txn_pending(a->o))
+			(void)mw_omemo_rollback(a->o);
+		refuse(&d, MW_REFUSE_STORAGE, "the journal could not record the job: %s", why);
+		audit_refusal(&m, &d);
+		reply_refusal(a, &m, &d);
+		goto out;
+	}
+	/* committed: from here the job is either run once or reported
+	 * interrupted, never run again */
+	logline("accepted", "job=%s from=%s device=%u signer=%s profile=%s%s", d.job_id,
+	    m.from, m.device, d.signer, d.profile->name, d.interactive ? " interactive=yes" : "");
+	if (start_job(a, &d, &m) != 0) {
+		struct running_job j;
+		struct mw_result r;
+
+		memset(&j, 0, sizeof(j));
+		j.signer = d.signer;
+		j.job_id = d.job_id;
+		j.from_jid = m.from;
+		j.device = m.device;
+		memset(&r, 0, sizeof(r));
+		r.status = MW_JOB_INTERNAL_ERROR;
+		r.error = (char *)"the sandbox did not take the job";
+		finish_job(a, &j, &r);
+	}
+out:
+	decision_free(&d);
+	mw_omemo_msg_free(&m);
+}
+
+static int
+on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct agent *a = arg;
+	const char *type = xmpp_stanza_get_type(st), *from = xmpp_stanza_get_from(st);
+	char *bare;
+
+	(void)conn;
+	if (type != NULL && (strcmp(type, "error") == 0 || strcmp(type, "groupchat") == 0))
+		return 1;
+	if (from == NULL)
+		return 1;
+	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) != NULL) {
+		if ((bare = xmpp_jid_bare(a->x, from)) == NULL)
+			return 1;
+		/* a JID no policy line names can never run anything: not even
+		 * decrypted, so strangers cannot spend our prekeys or CPU */
+		if (!mw_policy_knows_jid(&a->policy, bare) &&
+		    strcmp(bare, mw_omemo_jid(a->o)) != 0)
+			logline("refused", "code=untrusted_device from=%s reason=\"JID not in "
+			    "the policy; not decrypted\"", bare);
+		else
+			handle_encrypted(a, st);
+		xmpp_free(a->x, bare);
+		return 1;
+	}
+	if (xmpp_stanza_get_child_by_name(st, "body") != NULL)
+		logline("refused", "code=not_a_job from=%s reason=\"unencrypted message "
+		    "ignored\"", from);
+	return 1;
+}
+
+/* ---- IQ, presence ---- */
+
+static int
+on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct agent *a = arg;
+	const char *type = xmpp_stanza_get_type(st);
+	xmpp_stanza_t *reply = NULL, *q, *c;
+
+	if (type == NULL || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+		return 1;	/* answers are for their id handlers */
+	if (strcmp(type, "get") == 0 &&
+	    xmpp_stanza_get_child_by_name_and_ns(st, "ping", "urn:xmpp:ping") != NULL) {
+		reply = xmpp_stanza_reply(st);
+	} else if (strcmp(type, "get") == 0 && (q = xmpp_stanza_get_child_by_name_and_ns(st,
+	    "query", "http://jabber.org/protocol/disco#info")) != NULL &&
+	    xmpp_stanza_get_attribute(q, "node") == NULL) {
+		static const char *const features[] = {
+			"http://jabber.org/protocol/disco#info", "urn:xmpp:ping",
+			MW_OMEMO_NODE_DEVICELIST, MW_OMEMO_DEVICELIST_NOTIFY, NULL
+		};
+		if ((reply = xmpp_stanza_reply(st)) != NULL &&
+		    (q = xmpp_stanza_new(a->x)) != NULL) {
+			xmpp_stanza_set_name(q, "query");
+			xmpp_stanza_set_ns(q, "http://jabber.org/protocol/disco#info");
+			if ((c = xmpp_stanza_new(a->x)) != NULL) {
+				xmpp_stanza_set_name(c, "identity");
+				xmpp_stanza_set_attribute(c, "category", "client");
+				xmpp_stanza_set_attribute(c, "type", "bot");
+				xmpp_stanza_set_attribute(c, "name", "moonwire agent");
+				xmpp_stanza_add_child_ex(q, c, 0);
+			}
+			for (size_t i = 0; features[i] != NULL; i++)
+				if ((c = xmpp_stanza_new(a->x)) != NULL) {
+					xmpp_stanza_set_name(c, "feature");
+					xmpp_stanza_set_attribute(c, "var", features[i]);
+					xmpp_stanza_add_child_ex(q, c, 0);
+				}
+			xmpp_stanza_add_child_ex(reply, q, 0);
+		}
+	} else {
+		reply = xmpp_stanza_reply_error(st, "cancel", "service-unavailable", NULL);
+	}
+	if (reply != NULL) {
+		xmpp_send(conn, reply);
+		xmpp_stanza_release(reply);
+	}
+	return 1;
+}
+
+static int
+on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct agent *a = arg;
+	const char *type = xmpp_stanza_get_type(st), *from = xmpp_stanza_get_from(st);
+	xmpp_stanza_t *p;
+	char *bare;
+	bool ok;
+
+	if (type == NULL || from == NULL || strcmp(type, "subscribe") != 0)
+		return 1;
+	if ((bare = xmpp_jid_bare(a->x, from)) == NULL)
+		return 1;
+	ok = mw_policy_knows_jid(&a->policy, bare);
+	if ((p = xmpp_presence_new(a->x)) != NULL) {
+		xmpp_stanza_set_type(p, ok ? "subscribed" : "unsubscribed");
+		xmpp_stanza_set_to(p, bare);
+		xmpp_send(conn, p);
+		xmpp_stanza_release(p);
+	}
+	logline("subscription", "from=%s %s", bare, ok ? "approved" : "refused");
+	xmpp_free(a->x, bare);
+	return 1;
+}
+
+static int
+on_ping_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct agent *a = arg;
+
+	(void)conn;
+	(void)st;
+	a->ping_sent_ms = 0;
+	return 0;
+}
+
+static void
+send_ping(struct agent *a)
+{
+	xmpp_stanza_t *iq, *ping;
+	char *id = xmpp_uuid_gen(a->x);
+
+	if (id == NULL)
+		return;
+	snprintf(a->ping_id, sizeof(a->ping_id), "%s", id);
+	xmpp_free(a->x, id);
+	if ((iq = xmpp_iq_new(a->x, "get", a->ping_id)) == NULL)
+		return;
+	{
+		const char *at = strchr(mw_omemo_jid(a->o), '@');
+		xmpp_stanza_set_to(iq, at != NULL ? at + 1 : mw_omemo_jid(a->o));
+	}
+	if ((ping = xmpp_stanza_new(a->x)) != NULL) {
+		xmpp_stanza_set_name(ping, "ping");
+		xmpp_stanza_set_ns(ping, "urn:xmpp:ping");
+		xmpp_stanza_add_child_ex(iq, ping, 0);
+	}
+	xmpp_id_handler_add(a->conn, on_ping_answer, a->ping_id, a);
+	xmpp_send(a->conn, iq);
+	xmpp_stanza_release(iq);
+	a->ping_sent_ms = now_ms();
+}
+
+/* ---- connection ---- */
+
+static int
+on_socket(xmpp_conn_t *conn, void *sock)
+{
+	g_xmpp_fd = *(int *)sock;
+	return xmpp_sockopt_cb_keepalive(conn, sock);
+}
+
+static void
+schedule_reconnect(struct agent *a)
+{
+	unsigned char r;
+	double jitter;
+
+	if (RAND_bytes(&r, 1) != 1)
+		r = 128;
+	jitter = 0.8 + 0.4 * ((double)r / 255.0);	/* +-20% */
+	a->reconnect_at_ms = now_ms() + (uint64_t)((double)a->backoff_ms * jitter);
+	logline("reconnect-scheduled", "in_ms=%" PRIu64, a->reconnect_at_ms - now_ms());
+	a->backoff_ms = (unsigned)((double)a->backoff_ms * 1.6);
+	if (a->backoff_ms > BACKOFF_MAX_MS)
+		a->backoff_ms = BACKOFF_MAX_MS;
+}
+
+static void
+on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
+    xmpp_stream_error_t *se, void *arg)
+{
+	struct agent *a = arg;
+	xmpp_stanza_t *pres;
+	int rc;
+
+	(void)se;
+	if (ev != XMPP_CONN_CONNECT) {
+		bool was = a->connected;
+
+		a->connected = false;
+		g_xmpp_fd = -1;
+		mw_omemo_detach(a->o);
+		logline("disconnected", "error=%d was_connected=%s", error, was ? "yes" : "no");
+		if (!a->stopping) {
+			/* keep the stream-management state for a resumption */
+			if (a->sm != NULL)
+				xmpp_free_sm_state(a->sm);
+			a->sm = xmpp_conn_get_sm_state(conn);
+			schedule_reconnect(a);
+		}
+		return;
+	}
+	if (mw_omemo_account_check_pin(&a->cfg.account, conn) != 0) {
+		logline("tls-pin-mismatch", "host=%s", a->cfg.account.host ?
+		    a->cfg.account.host : "-");
+		xmpp_disconnect(conn);
+		return;
+	}
+	a->connected = true;
+	a->backoff_ms = BACKOFF_INITIAL_MS;
+	xmpp_handler_add(conn, on_message, NULL, "message", NULL, a);
+	xmpp_handler_add(conn, on_iq, NULL, "iq", NULL, a);
+	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, a);
+	if ((rc = mw_omemo_attach(a->o, conn)) != 0 || (rc = mw_omemo_start(a->o)) != 0) {
+		logline("omemo-error", "op=start error=%s", mw_omemo_strerror(rc));
+		xmpp_disconnect(conn);
+		return;
+	}
+	if ((pres = xmpp_presence_new(a->x)) != NULL) {
+		xmpp_send(conn, pres);
+		xmpp_stanza_release(pres);
+	}
+	a->next_ping_ms = now_ms() + PING_INTERVAL_MS;
+	a->ping_sent_ms = 0;
+	logline("connected", "jid=%s device=%u secured=%s", mw_omemo_jid(a->o),
+	    mw_omemo_device_id(a->o), xmpp_conn_is_secured(conn) ? "yes" : "no");
+	flush_unreplied(a);
+}
+
+static int
+start_connection(struct agent *a)
+{
+	if (a->conn != NULL)
+		xmpp_conn_release(a->conn);
+	a->conn = NULL;
+	if ((a->conn = xmpp_conn_new(a->x)) == NULL ||
+	    mw_omemo_account_apply(&a->cfg.account, a->conn) != 0)
+		return -1;
+	xmpp_conn_set_sockopt_callback(a->conn, on_socket);
+	if (a->sm != NULL) {
+		/* ownership passes to the connection */
+		if (xmpp_conn_set_sm_state(a->conn, a->sm) == XMPP_EOK)
+			a->sm = NULL;
+	}
+	if (xmpp_connect_client(a->conn, a->cfg.account.host, a->cfg.account.port,
+	    on_conn, a) != XMPP_EOK) {
+		logline("connect-failed", "host=%s", a->cfg.account.host ?
+		    a->cfg.account.host : "-");
+		schedule_reconnect(a);
+		return 0;
+	}
+	logline("connecting", "jid=%s", a->cfg.account.jid);
+	return 0;
+}
+
+/* ---- start-up and the loop ---- */
+
+static int
+agent_open(struct agent *a, const char *config)
+{
+	char err[1024];
+	struct mw_sandbox_config sc;
+	int n, rc;
+
+	if (mw_agent_config_load(config, &a->cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire agent: %s\n", err);
+		return MW_EXIT_USAGE;
+	}
+	if (mw_policy_load(a->cfg.policy, &a->policy, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire agent: %s\n", err);
+		return MW_EXIT_USAGE;
+	}
+	if (mw_allowed_signers_load(a->cfg.allowed_signers, &a->signers, err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire agent: %s\n", err);
+		return MW_EXIT_USAGE;
+	}
+	/* the supervisor first: it never sees the database or the keys */
+	memset(&sc, 0, sizeof(sc));
+	sc.parallel = a->cfg.parallel;
+	sc.queue_max = a->cfg.queue_max;
+	sc.state_dir = a->cfg.state_dir;
+	if (mw_sandbox_start(&sc, &a->sb) != 0) {
+		fprintf(stderr, "moonwire agent: the sandbox could not start\n");
+		return MW_EXIT_UNAVAILABLE;
+	}
+	if (sqlite3_open_v2(a->cfg.account.db, &a->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+	    sqlite3_busy_timeout(a->db, 5000) != SQLITE_OK ||
+	    sqlite3_exec(a->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
+		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
+		    a->db ? sqlite3_errmsg(a->db) : "cannot open");
+		return MW_EXIT_UNAVAILABLE;
+	}
+	if ((rc = mw_omemo_open(&a->o, a->db, a->cfg.account.jid)) != 0) {
+		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
+		    mw_omemo_strerror(rc));
+		return MW_EXIT_UNAVAILABLE;
+	}
+	if (mw_journal_init(a->db) != 0 || (n = mw_journal_recover(a->db,
+	    (int64_t)time(NULL))) < 0) {
+		fprintf(stderr, "moonwire agent: %s: journal: %s\n", a->cfg.account.db,
+		    sqlite3_errmsg(a->db));
+		return MW_EXIT_UNAVAILABLE;
+	}
+	if (n > 0)
+		logline("recovered", "interrupted=%d", n);
+	xmpp_initialize();
+	if ((a->x = xmpp_ctx_new(NULL, NULL)) == NULL)
+		return MW_EXIT_UNAVAILABLE;
+	if ((rc = mw_omemo_set_transport(a->o, a->x, send_stanza, a)) != 0) {
+		fprintf(stderr, "moonwire agent: omemo: %s\n", mw_omemo_strerror(rc));
+		return MW_EXIT_UNAVAILABLE;
+	}
+	a->backoff_ms = BACKOFF_INITIAL_MS;
+	logline("started", "jid=%s device=%u supervisor=%d policy=%s", a->cfg.account.jid,
+	    mw_omemo_device_id(a->o), (int)mw_sandbox_pid(a->sb), a->cfg.policy);
+	return 0;
+}
+
+static void
+agent_close(struct agent *a)
+{
+	while (a->jobs != NULL) {
+		struct running_job *j = a->jobs;
+		unlink_job(a, j);
+		running_free(j);
+	}
+	if (a->o != NULL)
+		mw_omemo_close(a->o);
+	if (a->conn != NULL)
+		xmpp_conn_release(a->conn);
+	if (a->sm != NULL)
+		xmpp_free_sm_state(a->sm);
+	if (a->x != NULL) {
+		xmpp_ctx_free(a->x);
+		xmpp_shutdown();
+	}
+	if (a->db != NULL)
+		sqlite3_close(a->db);
+	if (a->sb != NULL)
+		mw_sandbox_stop(a->sb);
+	if (a->signers != NULL)
+		mw_allowed_signers_free(a->signers);
+	mw_policy_free(&a->policy);
+	mw_agent_config_free(&a->cfg);
+}
+
+static void
+begin_stop(struct agent *a)
+{
+	xmpp_stanza_t *p;
+
+	a->stopping = true;
+	a->stop_deadline_ms = now_ms() + a->cfg.shutdown_grace_ms;
+	logline("stopping", "running=%u grace_ms=%u", a->n_jobs, a->cfg.shutdown_grace_ms);
+	/* unavailable: the server keeps new messages offline for the next start */
+	if (a->connected && (p = xmpp_presence_new(a->x)) != NULL) {
+		xmpp_stanza_set_type(p, "unavailable");
+		xmpp_send(a->conn, p);
+		xmpp_stanza_release(p);
+	}
+}
+
+static void
+agent_loop(struct agent *a)
+{
+	unsigned drain = 0;	/* extra non-blocking passes for TLS-buffered data */
+
+	a->reconnect_at_ms = 0;
+	a->next_tick_ms = now_ms() + TICK_MS;
+	for (;;) {
+		struct pollfd pf[2];
+		nfds_t nf = 0;
+		uint64_t t = now_ms();
+		int timeout;
+
+		if (g_stop && !a->stopping)
+			begin_stop(a);
+		if (a->stopping && (a->n_jobs == 0 || t >= a->stop_deadline_ms)) {
+			if (a->n_jobs > 0)
+				interrupt_all(a, "the agent was stopped while the job ran");
+			break;
+		}
+		if (!a->stopping && a->conn == NULL)
+			(void)start_connection(a);
+		else if (!a->stopping && a->reconnect_at_ms != 0 && t >= a->reconnect_at_ms) {
+			a->reconnect_at_ms = 0;
+			(void)start_connection(a);
+		}
+		if (t >= a->next_tick_ms) {
+			a->next_tick_ms = t + TICK_MS;
+			if (a->connected)
+				mw_omemo_tick(a->o);
+			if (a->connected && a->ping_sent_ms != 0 &&
+			    t - a->ping_sent_ms > PING_TIMEOUT_MS) {
+				logline("ping-timeout", NULL);
+				a->ping_sent_ms = 0;
+				xmpp_disconnect(a->conn);
+			} else if (a->connected && a->ping_sent_ms == 0 && t >= a->next_ping_ms) {
+				a->next_ping_ms = t + PING_INTERVAL_MS;
+				send_ping(a);
+			}
+		}
+		timeout = (int)(a->next_tick_ms - t);
+		if (a->reconnect_at_ms != 0 && a->reconnect_at_ms - t < (uint64_t)timeout)
+			timeout = (int)(a->reconnect_at_ms > t ? a->reconnect_at_ms - t : 0);
+		pf[nf].fd = mw_sandbox_fd(a->sb);
+		pf[nf].events = POLLIN | (mw_sandbox_want_write(a->sb) ? POLLOUT : 0);
+		nf++;
+		if (g_xmpp_fd >= 0 && a->conn != NULL && !xmpp_conn_is_disconnected(a->conn)) {
+			pf[nf].fd = g_xmpp_fd;
+			pf[nf].events = POLLIN;
+			if (xmpp_conn_send_queue_len(a->conn) > 0 || !a->connected)
+				pf[nf].events |= POLLOUT;
+			nf++;
+			/* while the handshake runs, libstrophe's own timeouts matter */
+			if (!a->connected && timeout > 50)
+				timeout = 50;
+		}
+		if (drain > 0)
+			timeout = 0;
+		if (poll(pf, nf, timeout) < 0 && errno != EINTR)
+			break;
+		if (pf[0].revents & (POLLIN | POLLHUP | POLLERR))
+			read_results(a);
+		if (pf[0].revents & POLLOUT)
+			(void)mw_sandbox_flush(a->sb);
+		if (nf > 1 && (pf[1].revents & POLLIN))
+			drain = 4;
+		else if (drain > 0)
+			drain--;
+		if (a->conn != NULL)
+			xmpp_run_once(a->x, 0);
+	}
+}
+
+int
+mw_cmd_agent(int argc, char **argv)
+{
+	struct agent *a;
+	struct sigaction sa;
+	int rc;
+
+	if (argc != 3 || strcmp(argv[1], "-c") != 0) {
+		fprintf(stderr, "usage: moonwire agent -c CONFIG\n");
+		return MW_EXIT_USAGE;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return MW_EXIT_UNAVAILABLE;
+	setvbuf(stderr, NULL, _IOLBF, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	if ((rc = agent_open(a, argv[2])) == 0) {
+		agent_loop(a);
+		if (a->conn != NULL && a->connected) {
+			uint64_t until = now_ms() + 2000;
+
+			xmpp_disconnect(a->conn);
+			while (!xmpp_conn_is_disconnected(a->conn) && now_ms() < until)
+				xmpp_run_once(a->x, 50);
+		}
+		logline("stopped", NULL);
+	}
+	agent_close(a);
+	free(a);
+	return rc;
+}

@@ -1,0 +1,550 @@
+/*
+ * cmd_send.c: `moonwire send`, the operator's side of a job: sign a
+ * program for each target agent, encrypt it with OMEMO to the agent's
+ * verified devices, send it, and wait for each result (spec/cli.md).
+ *
+ * Many --to run in parallel over one connection: every envelope is sent
+ * at once and results are printed as they arrive, so a fleet of 50 agents
+ * costs one round trip, not 50.  The exit status is that of the first
+ * target (in --to order) whose result was not ok, so scripts can rely on
+ * `moonwire send` like on `ssh host command`.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <strophe.h>
+
+#include "runtime/agent_int.h"
+#include "wire/mw_wire.h"
+
+#define SEND_MAX_TARGETS 1024
+
+struct target {
+	const char *jid;
+	char job_id[MW_JOB_ID_MAX + 1];
+	char *envelope;
+	size_t envelope_len;
+	bool sent, done;
+	int exit;
+};
+
+struct sender {
+	struct mw_omemo_account acct;
+	sqlite3 *db;
+	struct mw_omemo *o;
+	xmpp_ctx_t *x;
+	xmpp_conn_t *conn;
+	struct target *t;
+	size_t nt;
+	size_t remaining;
+	bool json, connected, failed;
+};
+
+static void
+send_usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: moonwire send -c CONFIG --to JID [--to JID ...] [options] FILE.lua\n"
+	    "       moonwire send -c CONFIG --to JID --envelope ENVELOPE\n"
+	    "\n"
+	    "Signs FILE.lua for each agent, sends it over OMEMO, waits for the results.\n"
+	    "\n"
+	    "  -c CONFIG           the operator's account file (and its signing_key)\n"
+	    "  --to JID            an agent's bare JID; repeat for a fleet (run in parallel)\n"
+	    "  -k, --key KEY       OpenSSH Ed25519 private key, or KEY.pub held by ssh-agent\n"
+	    "                      (default: `signing_key` in CONFIG)\n"
+	    "  --ttl DURATION      how long the job stays valid (default 5m)\n"
+	    "  --limit KEY=VALUE   ask for a lower limit (repeatable)\n"
+	    "  --envelope FILE     send an envelope signed elsewhere (`moonwire sign`)\n"
+	    "  --timeout DURATION  how long to wait for results (default 60s)\n"
+	    "  --json              one JSON object per result, one per line\n"
+	    "\n"
+	    "exit status: that of the first target whose result was not ok (as `moonwire run`),\n"
+	    "7 if an agent refused the job, 6 if no result came in time, 2 usage.\n");
+}
+
+/* The value of `key` in an account-style file, or NULL. */
+static char *
+config_value(const char *path, const char *key)
+{
+	FILE *f = fopen(path, "re");
+	char line[4096], *v = NULL;
+
+	if (f == NULL)
+		return NULL;
+	while (v == NULL && fgets(line, sizeof(line), f) != NULL) {
+		char *k = line, *eq, *e;
+
+		while (*k == ' ' || *k == '\t')
+			k++;
+		if ((eq = strchr(k, '=')) == NULL || *k == '#')
+			continue;
+		*eq = '\0';
+		for (e = eq; e > k && (e[-1] == ' ' || e[-1] == '\t'); e--)
+			e[-1] = '\0';
+		if (strcmp(k, key) != 0)
+			continue;
+		k = eq + 1;
+		while (*k == ' ' || *k == '\t')
+			k++;
+		k[strcspn(k, "\r\n")] = '\0';
+		for (e = k + strlen(k); e > k && (e[-1] == ' ' || e[-1] == '\t'); e--)
+			e[-1] = '\0';
+		v = strdup(k);
+	}
+	fclose(f);
+	return v;
+}
+
+static int
+read_file(const char *path, size_t max, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "re");
+	struct stat st;
+	char *buf;
+	size_t n;
+
+	if (f == NULL) {
+		fprintf(stderr, "moonwire send: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "moonwire send: %s: not a regular file\n", path);
+		fclose(f);
+		return -1;
+	}
+	if ((buf = malloc(max + 2)) == NULL) {
+		fclose(f);
+		return -1;
+	}
+	n = fread(buf, 1, max + 1, f);
+	if (ferror(f) || n > max) {
+		fprintf(stderr, "moonwire send: %s: %s\n", path, ferror(f) ?
+		    "read error" : "too large");
+		free(buf);
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+/* ---- results ---- */
+
+static void
+print_result(struct sender *s, struct target *t, const struct mw_result_msg *m)
+{
+	if (s->json) {
+		char *j = mw_result_msg_json(m, t->jid);
+		if (j != NULL) {
+			printf("%s\n", j);
+			free(j);
+		}
+		fflush(stdout);
+		return;
+	}
+	if (s->nt > 1)
+		printf("== %s\n", t->jid);
+	if (m->refusal != NULL)
+		printf("refused: %s: %s\n", m->refusal, m->error ? m->error : "");
+	else {
+		printf("status: %s\n", m->status);
+		if (m->error != NULL)
+			printf("error: %s\n", m->error);
+	}
+	for (int i = 0; i < cJSON_GetArraySize(m->values); i++) {
+		cJSON *v = cJSON_GetArrayItem(m->values, i);
+		char *p = cJSON_IsString(v) ? NULL : cJSON_PrintUnformatted(v);
+		const char *text = cJSON_IsString(v) ? cJSON_GetStringValue(v) : p;
+
+		if (cJSON_GetArraySize(m->values) > 1)
+			printf("returned #%d: %s\n", i + 1, text ? text : "?");
+		else
+			printf("returned: %s\n", text ? text : "?");
+		free(p);
+	}
+	if (m->output_len > 0) {
+		printf("output:\n");
+		fwrite(m->output, 1, m->output_len, stdout);
+		if (m->output[m->output_len - 1] != '\n')
+			putchar('\n');
+		if (m->output_truncated)
+			printf("(output truncated)\n");
+	}
+	if (m->refusal == NULL)
+		printf("usage: cpu %.3f ms, wall %.3f ms, %" PRIu64 " bytes peak Lua memory\n",
+		    (double)m->usage.cpu_us / 1000.0, (double)m->usage.wall_us / 1000.0,
+		    m->usage.memory_peak);
+	fflush(stdout);
+}
+
+static void
+target_done(struct sender *s, struct target *t, int exit_status)
+{
+	if (t->done)
+		return;
+	t->done = true;
+	t->exit = exit_status;
+	s->remaining--;
+}
+
+static int
+on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct sender *s = arg;
+	struct mw_omemo_msg m;
+	struct mw_result_msg r;
+	int rc;
+
+	(void)conn;
+	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL)
+		return 1;
+	rc = mw_omemo_decrypt(s->o, st, &m);
+	if (rc == MW_OMEMO_OK)
+		rc = mw_omemo_commit(s->o);	/* nothing of ours to add */
+	if (rc != MW_OMEMO_OK) {
+		if (rc != MW_OMEMO_DROPPED)
+			fprintf(stderr, "moonwire send: message from %s: %s\n",
+			    m.from ? m.from : "?", mw_omemo_strerror(rc));
+		mw_omemo_msg_free(&m);
+		return 1;
+	}
+	if (mw_result_message_parse((const char *)m.plaintext, m.len, &r) == 0) {
+		for (size_t i = 0; i < s->nt; i++) {
+			struct target *t = &s->t[i];
+
+			if (t->done || strcmp(t->jid, m.from) != 0 ||
+			    strcmp(t->job_id, r.job_id) != 0)
+				continue;
+			if (m.trust != MW_OMEMO_TRUST_VERIFIED) {
+				fprintf(stderr, "moonwire send: result for %s from an "
+				    "unverified device %u of %s: ignored\n", t->job_id,
+				    m.device, m.from);
+				break;
+			}
+			print_result(s, t, &r);
+			target_done(s, t, mw_result_msg_exit(&r));
+			break;
+		}
+		mw_result_msg_free(&r);
+	}
+	mw_omemo_msg_free(&m);
+	return 1;
+}
+
+static void
+on_sent(struct mw_omemo *o, int err, void *arg)
+{
+	struct target *t = arg;
+
+	(void)o;
+	if (err != 0) {
+		fprintf(stderr, "moonwire send: %s: %s%s\n", t->jid, mw_omemo_strerror(err),
+		    err == MW_OMEMO_E_NO_DEVICES ? " (verify the agent's fingerprint "
+		    "with `moonwire trust` first)" : "");
+		t->exit = MW_EXIT_UNAVAILABLE;
+		t->sent = false;
+	} else
+		t->sent = true;
+}
+
+static void
+send_stanza(xmpp_stanza_t *st, void *arg)
+{
+	struct sender *s = arg;
+
+	if (s->conn != NULL && s->connected)
+		xmpp_send(s->conn, st);
+}
+
+static void
+on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
+    xmpp_stream_error_t *se, void *arg)
+{
+	struct sender *s = arg;
+	xmpp_stanza_t *p;
+	int rc;
+
+	(void)se;
+	if (ev != XMPP_CONN_CONNECT) {
+		if (!s->connected)
+			fprintf(stderr, "moonwire send: could not log in as %s (error %d)\n",
+			    s->acct.jid, error);
+		s->connected = false;
+		s->failed = true;
+		return;
+	}
+	if (mw_omemo_account_check_pin(&s->acct, conn) != 0) {
+		fprintf(stderr, "moonwire send: the server certificate does not match "
+		    "cert_pin_sha256\n");
+		s->failed = true;
+		xmpp_disconnect(conn);
+		return;
+	}
+	s->connected = true;
+	xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
+	if ((rc = mw_omemo_attach(s->o, conn)) != 0 || (rc = mw_omemo_start(s->o)) != 0) {
+		fprintf(stderr, "moonwire send: omemo: %s\n", mw_omemo_strerror(rc));
+		s->failed = true;
+		xmpp_disconnect(conn);
+		return;
+	}
+	if ((p = xmpp_presence_new(s->x)) != NULL) {
+		xmpp_send(conn, p);
+		xmpp_stanza_release(p);
+	}
+	for (size_t i = 0; i < s->nt; i++) {
+		struct target *t = &s->t[i];
+
+		t->exit = 0;
+		rc = mw_omemo_send(s->o, t->jid, t->envelope, t->envelope_len, on_sent, t);
+		if (rc != 0)
+			on_sent(s->o, rc, t);
+	}
+}
+
+/* ---- preparing envelopes ---- */
+
+static int
+prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *program,
+    size_t plen, const char *limits, uint64_t ttl_ms)
+{
+	char err[512];
+
+	for (size_t i = 0; i < s->nt; i++) {
+		struct target *t = &s->t[i];
+		struct mw_envelope_fields f;
+		char *part = NULL, *sig = NULL;
+		size_t partlen, siglen;
+		int64_t now = (int64_t)time(NULL);
+
+		memset(&f, 0, sizeof(f));
+		f.audience = t->jid;
+		f.issued_at = now;
+		f.not_after = now + (int64_t)(ttl_ms / 1000);
+		f.limits_text = limits;
+		if (mw_envelope_build(&f, (const uint8_t *)program, plen, &part, &partlen,
+		    t->job_id, err, sizeof(err)) != 0 ||
+		    mw_sshsig_sign(key, MW_JOB_NAMESPACE, (const uint8_t *)part, partlen,
+		    &sig, &siglen, err, sizeof(err)) != 0 ||
+		    mw_envelope_attach(part, partlen, sig, siglen, &t->envelope,
+		    &t->envelope_len, err, sizeof(err)) != 0) {
+			fprintf(stderr, "moonwire send: %s: %s\n", t->jid, err);
+			free(part);
+			free(sig);
+			return -1;
+		}
+		free(part);
+		free(sig);
+	}
+	return 0;
+}
+
+int
+mw_cmd_send(int argc, char **argv)
+{
+	enum { OPT_TO = 256, OPT_TTL, OPT_LIMIT, OPT_ENVELOPE, OPT_TIMEOUT, OPT_JSON };
+	static const struct option lo[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "to", required_argument, NULL, OPT_TO },
+		{ "ttl", required_argument, NULL, OPT_TTL },
+		{ "limit", required_argument, NULL, OPT_LIMIT },
+		{ "envelope", required_argument, NULL, OPT_ENVELOPE },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct sender s;
+	const char *config = NULL, *envelope_path = NULL;
+	char *keypath = NULL, *program = NULL, limits[512] = "", err[512];
+	size_t plen = 0;
+	uint64_t ttl_ms = 300000, timeout_ms = 60000, deadline;
+	struct mw_ssh_signer *key = NULL;
+	int ch, rc = MW_EXIT_USAGE;
+
+	memset(&s, 0, sizeof(s));
+	if ((s.t = calloc(SEND_MAX_TARGETS, sizeof(*s.t))) == NULL)
+		return MW_EXIT_UNAVAILABLE;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+c:k:h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'c': config = optarg; break;
+		case 'k': free(keypath); keypath = strdup(optarg); break;
+		case OPT_TO:
+			if (s.nt == SEND_MAX_TARGETS || strchr(optarg, '@') == NULL ||
+			    strchr(optarg, '/') != NULL) {
+				fprintf(stderr, "moonwire send: --to %s: a bare JID, at most %d\n",
+				    optarg, SEND_MAX_TARGETS);
+				goto out;
+			}
+			s.t[s.nt++].jid = optarg;
+			break;
+		case OPT_TTL:
+			if (mw_parse_duration_ms(optarg, &ttl_ms) != 0 || ttl_ms < 1000 ||
+			    ttl_ms > 7ull * 24 * 3600 * 1000) {
+				fprintf(stderr, "moonwire send: --ttl: 1s to 7d\n");
+				goto out;
+			}
+			break;
+		case OPT_LIMIT:
+			if (strlen(limits) + strlen(optarg) + 2 > sizeof(limits)) {
+				fprintf(stderr, "moonwire send: too many --limit\n");
+				goto out;
+			}
+			if (limits[0] != '\0')
+				strcat(limits, " ");
+			strcat(limits, optarg);
+			break;
+		case OPT_ENVELOPE: envelope_path = optarg; break;
+		case OPT_TIMEOUT:
+			if (mw_parse_duration_ms(optarg, &timeout_ms) != 0 || timeout_ms == 0) {
+				fprintf(stderr, "moonwire send: --timeout: a duration\n");
+				goto out;
+			}
+			break;
+		case OPT_JSON: s.json = true; break;
+		case 'h': send_usage(stdout); rc = MW_EXIT_OK; goto out;
+		default: send_usage(stderr); goto out;
+		}
+	}
+	if (config == NULL || s.nt == 0 || (envelope_path == NULL) != (optind == argc - 1) ||
+	    (envelope_path != NULL && optind != argc)) {
+		send_usage(stderr);
+		goto out;
+	}
+	if (mw_omemo_account_load(&s.acct, config) != 0) {
+		fprintf(stderr, "moonwire send: %s: bad account file\n", config);
+		goto out;
+	}
+	if (envelope_path != NULL) {
+		struct mw_envelope env;
+
+		if (s.nt != 1) {
+			fprintf(stderr, "moonwire send: --envelope goes to exactly one --to\n");
+			goto out;
+		}
+		if (read_file(envelope_path, MW_ENVELOPE_MAX, &s.t[0].envelope,
+		    &s.t[0].envelope_len) != 0)
+			goto out;
+		if (mw_envelope_parse(s.t[0].envelope, s.t[0].envelope_len, &env, err,
+		    sizeof(err)) != 0) {
+			fprintf(stderr, "moonwire send: %s: %s\n", envelope_path, err);
+			goto out;
+		}
+		if (strcmp(env.audience, s.t[0].jid) != 0) {
+			fprintf(stderr, "moonwire send: %s is for %s, not %s\n", envelope_path,
+			    env.audience, s.t[0].jid);
+			mw_envelope_free(&env);
+			goto out;
+		}
+		snprintf(s.t[0].job_id, sizeof(s.t[0].job_id), "%s", env.job_id);
+		mw_envelope_free(&env);
+	} else {
+		if (keypath == NULL && (keypath = config_value(config, "signing_key")) == NULL) {
+			fprintf(stderr, "moonwire send: no key: use -k KEY or signing_key in %s\n",
+			    config);
+			goto out;
+		}
+		if (mw_ssh_signer_load(keypath, &key, err, sizeof(err)) != 0) {
+			fprintf(stderr, "moonwire send: %s: %s\n", keypath, err);
+			goto out;
+		}
+		if (read_file(argv[optind], MW_ENVELOPE_MAX, &program, &plen) != 0)
+			goto out;
+		if (prepare_envelopes(&s, key, program, plen, limits, ttl_ms) != 0)
+			goto out;
+	}
+	rc = MW_EXIT_UNAVAILABLE;
+	if (s.acct.db == NULL) {
+		fprintf(stderr, "moonwire send: %s: no `db` setting\n", config);
+		goto out;
+	}
+	if (sqlite3_open_v2(s.acct.db, &s.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	    NULL) != SQLITE_OK || sqlite3_busy_timeout(s.db, 5000) != SQLITE_OK ||
+	    sqlite3_exec(s.db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
+	    mw_omemo_open(&s.o, s.db, s.acct.jid) != 0) {
+		fprintf(stderr, "moonwire send: %s: cannot open the identity database\n",
+		    s.acct.db);
+		goto out;
+	}
+	xmpp_initialize();
+	if ((s.x = xmpp_ctx_new(NULL, NULL)) == NULL || (s.conn = xmpp_conn_new(s.x)) == NULL ||
+	    mw_omemo_account_apply(&s.acct, s.conn) != 0 ||
+	    mw_omemo_set_transport(s.o, s.x, send_stanza, &s) != 0)
+		goto out;
+	s.remaining = s.nt;
+	if (xmpp_connect_client(s.conn, s.acct.host, s.acct.port, on_conn, &s) != XMPP_EOK) {
+		fprintf(stderr, "moonwire send: cannot connect\n");
+		goto out;
+	}
+	{
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		deadline = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + timeout_ms;
+	}
+	for (;;) {
+		struct timespec ts;
+		uint64_t t;
+
+		xmpp_run_once(s.x, 100);	/* returns as soon as data arrives */
+		mw_omemo_tick(s.o);
+		/* a failed send is a terminal result for that target */
+		for (size_t i = 0; i < s.nt; i++)
+			if (!s.t[i].done && !s.t[i].sent && s.t[i].exit == MW_EXIT_UNAVAILABLE)
+				target_done(&s, &s.t[i], MW_EXIT_UNAVAILABLE);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		t = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+		if (s.remaining == 0 || s.failed || t >= deadline)
+			break;
+	}
+	rc = MW_EXIT_OK;
+	for (size_t i = 0; i < s.nt; i++) {
+		struct target *t = &s.t[i];
+
+		if (!t->done) {
+			fprintf(stderr, "moonwire send: %s: no result for job %s %s\n", t->jid,
+			    t->job_id, s.failed ? "(connection failed)" : "in time");
+			if (s.json)
+				printf("{\"from\":\"%s\",\"job_id\":\"%s\",\"status\":\"no_answer\"}\n",
+				    t->jid, t->job_id);
+			t->exit = MW_EXIT_UNAVAILABLE;
+		}
+		if (rc == MW_EXIT_OK && t->exit != MW_EXIT_OK)
+			rc = t->exit;
+	}
+	if (s.connected) {
+		xmpp_disconnect(s.conn);
+		for (int i = 0; i < 20 && !xmpp_conn_is_disconnected(s.conn); i++)
+			xmpp_run_once(s.x, 50);
+	}
+out:
+	if (s.o != NULL)
+		mw_omemo_close(s.o);
+	if (s.conn != NULL)
+		xmpp_conn_release(s.conn);
+	if (s.x != NULL) {
+		xmpp_ctx_free(s.x);
+		xmpp_shutdown();
+	}
+	if (s.db != NULL)
+		sqlite3_close(s.db);
+	for (size_t i = 0; i < s.nt; i++)
+		free(s.t[i].envelope);
+	free(s.t);
+	free(program);
+	free(keypath);
+	mw_ssh_signer_free(key);
+	mw_omemo_account_free(&s.acct);
+	return rc;
+}
