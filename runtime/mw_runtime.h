@@ -32,6 +32,8 @@ int mw_cmd_devices(int argc, char **argv);
 int mw_cmd_trust(int argc, char **argv);
 int mw_cmd_distrust(int argc, char **argv);
 int mw_cmd_omemo_client(int argc, char **argv);
+int mw_cmd_sign(int argc, char **argv);
+int mw_cmd_verify(int argc, char **argv);
 
 /* ---- policy ---- */
 
