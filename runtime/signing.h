@@ -169,4 +169,47 @@ bool mw_principal_match(const char *principals, const char *principal);
 int mw_time_parse(const char *s, int64_t *out);
 void mw_time_format(int64_t t, char out[21]);
 
+/* ---- additions (issue 4, signing): shared by sshsig.c, allowed_signers.c,
+ * envelope.c and cmd_sign.c; the agent may use them too ---- */
+
+#define MW_CLOCK_SKEW		60	/* seconds of clock difference tolerated on issued-at */
+#define MW_VALIDITY_MAX		(7 * 86400)	/* longest not-after - issued-at `sign` writes */
+#define MW_SSHSIG_ARMOR_MAX	512	/* an armored Ed25519 SSHSIG is ~310 bytes */
+
+/* Strict standard base64 (RFC 4648, padding required, no whitespace):
+ * 0 and a malloc'ed *out, or -1.  Encode: malloc'ed NUL-terminated text. */
+int mw_b64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen);
+char *mw_b64_encode(const uint8_t *p, size_t n);
+/* An SSH public key blob (string keytype, string key) -> *out with its
+ * fingerprint.  0, MW_REFUSE_UNSUPPORTED_KEY (a well-formed blob of another
+ * type) or MW_REFUSE_MALFORMED. */
+int mw_ssh_pubkey_from_blob(const uint8_t *blob, size_t len,
+    struct mw_ssh_pubkey *out);
+/* The blob of an Ed25519 key (51 bytes) into out. */
+void mw_ssh_pubkey_blob(const struct mw_ssh_pubkey *k, uint8_t out[51]);
+/* A ".pub" / authorized_keys style line "ssh-ed25519 BASE64 [comment]". */
+int mw_ssh_pubkey_parse_line(const char *line, struct mw_ssh_pubkey *out,
+    char *err, size_t errlen);
+/* Armors a blob as 76-column base64 between the BEGIN/END lines, ending
+ * with "\n"; malloc'ed. */
+char *mw_sshsig_armor(const uint8_t *blob, size_t blob_len, size_t *armored_len);
+
+/*
+ * The time rules of spec/envelope.md, in the order they are checked:
+ * MW_REFUSE_NOT_YET_VALID when now < issued-at - skew, MW_REFUSE_EXPIRED
+ * when now > not-after (no skew: the signer's deadline is a hard one),
+ * MW_REFUSE_VALIDITY_TOO_LONG when not-after - issued-at > max_validity.
+ */
+int mw_envelope_check_time(const struct mw_envelope *e, int64_t now,
+    int64_t skew, int64_t max_validity, char *err, size_t errlen);
+/*
+ * Verifies e's signature in MW_JOB_NAMESPACE over e->signed_bytes, then
+ * looks the signer up in a at time now.  0 with *signer and *principals
+ * set, or the refusal of mw_sshsig_verify / mw_allowed_signers_find.
+ */
+int mw_envelope_verify(const struct mw_envelope *e,
+    const struct mw_allowed_signers *a, int64_t now,
+    struct mw_ssh_pubkey *signer, const char **principals,
+    char *err, size_t errlen);
+
 #endif
