@@ -188,6 +188,23 @@ print_result(struct sender *s, struct target *t, const struct mw_result_msg *m)
 }
 
 static void
+print_no_answer(const struct target *t)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *j = NULL;
+
+	if (o != NULL && cJSON_AddStringToObject(o, "from", t->jid) != NULL &&
+	    cJSON_AddStringToObject(o, "job_id", t->job_id) != NULL &&
+	    cJSON_AddStringToObject(o, "status", "no_answer") != NULL)
+		j = cJSON_PrintUnformatted(o);
+	if (j != NULL)
+		printf("%s\n", j);
+	free(j);
+	cJSON_Delete(o);
+	fflush(stdout);
+}
+
+static void
 target_done(struct sender *s, struct target *t, int exit_status)
 {
 	if (t->done)
@@ -212,7 +229,8 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	if (rc == MW_OMEMO_OK)
 		rc = mw_omemo_commit(s->o);	/* nothing of ours to add */
 	if (rc != MW_OMEMO_OK) {
-		if (rc != MW_OMEMO_DROPPED)
+		/* duplicates: a result the server kept from an earlier run */
+		if (rc != MW_OMEMO_DROPPED && rc != MW_OMEMO_E_DUPLICATE)
 			fprintf(stderr, "moonwire send: message from %s: %s\n",
 			    m.from ? m.from : "?", mw_omemo_strerror(rc));
 		mw_omemo_msg_free(&m);
@@ -483,6 +501,10 @@ mw_cmd_send(int argc, char **argv)
 	    mw_omemo_account_apply(&s.acct, s.conn) != 0 ||
 	    mw_omemo_set_transport(s.o, s.x, send_stanza, &s) != 0)
 		goto out;
+	/* A short-lived client: without stream management the server counts a
+	 * result as delivered once written to us, instead of storing unacked
+	 * ones offline for the next `send` to see again. */
+	xmpp_conn_set_flags(s.conn, xmpp_conn_get_flags(s.conn) | XMPP_CONN_FLAG_DISABLE_SM);
 	s.remaining = s.nt;
 	if (xmpp_connect_client(s.conn, s.acct.host, s.acct.port, on_conn, &s) != XMPP_EOK) {
 		fprintf(stderr, "moonwire send: cannot connect\n");
@@ -516,8 +538,7 @@ mw_cmd_send(int argc, char **argv)
 			fprintf(stderr, "moonwire send: %s: no result for job %s %s\n", t->jid,
 			    t->job_id, s.failed ? "(connection failed)" : "in time");
 			if (s.json)
-				printf("{\"from\":\"%s\",\"job_id\":\"%s\",\"status\":\"no_answer\"}\n",
-				    t->jid, t->job_id);
+				print_no_answer(t);
 			t->exit = MW_EXIT_UNAVAILABLE;
 		}
 		if (rc == MW_EXIT_OK && t->exit != MW_EXIT_OK)
