@@ -397,7 +397,7 @@ start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *
 	}
 	memset(&job, 0, sizeof(job));
 	job.id = j->sandbox_id;
-	job.chunkname = "job";
+	job.chunkname = "=job";
 	if (d->interactive) {
 		job.program = (const char *)m->plaintext;
 		job.program_len = m->len;
