@@ -22,7 +22,7 @@ DEB_PKGS = build-essential pkg-config libstrophe-dev libsignal-protocol-c-dev \
 	liblua5.4-dev lua5.4 libseccomp-dev libssl-dev libsqlite3-dev sqlite3 \
 	libcjson-dev libcmocka-dev prosody python3-omemo python3-oldmemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
-	openssh-server bubblewrap clang libclang-rt-14-dev valgrind
+	openssh-server bubblewrap clang libclang-rt-14-dev valgrind systemd
 
 COMPONENTS = wire sandbox omemo runtime
 # Link order: a component may use only those to its right.

@@ -880,7 +880,7 @@ start_connection(struct agent *a)
 /* ---- start-up and the loop ---- */
 
 static int
-agent_open(struct agent *a, const char *config)
+agent_open(struct agent *a, const char *config, bool check_only)
 {
 	char err[1024];
 	struct mw_sandbox_config sc;
@@ -898,6 +898,11 @@ agent_open(struct agent *a, const char *config)
 	    sizeof(err)) != 0) {
 		fprintf(stderr, "moonwire agent: %s\n", err);
 		return MW_EXIT_USAGE;
+	}
+	if (check_only) {
+		printf("%s: configuration ok (policy: %zu profiles, %zu allow lines)\n",
+		    config, a->policy.n_profiles, a->policy.n_allows);
+		return 0;
 	}
 	/* the supervisor first: it never sees the database or the keys */
 	memset(&sc, 0, sizeof(sc));
@@ -1064,10 +1069,11 @@ mw_cmd_agent(int argc, char **argv)
 {
 	struct agent *a;
 	struct sigaction sa;
+	bool check = argc == 4 && strcmp(argv[3], "--check") == 0;
 	int rc;
 
-	if (argc != 3 || strcmp(argv[1], "-c") != 0) {
-		fprintf(stderr, "usage: moonwire agent -c CONFIG\n");
+	if ((argc != 3 && !check) || strcmp(argv[1], "-c") != 0) {
+		fprintf(stderr, "usage: moonwire agent -c CONFIG [--check]\n");
 		return MW_EXIT_USAGE;
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL)
@@ -1078,7 +1084,7 @@ mw_cmd_agent(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	if ((rc = agent_open(a, argv[2])) == 0) {
+	if ((rc = agent_open(a, argv[2], check)) == 0 && !check) {
 		agent_loop(a);
 		if (a->conn != NULL && a->connected) {
 			uint64_t until = now_ms() + 2000;

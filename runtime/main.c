@@ -19,7 +19,7 @@ struct mw_command {
 
 static const struct mw_command commands[] = {
 	{ "run", mw_cmd_run, "run [grants] [limits] [--json] FILE.lua" },
-	{ "agent", mw_cmd_agent, "agent -c CONFIG" },
+	{ "agent", mw_cmd_agent, "agent -c CONFIG [--check]" },
 	{ "send", mw_cmd_send, "send -c CONFIG --to JID [--to JID ...] [options] FILE.lua" },
 	{ "fingerprint", mw_cmd_fingerprint, "fingerprint (-c CONFIG | --db PATH)" },
 	{ "devices", mw_cmd_devices, "devices (-c CONFIG | --db PATH) JID" },
