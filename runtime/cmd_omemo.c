@@ -75,16 +75,9 @@ cli_open(struct omemo_cli *c, int argc, char **argv, bool create)
 			goto nomem;
 	} else if ((path = strdup(dbpath)) == NULL)
 		goto nomem;
-	if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE |
-	    (create && jid != NULL ? SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK) {
-		fprintf(stderr, "moonwire: %s: %s\n", path, c->db != NULL ?
-		    sqlite3_errmsg(c->db) : "cannot open");
-		goto fail;
-	}
-	if (sqlite3_busy_timeout(c->db, 5000) != SQLITE_OK ||
-	    sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) !=
-	    SQLITE_OK) {
-		fprintf(stderr, "moonwire: %s: %s\n", path, sqlite3_errmsg(c->db));
+	if ((rc = mw_omemo_db_open(path, create && jid != NULL, &c->db)) != 0) {
+		fprintf(stderr, "moonwire: %s: cannot open the identity database "
+		    "(%s)\n", path, mw_omemo_strerror(rc));
 		goto fail;
 	}
 	if ((rc = mw_omemo_open(&c->o, c->db, create ? jid : NULL)) != 0) {
