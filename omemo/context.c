@@ -49,6 +49,8 @@ mw_omemo_strerror(int err)
 	case MW_OMEMO_E_NOT_ENCRYPTED: return "message is not OMEMO encrypted";
 	case MW_OMEMO_E_OFFLINE: return "no network transport";
 	case MW_OMEMO_E_CONFIG: return "bad account settings";
+	case MW_OMEMO_E_CERT_PIN: return "server certificate does not match cert_pin_sha256";
+	case MW_OMEMO_E_CERT_UNTRUSTED: return "server certificate not trusted (set ca_file or cert_pin_sha256)";
 	}
 	return "unknown error";
 }

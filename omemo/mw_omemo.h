@@ -96,6 +96,8 @@ enum mw_omemo_err {
 	MW_OMEMO_E_NOT_ENCRYPTED = -30,	/* stanza carries no <encrypted> element */
 	MW_OMEMO_E_OFFLINE = -31,	/* needs the network but no transport attached */
 	MW_OMEMO_E_CONFIG = -32,	/* bad account settings */
+	MW_OMEMO_E_CERT_PIN = -33,	/* server certificate does not match cert_pin_sha256 */
+	MW_OMEMO_E_CERT_UNTRUSTED = -34, /* server certificate not trusted (no CA, no pin) */
 };
 const char *mw_omemo_strerror(int err);
 
@@ -300,10 +302,21 @@ void mw_omemo_account_free(struct mw_omemo_account *a);	/* wipes password */
 int mw_omemo_account_apply(const struct mw_omemo_account *a, xmpp_conn_t *conn);
 /*
  * With a pin: call from the XMPP_CONN_CONNECT handler and disconnect unless
- * it returns 0 (the certfail handler only sees certificates that failed CA
- * verification; this checks the one that passed).
+ * it returns 0 (MW_OMEMO_E_CERT_PIN).  The certfail handler only sees
+ * certificates that failed CA verification and refuses them before any
+ * login unless they match the pin; a certificate that passed CA
+ * verification (ca_file or the system store) is checked here, after login
+ * but before anything else is sent.
  */
 int mw_omemo_account_check_pin(const struct mw_omemo_account *a,
     xmpp_conn_t *conn);
+/*
+ * Why the last TLS handshake of conn was refused by moonwire:
+ * MW_OMEMO_E_CERT_PIN (a pin is set and the certificate differs),
+ * MW_OMEMO_E_CERT_UNTRUSTED (no pin, certificate not verified by ca_file
+ * or the system store), or 0 (not refused for its certificate).  Call from
+ * the disconnect handler to report a typed error.
+ */
+int mw_omemo_account_tls_error(xmpp_conn_t *conn);
 
 #endif

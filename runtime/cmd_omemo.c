@@ -238,7 +238,9 @@ mw_cmd_distrust(int argc, char **argv)
  *   stdin:  "send JID TEXT" | "trust JID FP" | "refresh JID" | "quit"
  *   stdout: "ready DEVICE FP" | "recv JID DEVICE TRUST TEXT" |
  *           "sent ERR" | "refreshed ERR" | "decrypt-error ERR NAME" |
- *           "dropped JID DEVICE" | "trusted ERR" | "disconnected"
+ *           "dropped JID DEVICE" | "trusted ERR" |
+ *           "connect-error ERR NAME" (certificate refused: pin, untrusted) |
+ *           "disconnected EVENT ERROR"
  * one event per line, flushed.  The event loop never blocks for long
  * (xmpp_run_once with a short timeout, stdin polled).
  */
@@ -300,12 +302,22 @@ c_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	int rc;
 
 	if (ev != XMPP_CONN_CONNECT) {
+		/* A certificate refused by moonwire is reported typed. */
+		if ((rc = mw_omemo_account_tls_error(conn)) != 0) {
+			fprintf(stderr, "moonwire: connect: %s\n",
+			    mw_omemo_strerror(rc));
+			printf("connect-error %d %s\n", rc, mw_omemo_strerror(rc));
+		}
 		printf("disconnected %d %d\n", (int)ev, error);
 		fflush(stdout);
 		c->quit = true;
 		return;
 	}
-	if (mw_omemo_account_check_pin(&c->acct, conn) != 0) {
+	if ((rc = mw_omemo_account_check_pin(&c->acct, conn)) != 0) {
+		/* CA-verified but not the pinned certificate: nothing is sent */
+		fprintf(stderr, "moonwire: connect: %s\n", mw_omemo_strerror(rc));
+		printf("connect-error %d %s\n", rc, mw_omemo_strerror(rc));
+		fflush(stdout);
 		xmpp_disconnect(conn);
 		return;
 	}
@@ -404,7 +416,8 @@ mw_cmd_omemo_client(int argc, char **argv)
 	if (cli_open(&c->cli, argc, argv, true) < 0)
 		goto out;
 	xmpp_initialize();
-	if ((c->x = xmpp_ctx_new(NULL, NULL)) == NULL ||
+	if ((c->x = xmpp_ctx_new(NULL, getenv("MW_XMPP_DEBUG") != NULL ?
+	    xmpp_get_default_logger(XMPP_LEVEL_DEBUG) : NULL)) == NULL ||
 	    (c->conn = xmpp_conn_new(c->x)) == NULL ||
 	    mw_omemo_account_apply(&c->acct, c->conn) != 0)
 		goto out2;
@@ -420,7 +433,8 @@ mw_cmd_omemo_client(int argc, char **argv)
 	/* let the disconnect go out */
 	for (int i = 0; i < 10; i++)
 		xmpp_run_once(c->x, 10);
-	rc = MW_EXIT_OK;
+	/* never logged in (refused certificate, bad password, no server) */
+	rc = c->ready ? MW_EXIT_OK : MW_EXIT_ERROR;
 out2:
 	cli_close(&c->cli);	/* detaches, fails pending sends */
 	if (c->conn != NULL)
