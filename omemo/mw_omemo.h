@@ -9,7 +9,8 @@
  *
  * Ownership and threading: one struct mw_omemo per identity database, used
  * from one thread (the libstrophe event loop).  The caller opens the sqlite3
- * handle (WAL) and keeps it open for the life of the context; this layer only
+ * handle with mw_omemo_db_open() (WAL, synchronous=NORMAL) and keeps it open
+ * for the life of the context; this layer only
  * creates and migrates its own omemo_* tables and the shared mw_schema table.
  *
  * Transactions (the crash-safety invariant):
