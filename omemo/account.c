@@ -7,7 +7,9 @@
  * Invariants: xmpp_conn_set_flags() is always called (libstrophe 0.12
  * leaves stream-management state uninitialised otherwise); the password is
  * wiped when freed; a certificate pin, when set, is checked both in the
- * certfail handler and by mw_omemo_account_check_pin() after connecting.
+ * certfail handler (certificates that failed CA verification, before
+ * login) and by mw_omemo_account_check_pin() after connecting; a refused
+ * certificate is recorded so the caller reports a typed error.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -217,25 +219,80 @@ pem_sha256(const char *pem, char out[65])
 	return rc;
 }
 
-/* The pin of the connection's account (libstrophe gives us no user data
- * here, so the pin travels in a connection-keyed static table). */
-#define MAX_PINNED 16
+/*
+ * Per-connection TLS state: the pin (if any) and why the last handshake was
+ * refused.  libstrophe gives the certfail handler no user data, so it
+ * travels in a static table.  Invariant: every connection with TLS enabled
+ * has an entry (set by mw_omemo_account_apply), so a refusal is always
+ * recorded.  libstrophe 0.12 hands certfail a certificate whose connection
+ * is NULL (only its context is set), so an entry is found by connection
+ * when libstrophe gives one, else by context; a context with more than one
+ * TLS connection cannot be told apart and is refused (fail closed).
+ */
+#define MAX_TLS_CONNS 16
 static struct {
 	xmpp_conn_t *conn;
+	xmpp_ctx_t *ctx;
+	bool has_pin;
 	char pin[65];
-} pins[MAX_PINNED];
+	int refused;		/* 0, MW_OMEMO_E_CERT_PIN, MW_OMEMO_E_CERT_UNTRUSTED */
+} tls_conns[MAX_TLS_CONNS];
+
+static int
+tls_entry(const xmpp_tlscert_t *cert)
+{
+	xmpp_conn_t *conn = xmpp_tlscert_get_conn(cert);
+	xmpp_ctx_t *ctx = xmpp_tlscert_get_ctx(cert);
+	int found = -1;
+
+	for (int i = 0; i < MAX_TLS_CONNS; i++) {
+		if (tls_conns[i].conn == NULL)
+			continue;
+		if (conn != NULL ? tls_conns[i].conn == conn :
+		    ctx != NULL && tls_conns[i].ctx == ctx) {
+			if (found >= 0)
+				return -2;	/* ambiguous */
+			found = i;
+		}
+	}
+	return found;
+}
 
 static int
 certfail(const xmpp_tlscert_t *cert, const char *errormsg)
 {
-	xmpp_conn_t *conn = xmpp_tlscert_get_conn(cert);
 	char got[65];
+	int i = tls_entry(cert);
 
 	/* Verification failed: accept only a certificate matching the pin. */
-	for (int i = 0; i < MAX_PINNED; i++)
-		if (pins[i].conn == conn && pins[i].conn != NULL)
-			return pem_sha256(xmpp_tlscert_get_pem(cert), got) == 0 &&
-			    CRYPTO_memcmp(got, pins[i].pin, 64) == 0 ? 1 : 0;
+	if (i == -2) {
+		for (int k = 0; k < MAX_TLS_CONNS; k++)
+			if (tls_conns[k].conn != NULL &&
+			    tls_conns[k].ctx == xmpp_tlscert_get_ctx(cert))
+				tls_conns[k].refused = MW_OMEMO_E_CERT_UNTRUSTED;
+		return 0;
+	}
+	if (i < 0)
+		return 0;
+	if (!tls_conns[i].has_pin) {
+		tls_conns[i].refused = MW_OMEMO_E_CERT_UNTRUSTED;
+		return 0;
+	}
+	if (pem_sha256(xmpp_tlscert_get_pem(cert), got) == 0 &&
+	    CRYPTO_memcmp(got, tls_conns[i].pin, 64) == 0) {
+		tls_conns[i].refused = 0;
+		return 1;
+	}
+	tls_conns[i].refused = MW_OMEMO_E_CERT_PIN;
+	return 0;
+}
+
+int
+mw_omemo_account_tls_error(xmpp_conn_t *conn)
+{
+	for (int i = 0; i < MAX_TLS_CONNS; i++)
+		if (tls_conns[i].conn == conn && conn != NULL)
+			return tls_conns[i].refused;
 	return 0;
 }
 
@@ -250,11 +307,11 @@ mw_omemo_account_check_pin(const struct mw_omemo_account *a,
 	if (a->cert_pin_sha256 == NULL)
 		return 0;
 	if ((cert = xmpp_conn_get_peer_cert(conn)) == NULL)
-		return MW_OMEMO_E_CONFIG;	/* no TLS: a pin cannot hold */
+		return MW_OMEMO_E_CERT_PIN;	/* no TLS: a pin cannot hold */
 	rc = pem_sha256(xmpp_tlscert_get_pem(cert), got);
 	xmpp_tlscert_free(cert);
 	if (rc != 0 || CRYPTO_memcmp(got, a->cert_pin_sha256, 64) != 0)
-		return MW_OMEMO_E_CONFIG;
+		return MW_OMEMO_E_CERT_PIN;
 	return 0;
 }
 
@@ -275,16 +332,20 @@ mw_omemo_account_apply(const struct mw_omemo_account *a, xmpp_conn_t *conn)
 	xmpp_conn_set_pass(conn, a->password);
 	if (a->ca_file != NULL)
 		xmpp_conn_set_cafile(conn, a->ca_file);
-	if (a->cert_pin_sha256 != NULL) {
+	if (!a->allow_plaintext) {
 		int i;
 
-		for (i = 0; i < MAX_PINNED; i++)
-			if (pins[i].conn == NULL || pins[i].conn == conn)
+		for (i = 0; i < MAX_TLS_CONNS; i++)
+			if (tls_conns[i].conn == NULL || tls_conns[i].conn == conn)
 				break;
-		if (i == MAX_PINNED)
+		if (i == MAX_TLS_CONNS)
 			return MW_OMEMO_E_CONFIG;
-		pins[i].conn = conn;
-		memcpy(pins[i].pin, a->cert_pin_sha256, 65);
+		tls_conns[i].conn = conn;
+		tls_conns[i].ctx = xmpp_conn_get_context(conn);
+		tls_conns[i].refused = 0;
+		tls_conns[i].has_pin = a->cert_pin_sha256 != NULL;
+		if (tls_conns[i].has_pin)
+			memcpy(tls_conns[i].pin, a->cert_pin_sha256, 65);
 		xmpp_conn_set_certfail_handler(conn, certfail);
 	}
 	return 0;

@@ -49,6 +49,8 @@ mw_omemo_strerror(int err)
 	case MW_OMEMO_E_NOT_ENCRYPTED: return "message is not OMEMO encrypted";
 	case MW_OMEMO_E_OFFLINE: return "no network transport";
 	case MW_OMEMO_E_CONFIG: return "bad account settings";
+	case MW_OMEMO_E_CERT_PIN: return "server certificate does not match cert_pin_sha256";
+	case MW_OMEMO_E_CERT_UNTRUSTED: return "server certificate not trusted (set ca_file or cert_pin_sha256)";
 	}
 	return "unknown error";
 }
@@ -62,6 +64,38 @@ mw_omemo_trust_name(enum mw_omemo_trust t)
 	case MW_OMEMO_TRUST_REVOKED: return "revoked";
 	}
 	return "unknown";
+}
+
+int
+mw_omemo_db_open(const char *path, bool create, sqlite3 **out)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	bool wal = false;
+
+	*out = NULL;
+	if (path == NULL)
+		return MW_OMEMO_E_INVAL;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE |
+	    (create ? SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_busy_timeout(db, 5000) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) !=
+	    SQLITE_OK)
+		goto fail;
+	/* The pragma answers the mode in force: anything but "wal" is a
+	 * refusal (e.g. a read-only directory). */
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+		wal = strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+	if (sqlite3_finalize(st) != SQLITE_OK || !wal)
+		goto fail;
+	if (omemo_exec(db, "PRAGMA synchronous=NORMAL") != 0)
+		goto fail;
+	*out = db;
+	return 0;
+fail:
+	(void)sqlite3_close(db);	/* NULL is a no-op */
+	return MW_OMEMO_E_DB;
 }
 
 int

@@ -9,7 +9,8 @@
  *
  * Ownership and threading: one struct mw_omemo per identity database, used
  * from one thread (the libstrophe event loop).  The caller opens the sqlite3
- * handle (WAL) and keeps it open for the life of the context; this layer only
+ * handle with mw_omemo_db_open() (WAL, synchronous=NORMAL) and keeps it open
+ * for the life of the context; this layer only
  * creates and migrates its own omemo_* tables and the shared mw_schema table.
  *
  * Transactions (the crash-safety invariant):
@@ -96,6 +97,8 @@ enum mw_omemo_err {
 	MW_OMEMO_E_NOT_ENCRYPTED = -30,	/* stanza carries no <encrypted> element */
 	MW_OMEMO_E_OFFLINE = -31,	/* needs the network but no transport attached */
 	MW_OMEMO_E_CONFIG = -32,	/* bad account settings */
+	MW_OMEMO_E_CERT_PIN = -33,	/* server certificate does not match cert_pin_sha256 */
+	MW_OMEMO_E_CERT_UNTRUSTED = -34, /* server certificate not trusted (no CA, no pin) */
 };
 const char *mw_omemo_strerror(int err);
 
@@ -107,6 +110,23 @@ enum mw_omemo_trust {
 const char *mw_omemo_trust_name(enum mw_omemo_trust t);
 
 struct mw_omemo;
+
+/*
+ * Opens the identity database the way every caller does (CLI, test client,
+ * agent): SQLITE_OPEN_READWRITE (| CREATE with create), busy timeout 5 s,
+ * journal_mode=WAL (verified: fails with MW_OMEMO_E_DB if SQLite refuses
+ * WAL) and synchronous=NORMAL.  *out is the caller's (sqlite3_close).
+ *
+ * Durability of WAL + synchronous=NORMAL (spec/cli.md, "Durability"):
+ * every commit is atomic, and once COMMIT returns it survives a crash or
+ * kill of the process (the WAL frames are in the kernel's page cache).  The
+ * WAL is fsync'ed only at checkpoints, so a power loss or kernel crash may
+ * lose the transactions committed since the last checkpoint; the database
+ * is then consistent but older: a ratchet or prekey state that was already
+ * used may come back.  synchronous=FULL would fsync on every commit at
+ * about 100 us each (make bench, commit_only).
+ */
+int mw_omemo_db_open(const char *path, bool create, sqlite3 **out);
 
 /*
  * Opens the OMEMO state in db, creating/migrating the omemo_* tables.  With
@@ -283,10 +303,21 @@ void mw_omemo_account_free(struct mw_omemo_account *a);	/* wipes password */
 int mw_omemo_account_apply(const struct mw_omemo_account *a, xmpp_conn_t *conn);
 /*
  * With a pin: call from the XMPP_CONN_CONNECT handler and disconnect unless
- * it returns 0 (the certfail handler only sees certificates that failed CA
- * verification; this checks the one that passed).
+ * it returns 0 (MW_OMEMO_E_CERT_PIN).  The certfail handler only sees
+ * certificates that failed CA verification and refuses them before any
+ * login unless they match the pin; a certificate that passed CA
+ * verification (ca_file or the system store) is checked here, after login
+ * but before anything else is sent.
  */
 int mw_omemo_account_check_pin(const struct mw_omemo_account *a,
     xmpp_conn_t *conn);
+/*
+ * Why the last TLS handshake of conn was refused by moonwire:
+ * MW_OMEMO_E_CERT_PIN (a pin is set and the certificate differs),
+ * MW_OMEMO_E_CERT_UNTRUSTED (no pin, certificate not verified by ca_file
+ * or the system store), or 0 (not refused for its certificate).  Call from
+ * the disconnect handler to report a typed error.
+ */
+int mw_omemo_account_tls_error(xmpp_conn_t *conn);
 
 #endif

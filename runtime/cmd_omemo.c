@@ -75,16 +75,9 @@ cli_open(struct omemo_cli *c, int argc, char **argv, bool create)
 			goto nomem;
 	} else if ((path = strdup(dbpath)) == NULL)
 		goto nomem;
-	if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE |
-	    (create && jid != NULL ? SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK) {
-		fprintf(stderr, "moonwire: %s: %s\n", path, c->db != NULL ?
-		    sqlite3_errmsg(c->db) : "cannot open");
-		goto fail;
-	}
-	if (sqlite3_busy_timeout(c->db, 5000) != SQLITE_OK ||
-	    sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) !=
-	    SQLITE_OK) {
-		fprintf(stderr, "moonwire: %s: %s\n", path, sqlite3_errmsg(c->db));
+	if ((rc = mw_omemo_db_open(path, create && jid != NULL, &c->db)) != 0) {
+		fprintf(stderr, "moonwire: %s: cannot open the identity database "
+		    "(%s)\n", path, mw_omemo_strerror(rc));
 		goto fail;
 	}
 	if ((rc = mw_omemo_open(&c->o, c->db, create ? jid : NULL)) != 0) {
@@ -245,7 +238,9 @@ mw_cmd_distrust(int argc, char **argv)
  *   stdin:  "send JID TEXT" | "trust JID FP" | "refresh JID" | "quit"
  *   stdout: "ready DEVICE FP" | "recv JID DEVICE TRUST TEXT" |
  *           "sent ERR" | "refreshed ERR" | "decrypt-error ERR NAME" |
- *           "dropped JID DEVICE" | "trusted ERR" | "disconnected"
+ *           "dropped JID DEVICE" | "trusted ERR" |
+ *           "connect-error ERR NAME" (certificate refused: pin, untrusted) |
+ *           "disconnected EVENT ERROR"
  * one event per line, flushed.  The event loop never blocks for long
  * (xmpp_run_once with a short timeout, stdin polled).
  */
@@ -307,12 +302,22 @@ c_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	int rc;
 
 	if (ev != XMPP_CONN_CONNECT) {
+		/* A certificate refused by moonwire is reported typed. */
+		if ((rc = mw_omemo_account_tls_error(conn)) != 0) {
+			fprintf(stderr, "moonwire: connect: %s\n",
+			    mw_omemo_strerror(rc));
+			printf("connect-error %d %s\n", rc, mw_omemo_strerror(rc));
+		}
 		printf("disconnected %d %d\n", (int)ev, error);
 		fflush(stdout);
 		c->quit = true;
 		return;
 	}
-	if (mw_omemo_account_check_pin(&c->acct, conn) != 0) {
+	if ((rc = mw_omemo_account_check_pin(&c->acct, conn)) != 0) {
+		/* CA-verified but not the pinned certificate: nothing is sent */
+		fprintf(stderr, "moonwire: connect: %s\n", mw_omemo_strerror(rc));
+		printf("connect-error %d %s\n", rc, mw_omemo_strerror(rc));
+		fflush(stdout);
 		xmpp_disconnect(conn);
 		return;
 	}
@@ -411,7 +416,8 @@ mw_cmd_omemo_client(int argc, char **argv)
 	if (cli_open(&c->cli, argc, argv, true) < 0)
 		goto out;
 	xmpp_initialize();
-	if ((c->x = xmpp_ctx_new(NULL, NULL)) == NULL ||
+	if ((c->x = xmpp_ctx_new(NULL, getenv("MW_XMPP_DEBUG") != NULL ?
+	    xmpp_get_default_logger(XMPP_LEVEL_DEBUG) : NULL)) == NULL ||
 	    (c->conn = xmpp_conn_new(c->x)) == NULL ||
 	    mw_omemo_account_apply(&c->acct, c->conn) != 0)
 		goto out2;
@@ -427,7 +433,8 @@ mw_cmd_omemo_client(int argc, char **argv)
 	/* let the disconnect go out */
 	for (int i = 0; i < 10; i++)
 		xmpp_run_once(c->x, 10);
-	rc = MW_EXIT_OK;
+	/* never logged in (refused certificate, bad password, no server) */
+	rc = c->ready ? MW_EXIT_OK : MW_EXIT_ERROR;
 out2:
 	cli_close(&c->cli);	/* detaches, fails pending sends */
 	if (c->conn != NULL)

@@ -10,6 +10,12 @@ moonwire binary, then measures, in one run:
   * baselines timed the same way in C (posix_spawnp + waitpid):
     `lua5.4 -e 'return 1+1'` and the same under bwrap.
 
+  * OMEMO (tests/bench/omemo_bench.c, issue 3): encrypt + decrypt of one
+    message in an established session between two in-process endpoints with
+    their own SQLite stores, first-contact session building, and the raw
+    OpenSSL (X25519, AES-128-GCM, HMAC-SHA256) and libsignal curve25519
+    costs, with ratios.
+
 It prints a table with the targets from the issue and "met"/"not met", and
 writes the raw figures to bench-results.json in the repository root.  It
 reports: the exit status is 0 whatever the numbers are, non-zero only when
@@ -37,7 +43,9 @@ TARGETS = {
     "vs_bwrap": 30.0,             # >= 30x faster than bwrap + lua5.4
     "jobs_per_s": 4000.0,         # >= 4000 jobs/s, default pool
     "supervisor_rss_kib": 8192.0,  # <= 8 MiB idle
+    "omemo_established_us": 150.0,  # encrypt + decrypt, established session
 }
+OMEMO_PKGS = PKGS + ["libstrophe", "libsignal-protocol-c"]
 
 
 class CannotRun(Exception):
@@ -48,13 +56,95 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def pkg_config(flag):
+def pkg_config(flag, pkgs=PKGS):
     try:
-        out = subprocess.run(["pkg-config", flag] + PKGS, check=True,
+        out = subprocess.run(["pkg-config", flag] + pkgs, check=True,
                              capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise CannotRun(f"pkg-config {flag} {' '.join(PKGS)} failed: {e}")
+        raise CannotRun(f"pkg-config {flag} {' '.join(pkgs)} failed: {e}")
     return shlex.split(out)
+
+
+def build_omemo_bench(build_dir):
+    """Compiles omemo_bench.c like sandbox_bench.c; returns its path."""
+    libs = [os.path.join(build_dir, f"lib{c}.a") for c in ("omemo", "sandbox", "wire")]
+    for lib in libs:
+        if not os.path.isfile(lib):
+            raise CannotRun(f"{lib} is missing: run `make all` first")
+    out_dir = os.path.join(build_dir, "bench")
+    os.makedirs(out_dir, exist_ok=True)
+    exe = os.path.join(out_dir, "omemo_bench")
+    cc = os.environ.get("CC") or "cc"
+    cmd = ([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-I" + ROOT] +
+           pkg_config("--cflags", OMEMO_PKGS) + ["-o", exe, os.path.join(HERE, "omemo_bench.c")] +
+           libs + pkg_config("--libs", OMEMO_PKGS) + ["-lm"])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CannotRun("compiling omemo_bench failed:\n" + " ".join(cmd) +
+                        "\n" + r.stdout + r.stderr)
+    return exe
+
+
+def run_omemo(build_dir, args):
+    """Runs omemo_bench in a directory on the build tree's file system (a real
+    disk, as the agent's state directory is; /tmp may be tmpfs).  Returns
+    (rows, raw dict)."""
+    exe = build_omemo_bench(build_dir)
+    work = os.path.join(build_dir, "bench", "omemo-tmp")
+    os.makedirs(work, exist_ok=True)
+    objs, err, rc = run_lines([exe, "--dir", work, "--n", str(args.omemo_n),
+                               "--first-n", str(args.omemo_first_n),
+                               "--crypto-n", str(args.omemo_crypto_n),
+                               "--size", str(args.omemo_size)], timeout=300)
+    raw = {"figures": objs, "error": err.strip() if rc != 0 else None}
+    if rc != 0:
+        return [("OMEMO benchmark", f"failed (rc {rc}): {err.strip()[-200:]}", "", "")], raw
+
+    def med(bench, store=None):
+        o = find(objs, bench, **({"store": store} if store else {}))
+        return o.get("median_us") if o else None
+
+    def p99(bench, store=None):
+        o = find(objs, bench, **({"store": store} if store else {}))
+        return o.get("p99_us") if o else None
+
+    size = args.omemo_size
+    rows = []
+    real = "file_wal_normal"
+    one, pp = med("established_oneway", real), med("established_pingpong", real)
+    rows.append((f"OMEMO established, A->B only ({size} B, real store): median",
+                 fmt(one, " us"), "<= 150 us", verdict(one, TARGETS["omemo_established_us"], False)))
+    rows.append(("  p99", fmt(p99("established_oneway", real), " us"), "", ""))
+    rows.append(("OMEMO established, ping-pong (DH ratchet each message): median",
+                 fmt(pp, " us"), "<= 150 us", verdict(pp, TARGETS["omemo_established_us"], False)))
+    rows.append(("  p99", fmt(p99("established_pingpong", real), " us"), "", ""))
+    for store, label in (("file_wal_full", "WAL + synchronous=FULL"), ("memory", ":memory:")):
+        rows.append((f"  same with {label}: A->B / ping-pong median",
+                     f"{fmt(med('established_oneway', store))} / "
+                     f"{fmt(med('established_pingpong', store))} us", "", ""))
+    rows.append(("  one write transaction (commit): NORMAL / FULL / :memory:",
+                 f"{fmt(med('commit_only', real))} / {fmt(med('commit_only', 'file_wal_full'))} / "
+                 f"{fmt(med('commit_only', 'memory'))} us", "", ""))
+    fc = med("first_contact", real)
+    rows.append(("OMEMO first contact (bundle + PreKey decrypt): median", fmt(fc, " us"), "", ""))
+    rows.append(("  p99", fmt(p99("first_contact", real), " us"), "", ""))
+    rows.append(("  same with WAL + FULL / :memory:",
+                 f"{fmt(med('first_contact', 'file_wal_full'))} / "
+                 f"{fmt(med('first_contact', 'memory'))} us", "", ""))
+    x, g, h, lc = med("x25519"), med("aes128gcm"), med("hmac_sha256"), med("libsignal_curve25519")
+    rows.append(("OpenSSL X25519 agreement: median", fmt(x, " us", 2), "", ""))
+    rows.append((f"OpenSSL AES-128-GCM encrypt + decrypt {size} B: median", fmt(g, " us", 2), "", ""))
+    rows.append((f"OpenSSL HMAC-SHA256 {size} B: median", fmt(h, " us", 2), "", ""))
+    rows.append(("libsignal curve25519_donna (DH ratchet primitive): median", fmt(lc, " us", 2), "", ""))
+    rows.append(("ratio established A->B / AES-GCM enc+dec", fmt(ratio(one, g), "x"), "", ""))
+    rows.append(("ratio established A->B / HMAC", fmt(ratio(one, h), "x"), "", ""))
+    rows.append(("ratio ping-pong / OpenSSL X25519", fmt(ratio(pp, x), "x"), "", ""))
+    rows.append(("ratio first contact / OpenSSL X25519", fmt(ratio(fc, x), "x"), "", ""))
+    rows.append(("ratio libsignal curve25519 / OpenSSL X25519", fmt(ratio(lc, x), "x"), "", ""))
+    raw["summary"] = {"established_oneway_us": one, "established_pingpong_us": pp,
+                      "first_contact_us": fc, "x25519_us": x, "aes128gcm_us": g,
+                      "hmac_sha256_us": h, "libsignal_curve25519_us": lc}
+    return rows, raw
 
 
 def build_bench(build_dir):
@@ -195,6 +285,10 @@ def main():
     ap.add_argument("--inflight", type=int, default=0, help="0: parallel * 2")
     ap.add_argument("--gap-n", type=int, default=300, help="latency samples with an idle gap")
     ap.add_argument("--gap-us", type=int, default=2000, help="idle gap before each of those")
+    ap.add_argument("--omemo-n", type=int, default=2000, help="OMEMO established-session samples")
+    ap.add_argument("--omemo-first-n", type=int, default=300, help="OMEMO first-contact samples")
+    ap.add_argument("--omemo-crypto-n", type=int, default=20000, help="raw crypto samples")
+    ap.add_argument("--omemo-size", type=int, default=256, help="OMEMO plaintext bytes")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench-results.json"))
     args = ap.parse_args()
 
@@ -318,6 +412,12 @@ def main():
                      f"{m.get('tree_rss_kb') / 1024:.2f} / "
                      + (f"{m.get('tree_pss_kb') / 1024:.2f} MiB" if m.get("tree_pss_kb", -1) >= 0 else "-"),
                      "", ""))
+    log("bench: OMEMO (established session, first contact, raw crypto)")
+    try:
+        omemo_rows, omemo_raw = run_omemo(build_dir, args)
+    except CannotRun as e:
+        omemo_rows, omemo_raw = [("OMEMO benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
+    rows.extend(omemo_rows)
     load_after = loadavg()
 
     w0 = max(len(r[0]) for r in rows)
@@ -353,6 +453,7 @@ def main():
             "bwrap_lua": dict(bw, argv=bw_argv) if bw else {"unavailable": bw_unavailable},
         },
         "ratios": {"fork_exec_over_moonwire": vs_lua, "bwrap_over_moonwire": vs_bw},
+        "omemo": omemo_raw,
         "targets": {
             "latency_median_us": {"target": "<= 100", "value": mw_med,
                                   "verdict": verdict(mw_med, TARGETS["latency_median_us"], False)},
@@ -364,6 +465,14 @@ def main():
                            "verdict": verdict(jps, TARGETS["jobs_per_s"], True)},
             "supervisor_rss_kib": {"target": "<= 8192", "value": rss,
                                    "verdict": verdict(rss, TARGETS["supervisor_rss_kib"], False)},
+            "omemo_established_us": {
+                "target": "<= 150",
+                "value_oneway": omemo_raw.get("summary", {}).get("established_oneway_us"),
+                "value_pingpong": omemo_raw.get("summary", {}).get("established_pingpong_us"),
+                "verdict_oneway": verdict(omemo_raw.get("summary", {}).get("established_oneway_us"),
+                                          TARGETS["omemo_established_us"], False),
+                "verdict_pingpong": verdict(omemo_raw.get("summary", {}).get("established_pingpong_us"),
+                                            TARGETS["omemo_established_us"], False)},
         },
         "elapsed_s": elapsed,
     }

@@ -30,6 +30,9 @@ stdout, one JSON object per line:
   {"event":"error","cmd":C,"reason":S}
   {"event":"trusted","jid":J,"fingerprint":F,"level":L,"device_ids":[...]}
   {"event":"devices","jid":J,"devices":[{"device_id","fingerprint","trust","active"}]}
+  {"event":"bundle","jid":J,"device_id":N,"item_id":S,"prekey_ids":[...],
+      "signed_prekey_id":N,"identity_key":B64}   the bundle item as Prosody
+      serves it now (raw PEP fetch, parsed with ElementTree, not oldmemo)
   {"event":"pong","token":T}, {"event":"sent_plain",...}, {"event":"sent_raw"}
   {"event":"disconnected"}, {"event":"reconnected"}   the peer reconnects by itself
   {"event":"fatal","reason":S}   then exit status 2
@@ -41,6 +44,7 @@ stdin commands, one JSON object per line:
   {"cmd":"send_raw","xml":"<message .../>"}  written to the stream unchecked
   {"cmd":"trust","jid":J,"fingerprint":F[,"level":"trusted|distrusted|undecided"]}
   {"cmd":"devices","jid":J}
+  {"cmd":"bundle","jid":J,"device_id":N}    fetch J's published bundle of N
   {"cmd":"ping","token":T}                   barrier: answered after earlier commands
   {"cmd":"quit"}
 
@@ -581,6 +585,25 @@ class Peer:
         self.reply({"event": "devices", "jid": jid,
               "devices": sorted(devices, key=lambda d: d["device_id"])})
 
+    async def cmd_bundle(self, cmd):
+        jid = slixmpp.JID(cmd["jid"]).bare
+        dev = int(cmd["device_id"])
+        iq = await self.xmpp["xep_0060"].get_items(
+            jid, BUNDLE_NODE_PREFIX + str(dev), max_items=1, timeout=IQ_TIMEOUT)
+        items = list(iq["pubsub"]["items"])
+        if len(items) != 1:
+            raise ValueError("expected one bundle item, got %d" % len(items))
+        b = items[0].xml.find(NS + "bundle")
+        if b is None:
+            raise ValueError("bundle item without <bundle>")
+        spk = b.find(NS + "signedPreKeyPublic")
+        prekeys = b.find(NS + "prekeys")
+        ids = [int(k.get("preKeyId")) for k in prekeys.findall(NS + "preKeyPublic")]
+        self.reply({"event": "bundle", "jid": jid, "device_id": dev,
+                    "item_id": items[0]["id"], "prekey_ids": ids,
+                    "signed_prekey_id": int(spk.get("signedPreKeyId")),
+                    "identity_key": (b.findtext(NS + "identityKey") or "").strip()})
+
     async def cmd_send_plain(self, cmd):
         msg = self.xmpp.make_message(mto=cmd["to"], mbody=cmd["body"], mtype=cmd.get("type", "chat"))
         msg["id"] = cmd.get("id") or uuid.uuid4().hex
@@ -593,6 +616,7 @@ class Peer:
 
     async def command_loop(self):
         handlers = {"send": self.cmd_send, "trust": self.cmd_trust, "devices": self.cmd_devices,
+                    "bundle": self.cmd_bundle,
                     "send_plain": self.cmd_send_plain, "send_raw": self.cmd_send_raw}
         while True:
             line = await self.commands.get()

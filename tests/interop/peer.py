@@ -241,6 +241,13 @@ class OmemoPeer:
         """List of {"device_id","fingerprint","trust","active"} for jid."""
         return self._reply(self.command("devices", jid=jid), "devices", timeout, True)["devices"]
 
+    def bundle(self, jid, device_id, timeout=15.0):
+        """The bundle of jid/device_id as the server serves it now: dict with
+        prekey_ids (list, published order), signed_prekey_id, identity_key,
+        item_id."""
+        return self._reply(self.command("bundle", jid=jid, device_id=device_id),
+                           "bundle", timeout, True)
+
     def sync(self, timeout=10.0):
         """Barrier: returns once every earlier command has been processed."""
         req = self.command("ping", token="sync")

@@ -1,0 +1,535 @@
+/*
+ * omemo_bench.c: what one OMEMO message costs moonwire, next to the raw
+ * OpenSSL primitives it is built from.  Driven by tests/bench/run.py (which
+ * compiles this file against the static libraries, like sandbox_bench.c;
+ * the Makefile does not know about it).  Output: one JSON object per line.
+ *
+ *   omemo_bench [--dir DIR] [--n N] [--first-n N] [--crypto-n N]
+ *               [--seconds S] [--size BYTES] [--stores LIST]
+ *
+ * Two in-process mw_omemo contexts, each with its own SQLite database, pass
+ * stanzas to each other directly (no server, no serialisation: what is
+ * measured is the OMEMO layer and its store, which is what the agent pays
+ * per message on top of the XMPP stream).  Store variants:
+ *   file_wal_full    files in DIR, WAL, synchronous=FULL (SQLite's default)
+ *   file_wal_normal  files in DIR opened by mw_omemo_db_open() (WAL,
+ *                    synchronous=NORMAL): what moonwire runs with
+ *   memory           ":memory:" databases (no I/O at all)
+ * Figures (microseconds per operation, median / p99 over many iterations):
+ *   established_oneway  A encrypts, B decrypts and commits, always A -> B
+ *                       (symmetric ratchet step only)
+ *   established_pingpong  A -> B then B -> A, reported per message: each
+ *                       message turns the DH ratchet (what a request /
+ *                       reply agent does)
+ *   first_contact       A processes B's bundle, encrypts a PreKey message,
+ *                       B decrypts it (consuming and replacing a prekey)
+ *                       and commits; sessions are deleted between rounds
+ *   commit_only         BEGIN IMMEDIATE; one UPDATE; COMMIT on the same
+ *                       database: the transaction floor of the store
+ *   x25519, aes128gcm (encrypt + decrypt of --size bytes), hmac_sha256
+ *                       (32-byte key, --size bytes): raw OpenSSL 3 EVP.
+ *   libsignal_curve25519  one curve25519_donna() scalar multiplication of
+ *                       libsignal-protocol-c (its exported symbol), the
+ *                       primitive behind every DH ratchet step.
+ * Every call's result is checked; any failure ends the run with status 2.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "omemo/mw_omemo.h"
+
+struct ep {
+	char jid[64];
+	char path[512];
+	sqlite3 *db;
+	struct mw_omemo *o;
+};
+
+static xmpp_ctx_t *X;
+static double time_cap_s = 8.0;
+
+static void
+die(const char *what, int rc)
+{
+	fprintf(stderr, "omemo_bench: %s failed: %d (%s)\n", what, rc,
+	    rc < 0 ? mw_omemo_strerror(rc) : "");
+	exit(2);
+}
+
+#define CHECK(expr, what) do { int rc_ = (expr); if (rc_ != 0) die(what, rc_); } while (0)
+#define CHECK1(expr, what) do { if ((expr) != 1) die(what, 0); } while (0)
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		die("clock_gettime", errno);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* One JSON line: {"bench":NAME,"store":STORE,n,median_us,p99_us,...}.
+ * per divides every sample (a sample covering two messages). */
+static void
+report(const char *name, const char *store, uint64_t *ns, size_t n,
+    unsigned per)
+{
+	long double sum = 0;
+	size_t p99;
+	double median;
+
+	if (n == 0)
+		die("no samples", 0);
+	qsort(ns, n, sizeof(*ns), cmp_u64);
+	for (size_t i = 0; i < n; i++)
+		sum += ns[i];
+	p99 = (n * 99 + 99) / 100;	/* nearest rank */
+	median = n % 2 ? ns[n / 2] / 1000.0 : (ns[n / 2 - 1] + ns[n / 2]) / 2000.0;
+	printf("{\"bench\":\"%s\"%s%s%s,\"n\":%zu,\"median_us\":%.2f,"
+	    "\"p99_us\":%.2f,\"mean_us\":%.2f,\"min_us\":%.2f,\"max_us\":%.2f}\n",
+	    name, store ? ",\"store\":\"" : "", store ? store : "",
+	    store ? "\"" : "", n, median / per, ns[p99 - 1] / 1000.0 / per,
+	    (double)(sum / n / 1000.0L) / per, ns[0] / 1000.0 / per,
+	    ns[n - 1] / 1000.0 / per);
+	fflush(stdout);
+}
+
+/* ---- two endpoints ---- */
+
+static void
+ep_open(struct ep *e, const char *dir, const char *jid, const char *name,
+    const char *sync)
+{
+	memset(e, 0, sizeof(*e));
+	snprintf(e->jid, sizeof(e->jid), "%s", jid);
+	if (dir == NULL)
+		snprintf(e->path, sizeof(e->path), ":memory:");
+	else if ((size_t)snprintf(e->path, sizeof(e->path), "%s/%s.db", dir,
+	    name) >= sizeof(e->path))
+		die("path too long", 0);
+	if (dir != NULL && strcmp(sync, "NORMAL") == 0) {
+		/* exactly how moonwire opens it (WAL, synchronous=NORMAL) */
+		CHECK(mw_omemo_db_open(e->path, true, &e->db), "mw_omemo_db_open");
+		CHECK(mw_omemo_open(&e->o, e->db, e->jid), "mw_omemo_open");
+		return;
+	}
+	CHECK(sqlite3_open(e->path, &e->db), "sqlite3_open");
+	if (dir != NULL) {
+		char sql[64];
+
+		CHECK(sqlite3_exec(e->db, "PRAGMA journal_mode=WAL", NULL, NULL,
+		    NULL), "journal_mode=WAL");
+		snprintf(sql, sizeof(sql), "PRAGMA synchronous=%s", sync);
+		CHECK(sqlite3_exec(e->db, sql, NULL, NULL, NULL), "synchronous");
+	}
+	CHECK(mw_omemo_open(&e->o, e->db, e->jid), "mw_omemo_open");
+}
+
+static void
+ep_close(struct ep *e)
+{
+	mw_omemo_close(e->o);
+	CHECK(sqlite3_close(e->db), "sqlite3_close");
+	if (strcmp(e->path, ":memory:") != 0) {
+		char p[600];
+
+		(void)unlink(e->path);
+		snprintf(p, sizeof(p), "%s-wal", e->path);
+		(void)unlink(p);
+		snprintf(p, sizeof(p), "%s-shm", e->path);
+		(void)unlink(p);
+	}
+}
+
+/* a learns b's device list and verifies b's key (no session yet). */
+static void
+know(struct ep *a, struct ep *b)
+{
+	char xml[256], fp[MW_OMEMO_FP_HEXLEN + 1];
+	xmpp_stanza_t *l;
+
+	snprintf(xml, sizeof(xml), "<list xmlns='%s'><device id='%u'/></list>",
+	    MW_OMEMO_NS, mw_omemo_device_id(b->o));
+	if ((l = xmpp_stanza_new_from_string(X, xml)) == NULL)
+		die("device list", 0);
+	CHECK(mw_omemo_process_devicelist(a->o, b->jid, l), "process_devicelist");
+	xmpp_stanza_release(l);
+	CHECK(mw_omemo_own_fingerprint(b->o, fp), "own_fingerprint");
+	CHECK(mw_omemo_trust(a->o, b->jid, fp), "trust");
+}
+
+static void
+build_session(struct ep *a, struct ep *b)
+{
+	xmpp_stanza_t *bun = NULL;
+
+	CHECK(mw_omemo_bundle_element(b->o, X, &bun), "bundle_element");
+	CHECK(mw_omemo_process_bundle(a->o, b->jid, mw_omemo_device_id(b->o),
+	    bun), "process_bundle");
+	xmpp_stanza_release(bun);
+}
+
+/* from encrypts pt to `to`, `to` decrypts, checks and commits. */
+static void
+message(struct ep *from, struct ep *to, const uint8_t *pt, size_t len,
+    bool expect_prekey)
+{
+	xmpp_stanza_t *m = NULL;
+	struct mw_omemo_msg msg;
+	char full[80];
+	int rc;
+
+	CHECK(mw_omemo_encrypt(from->o, X, to->jid, NULL, 0, pt, len, &m),
+	    "mw_omemo_encrypt");
+	snprintf(full, sizeof(full), "%s/bench", from->jid);
+	if (xmpp_stanza_set_from(m, full) != XMPP_EOK)
+		die("set_from", 0);
+	rc = mw_omemo_decrypt(to->o, m, &msg);
+	if (rc != MW_OMEMO_OK)
+		die("mw_omemo_decrypt", rc);
+	if (msg.len != len || memcmp(msg.plaintext, pt, len) != 0 ||
+	    msg.prekey != expect_prekey)
+		die("decrypted text differs", 0);
+	CHECK(mw_omemo_commit(to->o), "mw_omemo_commit");
+	mw_omemo_msg_free(&msg);
+	xmpp_stanza_release(m);
+}
+
+static void
+pair(struct ep *a, struct ep *b, const char *dir, const char *sync,
+    const uint8_t *pt, size_t len)
+{
+	ep_open(a, dir, "alice@bench", "alice", sync);
+	ep_open(b, dir, "bob@bench", "bob", sync);
+	know(a, b);
+	know(b, a);
+	build_session(a, b);
+	message(a, b, pt, len, true);	/* first contact ... */
+	message(b, a, pt, len, false);	/* ... answered: established */
+}
+
+static size_t
+budget(size_t n, uint64_t t0)
+{
+	return (now_ns() - t0) / 1e9 > time_cap_s ? 0 : n;
+}
+
+static void
+bench_established(const char *store, const char *dir, const char *sync,
+    size_t n, const uint8_t *pt, size_t len)
+{
+	struct ep a, b;
+	uint64_t *ns = calloc(n, sizeof(*ns)), t0, t;
+	size_t i;
+
+	if (ns == NULL)
+		die("calloc", 0);
+	pair(&a, &b, dir, sync, pt, len);
+	for (i = 0; i < 50; i++)	/* warm-up: caches, WAL file size */
+		message(&a, &b, pt, len, false);
+	t0 = now_ns();
+	for (i = 0; i < n && budget(n, t0); i++) {
+		t = now_ns();
+		message(&a, &b, pt, len, false);
+		ns[i] = now_ns() - t;
+	}
+	report("established_oneway", store, ns, i, 1);
+	t0 = now_ns();
+	for (i = 0; i < n && budget(n, t0); i++) {
+		t = now_ns();
+		message(&a, &b, pt, len, false);
+		message(&b, &a, pt, len, false);
+		ns[i] = now_ns() - t;
+	}
+	report("established_pingpong", store, ns, i, 2);
+	/* The floor of the store: one write transaction on the same db
+	 * (one changed row, so the commit really writes and syncs). */
+	CHECK(sqlite3_exec(b.db, "CREATE TABLE bench_commit(x INTEGER); "
+	    "INSERT INTO bench_commit VALUES (0)", NULL, NULL, NULL),
+	    "bench_commit table");
+	t0 = now_ns();
+	for (i = 0; i < n && budget(n, t0); i++) {
+		t = now_ns();
+		CHECK(sqlite3_exec(b.db, "BEGIN IMMEDIATE; UPDATE bench_commit "
+		    "SET x = x + 1; COMMIT", NULL, NULL, NULL), "commit_only");
+		ns[i] = now_ns() - t;
+	}
+	report("commit_only", store, ns, i, 1);
+	ep_close(&a);
+	ep_close(&b);
+	free(ns);
+}
+
+static void
+bench_first_contact(const char *store, const char *dir, const char *sync,
+    size_t n, const uint8_t *pt, size_t len)
+{
+	struct ep a, b;
+	uint64_t *ns = calloc(n, sizeof(*ns)), t0, t;
+	xmpp_stanza_t *bun = NULL;
+	size_t i;
+
+	if (ns == NULL)
+		die("calloc", 0);
+	pair(&a, &b, dir, sync, pt, len);
+	t0 = now_ns();
+	for (i = 0; i < n && budget(n, t0); i++) {
+		/* Outside the timing: forget both sessions, fetch B's bundle
+		 * (it changed: the last round consumed and replaced a prekey). */
+		CHECK(sqlite3_exec(a.db, "DELETE FROM omemo_sessions", NULL, NULL,
+		    NULL), "delete sessions");
+		CHECK(sqlite3_exec(b.db, "DELETE FROM omemo_sessions", NULL, NULL,
+		    NULL), "delete sessions");
+		CHECK(mw_omemo_bundle_element(b.o, X, &bun), "bundle_element");
+		t = now_ns();
+		CHECK(mw_omemo_process_bundle(a.o, b.jid, mw_omemo_device_id(b.o),
+		    bun), "process_bundle");
+		message(&a, &b, pt, len, true);
+		ns[i] = now_ns() - t;
+		xmpp_stanza_release(bun);
+	}
+	report("first_contact", store, ns, i, 1);
+	ep_close(&a);
+	ep_close(&b);
+	free(ns);
+}
+
+/* ---- raw OpenSSL ---- */
+
+static EVP_PKEY *
+x25519_key(void)
+{
+	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, NULL);
+	EVP_PKEY *k = NULL;
+
+	if (c == NULL || EVP_PKEY_keygen_init(c) != 1 ||
+	    EVP_PKEY_keygen(c, &k) != 1)
+		die("x25519 keygen", 0);
+	EVP_PKEY_CTX_free(c);
+	return k;
+}
+
+static void
+bench_crypto(size_t n, size_t len)
+{
+	uint64_t *ns = calloc(n, sizeof(*ns)), t;
+	uint8_t key[32], iv[12], tag[16], out[32], *pt, *ct, *back;
+	EVP_PKEY *k1 = x25519_key(), *k2 = x25519_key();
+	EVP_MAC *mac;
+	size_t i;
+
+	pt = malloc(len + 16);
+	ct = malloc(len + 16);
+	back = malloc(len + 16);
+	if (ns == NULL || pt == NULL || ct == NULL || back == NULL)
+		die("malloc", 0);
+	CHECK1(RAND_bytes(key, sizeof(key)), "RAND_bytes");
+	CHECK1(RAND_bytes(iv, sizeof(iv)), "RAND_bytes");
+	CHECK1(RAND_bytes(pt, (int)len), "RAND_bytes");
+
+	for (i = 0; i < n; i++) {
+		EVP_PKEY_CTX *c;
+		size_t olen = sizeof(out);
+
+		t = now_ns();
+		if ((c = EVP_PKEY_CTX_new(k1, NULL)) == NULL ||
+		    EVP_PKEY_derive_init(c) != 1 ||
+		    EVP_PKEY_derive_set_peer(c, k2) != 1 ||
+		    EVP_PKEY_derive(c, out, &olen) != 1 || olen != 32)
+			die("x25519 derive", 0);
+		EVP_PKEY_CTX_free(c);
+		ns[i] = now_ns() - t;
+	}
+	report("x25519", NULL, ns, n, 1);
+
+	for (i = 0; i < n; i++) {
+		EVP_CIPHER_CTX *c;
+		int l1 = 0, l2 = 0;
+
+		t = now_ns();
+		if ((c = EVP_CIPHER_CTX_new()) == NULL ||
+		    EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), NULL, NULL, NULL) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) != 1 ||
+		    EVP_EncryptInit_ex(c, NULL, NULL, key, iv) != 1 ||
+		    EVP_EncryptUpdate(c, ct, &l1, pt, (int)len) != 1 ||
+		    EVP_EncryptFinal_ex(c, ct + l1, &l2) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
+			die("gcm encrypt", 0);
+		EVP_CIPHER_CTX_free(c);
+		if ((c = EVP_CIPHER_CTX_new()) == NULL ||
+		    EVP_DecryptInit_ex(c, EVP_aes_128_gcm(), NULL, NULL, NULL) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) != 1 ||
+		    EVP_DecryptInit_ex(c, NULL, NULL, key, iv) != 1 ||
+		    EVP_DecryptUpdate(c, back, &l1, ct, (int)len) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
+		    EVP_DecryptFinal_ex(c, back + l1, &l2) != 1)
+			die("gcm decrypt", 0);
+		EVP_CIPHER_CTX_free(c);
+		ns[i] = now_ns() - t;
+		if (memcmp(back, pt, len) != 0)
+			die("gcm round trip", 0);
+	}
+	report("aes128gcm", NULL, ns, n, 1);
+
+	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
+		die("EVP_MAC_fetch", 0);
+	for (i = 0; i < n; i++) {
+		OSSL_PARAM p[2] = {
+			OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+			    (char *)"SHA256", 0),
+			OSSL_PARAM_construct_end(),
+		};
+		EVP_MAC_CTX *c;
+		size_t olen = 0;
+
+		t = now_ns();
+		if ((c = EVP_MAC_CTX_new(mac)) == NULL ||
+		    EVP_MAC_init(c, key, sizeof(key), p) != 1 ||
+		    EVP_MAC_update(c, pt, len) != 1 ||
+		    EVP_MAC_final(c, out, &olen, sizeof(out)) != 1 || olen != 32)
+			die("hmac", 0);
+		EVP_MAC_CTX_free(c);
+		ns[i] = now_ns() - t;
+	}
+	report("hmac_sha256", NULL, ns, n, 1);
+	EVP_MAC_free(mac);
+	EVP_PKEY_free(k1);
+	EVP_PKEY_free(k2);
+	free(pt);
+	free(ct);
+	free(back);
+	free(ns);
+}
+
+/* libsignal-protocol-c's own X25519 (exported, not in its headers). */
+extern int curve25519_donna(uint8_t *mypublic, const uint8_t *secret,
+    const uint8_t *basepoint);
+
+static void
+bench_libsignal_curve(size_t n)
+{
+	uint64_t *ns = calloc(n, sizeof(*ns)), t;
+	uint8_t sk[32], pk[32], out[32];
+	static const uint8_t base[32] = { 9 };
+	size_t i;
+
+	if (ns == NULL)
+		die("calloc", 0);
+	CHECK1(RAND_bytes(sk, sizeof(sk)), "RAND_bytes");
+	CHECK(curve25519_donna(pk, sk, base), "curve25519_donna");
+	CHECK1(RAND_bytes(sk, sizeof(sk)), "RAND_bytes");
+	for (i = 0; i < n; i++) {
+		t = now_ns();
+		CHECK(curve25519_donna(out, sk, pk), "curve25519_donna");
+		ns[i] = now_ns() - t;
+	}
+	report("libsignal_curve25519", NULL, ns, n, 1);
+	free(ns);
+}
+
+static size_t
+num(const char *s)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v == 0 || v > 10000000)
+		die("bad number", 0);
+	return v;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *dir = NULL, *stores = "file_wal_full,file_wal_normal,memory";
+	size_t n = 2000, first_n = 300, crypto_n = 20000, len = 256;
+	char tmpl[] = "/tmp/mw-omemo-bench-XXXXXX", sub[600];
+	uint8_t *pt;
+	bool own_dir = false;
+
+	for (int i = 1; i < argc; i++) {
+		if (i + 1 >= argc)
+			die("missing value for an option", 0);
+		if (strcmp(argv[i], "--dir") == 0)
+			dir = argv[++i];
+		else if (strcmp(argv[i], "--n") == 0)
+			n = num(argv[++i]);
+		else if (strcmp(argv[i], "--first-n") == 0)
+			first_n = num(argv[++i]);
+		else if (strcmp(argv[i], "--crypto-n") == 0)
+			crypto_n = num(argv[++i]);
+		else if (strcmp(argv[i], "--seconds") == 0)
+			time_cap_s = (double)num(argv[++i]);
+		else if (strcmp(argv[i], "--stores") == 0)
+			stores = argv[++i];
+		else if (strcmp(argv[i], "--size") == 0)
+			len = num(argv[++i]);
+		else
+			die("unknown option", 0);
+	}
+	if (len > MW_OMEMO_MAX_PLAINTEXT)
+		die("--size too large", 0);
+	if (dir == NULL) {
+		if (mkdtemp(tmpl) == NULL)
+			die("mkdtemp", errno);
+		dir = tmpl;
+		own_dir = true;
+	}
+	snprintf(sub, sizeof(sub), "%s/omemo-bench-%ld", dir, (long)getpid());
+	if (mkdir(sub, 0700) != 0)
+		die("mkdir", errno);
+	if ((pt = malloc(len)) == NULL)
+		die("malloc", 0);
+	for (size_t i = 0; i < len; i++)	/* text: what a result looks like */
+		pt[i] = (uint8_t)('a' + i % 26);
+
+	xmpp_initialize();
+	if ((X = xmpp_ctx_new(NULL, NULL)) == NULL)
+		die("xmpp_ctx_new", 0);
+	printf("{\"bench\":\"config\",\"size\":%zu,\"n\":%zu,\"first_n\":%zu,"
+	    "\"crypto_n\":%zu,\"dir\":\"%s\"}\n", len, n, first_n, crypto_n, sub);
+	bench_crypto(crypto_n, len);
+	bench_libsignal_curve(crypto_n / 10 + 1);
+	if (strstr(stores, "file_wal_full") != NULL)
+		bench_established("file_wal_full", sub, "FULL", n, pt, len);
+	if (strstr(stores, "file_wal_normal") != NULL)
+		bench_established("file_wal_normal", sub, "NORMAL", n, pt, len);
+	if (strstr(stores, "memory") != NULL)
+		bench_established("memory", NULL, NULL, n, pt, len);
+	if (strstr(stores, "file_wal_full") != NULL)
+		bench_first_contact("file_wal_full", sub, "FULL", first_n, pt, len);
+	if (strstr(stores, "file_wal_normal") != NULL)
+		bench_first_contact("file_wal_normal", sub, "NORMAL", first_n, pt, len);
+	if (strstr(stores, "memory") != NULL)
+		bench_first_contact("memory", NULL, NULL, first_n, pt, len);
+	xmpp_ctx_free(X);
+	xmpp_shutdown();
+	free(pt);
+	if (rmdir(sub) != 0)
+		die("rmdir", errno);
+	if (own_dir && rmdir(dir) != 0)
+		die("rmdir", errno);
+	return 0;
+}
