@@ -125,6 +125,23 @@ logline(const char *event, const char *fmt, ...)
 	fprintf(stderr, "%s\n", buf);
 }
 
+/* ---- durability ----
+ *
+ * With durability = full (the default) the two commits whose loss on power
+ * failure could make a job run twice or reuse a ratchet key -- the decrypt
+ * transaction that records the job, and the encrypt that advances the
+ * sending chain -- are fsync'ed.  Journal updates after a run (result
+ * stored, reply sent) are not: losing one turns a finished job into
+ * "interrupted" after a power cut, and the WAL keeps them ordered before
+ * any later fsync'ed commit.
+ */
+static int
+db_sync(struct agent *a, bool full)
+{
+	return sqlite3_exec(a->db, full ? "PRAGMA synchronous=FULL" :
+	    "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
 /* ---- sending ---- */
 
 static void
@@ -157,6 +174,16 @@ send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *te
 	return 0;
 }
 
+static void
+mark_replied(struct agent *a, const char *signer, const char *job_id)
+{
+	(void)db_sync(a, false);
+	if (mw_journal_mark_replied(a->db, signer, job_id) != 0)
+		logline("journal-error", "job=%s op=replied error=\"%s\"", job_id,
+		    sqlite3_errmsg(a->db));
+	(void)db_sync(a, a->cfg.durability_full);
+}
+
 /* Sends every stored result not yet handed to the server. */
 static void
 flush_unreplied(struct agent *a)
@@ -171,7 +198,7 @@ flush_unreplied(struct agent *a)
 	for (size_t i = 0; i < n; i++) {
 		if (rows[i].result != NULL &&
 		    send_encrypted(a, rows[i].from_jid, rows[i].device, rows[i].result) == 0) {
-			(void)mw_journal_mark_replied(a->db, rows[i].signer, rows[i].job_id);
+			mark_replied(a, rows[i].signer, rows[i].job_id);
 			logline("reply-sent", "job=%s to=%s device=%u stored=yes",
 			    rows[i].job_id, rows[i].from_jid, rows[i].device);
 		}
@@ -424,12 +451,16 @@ static void
 finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 {
 	char *text = mw_result_message(j->job_id, r, 0, NULL, a->cfg.max_output);
+	int rc;
 
 	if (text == NULL) {
 		logline("internal-error", "job=%s op=render", j->job_id);
 		return;
 	}
-	if (mw_journal_finish(a->db, j->signer, j->job_id, text, (int64_t)time(NULL)) != 0) {
+	(void)db_sync(a, false);
+	rc = mw_journal_finish(a->db, j->signer, j->job_id, text, (int64_t)time(NULL));
+	(void)db_sync(a, a->cfg.durability_full);
+	if (rc != 0) {
 		/* stays ACCEPTED: reported as interrupted after a restart */
 		logline("journal-error", "job=%s op=finish error=\"%s\"", j->job_id,
 		    sqlite3_errmsg(a->db));
@@ -440,7 +471,7 @@ finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 	    " wall_us=%" PRIu64, j->job_id, j->from_jid, j->device,
 	    mw_job_status_name(r->status), r->usage.cpu_us, r->usage.wall_us);
 	if (send_encrypted(a, j->from_jid, j->device, text) == 0) {
-		(void)mw_journal_mark_replied(a->db, j->signer, j->job_id);
+		mark_replied(a, j->signer, j->job_id);
 		logline("reply-sent", "job=%s to=%s device=%u", j->job_id, j->from_jid,
 		    j->device);
 	}
@@ -913,12 +944,10 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		fprintf(stderr, "moonwire agent: the sandbox could not start\n");
 		return MW_EXIT_UNAVAILABLE;
 	}
-	if (sqlite3_open_v2(a->cfg.account.db, &a->db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-	    sqlite3_busy_timeout(a->db, 5000) != SQLITE_OK ||
-	    sqlite3_exec(a->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
+	if ((rc = mw_omemo_db_open(a->cfg.account.db, true, &a->db)) != 0 ||
+	    db_sync(a, a->cfg.durability_full) != 0) {
 		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
-		    a->db ? sqlite3_errmsg(a->db) : "cannot open");
+		    a->db ? sqlite3_errmsg(a->db) : mw_omemo_strerror(rc));
 		return MW_EXIT_UNAVAILABLE;
 	}
 	if ((rc = mw_omemo_open(&a->o, a->db, a->cfg.account.jid)) != 0) {

@@ -51,7 +51,8 @@ static const char *const account_keys[] = {
 };
 static const char *const agent_keys[] = {
 	"allowed_signers", "policy", "state_dir", "max_output", "clock_skew",
-	"parallel", "queue", "shutdown_grace", "rate_limit", "rate_burst", NULL
+	"parallel", "queue", "shutdown_grace", "rate_limit", "rate_burst",
+	"durability", NULL
 };
 
 static int
@@ -144,6 +145,12 @@ agent_setting(struct mw_agent_config *c, const char *k, const char *v,
 		c->rate_burst = (unsigned)n;
 		return 0;
 	}
+	if (strcmp(k, "durability") == 0) {
+		if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
+			return cfail(why, wl, "durability is full or normal");
+		c->durability_full = strcmp(v, "full") == 0;
+		return 0;
+	}
 	return cfail(why, wl, "unknown setting '%s'", k);
 }
 
@@ -158,6 +165,7 @@ config_defaults(struct mw_agent_config *c)
 	c->shutdown_grace_ms = 10000;
 	c->rate_per_minute = 600;
 	c->rate_burst = 60;
+	c->durability_full = true;
 }
 
 int

@@ -31,6 +31,7 @@ struct mw_agent_config {
 	uint32_t shutdown_grace_ms;	/* SIGTERM: running jobs get this long */
 	uint32_t rate_per_minute;	/* jobs per sender JID per minute (0: off) */
 	unsigned rate_burst;
+	bool durability_full;		/* fsync the commits that must survive power loss */
 };
 /* Every error is "FILE:LINE: reason" (or "FILE: reason"); the agent does
  * not start. */

@@ -488,9 +488,7 @@ mw_cmd_send(int argc, char **argv)
 		fprintf(stderr, "moonwire send: %s: no `db` setting\n", config);
 		goto out;
 	}
-	if (sqlite3_open_v2(s.acct.db, &s.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	    NULL) != SQLITE_OK || sqlite3_busy_timeout(s.db, 5000) != SQLITE_OK ||
-	    sqlite3_exec(s.db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
+	if (mw_omemo_db_open(s.acct.db, true, &s.db) != 0 ||
 	    mw_omemo_open(&s.o, s.db, s.acct.jid) != 0) {
 		fprintf(stderr, "moonwire send: %s: cannot open the identity database\n",
 		    s.acct.db);
