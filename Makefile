@@ -14,7 +14,9 @@ WARN      = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
 OPT      ?= -O2 -g
 CFLAGS   := $(OPT) -std=gnu11 $(WARN) -D_GNU_SOURCE -fstack-protector-strong -fPIE \
             -I. $(PKG_CFLAGS) $(EXTRA_CFLAGS)
-LDFLAGS  += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
+# curve25519_donna: omemo/curve.c replaces libsignal's own X25519 with
+# OpenSSL's; the executable must export it for the interposition to work.
+LDFLAGS  += -pie -Wl,-z,relro,-z,now -Wl,-u,curve25519_donna -Wl,--export-dynamic-symbol=curve25519_donna $(EXTRA_LDFLAGS)
 LIBS      = $(PKG_LIBS) -lm
 
 # Debian packages: build, run, test, demo and bench.

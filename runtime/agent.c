@@ -52,6 +52,12 @@ struct running_job {
 	char *from_jid;
 	uint32_t device;
 	struct mw_grants grants;	/* kept until the job ends: the sandbox copies on submit */
+	/* stage times for the `done` log line (spec/agent.md), microseconds */
+	uint64_t t_received_us;		/* stanza handed to us */
+	uint64_t t_decrypt_us;		/* OMEMO decrypt */
+	uint64_t t_verify_us;		/* envelope, signature, policy */
+	uint64_t t_commit_us;		/* journal row + ratchet commit */
+	uint64_t t_submitted_us;	/* clock when handed to the sandbox */
 };
 
 struct rate_slot {
@@ -93,6 +99,15 @@ on_signal(int sig)
 {
 	(void)sig;
 	g_stop = 1;
+}
+
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static uint64_t
@@ -401,14 +416,23 @@ running_free(struct running_job *j)
 	free(j);
 }
 
+struct stage_times {
+	uint64_t received, decrypt, verify, commit;
+};
+
 static int
-start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *m)
+start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *m,
+    const struct stage_times *st)
 {
 	struct running_job *j = calloc(1, sizeof(*j));
 	struct mw_job job;
 
 	if (j == NULL)
 		return -1;
+	j->t_received_us = st->received;
+	j->t_decrypt_us = st->decrypt;
+	j->t_verify_us = st->verify;
+	j->t_commit_us = st->commit;
 	snprintf(j->sandbox_id, sizeof(j->sandbox_id), "%" PRIu64, ++a->seq);
 	j->signer = strdup(d->signer);
 	j->job_id = strdup(d->job_id);
@@ -434,6 +458,7 @@ start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *
 	}
 	job.limits = d->limits;
 	job.grants = &j->grants;
+	j->t_submitted_us = now_us();
 	if (mw_sandbox_submit(a->sb, &job) != 0)
 		goto fail;
 	(void)mw_sandbox_flush(a->sb);
@@ -450,6 +475,7 @@ fail:
 static void
 finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 {
+	uint64_t t_done = now_us(), t_stored, t_sent;
 	char *text = mw_result_message(j->job_id, r, 0, NULL, a->cfg.max_output);
 	int rc;
 
@@ -460,6 +486,7 @@ finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 	(void)db_sync(a, false);
 	rc = mw_journal_finish(a->db, j->signer, j->job_id, text, (int64_t)time(NULL));
 	(void)db_sync(a, a->cfg.durability_full);
+	t_stored = now_us();
 	if (rc != 0) {
 		/* stays ACCEPTED: reported as interrupted after a restart */
 		logline("journal-error", "job=%s op=finish error=\"%s\"", j->job_id,
@@ -471,9 +498,15 @@ finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 	    " wall_us=%" PRIu64, j->job_id, j->from_jid, j->device,
 	    mw_job_status_name(r->status), r->usage.cpu_us, r->usage.wall_us);
 	if (send_encrypted(a, j->from_jid, j->device, text) == 0) {
+		t_sent = now_us();
 		mark_replied(a, j->signer, j->job_id);
-		logline("reply-sent", "job=%s to=%s device=%u", j->job_id, j->from_jid,
-		    j->device);
+		logline("reply-sent", "job=%s to=%s device=%u decrypt_us=%" PRIu64
+		    " verify_us=%" PRIu64 " commit_us=%" PRIu64 " sandbox_us=%" PRIu64
+		    " store_us=%" PRIu64 " encrypt_us=%" PRIu64 " agent_us=%" PRIu64,
+		    j->job_id, j->from_jid, j->device, j->t_decrypt_us, j->t_verify_us,
+		    j->t_commit_us, j->t_submitted_us ? t_done - j->t_submitted_us : 0,
+		    t_stored - t_done, t_sent - t_stored,
+		    j->t_received_us ? t_sent - j->t_received_us : 0);
 	}
 	free(text);
 }
@@ -564,9 +597,15 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 	struct mw_omemo_msg m;
 	struct decision d;
 	struct mw_journal_entry e, found;
+	struct stage_times times;
+	uint64_t t;
 	int rc, seen;
 
+	memset(&times, 0, sizeof(times));
+	times.received = now_us();
 	rc = mw_omemo_decrypt(a->o, st, &m);
+	t = now_us();
+	times.decrypt = t - times.received;
 	if (rc == MW_OMEMO_DROPPED) {
 		logline("key-transport", "from=%s device=%u", m.from ? m.from : "?", m.device);
 		mw_omemo_msg_free(&m);
@@ -580,7 +619,9 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 		return;
 	}
 	/* the decrypt transaction is open from here to the commit */
-	if (authorize(a, &m, &d) != 0) {
+	rc = authorize(a, &m, &d);
+	times.verify = now_us() - t;
+	if (rc != 0) {
 		if (mw_omemo_commit(a->o) != 0)
 			logline("journal-error", "op=commit error=\"%s\"", sqlite3_errmsg(a->db));
 		audit_refusal(&m, &d);
@@ -619,6 +660,7 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 		mw_journal_entry_free(&found);
 		goto out;
 	}
+	t = now_us();
 	memset(&e, 0, sizeof(e));
 	e.signer = d.signer;
 	e.job_id = d.job_id;
@@ -639,9 +681,10 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 	}
 	/* committed: from here the job is either run once or reported
 	 * interrupted, never run again */
+	times.commit = now_us() - t;
 	logline("accepted", "job=%s from=%s device=%u signer=%s profile=%s%s", d.job_id,
 	    m.from, m.device, d.signer, d.profile->name, d.interactive ? " interactive=yes" : "");
-	if (start_job(a, &d, &m) != 0) {
+	if (start_job(a, &d, &m, &times) != 0) {
 		struct running_job j;
 		struct mw_result r;
 

@@ -77,7 +77,10 @@ def build_omemo_bench(build_dir):
     cc = os.environ.get("CC") or "cc"
     cmd = ([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-I" + ROOT] +
            pkg_config("--cflags", OMEMO_PKGS) + ["-o", exe, os.path.join(HERE, "omemo_bench.c")] +
-           libs + pkg_config("--libs", OMEMO_PKGS) + ["-lm"])
+           libs + pkg_config("--libs", OMEMO_PKGS) + ["-lm"] +
+           # as the moonwire binary: libsignal's X25519 replaced by OpenSSL's
+           # (omemo/curve.c)
+           ["-Wl,-u,curve25519_donna", "-Wl,--export-dynamic-symbol=curve25519_donna"])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise CannotRun("compiling omemo_bench failed:\n" + " ".join(cmd) +
