@@ -194,29 +194,30 @@ mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m)
 		*v = '\0';
 		v += 2;
 		int rc = 0;
-		if (strcmp(k, "job-id") == 0 && m->job_id == NULL)
-			rc = (m->job_id = strdup(v)) == NULL;
-		else if (strcmp(k, "status") == 0 && m->status == NULL)
-			rc = (m->status = strdup(v)) == NULL ||
+		/* a known header given twice is refused, not skipped: which one
+		 * counts would be the reader's guess */
+		if (strcmp(k, "job-id") == 0)
+			rc = m->job_id != NULL || (m->job_id = strdup(v)) == NULL;
+		else if (strcmp(k, "status") == 0)
+			rc = m->status != NULL || (m->status = strdup(v)) == NULL ||
 			    (strcmp(v, "refused") != 0 && mw_job_status_from_name(v) < 0);
-		else if (strcmp(k, "refusal") == 0 && m->refusal == NULL)
-			rc = (m->refusal = strdup(v)) == NULL;
-		else if (strcmp(k, "error") == 0 && m->error == NULL) {
-			cJSON *e = cJSON_Parse(v);
+		else if (strcmp(k, "refusal") == 0)
+			rc = m->refusal != NULL || (m->refusal = strdup(v)) == NULL;
+		else if (strcmp(k, "error") == 0) {
+			cJSON *e = m->error != NULL ? NULL : cJSON_Parse(v);
 			rc = !cJSON_IsString(e) ||
 			    (m->error = strdup(cJSON_GetStringValue(e))) == NULL;
 			cJSON_Delete(e);
-		} else if (strcmp(k, "values") == 0 && m->values == NULL) {
-			m->values = cJSON_Parse(v);
-			rc = !cJSON_IsArray(m->values);
-		} else if (strcmp(k, "usage") == 0 && !have_usage) {
-			rc = parse_usage(v, &m->usage);
+		} else if (strcmp(k, "values") == 0) {
+			rc = m->values != NULL || !cJSON_IsArray(m->values = cJSON_Parse(v));
+		} else if (strcmp(k, "usage") == 0) {
+			rc = have_usage || parse_usage(v, &m->usage);
 			have_usage = true;
-		} else if (strcmp(k, "output-length") == 0 && !have_len) {
-			rc = parse_u64(v, &olen) != 0 || strchr(v, ' ') != NULL;
+		} else if (strcmp(k, "output-length") == 0) {
+			rc = have_len || parse_u64(v, &olen) != 0 || strchr(v, ' ') != NULL;
 			have_len = true;
-		} else if (strcmp(k, "output-truncated") == 0 && !have_trunc) {
-			rc = strcmp(v, "yes") != 0 && strcmp(v, "no") != 0;
+		} else if (strcmp(k, "output-truncated") == 0) {
+			rc = have_trunc || (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0);
 			m->output_truncated = strcmp(v, "yes") == 0;
 			have_trunc = true;
 		}
