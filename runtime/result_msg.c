@@ -204,12 +204,14 @@ mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m)
 		else if (strcmp(k, "refusal") == 0)
 			rc = m->refusal != NULL || (m->refusal = strdup(v)) == NULL;
 		else if (strcmp(k, "error") == 0) {
-			cJSON *e = m->error != NULL ? NULL : cJSON_Parse(v);
+			cJSON *e = m->error != NULL ? NULL :
+			    cJSON_ParseWithOpts(v, NULL, 1);
 			rc = !cJSON_IsString(e) ||
 			    (m->error = strdup(cJSON_GetStringValue(e))) == NULL;
 			cJSON_Delete(e);
 		} else if (strcmp(k, "values") == 0) {
-			rc = m->values != NULL || !cJSON_IsArray(m->values = cJSON_Parse(v));
+			rc = m->values != NULL || !cJSON_IsArray(m->values =
+			    cJSON_ParseWithOpts(v, NULL, 1));
 		} else if (strcmp(k, "usage") == 0) {
 			rc = have_usage || parse_usage(v, &m->usage);
 			have_usage = true;
