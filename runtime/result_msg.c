@@ -35,6 +35,51 @@ utf8_prefix(const char *s, size_t n, size_t max)
 	return max;
 }
 
+/*
+ * JSON text with the characters cJSON leaves raw but an XMPP <body> cannot
+ * carry -- DEL, U+FFFE, U+FFFF -- written as \u escapes (lossless: a JSON
+ * reader gets the same string).  json is valid UTF-8 and these can occur
+ * only inside strings, so a byte-level rewrite is exact.  Frees json.
+ */
+static char *
+json_xml_safe(char *json)
+{
+	size_t n = 0, len;
+	char *out, *o;
+
+	if (json == NULL)
+		return NULL;
+	len = strlen(json);
+	for (size_t i = 0; i < len; i++)
+		n += json[i] == 0x7F || ((unsigned char)json[i] == 0xEF && i + 2 < len &&
+		    (unsigned char)json[i + 1] == 0xBF &&
+		    ((unsigned char)json[i + 2] & 0xFE) == 0xBE);
+	if (n == 0)
+		return json;
+	if ((out = malloc(len + 6 * n + 1)) == NULL) {
+		free(json);
+		return NULL;
+	}
+	o = out;
+	for (size_t i = 0; i < len; i++) {
+		if (json[i] == 0x7F) {
+			memcpy(o, "\\u007f", 6);
+			o += 6;
+		} else if ((unsigned char)json[i] == 0xEF && i + 2 < len &&
+		    (unsigned char)json[i + 1] == 0xBF &&
+		    ((unsigned char)json[i + 2] & 0xFE) == 0xBE) {
+			memcpy(o, json[i + 2] == '\xBE' ? "\\ufffe" : "\\uffff", 6);
+			o += 6;
+			i += 2;
+		} else {
+			*o++ = json[i];
+		}
+	}
+	*o = '\0';
+	free(json);
+	return out;
+}
+
 char *
 mw_result_message(const char *job_id, const struct mw_result *r,
     int refusal, const char *reason, uint32_t max_output)
@@ -52,14 +97,14 @@ mw_result_message(const char *job_id, const struct mw_result *r,
 	if (error != NULL) {
 		char *e = mw_text_clean((const uint8_t *)error, strlen(error), false, NULL);
 		if (e == NULL || (ej = cJSON_CreateString(e)) == NULL ||
-		    (err_json = cJSON_PrintUnformatted(ej)) == NULL) {
+		    (err_json = json_xml_safe(cJSON_PrintUnformatted(ej))) == NULL) {
 			free(e);
 			goto out;
 		}
 		free(e);
 	}
 	if (refusal >= 0 && r != NULL) {
-		if ((vals = mw_result_values_json(r)) == NULL)
+		if ((vals = json_xml_safe(mw_result_values_json(r))) == NULL)
 			goto out;
 		if ((clean = mw_text_clean((const uint8_t *)(r->output ? r->output : ""),
 		    r->output_len, true, &clean_len)) == NULL)
@@ -194,29 +239,32 @@ mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m)
 		*v = '\0';
 		v += 2;
 		int rc = 0;
-		if (strcmp(k, "job-id") == 0 && m->job_id == NULL)
-			rc = (m->job_id = strdup(v)) == NULL;
-		else if (strcmp(k, "status") == 0 && m->status == NULL)
-			rc = (m->status = strdup(v)) == NULL ||
+		/* a known header given twice is refused, not skipped: which one
+		 * counts would be the reader's guess */
+		if (strcmp(k, "job-id") == 0)
+			rc = m->job_id != NULL || (m->job_id = strdup(v)) == NULL;
+		else if (strcmp(k, "status") == 0)
+			rc = m->status != NULL || (m->status = strdup(v)) == NULL ||
 			    (strcmp(v, "refused") != 0 && mw_job_status_from_name(v) < 0);
-		else if (strcmp(k, "refusal") == 0 && m->refusal == NULL)
-			rc = (m->refusal = strdup(v)) == NULL;
-		else if (strcmp(k, "error") == 0 && m->error == NULL) {
-			cJSON *e = cJSON_Parse(v);
+		else if (strcmp(k, "refusal") == 0)
+			rc = m->refusal != NULL || (m->refusal = strdup(v)) == NULL;
+		else if (strcmp(k, "error") == 0) {
+			cJSON *e = m->error != NULL ? NULL :
+			    cJSON_ParseWithOpts(v, NULL, 1);
 			rc = !cJSON_IsString(e) ||
 			    (m->error = strdup(cJSON_GetStringValue(e))) == NULL;
 			cJSON_Delete(e);
-		} else if (strcmp(k, "values") == 0 && m->values == NULL) {
-			m->values = cJSON_Parse(v);
-			rc = !cJSON_IsArray(m->values);
-		} else if (strcmp(k, "usage") == 0 && !have_usage) {
-			rc = parse_usage(v, &m->usage);
+		} else if (strcmp(k, "values") == 0) {
+			rc = m->values != NULL || !cJSON_IsArray(m->values =
+			    cJSON_ParseWithOpts(v, NULL, 1));
+		} else if (strcmp(k, "usage") == 0) {
+			rc = have_usage || parse_usage(v, &m->usage);
 			have_usage = true;
-		} else if (strcmp(k, "output-length") == 0 && !have_len) {
-			rc = parse_u64(v, &olen) != 0 || strchr(v, ' ') != NULL;
+		} else if (strcmp(k, "output-length") == 0) {
+			rc = have_len || parse_u64(v, &olen) != 0 || strchr(v, ' ') != NULL;
 			have_len = true;
-		} else if (strcmp(k, "output-truncated") == 0 && !have_trunc) {
-			rc = strcmp(v, "yes") != 0 && strcmp(v, "no") != 0;
+		} else if (strcmp(k, "output-truncated") == 0) {
+			rc = have_trunc || (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0);
 			m->output_truncated = strcmp(v, "yes") == 0;
 			have_trunc = true;
 		}
