@@ -96,7 +96,7 @@ bool mw_policy_knows_jid(const struct mw_policy *p, const char *jid);
 int mw_grant_add_path(struct mw_grants *g, bool write, const char *path,
     char *err, size_t errlen);
 int mw_grant_add_command(struct mw_grants *g, const struct mw_command_grant *c);
-/* "64K" "32M" "1G" or bytes; "500ms" "2s" "1m" or seconds. */
+/* "64K" "32M" "1G" or bytes; "500ms" "2s" "1m" "1h" "7d" or seconds. */
 int mw_parse_size(const char *s, uint64_t *out);
 int mw_parse_duration_ms(const char *s, uint64_t *out);
 /* One "key=value" limit setting, as in policy `limits` lines and flags. */

@@ -65,6 +65,10 @@ mw_parse_duration_ms(const char *s, uint64_t *out)
 		ms = v;
 	else if (strcmp(end, "m") == 0)
 		ms = v * 60000;
+	else if (strcmp(end, "h") == 0)
+		ms = v * 3600000;
+	else if (strcmp(end, "d") == 0)
+		ms = v * 86400000;
 	else
 		return -1;
 	if (ms > 86400000.0 * 365)

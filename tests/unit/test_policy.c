@@ -395,7 +395,12 @@ test_parse_duration(void **state)
 	assert_true(v == 31536000000ull);
 
 	v = 777;
-	const char *bad[] = { "", "s", "-1s", "+1s", " 1s", "1s ", "1h", "1S", "1 s",
+	assert_int_equal(mw_parse_duration_ms("2h", &v), 0);
+	assert_true(v == 7200000);
+	assert_int_equal(mw_parse_duration_ms("7d", &v), 0);
+	assert_true(v == 604800000ull);
+	v = 777;
+	const char *bad[] = { "", "s", "-1s", "+1s", " 1s", "1s ", "1H", "1D", "366d", "1S", "1 s",
 		"1ms1", "31536001s", "525601m", "1e400", "nan", "inf", ".5s", NULL };
 	for (int i = 0; bad[i] != NULL; i++) {
 		if (mw_parse_duration_ms(bad[i], &v) != -1)
