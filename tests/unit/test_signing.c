@@ -920,7 +920,7 @@ test_allowed_signers_parse(void **state)
 	    "ca@example.org cert-authority %s\n"	/* CA: kept, never matches */
 	    "dev@example.org %s\n"	/* ecdsa */
 	    "alice@example.org,bob@example.org namespaces=\"git,moonwire-*\" %s alice's key\n"
-	    "\"carol@example.org,dan@example.org\" VALID-AFTER=\"20300101Z\",valid-before=20300201000000Z %s\n"
+	    "\"carol@example.org,dan@example.org\" VALID-AFTER=\"20300101Z\",valid-before=\"20300201000000Z\" %s\n"
 	    "  # indented comment\n",
 	    rsa, signer, ecdsa, signer, other);
 	struct mw_allowed_signers *a;
@@ -991,6 +991,8 @@ test_allowed_signers_parse(void **state)
 		{ "\"x@y KEY\n", "quote" },
 		{ "x@y namespaces=\"a\";cert-authority KEY\n", "missing key after the options" },
 		{ "x@y namespaces=\"\" KEY\n", "empty namespaces" },
+		{ "x@y namespaces=moonwire-job KEY\n", "missing start quote" },
+		{ "x@y valid-after=20300101 KEY\n", "missing start quote" },
 		{ "x@y ssh-rsa B64\n", "key blob is not of type 'ssh-rsa'" },
 		{ "x@y ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAAQ==\n", "malformed ssh-ed25519" },
 	};
