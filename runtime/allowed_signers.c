@@ -187,7 +187,8 @@ is_ws(char c)
 }
 
 /* A value of an option or the principals field: "quoted" (\" escapes a
- * quote) or bare up to a stop character.  *pp advances past it. */
+ * quote) or bare up to a stop character (principals only: option values
+ * must be quoted, as ssh-keygen requires).  *pp advances past it. */
 static char *
 take_value(const char **pp, const char *stops, const char **why)
 {
@@ -279,6 +280,9 @@ parse_line(const char *line, struct as_line *l, const char *name, size_t lineno,
 					return line_error(err, errlen, name, lineno,
 					    "multiple namespaces options");
 				p += 11;
+				if (*p != '"')
+					return line_error(err, errlen, name, lineno,
+					    "namespaces: missing start quote (as ssh-keygen)");
 				if ((l->namespaces = take_value(&p, ", \t", &why)) == NULL)
 					return line_error(err, errlen, name, lineno, "namespaces: %s", why);
 				if (l->namespaces[0] == '\0')
@@ -290,6 +294,9 @@ parse_line(const char *line, struct as_line *l, const char *name, size_t lineno,
 				if (*dst != (after ? INT64_MIN : INT64_MAX))
 					return line_error(err, errlen, name, lineno, "multiple %s options", oname);
 				p += after ? 12 : 13;
+				if (*p != '"')
+					return line_error(err, errlen, name, lineno,
+					    "%s: missing start quote (as ssh-keygen)", oname);
 				char *v = take_value(&p, ", \t", &why);
 				if (v == NULL)
 					return line_error(err, errlen, name, lineno, "%s: %s", oname, why);

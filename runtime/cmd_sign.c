@@ -145,10 +145,14 @@ sign_with_signature(const char *sigpath, const char *prepared)
 	struct mw_ssh_pubkey signer;
 	int rc = MW_EXIT_USAGE, r;
 
-	if ((r = read_all("sign", prepared, MW_ENVELOPE_MAX, &part, &part_len)) != 0 ||
-	    read_all("sign", sigpath, 64 * 1024, &sig, &sig_len) != 0) {
+	if ((r = read_all("sign", prepared, MW_ENVELOPE_MAX, &part, &part_len)) != 0) {
 		if (r == -2)
 			fprintf(stderr, "moonwire sign: %s: over %u bytes\n", prepared, MW_ENVELOPE_MAX);
+		goto out;
+	}
+	if ((r = read_all("sign", sigpath, MW_SSHSIG_ARMOR_MAX * 8, &sig, &sig_len)) != 0) {
+		if (r == -2)
+			fprintf(stderr, "moonwire sign: %s: too large for an SSH signature\n", sigpath);
 		goto out;
 	}
 	if (mw_sshsig_unarmor(sig, sig_len, &blob, &blob_len) != 0) {

@@ -1,0 +1,1 @@
+SHA256:9rm69YdXsX1mTzW3MssLCBRcfJTcUrb7uRveAXrn/G0
