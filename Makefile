@@ -4,6 +4,7 @@
 # and `make demo` call it first so a fresh Debian 12 machine needs nothing else.
 
 BUILD    ?= build
+.DEFAULT_GOAL := all
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
 PKGS      = libstrophe libsignal-protocol-c lua5.4 libseccomp openssl sqlite3 libcjson

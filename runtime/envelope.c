@@ -420,8 +420,14 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 		}
 		return refuse(MW_REFUSE_BAD_SIGNATURE, err, errlen, "signature armor or base64 is broken");
 	}
+	/* the identity of an envelope for the replay cache: its text without
+	 * the trailing blanks a transport may add or strip */
+	size_t hlen = len;
+	while (hlen > 0 && (text[hlen - 1] == ' ' || text[hlen - 1] == '\t' ||
+	    text[hlen - 1] == '\n'))
+		hlen--;
 	unsigned int mdlen = 0;
-	if (EVP_Digest(text, len, e->sha256, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+	if (EVP_Digest(text, hlen, e->sha256, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
 		return refuse(MW_REFUSE_MALFORMED, err, errlen, "sha256 failed");
 	return 0;
 }

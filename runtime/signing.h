@@ -46,7 +46,7 @@ enum mw_refusal {
 	MW_REFUSE_SIGNER_NOT_ALLOWED = -9,	/* policy does not allow that principal for that JID */
 	MW_REFUSE_UNTRUSTED_DEVICE = -10,	/* OMEMO sender device not verified */
 	MW_REFUSE_WRONG_AUDIENCE = -11,		/* audience is not this agent's bare JID */
-	MW_REFUSE_EXPIRED = -12,		/* now > not-after + skew */
+	MW_REFUSE_EXPIRED = -12,		/* now > not-after (no skew) */
 	MW_REFUSE_NOT_YET_VALID = -13,		/* now < issued-at - skew */
 	MW_REFUSE_VALIDITY_TOO_LONG = -14,	/* not-after - issued-at over the policy maximum */
 	MW_REFUSE_REPLAY = -15,			/* job id already used by that signer for other bytes */
@@ -75,7 +75,7 @@ struct mw_envelope {
 	size_t signed_len;
 	uint8_t *sig;			/* decoded SSHSIG blob (malloc) */
 	size_t sig_len;
-	uint8_t sha256[32];		/* SHA-256 of the whole envelope text */
+	uint8_t sha256[32];		/* SHA-256 of the envelope text without trailing blanks */
 };
 /*
  * Parses an envelope (spec/envelope.md).  The text must outlive *e
