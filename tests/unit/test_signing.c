@@ -527,8 +527,22 @@ test_envelope_vector(void **state)
 	assert_int_equal(e.signed_len, plen);
 	uint8_t md[32];
 	unsigned int mdlen;
-	assert_int_equal(EVP_Digest(env, elen, md, &mdlen, EVP_sha256(), NULL), 1);
+	/* the envelope's identity: its text without the final newline */
+	assert_true(elen > 0 && env[elen - 1] == '\n');
+	assert_int_equal(EVP_Digest(env, elen - 1, md, &mdlen, EVP_sha256(), NULL), 1);
 	assert_memory_equal(md, e.sha256, 32);
+	{
+		/* more trailing blanks: the same identity */
+		char *more = malloc(elen + 4);
+		struct mw_envelope e2;
+		assert_non_null(more);
+		memcpy(more, env, elen);
+		memcpy(more + elen, " \n\t\n", 4);
+		assert_int_equal(mw_envelope_parse(more, elen + 4, &e2, err, sizeof(err)), 0);
+		assert_memory_equal(e2.sha256, e.sha256, 32);
+		mw_envelope_free(&e2);
+		free(more);
+	}
 
 	struct mw_allowed_signers *as;
 	char *pub = slurp("signer.pub", NULL);
