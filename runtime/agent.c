@@ -61,9 +61,10 @@ struct running_job {
 };
 
 struct rate_slot {
-	char jid[128];
+	char *jid;			/* NULL: free slot */
 	double tokens;
 	uint64_t last_ms;
+	uint64_t refusal_reply_ms;	/* last rate_limited reply: one a minute */
 };
 
 struct agent {
@@ -224,37 +225,59 @@ flush_unreplied(struct agent *a)
 
 /* ---- rate limiting (token bucket per bare JID) ---- */
 
+static struct rate_slot *
+rate_slot_for(struct agent *a, const char *jid)
+{
+	struct rate_slot *oldest = &a->rate[0];
+
+	for (size_t i = 0; i < RATE_SLOTS; i++) {
+		if (a->rate[i].jid != NULL && strcmp(a->rate[i].jid, jid) == 0)
+			return &a->rate[i];
+		if (a->rate[i].jid == NULL || a->rate[i].last_ms < oldest->last_ms)
+			oldest = &a->rate[i];
+	}
+	/* evict the least recently seen sender: with more than RATE_SLOTS
+	 * senders a forgotten one starts again with a full burst */
+	free(oldest->jid);
+	memset(oldest, 0, sizeof(*oldest));
+	if ((oldest->jid = strdup(jid)) == NULL)
+		return NULL;
+	oldest->tokens = (double)a->cfg.rate_burst;
+	oldest->last_ms = now_ms();
+	return oldest;
+}
+
 static bool
 rate_allow(struct agent *a, const char *jid)
 {
-	struct rate_slot *s = NULL, *oldest = &a->rate[0];
+	struct rate_slot *s;
 	uint64_t t = now_ms();
-	double per_ms;
 
 	if (a->cfg.rate_per_minute == 0)
 		return true;
-	per_ms = (double)a->cfg.rate_per_minute / 60000.0;
-	for (size_t i = 0; i < RATE_SLOTS; i++) {
-		if (strcmp(a->rate[i].jid, jid) == 0) {
-			s = &a->rate[i];
-			break;
-		}
-		if (a->rate[i].last_ms < oldest->last_ms)
-			oldest = &a->rate[i];
-	}
-	if (s == NULL) {
-		s = oldest;
-		snprintf(s->jid, sizeof(s->jid), "%s", jid);
-		s->tokens = (double)a->cfg.rate_burst;
-		s->last_ms = t;
-	}
-	s->tokens += (double)(t - s->last_ms) * per_ms;
+	if ((s = rate_slot_for(a, jid)) == NULL)
+		return false;	/* out of memory: fail closed */
+	s->tokens += (double)(t - s->last_ms) * (double)a->cfg.rate_per_minute / 60000.0;
 	if (s->tokens > (double)a->cfg.rate_burst)
 		s->tokens = (double)a->cfg.rate_burst;
 	s->last_ms = t;
 	if (s->tokens < 1.0)
 		return false;
 	s->tokens -= 1.0;
+	return true;
+}
+
+/* A flood must not make the agent encrypt a refusal per message: one
+ * rate_limited reply per sender per minute. */
+static bool
+rate_refusal_reply_due(struct agent *a, const char *jid)
+{
+	struct rate_slot *s = rate_slot_for(a, jid);
+	uint64_t t = now_ms();
+
+	if (s == NULL || (s->refusal_reply_ms != 0 && t - s->refusal_reply_ms < 60000))
+		return false;
+	s->refusal_reply_ms = t;
 	return true;
 }
 
@@ -626,7 +649,9 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 			logline("journal-error", "op=commit error=\"%s\"", sqlite3_errmsg(a->db));
 		audit_refusal(&m, &d);
 		/* a reply only goes where it is safe: a verified device */
-		if (d.refusal != MW_REFUSE_UNTRUSTED_DEVICE)
+		if (d.refusal != MW_REFUSE_UNTRUSTED_DEVICE &&
+		    (d.refusal != MW_REFUSE_RATE_LIMITED ||
+		    rate_refusal_reply_due(a, m.from)))
 			reply_refusal(a, &m, &d);
 		goto out;
 	}
@@ -1022,6 +1047,8 @@ agent_open(struct agent *a, const char *config, bool check_only)
 static void
 agent_close(struct agent *a)
 {
+	for (size_t i = 0; i < RATE_SLOTS; i++)
+		free(a->rate[i].jid);
 	while (a->jobs != NULL) {
 		struct running_job *j = a->jobs;
 		unlink_job(a, j);
