@@ -43,6 +43,7 @@
 #define BACKOFF_INITIAL_MS	1000
 #define BACKOFF_MAX_MS		120000
 #define RATE_SLOTS		256	/* senders tracked by the rate limiter */
+#define RESEND_WINDOW_S		60	/* replies resent after a lost connection */
 
 struct running_job {
 	struct running_job *next;
@@ -914,6 +915,14 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 		g_xmpp_fd = -1;
 		mw_omemo_detach(a->o);
 		logline("disconnected", "error=%d was_connected=%s", error, was ? "yes" : "no");
+		if (was && !a->stopping) {
+			/* replies of the last minute may have died with the
+			 * connection: send them again after reconnecting */
+			int n = mw_journal_unreply_since(a->db, (int64_t)time(NULL) -
+			    RESEND_WINDOW_S);
+			if (n > 0)
+				logline("resend-scheduled", "results=%d", n);
+		}
 		if (!a->stopping) {
 			/* keep the stream-management state for a resumption */
 			if (a->sm != NULL)

@@ -68,6 +68,11 @@ int mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now
 int mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
     const char *result, int64_t now);
 int mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id);
+/* After a lost connection: results finished since `since` (Unix seconds)
+ * become unreplied again, so they are sent once more on the next
+ * connection (a stanza handed to a connection that then died may never
+ * have reached the server).  Returns how many, or -1. */
+int mw_journal_unreply_since(sqlite3 *db, int64_t since);
 /* After a restart: every ACCEPTED job becomes DONE with an "interrupted"
  * result; returns how many, or -1. */
 int mw_journal_recover(sqlite3 *db, int64_t now);

@@ -202,6 +202,22 @@ mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id)
 }
 
 int
+mw_journal_unreply_since(sqlite3 *db, int64_t since)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = 0 WHERE state = ? "
+	    "AND replied = 1 AND finished_at >= ?", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 1, MW_JOURNAL_DONE) == SQLITE_OK &&
+	    sqlite3_bind_int64(st, 2, since) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_DONE)
+		rc = sqlite3_changes(db);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
 mw_journal_recover(sqlite3 *db, int64_t now)
 {
 	sqlite3_stmt *st = NULL;
