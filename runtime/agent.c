@@ -142,6 +142,43 @@ logline(const char *event, const char *fmt, ...)
 	fprintf(stderr, "%s\n", buf);
 }
 
+/* ---- crash points (tests) ----
+ *
+ * MOONWIRE_TEST_CRASH=POINT:N makes the agent kill itself with SIGKILL the
+ * Nth time it passes POINT, so the crash-consistency suite can stop it
+ * exactly between two steps whose order matters.  Points: after_decrypt
+ * (decrypt transaction open, nothing committed), after_commit (job
+ * recorded, not yet in the sandbox), mid_job (in the sandbox), after_result
+ * (result stored, not yet sent), after_reply (sent, not yet marked
+ * replied).  Unset, it costs one branch per point.
+ */
+static const char *crash_point;
+static long crash_countdown;
+
+static void
+crash_init(void)
+{
+	const char *v = getenv("MOONWIRE_TEST_CRASH");
+	const char *colon;
+
+	if (v == NULL || (colon = strchr(v, ':')) == NULL)
+		return;
+	crash_countdown = strtol(colon + 1, NULL, 10);
+	if (crash_countdown <= 0)
+		return;
+	crash_point = strndup(v, (size_t)(colon - v));
+}
+
+static void
+crash_at(const char *point)
+{
+	if (crash_point != NULL && strcmp(crash_point, point) == 0 &&
+	    --crash_countdown == 0) {
+		fprintf(stderr, "moonwire-agent: test-crash point=%s\n", point);
+		raise(SIGKILL);
+	}
+}
+
 /* ---- durability ----
  *
  * With durability = full (the default) the two commits whose loss on power
@@ -486,6 +523,7 @@ start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *
 	if (mw_sandbox_submit(a->sb, &job) != 0)
 		goto fail;
 	(void)mw_sandbox_flush(a->sb);
+	crash_at("mid_job");
 	j->next = a->jobs;
 	a->jobs = j;
 	a->n_jobs++;
@@ -511,6 +549,8 @@ finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 	rc = mw_journal_finish(a->db, j->signer, j->job_id, text, (int64_t)time(NULL));
 	(void)db_sync(a, a->cfg.durability_full);
 	t_stored = now_us();
+	if (rc == 0)
+		crash_at("after_result");
 	if (rc != 0) {
 		/* stays ACCEPTED: reported as interrupted after a restart */
 		logline("journal-error", "job=%s op=finish error=\"%s\"", j->job_id,
@@ -523,6 +563,7 @@ finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 	    mw_job_status_name(r->status), r->usage.cpu_us, r->usage.wall_us);
 	if (send_encrypted(a, j->from_jid, j->device, text) == 0) {
 		t_sent = now_us();
+		crash_at("after_reply");
 		mark_replied(a, j->signer, j->job_id);
 		logline("reply-sent", "job=%s to=%s device=%u decrypt_us=%" PRIu64
 		    " verify_us=%" PRIu64 " commit_us=%" PRIu64 " sandbox_us=%" PRIu64
@@ -643,6 +684,7 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 		return;
 	}
 	/* the decrypt transaction is open from here to the commit */
+	crash_at("after_decrypt");
 	rc = authorize(a, &m, &d);
 	times.verify = now_us() - t;
 	if (rc != 0) {
@@ -708,6 +750,7 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 	/* committed: from here the job is either run once or reported
 	 * interrupted, never run again */
 	times.commit = now_us() - t;
+	crash_at("after_commit");
 	logline("accepted", "job=%s from=%s device=%u signer=%s profile=%s%s", d.job_id,
 	    m.from, m.device, d.signer, d.profile->name, d.interactive ? " interactive=yes" : "");
 	if (start_job(a, &d, &m, &times) != 0) {
@@ -1187,6 +1230,7 @@ mw_cmd_agent(int argc, char **argv)
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return MW_EXIT_UNAVAILABLE;
 	setvbuf(stderr, NULL, _IOLBF, 0);
+	crash_init();
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
