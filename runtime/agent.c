@@ -705,6 +705,10 @@ on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 		reply = xmpp_stanza_reply_error(st, "cancel", "service-unavailable", NULL);
 	}
 	if (reply != NULL) {
+		/* xmpp_stanza_reply() keeps the request's type: an answer that
+		 * says "get" is a new request, not a result */
+		if (strcmp(xmpp_stanza_get_type(reply), "error") != 0)
+			xmpp_stanza_set_type(reply, "result");
 		xmpp_send(conn, reply);
 		xmpp_stanza_release(reply);
 	}
