@@ -382,3 +382,235 @@ def test_rsa_signer_unsupported_key(deploy):
     assert "ssh-rsa" in r["error"] or "ed25519" in r["error"].lower(), r
     audit(d.agent, "unsupported_key")
     still_serves(d)
+
+
+# ------------------------------------------------------- 3. journal and crash
+
+def sleeper(d, name, seconds):
+    """A job that marks its start, sleeps, then marks its end."""
+    return d.program(name + ".lua", (
+        'fs.write("%s/%s.started", "x")\n'
+        'sleep(%s)\n'
+        'fs.write("%s/%s.finished", "x")\n'
+        'return "slept"\n') % (d.out, name, seconds, d.out, name))
+
+
+def wait_for(cond, timeout=15.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_sigkill_during_job_then_interrupted_once(deploy):
+    d = deploy
+    d.agent.start()
+    t0 = time.time()
+    proc = d.alice.send_async(d.agent, sleeper(d, "crash", 3), timeout="40s")
+    line = d.agent.wait_log(r"accepted job=")
+    job = re.search(r"job=(\S+)", line).group(1)
+    wait_for(lambda: d.marker("crash.started"), what="the job to start")
+    assert d.agent.kill() == -signal.SIGKILL
+    d.agent.start()
+    d.agent.wait_log(r"reply-sent job=%s to=%s device=\d+ stored=yes" % (job, re.escape(d.alice.jid)))
+    assert d.agent.grep(r"recovered interrupted=1")
+    rc, res, err = d.alice.collect(proc)
+    r = one(res)
+    assert r["job_id"] == job and r["status"] == "interrupted", r
+    assert "not run again" in r["error"] and rc == 6, (r, err)
+    # the sleep would have ended by now: the job never finished nor re-ran
+    time.sleep(max(0.0, t0 + 4.5 - time.time()))
+    assert not d.marker("crash.finished")
+    assert len(d.agent.grep(r"accepted job=%s " % job)) == 1
+    os.unlink(os.path.join(d.out, "crash.started"))
+    still_serves(d)     # the OMEMO sessions are still in step
+
+
+def test_sigterm_job_finishes_within_grace(deploy):
+    d = deploy
+    d.agent.settings["shutdown_grace"] = "8s"
+    d.agent.start()
+    proc = d.alice.send_async(d.agent, sleeper(d, "short", 1))
+    d.agent.wait_log(r"accepted job=")
+    wait_for(lambda: d.marker("short.started"), what="the job to start")
+    d.agent.proc.send_signal(signal.SIGTERM)
+    d.agent.wait_log(r"stopping running=1 grace_ms=8000")
+    d.agent.wait_log(r"done job=\S+ .*status=ok")
+    d.agent.wait_log(r"reply-sent job=")
+    assert d.agent.wait_exit() == 0
+    rc, res, err = d.alice.collect(proc)
+    assert rc == 0 and one(res)["status"] == "ok" and one(res)["values"] == ["slept"], (res, err)
+    assert d.marker("short.finished")
+
+
+def test_sigterm_job_longer_than_grace_is_interrupted(deploy):
+    d = deploy
+    d.agent.settings["shutdown_grace"] = "1s"
+    d.agent.start()
+    proc = d.alice.send_async(d.agent, sleeper(d, "long", 8))
+    d.agent.wait_log(r"accepted job=")
+    wait_for(lambda: d.marker("long.started"), what="the job to start")
+    t0 = time.time()
+    d.agent.proc.send_signal(signal.SIGTERM)
+    d.agent.wait_log(r"done job=\S+ .*status=interrupted")
+    assert d.agent.wait_exit() == 0
+    assert time.time() - t0 < 6
+    rc, res, err = d.alice.collect(proc)
+    r = one(res)
+    assert rc == 6 and r["status"] == "interrupted", (r, err)
+    assert "stopped while the job ran" in r["error"], r
+    assert not d.marker("long.finished")
+
+
+# ------------------------------------------------------- 4. interactive mode
+
+def test_interactive_plain_lua_from_a_chat_client(deploy):
+    d = deploy
+    pat = d.kit.peer("pat")
+    d.agent.interactive(pat)
+    d.kit.trust_peer(d.agent, pat)
+    d.agent.start()
+    pat.send(d.agent.jid, 'print("hello from chat")\nreturn 6 * 7')
+    body = peer_result(pat, d.agent)
+    assert body.startswith("moonwire-result 1\n"), body
+    assert "hello from chat" in body, body
+    h, out = result_body(body)
+    assert h["status"] == "ok" and h["values"] == "[42]" and out == "hello from chat\n", h
+    d.agent.wait_log(r"accepted job=chat-[0-9a-f]{16} from=%s .*interactive=yes"
+                     % re.escape(pat.jid))
+
+
+def test_interactive_off_is_not_a_job(deploy):
+    d = deploy
+    pat = peer_allowed(d)           # in the policy, but no interactive line
+    d.agent.start()
+    pat.send(d.agent.jid, 'fs.write("%s/chat", "x")\nreturn 1' % d.out)
+    h, _ = result_body(peer_result(pat, d.agent))
+    assert h["status"] == "refused" and h["refusal"] == "not_a_job", h
+    audit(d.agent, "not_a_job", r"from=%s device=\d+" % re.escape(pat.jid))
+    still_serves(d)
+
+
+# ------------------------------------------------------- 5. config errors
+
+def config_case(agent, edit):
+    """Writes the agent's files, lets edit(agent) break one, runs the agent:
+    it must exit 2 at once without connecting.  Returns its output."""
+    agent.write_conf()
+    agent.fingerprint()
+    edit(agent)
+    p = subprocess.run([agent.kit.moonwire, "agent", "-c", agent.conf], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=20)
+    assert p.returncode == 2, p.stdout
+    assert "connecting" not in p.stdout and "connected" not in p.stdout, p.stdout
+    return p.stdout
+
+
+def append(path, text):
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def line_of(path, needle):
+    with open(path) as f:
+        for i, l in enumerate(f, 1):
+            if needle in l:
+                return i
+    raise AssertionError(needle)
+
+
+def test_config_errors_name_file_and_line(kit):
+    agent = kit.agent()
+    alice = kit.operator("alice")
+    agent.allow(alice)
+
+    def unknown_key(a):
+        append(a.conf, "colour = blue\n")
+    out = config_case(agent, unknown_key)
+    assert "%s:%d: unknown setting 'colour'" % (agent.conf, line_of(agent.conf, "colour")) in out, out
+
+    def bad_value(a):
+        append(a.conf, "parallel = lots\n")
+    out = config_case(agent, bad_value)
+    assert "%s:%d: 'lots' is not a number" % (agent.conf, line_of(agent.conf, "parallel")) in out, out
+
+    def missing(a):
+        with open(a.conf) as f:
+            text = f.read()
+        with open(a.conf, "w") as f:
+            f.write("".join(l for l in text.splitlines(True) if not l.startswith("policy")))
+    out = config_case(agent, missing)
+    assert "%s: allowed_signers and policy are required" % agent.conf in out, out
+
+    def bad_policy(a):
+        append(a.policy, "profile extra\n  frobnicate now\n")
+    out = config_case(agent, bad_policy)
+    assert "%s:%d:" % (agent.policy, line_of(agent.policy, "frobnicate")) in out, out
+
+    def bad_allow(a):
+        append(a.policy, "allow alice@ops alice@localhost no-such-profile\n")
+    out = config_case(agent, bad_allow)
+    assert "%s:%d:" % (agent.policy, line_of(agent.policy, "no-such-profile")) in out, out
+
+    def bad_signers(a):
+        append(a.allowed_signers, "bob@ops ssh-ed25519 not-base64!\n")
+    out = config_case(agent, bad_signers)
+    assert "%s:%d:" % (agent.allowed_signers, line_of(agent.allowed_signers, "bob@ops")) in out, out
+
+    # and the unbroken files start
+    agent.start()
+
+
+# ------------------------------------------------------- 6. XMPP behaviour
+
+def test_ping_unknown_iq_and_subscriptions(deploy):
+    d = deploy
+    pat = peer_allowed(d)
+    stranger = d.kit.peer("stranger")
+    d.agent.start()
+    pat.send_raw('<presence to="%s" type="subscribe"/>' % d.agent.jid)
+    d.agent.wait_log(r"subscription from=%s approved" % re.escape(pat.jid))
+    # approved: the server passes on the agent's presence, with its full JID
+    # (Prosody 0.12 sends the "subscribed" itself only to a resource that
+    # fetched the roster, which the python peer does not)
+    ev = pat.expect("presence", predicate=lambda e: e["from"].startswith(d.agent.jid + "/") and
+                    e["type"] == "available", timeout=10)
+    full = ev["from"]
+    pat.send_raw('<iq type="get" id="raw-ping-1" to="%s"><ping xmlns="urn:xmpp:ping"/></iq>' % full)
+    ev = pat.expect("iq", id="raw-ping-1", timeout=10)
+    assert ev["type"] == "result" and ev["from"] == full, ev
+    pat.send_raw('<iq type="get" id="raw-odd-1" to="%s"><query xmlns="urn:example:nothing"/></iq>'
+                 % full)
+    ev = pat.expect("iq", id="raw-odd-1", timeout=10)
+    assert ev["type"] == "error" and ev["condition"] == "service-unavailable", ev
+
+    stranger.send_raw('<presence to="%s" type="subscribe"/>' % d.agent.jid)
+    d.agent.wait_log(r"subscription from=%s refused" % re.escape(stranger.jid))
+    # refused: after a round trip through the server, no available presence
+    # of the agent reached the stranger (Prosody answers "unsubscribed" with
+    # an unavailable presence of the bare JID)
+    stranger.send_raw('<iq type="get" id="raw-srv-1" to="localhost"><ping xmlns="urn:xmpp:ping"/>'
+                      '</iq>')
+    stranger.expect("iq", id="raw-srv-1", timeout=10)
+    seen = [e for e in stranger.events("presence") if e["from"].startswith(d.agent.jid)]
+    assert all(e["type"] in ("unavailable", "unsubscribed") for e in seen), seen
+
+
+def test_offline_job_runs_when_the_agent_returns(deploy):
+    d = deploy
+    d.agent.start()
+    d.agent.stop()
+    env = write(os.path.join(d.programs, "offline"), d.alice.sign(d.agent, d.marker_job("offline")))
+    p, res = d.alice.send(d.agent, envelope=env, timeout="2s")
+    assert p.returncode == 6 and one(res)["status"] == "no_answer", (p.stdout, p.stderr)
+    assert not d.marker("offline")
+    d.agent.start()
+    d.agent.wait_log(r"done job=\S+ .*status=ok")
+    assert d.marker("offline")
+    # the same envelope again: the stored result (nothing runs twice)
+    p, res = d.alice.send(d.agent, envelope=env)
+    r = one(res)
+    assert p.returncode == 0 and r["status"] == "ok" and r["values"] == [1], r
+    assert len(d.agent.grep(r"accepted job=")) == 1
