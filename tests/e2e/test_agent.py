@@ -384,6 +384,19 @@ def test_rsa_signer_unsupported_key(deploy):
     still_serves(d)
 
 
+
+def test_rate_limited(deploy):
+    d = deploy
+    d.agent.settings.update({"rate_limit": "1", "rate_burst": "1"})
+    d.agent.start()
+    send_ok(d, d.alice, "within", 1)
+    p, res = d.alice.send(d.agent, d.marker_job("over"), timeout="10s")
+    r = assert_refused(p, res, "rate_limited")
+    assert "1 jobs a minute" in r["error"], r
+    audit(d.agent, "rate_limited", r"from=%s device=\d+ job=%s" % (re.escape(d.alice.jid),
+                                                                  r["job_id"]))
+    assert d.markers() == ["within"]
+
 # ------------------------------------------------------- 3. journal and crash
 
 def sleeper(d, name, seconds):
