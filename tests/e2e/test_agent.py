@@ -190,6 +190,11 @@ def test_unknown_signer(deploy):
     r = assert_refused(p, res, "unknown_signer")
     assert "not in allowed_signers" in r["error"], r
     audit(d.agent, "unknown_signer", r"from=%s" % re.escape(d.alice.jid))
+    # human-readable: the refusal and its reason, exit 7
+    p, _ = d.alice.send(d.agent, d.marker_job("unknown2"), json_out=False, extra=["-k", other])
+    assert p.returncode == 7, (p.stdout, p.stderr)
+    assert p.stdout.startswith("refused: unknown_signer: key SHA256:"), p.stdout
+    assert "usage:" not in p.stdout and "returned" not in p.stdout, p.stdout
     still_serves(d)
 
 
@@ -408,6 +413,14 @@ def sleeper(d, name, seconds):
         'return "slept"\n') % (d.out, name, seconds, d.out, name))
 
 
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def wait_for(cond, timeout=15.0, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -425,7 +438,10 @@ def test_sigkill_during_job_then_interrupted_once(deploy):
     line = d.agent.wait_log(r"accepted job=")
     job = re.search(r"job=(\S+)", line).group(1)
     wait_for(lambda: d.marker("crash.started"), what="the job to start")
+    sup = int(re.search(r"supervisor=(\d+)", d.agent.grep(r" started ")[0]).group(1))
     assert d.agent.kill() == -signal.SIGKILL
+    # the sandbox does not outlive the agent (its socket closed)
+    wait_for(lambda: not pid_alive(sup), timeout=10, what="the supervisor to exit")
     d.agent.start()
     d.agent.wait_log(r"reply-sent job=%s to=%s device=\d+ stored=yes" % (job, re.escape(d.alice.jid)))
     assert d.agent.grep(r"recovered interrupted=1")
@@ -476,6 +492,22 @@ def test_sigterm_job_longer_than_grace_is_interrupted(deploy):
     assert "stopped while the job ran" in r["error"], r
     assert not d.marker("long.finished")
 
+
+
+def test_duplicate_while_running_runs_once(deploy):
+    d = deploy
+    pat = peer_allowed(d)
+    d.agent.start()
+    env = d.alice.sign(d.agent, sleeper(d, "dup", 1), extra=["--job-id", "dup-1"])
+    pat.send(d.agent.jid, env)
+    d.agent.wait_log(r"accepted job=dup-1 ")
+    pat.send(d.agent.jid, env)
+    d.agent.wait_log(r"duplicate job=dup-1 .*state=running")
+    h, _ = result_body(peer_result(pat, d.agent))
+    assert h["status"] == "ok" and h["values"] == '["slept"]', h
+    d.agent.wait_log(r"reply-sent job=dup-1 ")
+    assert len(d.agent.grep(r"accepted job=dup-1 ")) == 1
+    assert len(d.agent.grep(r"done job=dup-1 ")) == 1
 
 # ------------------------------------------------------- 4. interactive mode
 
