@@ -384,9 +384,21 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 		return refuse(d, MW_REFUSE_UNTRUSTED_DEVICE,
 		    "device %u of %s (fingerprint %s) is %s, not verified", m->device,
 		    m->from, m->fp, mw_omemo_trust_name(m->trust));
-	if (!rate_allow(a, m->from))
+	if (!rate_allow(a, m->from)) {
+		struct mw_envelope e;
+		char why[128];
+
+		/* name the job in the refusal (unverified, echoed only to this
+		 * verified device) so the sender can match the reply to it */
+		if (m->len >= strlen(MW_ENVELOPE_MAGIC) &&
+		    memcmp(text, MW_ENVELOPE_MAGIC, strlen(MW_ENVELOPE_MAGIC)) == 0 &&
+		    mw_envelope_parse(text, m->len, &e, why, sizeof(why)) == 0) {
+			snprintf(d->job_id, sizeof(d->job_id), "%s", e.job_id);
+			mw_envelope_free(&e);
+		}
 		return refuse(d, MW_REFUSE_RATE_LIMITED, "more than %u jobs a minute from %s",
 		    a->cfg.rate_per_minute, m->from);
+	}
 	if (m->len < strlen(MW_ENVELOPE_MAGIC) ||
 	    memcmp(text, MW_ENVELOPE_MAGIC, strlen(MW_ENVELOPE_MAGIC)) != 0) {
 		/* plain text: interactive mode, if the policy has it for this JID */
@@ -848,6 +860,10 @@ on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 		reply = xmpp_stanza_reply_error(st, "cancel", "service-unavailable", NULL);
 	}
 	if (reply != NULL) {
+		/* xmpp_stanza_reply() keeps the request's type: an answer that
+		 * says "get" is a new request, not a result */
+		if (strcmp(xmpp_stanza_get_type(reply), "error") != 0)
+			xmpp_stanza_set_type(reply, "result");
 		xmpp_send(conn, reply);
 		xmpp_stanza_release(reply);
 	}

@@ -34,6 +34,10 @@ stdout, one JSON object per line:
       "signed_prekey_id":N,"identity_key":B64}   the bundle item as Prosody
       serves it now (raw PEP fetch, parsed with ElementTree, not oldmemo)
   {"event":"pong","token":T}, {"event":"sent_plain",...}, {"event":"sent_raw"}
+  {"event":"iq","from":JID,"id":ID,"type":"result|error","condition":S|null}
+      an answer to an IQ the peer sent with send_raw (ids starting "raw-")
+  {"event":"presence","from":JID,"type":T}   every presence (T: available,
+      unavailable, subscribe, subscribed, unsubscribe, unsubscribed, ...)
   {"event":"disconnected"}, {"event":"reconnected"}   the peer reconnects by itself
   {"event":"fatal","reason":S}   then exit status 2
   {"event":"bye"}                after quit (or stdin EOF)
@@ -358,6 +362,11 @@ class Peer:
         xmpp.add_event_handler("failed_auth", self.on_failed_auth)
         xmpp.register_handler(Callback("moonwire-peer-all-messages", StanzaPath("message"),
                                        self.on_raw_message))
+        for t in ("result", "error"):
+            xmpp.register_handler(Callback("moonwire-peer-iq-" + t, StanzaPath("iq@type=" + t),
+                                           self.on_raw_iq))
+        xmpp.register_handler(Callback("moonwire-peer-presence", StanzaPath("presence"),
+                                       self.on_raw_presence))
         self.xmpp = xmpp
         PeerSessionManager.peer = self
 
@@ -438,6 +447,19 @@ class Peer:
 
     def on_raw_message(self, stanza):
         self.incoming.put_nowait(stanza)
+
+    def on_raw_iq(self, stanza):
+        # only answers to send_raw IQs: slixmpp's own IQs have other ids
+        if not (stanza["id"] or "").startswith("raw-"):
+            return
+        cond = None
+        if stanza["type"] == "error":
+            cond = stanza["error"]["condition"] or None
+        emit({"event": "iq", "from": str(stanza["from"]), "id": stanza["id"],
+              "type": stanza["type"], "condition": cond})
+
+    def on_raw_presence(self, stanza):
+        emit({"event": "presence", "from": str(stanza["from"]), "type": stanza["type"]})
 
     async def incoming_loop(self):
         while True:

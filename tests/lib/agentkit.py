@@ -16,6 +16,8 @@ can be watched.  Doing it in one place keeps the tests about behaviour.
     res = op.send(agent, "scripts/hello.lua", json=True)
 """
 
+import base64
+import itertools
 import json
 import os
 import queue
@@ -115,11 +117,74 @@ class Operator(Identity):
                     results.append(json.loads(line))
         return p, results
 
+    def send_async(self, agents, program=None, envelope=None, timeout="30s", extra=()):
+        """`moonwire send --json` in the background; finish with collect()."""
+        if not isinstance(agents, (list, tuple)):
+            agents = [agents]
+        cmd = [self.kit.moonwire, "send", "-c", self.conf, "--timeout", timeout, "--json"]
+        for a in agents:
+            cmd += ["--to", a.jid if hasattr(a, "jid") else a]
+        cmd += list(extra)
+        cmd += ["--envelope", envelope] if envelope is not None else [program]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def collect(proc, timeout=60):
+        out, err = proc.communicate(timeout=timeout)
+        results = [json.loads(l) for l in out.splitlines() if l.strip().startswith("{")]
+        return proc.returncode, results, err
+
     def sign(self, agent, program, extra=()):
         """An envelope signed with moonwire sign, as text."""
         return run([self.kit.moonwire, "sign", "-k", self.key, "--to",
                     agent.jid if hasattr(agent, "jid") else agent] + list(extra) +
                    [program]).stdout
+
+    def sign_with_ssh_keygen(self, agent, program, issued_at=None, not_after=None,
+                             job_id=None, key=None, wrap=True):
+        """An envelope whose signed part is `moonwire sign --prepare`'s with
+        issued-at/not-after replaced (Unix seconds; None keeps them), signed
+        by `ssh-keygen -Y sign -n moonwire-job` and wrapped by `moonwire sign
+        --signature` (wrap=False: armored by hand, for keys moonwire refuses
+        to wrap).  Returns the envelope text."""
+        jid = agent.jid if hasattr(agent, "jid") else agent
+        cmd = [self.kit.moonwire, "sign", "--prepare", "--to", jid]
+        if job_id:
+            cmd += ["--job-id", job_id]
+        part = run(cmd + [program]).stdout
+        head, sep, body = part.partition("\n\n")
+        lines = head.split("\n")
+        for i, l in enumerate(lines):
+            if l.startswith("issued-at: ") and issued_at is not None:
+                lines[i] = "issued-at: " + rfc3339(issued_at)
+            if l.startswith("not-after: ") and not_after is not None:
+                lines[i] = "not-after: " + rfc3339(not_after)
+        part = "\n".join(lines) + sep + body
+        n = next(self.kit.counter)
+        prepared = os.path.join(self.dir, "prepared-%d" % n)
+        with open(prepared, "w") as f:
+            f.write(part)
+        run(["ssh-keygen", "-q", "-Y", "sign", "-n", "moonwire-job", "-f", key or self.key,
+             prepared])
+        if wrap:
+            return run([self.kit.moonwire, "sign", "--signature", prepared + ".sig",
+                        prepared]).stdout
+        with open(prepared + ".sig") as f:
+            armored = f.read()
+        b64 = "".join(l for l in armored.splitlines() if not l.startswith("-----"))
+        return part + "\n" + armor_sshsig(base64.b64decode(b64))
+
+
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t)))
+
+
+def armor_sshsig(blob):
+    """SSHSIG armor as moonwire writes it: base64 in 76-column lines."""
+    b64 = base64.b64encode(blob).decode()
+    return ("-----BEGIN SSH SIGNATURE-----\n" +
+            "".join(b64[i:i + 76] + "\n" for i in range(0, len(b64), 76)) +
+            "-----END SSH SIGNATURE-----\n")
 
 
 class Agent(Identity):
@@ -138,9 +203,13 @@ class Agent(Identity):
         self.policy_text = ("limits wall=10s\n"
                             "profile default\n  sys\n  kv\n")
         self.allow_lines = []
+        self.interactive_lines = []
         self.proc = None
         self.log = []
         self.lines = queue.Queue()
+
+    def interactive(self, jid, profile="default"):
+        self.interactive_lines.append("interactive %s %s" % (getattr(jid, "jid", jid), profile))
 
     def allow(self, op, profile="default", jid=None, extra=""):
         """op's key in allowed_signers, and a policy allow line for it."""
@@ -152,7 +221,8 @@ class Agent(Identity):
         with open(self.allowed_signers, "w") as f:
             f.write("\n".join(self.signer_lines) + "\n")
         with open(self.policy, "w") as f:
-            f.write(self.policy_text + "\n" + "\n".join(self.allow_lines) + "\n")
+            f.write(self.policy_text + "\n" + "\n".join(self.allow_lines +
+                                                         self.interactive_lines) + "\n")
         self.extra = dict(self.settings)
         super().write_conf()
 
@@ -190,6 +260,22 @@ class Agent(Identity):
                 return line
         raise AssertionError("no %r in the agent log:\n%s" % (pattern, "\n".join(self.log[-30:])))
 
+    def wait_exit(self, timeout=TIMEOUT):
+        """The exit status of the agent process (it must exit by itself)."""
+        rc = self.proc.wait(timeout=timeout)
+        deadline = time.time() + 5
+        while time.time() < deadline:     # the reader thread drains the pipe
+            try:
+                if self.lines.get(timeout=0.5) is None:
+                    break
+            except queue.Empty:
+                pass
+        self.proc = None
+        return rc
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
     def grep(self, pattern):
         return [l for l in self.log if re.search(pattern, l)]
 
@@ -218,6 +304,8 @@ class Kit:
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.agents = []
+        self.peers = []
+        self.counter = itertools.count(1)
 
     def agent(self, user="agent"):
         a = Agent(self, user)
@@ -232,6 +320,23 @@ class Kit:
         agent.trust(op)
         op.trust(agent)
 
+    def peer(self, user, trust="blind"):
+        """A python-omemo chat client (tests/interop/peer.py), ready."""
+        from peer import OmemoPeer
+        self.prosody.register(user, "pw")
+        p = OmemoPeer(self.prosody, user, "pw", os.path.join(self.workdir, "peer-" + user),
+                      trust=trust)
+        self.peers.append(p)
+        return p
+
+    def trust_peer(self, ident, peer):
+        """ident (an agent or operator) verifies the python peer's device."""
+        ident.write_conf()
+        ident.fingerprint()
+        run([self.moonwire, "trust", "-c", ident.conf, peer.jid, peer.fingerprint])
+
     def close(self):
+        for p in self.peers:
+            p.close()
         for a in self.agents:
             a.stop()
