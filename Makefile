@@ -80,7 +80,7 @@ test: deps
 
 # Sanitizer build: the unit tests and the suites that drive the moonwire
 # binary, against an ASan+UBSan build.
-ASAN_PYTEST = $(wildcard tests/test_*.py)
+ASAN_PYTEST = $(wildcard tests/test_*.py) tests/e2e tests/omemo
 asan:
 	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" OPT="-O1 -g" \
