@@ -102,27 +102,6 @@ mw_principal_match(const char *principals, const char *principal)
 /* ---- timestamps: YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z] ---- */
 
 static int
-digits(const char *s, int n)
-{
-	int v = 0;
-	for (int i = 0; i < n; i++) {
-		if (!isdigit((unsigned char)s[i]))
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v;
-}
-
-static int
-days_in_month(int y, int m)
-{
-	static const int d[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-	if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-		return 29;
-	return d[m - 1];
-}
-
-static int
 parse_ssh_time(const char *s, size_t l, int64_t *out)
 {
 	bool utc = false;
@@ -138,25 +117,8 @@ parse_ssh_time(const char *s, size_t l, int64_t *out)
 		memcpy(b + 8, "000000", 6);
 	else if (l == 12)
 		memcpy(b + 12, "00", 2);
-	struct tm tm;
-	memset(&tm, 0, sizeof(tm));
-	int y = digits(b, 4), mo = digits(b + 4, 2), d = digits(b + 6, 2);
-	int h = digits(b + 8, 2), mi = digits(b + 10, 2), se = digits(b + 12, 2);
-	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) ||
-	    h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 || se > 59)
-		return -1;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = se;
-	tm.tm_isdst = -1;
-	time_t t = utc ? timegm(&tm) : mktime(&tm);
-	if (t == (time_t)-1)
-		return -1;
-	*out = (int64_t)t;
-	return 0;
+	b[14] = '\0';
+	return mw_civil_time(b, utc, out);
 }
 
 /* ---- parsing ---- */

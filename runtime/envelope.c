@@ -55,12 +55,8 @@ mw_refusal_from_name(const char *name)
 	return 0;
 }
 
-static int
-refuse(int code, char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int
-refuse(int code, char *err, size_t errlen, const char *fmt, ...)
+int
+mw_refuse_msg(int code, char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 	if (err != NULL && errlen > 0) {
@@ -70,6 +66,7 @@ refuse(int code, char *err, size_t errlen, const char *fmt, ...)
 	}
 	return code;
 }
+#define refuse mw_refuse_msg
 
 /* ---- time ---- */
 
@@ -86,22 +83,20 @@ ndigits(const char *s, int n)
 }
 
 int
-mw_time_parse(const char *s, int64_t *out)
+mw_civil_time(const char *d14, bool utc, int64_t *out)
 {
-	/* Exactly "YYYY-MM-DDTHH:MM:SSZ", years 1970..9999. */
-	if (strlen(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
-	    s[13] != ':' || s[16] != ':' || s[19] != 'Z')
-		return -1;
-	int y = ndigits(s, 4), mo = ndigits(s + 5, 2), d = ndigits(s + 8, 2);
-	int h = ndigits(s + 11, 2), mi = ndigits(s + 14, 2), se = ndigits(s + 17, 2);
 	static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int y = ndigits(d14, 4), mo = ndigits(d14 + 4, 2), d = ndigits(d14 + 6, 2);
+	int h = ndigits(d14 + 8, 2), mi = ndigits(d14 + 10, 2), se = ndigits(d14 + 12, 2);
+	struct tm tm;
+	time_t t;
+
 	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 ||
 	    mi < 0 || mi > 59 || se < 0 || se > 59)
 		return -1;
 	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 	if (d > mdays[mo - 1] + (mo == 2 && leap))
 		return -1;
-	struct tm tm;
 	memset(&tm, 0, sizeof(tm));
 	tm.tm_year = y - 1900;
 	tm.tm_mon = mo - 1;
@@ -109,11 +104,31 @@ mw_time_parse(const char *s, int64_t *out)
 	tm.tm_hour = h;
 	tm.tm_min = mi;
 	tm.tm_sec = se;
-	time_t t = timegm(&tm);
+	tm.tm_isdst = -1;
+	t = utc ? timegm(&tm) : mktime(&tm);
 	if (t == (time_t)-1)
 		return -1;
 	*out = (int64_t)t;
 	return 0;
+}
+
+int
+mw_time_parse(const char *s, int64_t *out)
+{
+	char d14[15];
+
+	/* Exactly "YYYY-MM-DDTHH:MM:SSZ", years 1970..9999. */
+	if (strlen(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
+	    s[13] != ':' || s[16] != ':' || s[19] != 'Z')
+		return -1;
+	memcpy(d14, s, 4);
+	memcpy(d14 + 4, s + 5, 2);
+	memcpy(d14 + 6, s + 8, 2);
+	memcpy(d14 + 8, s + 11, 2);
+	memcpy(d14 + 10, s + 14, 2);
+	memcpy(d14 + 12, s + 17, 2);
+	d14[14] = '\0';
+	return mw_civil_time(d14, true, out);
 }
 
 void

@@ -165,6 +165,14 @@ int mw_allowed_signers_find(const struct mw_allowed_signers *a,
  * where entries may be patterns (*, ?, leading ! negates, as ssh). */
 bool mw_principal_match(const char *principals, const char *principal);
 
+/* Writes the message into err (if any) and returns code: the one way the
+ * signing files report a refusal. */
+int mw_refuse_msg(int code, char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* "YYYYMMDDHHMMSS" (14 digits, years from 1970, a real calendar date) in
+ * UTC or in local time -> Unix seconds; 0 or -1. */
+int mw_civil_time(const char *d14, bool utc, int64_t *out);
+
 /* RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ" <-> Unix seconds. */
 int mw_time_parse(const char *s, int64_t *out);
 void mw_time_format(int64_t t, char out[21]);

@@ -46,21 +46,7 @@
 #define SSH_AGENT_SIGN_RESPONSE		14
 #define SSH_AGENT_FAILURE		5
 
-static int
-refuse(int code, char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int
-refuse(int code, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	if (err != NULL && errlen > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
+#define refuse mw_refuse_msg
 
 /* ---- base64 ---- */
 
