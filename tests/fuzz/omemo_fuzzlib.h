@@ -25,7 +25,7 @@ struct fz_ep {
 
 static xmpp_ctx_t *fz_x;
 
-static void
+static inline void
 fz_ep_open(struct fz_ep *e, const char *jid)
 {
 	e->jid = jid;
@@ -34,7 +34,7 @@ fz_ep_open(struct fz_ep *e, const char *jid)
 		abort();
 }
 
-static void
+static inline void
 fz_copy_db(sqlite3 *dst, sqlite3 *src)
 {
 	sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
@@ -44,7 +44,7 @@ fz_copy_db(sqlite3 *dst, sqlite3 *src)
 }
 
 /* SHA-256 over every row of every table, in a fixed order. */
-static void
+static inline void
 fz_store_digest(sqlite3 *db, uint8_t out[32])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -80,7 +80,7 @@ fz_store_digest(sqlite3 *db, uint8_t out[32])
 }
 
 /* After any mw_omemo_* call that returned: no transaction left open. */
-static void
+static inline void
 fz_no_txn(struct fz_ep *e)
 {
 	FUZZ_CHECK(!mw_omemo_txn_pending(e->o));
@@ -88,7 +88,7 @@ fz_no_txn(struct fz_ep *e)
 }
 
 /* text with each "%X" token replaced by subst(X) (NULL: left as is). */
-static char *
+static inline char *
 fz_expand(const uint8_t *data, size_t size, const char *(*subst)(char))
 {
 	size_t cap = size * 2 + 64, n = 0;
