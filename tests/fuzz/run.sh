@@ -12,6 +12,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ $# -eq 0 ]; then
 	set -- $(cd "$build/fuzz" && ls fuzz_* | grep -v '\.')
 fi
+# UBSan reports are fatal here too (the component libraries are built
+# with -fno-sanitize-recover, but some checks recover regardless).
+UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export UBSAN_OPTIONS
 status=0
 summary=""
 for t in "$@"; do
