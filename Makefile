@@ -74,6 +74,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) pytest
 	$(MAKE) asan
+	$(MAKE) fuzz-smoke
 
 # Sanitizer build: the unit tests and the suites that drive the moonwire
 # binary, against an ASan+UBSan build.
