@@ -46,7 +46,7 @@ UNIT_SRCS  = $(wildcard tests/unit/test_*.c)
 UNIT_BINS  = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FUZZ_SRCS  = $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit pytest demo bench asan clean fuzz check-deps
+.PHONY: all deps test unit pytest demo bench asan clean fuzz fuzz-smoke fuzz-build fuzz-bins check-deps
 all: $(BUILD)/moonwire $(UNIT_BINS)
 
 $(BUILD)/%.o: %.c $(wildcard */*.h)
@@ -77,6 +77,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) pytest
 	$(MAKE) asan
+	$(MAKE) fuzz-smoke
 
 # Sanitizer build: the unit tests and the suites that drive the moonwire
 # binary, against an ASan+UBSan build.
@@ -93,6 +94,36 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	@$(PYTHON) tests/bench/run.py --moonwire $(CURDIR)/$(BUILD)/moonwire
+
+# libFuzzer targets (tests/fuzz/README.md): built with clang into
+# build-fuzz, the component libraries instrumented too, then each target
+# runs FUZZ_SECONDS on a scratch copy of its corpus.  fuzz-smoke: ~10 s each.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SAN      = -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+		-fno-sanitize-recover=undefined
+# clang warns where gcc does not: vprintf-style helpers without a format
+# attribute, and libseccomp's SCMP_A* macros (partial initializers).
+FUZZ_NOWARN   = -Wno-format-nonliteral -Wno-missing-field-initializers
+FUZZ_BINS     = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzzlib.h $(COMPONENT_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -fsanitize=fuzzer -o $@ $< $(COMPONENT_LIBS) $(LIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+fuzz-build:
+	$(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) OPT="-O1 -g" \
+		EXTRA_CFLAGS="$(FUZZ_SAN) $(FUZZ_NOWARN)" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" fuzz-bins
+
+fuzz: deps
+	$(MAKE) fuzz-build
+	@./tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
 
 clean:
 	rm -rf build build-asan build-fuzz

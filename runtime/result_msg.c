@@ -197,8 +197,11 @@ parse_usage(const char *v, struct mw_usage *u)
 		if (strncmp(v, keys[i], kl) != 0 || parse_u64(v + kl, dst[i]) != 0)
 			return -1;
 		v = strchr(v, ' ');
-		if (i < 3 && v++ == NULL)
-			return -1;
+		if (i < 3) {
+			if (v == NULL)		/* (v++ on NULL is undefined) */
+				return -1;
+			v++;
+		}
 	}
 	return v == NULL ? 0 : -1;
 }

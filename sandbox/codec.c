@@ -218,6 +218,9 @@ mw_dec_result(struct mw_buf *p, struct mw_result *r)
 		return MW_WIRE_EFORMAT;
 	r->status = (enum mw_job_status)u8;
 	CHECK(mw_buf_get_string_direct(p, &s, &n));
+	/* a cstring (spec/wire.md): an error with a NUL would be cut short */
+	if (memchr(s, '\0', n) != NULL)
+		return MW_WIRE_EFORMAT;
 	if (n > 0)
 		CHECK(dup_bytes(s, n, &r->error));
 	CHECK(mw_buf_get_string_direct(p, &s, &n));

@@ -81,7 +81,8 @@ mw_buf_avail(const struct mw_buf *b)
 const uint8_t *
 mw_buf_ptr(const struct mw_buf *b)
 {
-	return b->data + b->off;
+	/* An empty buffer may have no allocation yet: NULL + 0 is undefined. */
+	return b->data == NULL ? NULL : b->data + b->off;
 }
 
 void

@@ -956,10 +956,40 @@ test_confined_child(void **state)
 	alarm(0);
 }
 
+/* Found by tests/fuzz/fuzz_codec: RESULT's error is a cstring; one with a
+ * NUL must be refused, not decoded into a string that reads shorter. */
+static void
+test_dec_result_refuses_nul_in_error(void **state)
+{
+	struct mw_buf b, p;
+	struct mw_result r;
+	uint8_t type;
+	static const char err[] = "a\0b";
+
+	(void)state;
+	mw_buf_init(&b, 4096);
+	size_t start;
+	assert_int_equal(mw_frame_begin(&b, MW_F_RESULT, &start), 0);
+	assert_int_equal(mw_buf_put_cstring(&b, "job"), 0);
+	assert_int_equal(mw_buf_put_u8(&b, MW_JOB_ERROR), 0);
+	assert_int_equal(mw_buf_put_string(&b, err, 3), 0);
+	assert_int_equal(mw_buf_put_string(&b, "", 0), 0);
+	assert_int_equal(mw_buf_put_string(&b, "", 0), 0);
+	assert_int_equal(mw_buf_put_u8(&b, 0), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(mw_buf_put_u64(&b, 0), 0);
+	assert_int_equal(mw_frame_end(&b, start), 0);
+	assert_int_equal(mw_frame_take(&b, MW_MAX_CALLER_FRAME, &type, &p), 0);
+	assert_int_equal(mw_dec_result(&p, &r), MW_WIRE_EFORMAT);
+	mw_result_free(&r);
+	mw_buf_free(&b);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest hostile[] = {
+		cmocka_unit_test(test_dec_result_refuses_nul_in_error),
 		cmocka_unit_test(test_well_behaved),
 		cmocka_unit_test(test_forbidden_syscalls),
 		cmocka_unit_test(test_foreign_arch_syscalls),

@@ -882,6 +882,23 @@ test_value_walk_malformed(void **state)
 	mw_buf_free(&b);
 }
 
+/* Found by tests/fuzz/fuzz_codec (UBSan): a buffer without an allocation
+ * yet must not compute NULL + 0 when asked for its read pointer. */
+static void
+test_empty_buffer_ptr(void **state)
+{
+	struct mw_buf b;
+	uint8_t type;
+	struct mw_buf p;
+
+	(void)state;
+	mw_buf_init(&b, 64);
+	assert_null(mw_buf_ptr(&b));
+	assert_int_equal(mw_buf_avail(&b), 0);
+	assert_int_equal(mw_frame_take(&b, 64, &type, &p), MW_WIRE_ESHORT);
+	mw_buf_free(&b);
+}
+
 static void
 test_strerror(void **state)
 {
@@ -895,6 +912,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_empty_buffer_ptr),
 		cmocka_unit_test(test_put_get_widths_big_endian),
 		cmocka_unit_test(test_extreme_values_round_trip),
 		cmocka_unit_test(test_short_reads_consume_nothing),
