@@ -123,7 +123,7 @@ fuzz: deps
 	@./tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 fuzz-smoke:
-	$(MAKE) fuzz FUZZ_SECONDS=10
+	FUZZ_SEED=$${FUZZ_SEED:-1} $(MAKE) fuzz FUZZ_SECONDS=10
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -29,7 +29,10 @@ for t in "$@"; do
 	log="$build/fuzz-work/$t.log"
 	echo "== $t: ${secs}s"
 	# -rss_limit_mb: the parsers cap their own allocations far below this.
-	"$bin" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 \
+	# FUZZ_SEED (default 1 in CI's smoke run) makes the input sequence
+	# repeatable: a run can only stop earlier on a slower machine, never
+	# wander somewhere else; 0 lets libFuzzer pick a fresh seed.
+	"$bin" -seed="${FUZZ_SEED:-0}" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 \
 	    -timeout=10 -max_len=131072 -artifact_prefix="$art/" \
 	    "$work" $seeds >"$log" 2>&1
 	rc=$?
