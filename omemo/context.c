@@ -136,6 +136,7 @@ mw_omemo_close(struct mw_omemo *o)
 		return;
 	omemo_rollback(o);
 	omemo_net_free(o);
+	omemo_stmt_cache_free(o);
 	if (o->store != NULL)
 		signal_protocol_store_context_destroy(o->store);
 	if (o->sg != NULL)

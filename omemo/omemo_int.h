@@ -23,8 +23,16 @@
 struct omemo_iq;
 struct omemo_send;
 
+#define OMEMO_STMT_CACHE 48	/* prepared statements kept (store.c) */
+struct omemo_stmt {
+	const char *sql;		/* the literal's address is the key */
+	sqlite3_stmt *st;
+	bool busy;			/* handed out by prep(), not yet unprep()'d */
+};
+
 struct mw_omemo {
 	sqlite3 *db;
+	struct omemo_stmt stmts[OMEMO_STMT_CACHE];
 	char *jid;			/* own bare JID */
 	uint32_t device_id;
 	signal_context *sg;
@@ -66,6 +74,7 @@ int omemo_store_register(struct mw_omemo *o);
 int omemo_begin(struct mw_omemo *o);
 int omemo_commit(struct mw_omemo *o);
 void omemo_rollback(struct mw_omemo *o);
+void omemo_stmt_cache_free(struct mw_omemo *o);	/* store.c */
 int omemo_exec(sqlite3 *db, const char *sql);
 int omemo_meta_get(struct mw_omemo *o, const char *key, int64_t *v);
 int omemo_meta_set(struct mw_omemo *o, const char *key, int64_t v);

@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+import path_suite
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PKGS = ["lua5.4", "libseccomp", "sqlite3", "openssl", "libcjson"]
@@ -267,6 +269,64 @@ def loadavg():
         return None
 
 
+def run_path_part(build_dir, moonwire, bench, args):
+    """Issue 5: the whole path through Prosody (tests/bench/path_suite.py)."""
+    log("bench: path (Prosody, agents, floor, ssh)")
+    try:
+        return path_suite.run_path(build_dir, moonwire, bench, args)
+    except Exception as e:     # report, never fail the bench for this part
+        import traceback
+        traceback.print_exc()
+        return [("path benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
+
+
+def print_table(rows, title):
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    w2 = max(max(len(r[2]) for r in rows), len("target"))
+    print()
+    print(title)
+    print(f"{'figure':<{w0}}  {'value':>{w1}}  {'target':<{w2}}  verdict")
+    print("-" * (w0 + w1 + w2 + 15))
+    for label, value, target, v in rows:
+        print(f"{label:<{w0}}  {value:>{w1}}  {target:<{w2}}  {v}")
+
+
+def host_info():
+    info = {"nproc": os.cpu_count(), "kernel": platform.release()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            info["mem_total_kib"] = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return info
+
+
+def main_path_only(args, moonwire, build_dir, bench, load_before, t_start):
+    rows, raw = run_path_part(build_dir, moonwire, bench, args)
+    load_after = loadavg()
+    print_table(rows, f"moonwire path benchmark  ({platform.node()}, {os.cpu_count()} cpus, "
+                f"kernel {platform.release()}, loadavg before {' '.join(load_before or ['?'])}, "
+                f"after {' '.join(load_after or ['?'])})")
+    elapsed = time.monotonic() - t_start
+    print(f"total bench time {elapsed:.1f} s; raw figures in {args.output}")
+    results = {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+               "git": git_rev(), "host": dict(host_info(), loadavg_before=load_before,
+                                               loadavg_after=load_after),
+               "config": vars(args), "program": TRIVIAL, "path": raw,
+               "targets": {"path": path_suite.summary(raw) if "error" not in raw else None},
+               "elapsed_s": elapsed}
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    return 0
+
+
 def git_rev():
     try:
         return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
@@ -292,6 +352,21 @@ def main():
     ap.add_argument("--omemo-first-n", type=int, default=300, help="OMEMO first-contact samples")
     ap.add_argument("--omemo-crypto-n", type=int, default=20000, help="raw crypto samples")
     ap.add_argument("--omemo-size", type=int, default=256, help="OMEMO plaintext bytes")
+    ap.add_argument("--path-n", type=int, default=2000,
+                    help="path latency samples (moonwire and floor)")
+    ap.add_argument("--path-warmup", type=int, default=100)
+    ap.add_argument("--path-seconds", type=float, default=5, help="path throughput run length")
+    ap.add_argument("--fanout-agents", type=int, default=50)
+    ap.add_argument("--fanout-rounds", type=int, default=5, help="established fan-out rounds")
+    ap.add_argument("--durability", default="full", choices=("full", "normal"),
+                    help="the bench agents' durability setting")
+    ap.add_argument("--agent-nodelay", type=int, default=1,
+                    help="1: the echo responder sets TCP_NODELAY, as the agent does")
+    ap.add_argument("--ssh-fresh-n", type=int, default=50)
+    ap.add_argument("--ssh-mux-n", type=int, default=500)
+    ap.add_argument("--keep-path-workdir", action="store_true")
+    ap.add_argument("--only", default="all", choices=("all", "sandbox", "omemo", "path"),
+                    help="run one part only (development)")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench-results.json"))
     args = ap.parse_args()
 
@@ -303,6 +378,8 @@ def main():
     log("bench: compiling sandbox_bench")
     bench = build_bench(build_dir)
     load_before = loadavg()
+    if args.only == "path":
+        return main_path_only(args, moonwire, build_dir, bench, load_before, t_start)
 
     # moonwire
     log("bench: moonwire (latency, throughput, memory)")
@@ -421,6 +498,8 @@ def main():
     except CannotRun as e:
         omemo_rows, omemo_raw = [("OMEMO benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
     rows.extend(omemo_rows)
+    path_rows, path_raw = run_path_part(build_dir, moonwire, bench, args)
+    rows.extend(path_rows)
     load_after = loadavg()
 
     w0 = max(len(r[0]) for r in rows)
@@ -444,8 +523,8 @@ def main():
     results = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "git": git_rev(),
-        "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                 "loadavg_before": load_before, "loadavg_after": load_after},
+        "host": dict(host_info(), cpus=os.cpu_count(),
+                     loadavg_before=load_before, loadavg_after=load_after),
         "config": vars(args),
         "program": TRIVIAL,
         "moonwire": {"start": start, "latency": lat, "latency_gap": gap, "throughput": thr,
@@ -457,7 +536,9 @@ def main():
         },
         "ratios": {"fork_exec_over_moonwire": vs_lua, "bwrap_over_moonwire": vs_bw},
         "omemo": omemo_raw,
+        "path": path_raw,
         "targets": {
+            "path": path_suite.summary(path_raw) if "error" not in path_raw else None,
             "latency_median_us": {"target": "<= 100", "value": mw_med,
                                   "verdict": verdict(mw_med, TARGETS["latency_median_us"], False)},
             "fork_exec_ratio": {"target": ">= 10", "value": vs_lua,

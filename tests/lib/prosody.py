@@ -32,7 +32,9 @@ carbons are off. Constructor knobs: port (default: a free one, then kept),
 smacks=True, smacks_hibernation_time=60 (seconds a dropped SM session waits
 for resumption; its unacked messages then go to offline storage only if no
 other resource of the account is online), log_level, extra_config (raw Lua
-lines for the global section, e.g. "c2s_stanza_size_limit = 65536").
+lines for the global section, e.g. "c2s_stanza_size_limit = 65536"),
+extra_modules (more names for modules_enabled, e.g. "admin_shell" for
+`prosodyctl shell` through the admin socket).
 tls=True instead generates a self-signed certificate for the domain with
 openssl (certs/DOMAIN.crt and .key, SAN DNS:DOMAIN), enables mod_tls and
 sets c2s_require_encryption = true: clients must STARTTLS before they can
@@ -135,8 +137,9 @@ class Prosody:
 
     def __init__(self, workdir, domain="localhost", port=None, smacks=True,
                  smacks_hibernation_time=60, log_level="debug",
-                 extra_config="", tls=False):
+                 extra_config="", tls=False, extra_modules=()):
         self.tls = tls
+        self.extra_modules = list(extra_modules)
         self.cert_path = None
         self.cert_sha256 = None
         self.workdir = os.path.abspath(str(workdir))
@@ -165,6 +168,7 @@ class Prosody:
         modules = ["roster", "saslauth", "disco", "pep", "ping", "posix"]
         if self.smacks:
             modules.append("smacks")
+        modules += self.extra_modules
         disabled = ["s2s", "s2s_auth_certs", "dialback"]
         if self.tls:
             modules.append("tls")
