@@ -59,6 +59,14 @@ class RelAgent(Agent):
 
     env = None
     wrapper = ()        # e.g. ("valgrind", "--leak-check=full", ...)
+    port_override = None    # connect here (a FaultProxy) instead of Prosody
+
+    def account_lines(self):
+        text = super().account_lines()
+        if self.port_override:
+            text = text.replace("port = %d\n" % self.kit.prosody.port,
+                                "port = %d\n" % self.port_override)
+        return text
 
     def start(self, wait=True, env=None, timeout=30):
         self.write_conf()

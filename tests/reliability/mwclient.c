@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,7 +170,10 @@ struct client {
 	size_t nq, capq;
 	bool raw;
 	long raw_count;
+	char *first;		/* the message of the first send, until it went out */
 };
+
+static void queue_push(struct client *c, char *text);
 
 static void
 out(const char *fmt, ...)
@@ -231,10 +235,15 @@ on_first_sent(struct mw_omemo *o, int err, void *arg)
 	struct client *c = arg;
 
 	(void)o;
-	if (err == 0)
+	if (err == 0) {
 		c->session = true;
-	else
+		free(c->first);
+	} else {
+		/* e.g. the agent's bundle not published yet: try it again */
 		out("E send-error %s", mw_omemo_strerror(err));
+		queue_push(c, c->first);
+	}
+	c->first = NULL;
 }
 
 static void
@@ -245,6 +254,7 @@ send_one(struct client *c, const char *text)
 
 	if (!c->session) {
 		/* the first send fetches the device list and bundles */
+		c->first = strdup(text);
 		rc = mw_omemo_send(c->o, c->to, text, strlen(text), on_first_sent, c);
 		if (rc != 0)
 			out("E send-error %s", mw_omemo_strerror(rc));
@@ -423,7 +433,8 @@ cmd_run(int argc, char **argv, bool raw)
 			size_t k, max = c.session ? 100 : 1;
 			static uint64_t first_at;
 
-			if (!c.session && first_at != 0 && now_ms() - first_at < 5000)
+			if (!c.session && (c.first != NULL ||
+			    (first_at != 0 && now_ms() - first_at < 1000)))
 				continue;
 			if (!c.session)
 				first_at = now_ms();
