@@ -1112,10 +1112,13 @@ agent_close(struct agent *a)
 		unlink_job(a, j);
 		running_free(j);
 	}
-	if (a->o != NULL)
-		mw_omemo_close(a->o);
+	/* the connection first: releasing one that is not yet disconnected
+	 * runs on_conn(), which uses the OMEMO context and the database */
 	if (a->conn != NULL)
 		xmpp_conn_release(a->conn);
+	a->conn = NULL;
+	if (a->o != NULL)
+		mw_omemo_close(a->o);
 	if (a->sm != NULL)
 		xmpp_free_sm_state(a->sm);
 	if (a->x != NULL) {
