@@ -73,6 +73,8 @@ class RelAgent(Agent):
         self.lines = queue.Queue()
         e = dict(os.environ)
         e.pop("MOONWIRE_TEST_CRASH", None)
+        if "asan" in os.path.basename(os.path.dirname(self.kit.moonwire)):
+            e.setdefault("LSAN_OPTIONS", "suppressions=" + os.path.join(HERE, "lsan.supp"))
         e.update(self.env or {})
         e.update(env or {})
         self.proc = subprocess.Popen(list(self.wrapper) + [self.kit.moonwire, "agent", "-c", self.conf],

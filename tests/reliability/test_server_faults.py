@@ -91,7 +91,8 @@ def test_prosody_restart_while_running_and_replying(prosody, moonwire_bin, tmp_p
               "reconnect-scheduled %d; resend-scheduled lines %d; redelivered duplicates %d" % (
                   len(a) + len(b), resent_a, resent_b, n_sched, len(dups),
                   len(agent.grep("resend-scheduled"))))
-        assert agent.stop() == 0
+        rc = agent.stop()
+        assert rc == 0, "\n".join(l for l in agent.log[-80:] if "moonwire-agent" not in l)
     finally:
         client.close()
         kit.close()
@@ -125,7 +126,8 @@ def test_connection_cut_and_blackhole(prosody, moonwire_bin, tmp_path):
         assert max(delays) > 1300, delays       # 1 s, x1.6 per failure, +-20 %
         print("\nconnection cuts: %d jobs ok once each, operator re-sends %d, "
               "reconnect delays %s" % (len(jobs), resent, delays))
-        assert agent.stop() == 0
+        rc = agent.stop()
+        assert rc == 0, "\n".join(l for l in agent.log[-80:] if "moonwire-agent" not in l)
     finally:
         client.close()
         kit.close()
@@ -154,7 +156,8 @@ def test_blackhole_then_crash_loses_no_result(prosody, moonwire_bin, tmp_path):
         assert client.wait_results([j for j, _ in jobs], 20), (
             "results lost: %r" % [j for j, _ in jobs if not client.results.get(j)])
         _check(client, jobs, marks)
-        assert agent.stop() == 0
+        rc = agent.stop()
+        assert rc == 0, "\n".join(l for l in agent.log[-80:] if "moonwire-agent" not in l)
     finally:
         client.close()
         kit.close()
@@ -179,7 +182,8 @@ def test_slow_server(prosody, moonwire_bin, tmp_path):
         assert resent == 0, "\n".join(agent.log[-60:]) + "\n" + repr(client.events[-20:])
         assert not agent.grep("ping-timeout|disconnected"), agent.log[-10:]
         print("\nslow server (2 s each way on the agent's link): 10 jobs in %.1f s" % took)
-        assert agent.stop() == 0
+        rc = agent.stop()
+        assert rc == 0, "\n".join(agent.log[-60:])
     finally:
         client.close()
         kit.close()
