@@ -46,7 +46,7 @@ UNIT_SRCS  = $(wildcard tests/unit/test_*.c)
 UNIT_BINS  = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FUZZ_SRCS  = $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit pytest demo bench asan clean fuzz fuzz-smoke fuzz-build fuzz-bins check-deps
+.PHONY: all deps test unit pytest demo bench asan clean fuzz fuzz-smoke fuzz-build fuzz-bins check-deps soak
 all: $(BUILD)/moonwire $(UNIT_BINS)
 
 $(BUILD)/%.o: %.c $(wildcard */*.h)
@@ -81,11 +81,27 @@ test: deps
 
 # Sanitizer build: the unit tests and the suites that drive the moonwire
 # binary, against an ASan+UBSan build.
-ASAN_PYTEST = $(wildcard tests/test_*.py) tests/e2e tests/omemo
+# tests/reliability quick cases: the agent end to end (crash storm at 60
+# jobs, server faults, storage faults, a 2,000-message flood).
+ASAN_PYTEST = $(wildcard tests/test_*.py) tests/e2e tests/omemo \
+	tests/reliability/test_crash.py tests/reliability/test_server_faults.py \
+	tests/reliability/test_storage.py tests/reliability/test_load.py
+asan: export MW_CRASH_JOBS ?= 60
+asan: export MW_CRASH_KILLS ?= 15
+asan: export MW_FLOOD_MSGS ?= 2000
+asan: export MW_FLOOD_STRANGER_MSGS ?= 40
+asan: export MW_FLOOD_RSS_MB ?= 1024
 asan:
 	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" OPT="-O1 -g" \
 		PYTEST_TARGETS="$(ASAN_PYTEST)" unit pytest
+
+# Long reliability runs (issue 6): 5,000 crash-storm jobs with ~600 kills,
+# the agent under valgrind for 1,000 jobs, the 10,000-message flood.
+soak: all
+	MW_CRASH_JOBS=$${MW_CRASH_JOBS:-5000} MW_VALGRIND_JOBS=$${MW_VALGRIND_JOBS:-1000} \
+	MOONWIRE=$(CURDIR)/$(BUILD)/moonwire $(PYTHON) -m pytest -q -s -p no:cacheprovider \
+		tests/reliability $(PYTEST_ARGS)
 
 demo: deps
 	$(MAKE) all

@@ -1113,6 +1113,12 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	}
 	if (n > 0)
 		logline("recovered", "interrupted=%d", n);
+	/* a crash is a lost connection too: results marked replied in the
+	 * last minute may still have been in libstrophe's send queue or on a
+	 * connection that was already dead, so they are sent again */
+	if ((n = mw_journal_unreply_since(a->db, (int64_t)time(NULL) -
+	    RESEND_WINDOW_S)) > 0)
+		logline("resend-scheduled", "results=%d", n);
 	xmpp_initialize();
 	if ((a->x = xmpp_ctx_new(NULL, NULL)) == NULL)
 		return MW_EXIT_UNAVAILABLE;
@@ -1136,10 +1142,13 @@ agent_close(struct agent *a)
 		unlink_job(a, j);
 		running_free(j);
 	}
-	if (a->o != NULL)
-		mw_omemo_close(a->o);
+	/* the connection first: releasing one that is not yet disconnected
+	 * runs on_conn(), which uses the OMEMO context and the database */
 	if (a->conn != NULL)
 		xmpp_conn_release(a->conn);
+	a->conn = NULL;
+	if (a->o != NULL)
+		mw_omemo_close(a->o);
 	if (a->sm != NULL)
 		xmpp_free_sm_state(a->sm);
 	if (a->x != NULL) {
