@@ -42,6 +42,9 @@
  *               bare JID (as the agent does); prints {"bench":"echo_ready"}
  *               and runs until SIGTERM.
  *   floor       latency (one in flight) then throughput (K in flight).
+ *   --pad N pads each body to N bytes; --shape omemo (give it to echo as
+ *   well) wraps both directions in the elements of an OMEMO message with
+ *   filler text: the server's cost for a job's stanza without the crypto.
  *
  * Nothing on the hot path waits on a timer: the loop's only block is
  * xmpp_run_once() with a 1 ms timeout, which returns as soon as data
@@ -76,6 +79,8 @@
 
 static xmpp_ctx_t *X;
 static bool opt_nodelay = true;
+static size_t opt_pad;		/* floor: pad each body to this many bytes */
+static bool opt_shape;		/* floor/echo: OMEMO-shaped elements, no crypto */
 static volatile sig_atomic_t g_stop;
 
 static void
@@ -822,6 +827,55 @@ plain_close(void)
 	mw_omemo_account_free(&P.acct);
 }
 
+/* Adds a child element with optional attribute and text. */
+static xmpp_stanza_t *
+add_child(xmpp_stanza_t *parent, const char *name, const char *ns,
+    const char *attr, const char *value, const char *text)
+{
+	xmpp_stanza_t *c = xmpp_stanza_new(X), *t;
+
+	if (c == NULL || xmpp_stanza_set_name(c, name) != XMPP_EOK)
+		die("stanza", 0);
+	if (ns != NULL)
+		xmpp_stanza_set_ns(c, ns);
+	if (attr != NULL)
+		xmpp_stanza_set_attribute(c, attr, value);
+	if (text != NULL) {
+		if ((t = xmpp_stanza_new(X)) == NULL)
+			die("stanza", 0);
+		xmpp_stanza_set_text(t, text);
+		xmpp_stanza_add_child_ex(c, t, 0);
+	}
+	xmpp_stanza_add_child_ex(parent, c, 0);
+	return c;
+}
+
+/*
+ * --shape omemo: the elements and sizes of a legacy OMEMO message (header,
+ * key, iv, payload, EME, store hint, fallback body) around filler text, no
+ * cryptography: what the server pays for a job's stanza beside a plain one.
+ */
+static void
+add_omemo_shape(xmpp_stanza_t *m)
+{
+	static char key[161], iv[17], payload[1025];
+	xmpp_stanza_t *enc, *hdr;
+
+	if (key[0] == '\0') {
+		memset(key, 'K', sizeof(key) - 1);
+		memset(iv, 'I', sizeof(iv) - 1);
+		memset(payload, 'P', sizeof(payload) - 1);
+	}
+	enc = add_child(m, "encrypted", "eu.siacs.conversations.axolotl", NULL, NULL, NULL);
+	hdr = add_child(enc, "header", NULL, "sid", "123456789", NULL);
+	add_child(hdr, "key", NULL, "rid", "987654321", key);
+	add_child(hdr, "iv", NULL, NULL, NULL, iv);
+	add_child(enc, "payload", NULL, NULL, NULL, payload);
+	xmpp_stanza_set_attribute(add_child(m, "encryption", "urn:xmpp:eme:0", "namespace",
+	    "eu.siacs.conversations.axolotl", NULL), "name", "OMEMO");
+	add_child(m, "store", "urn:xmpp:hints", NULL, NULL, NULL);
+}
+
 static void
 plain_send(const char *to, const char *body)
 {
@@ -829,6 +883,8 @@ plain_send(const char *to, const char *body)
 
 	if (m == NULL || xmpp_message_set_body(m, body) != XMPP_EOK)
 		die("message", 0);
+	if (opt_shape)
+		add_omemo_shape(m);
 	xmpp_send(P.conn, m);
 	xmpp_stanza_release(m);
 }
@@ -878,7 +934,7 @@ run_echo(const char *conf)
 static void
 floor_send(void)
 {
-	char body[64];
+	char body[8192];
 	size_t slot = 0;
 
 	while (slot < MAX_JOBS && fl.used[slot])
@@ -888,6 +944,13 @@ floor_send(void)
 	fl.used[slot] = true;
 	fl.inflight++;
 	snprintf(body, sizeof(body), "%zu %" PRIu64 " " PROGRAM, slot, ++fl.seq);
+	/* --pad: the same request at the size of a job's stanza */
+	if (strlen(body) + 1 < opt_pad && opt_pad < sizeof(body)) {
+		size_t k = strlen(body);
+		body[k++] = ' ';
+		memset(body + k, 'x', opt_pad - k);
+		body[opt_pad] = '\0';
+	}
 	fl.t0[slot] = now_us();
 	plain_send(P.to, body);
 }
@@ -1039,6 +1102,10 @@ main(int argc, char **argv)
 			raw = argv[++i];
 		else if (strcmp(o, "--nodelay") == 0)
 			opt_nodelay = num(argv[++i]) != 0;
+		else if (strcmp(o, "--pad") == 0)
+			opt_pad = num(argv[++i]);
+		else if (strcmp(o, "--shape") == 0)
+			opt_shape = strcmp(argv[++i], "omemo") == 0;
 		else
 			die("unknown option", 0);
 	}

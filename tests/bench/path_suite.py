@@ -21,6 +21,7 @@ Returns (rows, raw) like run.py's other parts; never raises for a bad
 figure, only CannotRun-style exceptions when nothing could run.
 """
 import os
+import resource
 import re
 import shlex
 import shutil
@@ -181,6 +182,16 @@ class RssSampler(threading.Thread):
 STAGES = ("decrypt_us", "verify_us", "commit_us", "sandbox_us", "store_us", "encrypt_us",
           "agent_us")
 REPLY_RE = re.compile(r"reply-sent job=(\S+) .*decrypt_us=")
+
+
+def cpu_seconds(pid):
+    """user + system CPU time of a process so far (from /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def agent_stages(agent):
@@ -359,9 +370,23 @@ def run_path(build_dir, moonwire, sandbox_bench, args):
         # latency, one in flight
         log("bench: path: latency (1 in flight)")
         rawfile = os.path.join(work, "latency.raw")
+        # CPU each process spends per job: where the time of a serial
+        # request/reply goes when all of them share two cores
+        cpu0 = (cpu_seconds(srv.pid), cpu_seconds(a0.proc.pid),
+                resource.getrusage(resource.RUSAGE_CHILDREN))
         objs, err, rc = run_json([exe, "latency", "--op", ops[0].conf, "--to", a0.jid,
                                   "--n", str(args.path_n), "--warmup", str(args.path_warmup),
                                   "--raw", rawfile], timeout=600)
+        cpu1 = (cpu_seconds(srv.pid), cpu_seconds(a0.proc.pid),
+                resource.getrusage(resource.RUSAGE_CHILDREN))
+        jobs = args.path_n + args.path_warmup
+        if None not in cpu0[:2] and None not in cpu1[:2]:
+            raw["cpu_per_job_us"] = {
+                "prosody": (cpu1[0] - cpu0[0]) / jobs * 1e6,
+                "agent": (cpu1[1] - cpu0[1]) / jobs * 1e6,
+                "client": ((cpu1[2].ru_utime + cpu1[2].ru_stime) -
+                           (cpu0[2].ru_utime + cpu0[2].ru_stime)) / jobs * 1e6,
+            }
         raw["latency"] = find(objs, "latency") or {"error": err.strip()[-500:], "rc": rc}
         raw["latency_anomalies"] = find(objs, "anomalies")
         time.sleep(0.2)
@@ -424,22 +449,43 @@ def run_path(build_dir, moonwire, sandbox_bench, args):
         for a in agents:
             a.stop()
 
-        # the floor
-        log("bench: path: floor (plain request/reply)")
-        e_id, r_id = kit.operator("echo"), kit.operator("req")
-        echo = subprocess.Popen([exe, "echo", "--account", e_id.conf, "--nodelay",
-                                 "1" if args.agent_nodelay else "0"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready = echo.stdout.readline()
-        if "echo_ready" not in ready:
-            raw["floor_error"] = "echo responder did not start: " + echo.stderr.read()[-300:]
-        else:
-            objs, err, rc = run_json([exe, "floor", "--account", r_id.conf, "--to", e_id.jid,
-                                      "--n", str(args.path_n), "--warmup",
-                                      str(args.path_warmup), "--inflight", "8", "--seconds",
-                                      str(args.path_seconds)], timeout=300)
-            raw["floor_latency"] = find(objs, "floor_latency") or {"error": err.strip()[-300:]}
-            raw["floor_throughput"] = find(objs, "floor_throughput") or {"error": err.strip()[-300:]}
+        # the floor: plain request/reply, and the same with OMEMO-shaped
+        # stanzas (the elements and sizes of a job's messages, no crypto)
+        for shape in ("plain", "omemo"):
+            key = "floor" if shape == "plain" else "floor_omemo_shape"
+            log(f"bench: path: floor ({shape} request/reply)")
+            e_id, r_id = kit.operator("echo" + shape), kit.operator("req" + shape)
+            echo = subprocess.Popen([exe, "echo", "--account", e_id.conf, "--nodelay",
+                                     "1" if args.agent_nodelay else "0", "--shape", shape],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            ready = echo.stdout.readline()
+            if "echo_ready" not in ready:
+                raw[key + "_error"] = "echo responder did not start: " + echo.stderr.read()[-300:]
+            else:
+                p0 = cpu_seconds(srv.pid)
+                objs, err, rc = run_json([exe, "floor", "--account", r_id.conf, "--to",
+                                          e_id.jid, "--n", str(args.path_n), "--warmup",
+                                          str(args.path_warmup), "--inflight", "8",
+                                          "--seconds", str(args.path_seconds),
+                                          "--shape", shape], timeout=300)
+                p1 = cpu_seconds(srv.pid)
+                raw[key + "_latency"] = (find(objs, "floor_latency") or
+                                         {"error": err.strip()[-300:]})
+                raw[key + "_throughput"] = (find(objs, "floor_throughput") or
+                                            {"error": err.strip()[-300:]})
+                msgs = (args.path_n + args.path_warmup +
+                        (raw[key + "_throughput"].get("msgs") or 0))
+                if p0 is not None and p1 is not None and msgs:
+                    # an upper bound: the throughput warm-up is not counted
+                    raw[key + "_prosody_cpu_per_msg_us"] = (p1 - p0) / msgs * 1e6
+            if echo.poll() is None:
+                echo.send_signal(signal.SIGTERM)
+                try:
+                    echo.wait(5)
+                except subprocess.TimeoutExpired:
+                    echo.kill()
+            echo = None
     finally:
         for a in agents:
             try:
@@ -508,6 +554,13 @@ def rows_for(raw):
                      ("client", "client total (sign, encrypt, decrypt, parse)"),
                      ("server_net", "XMPP server + network (e2e - agent - client)")):
         rows.append((f"  {label}", fmt(st.get(k), " us"), "", ""))
+    cpu = raw.get("cpu_per_job_us") or {}
+    rows.append(("CPU per job, 1 in flight: Prosody / agent / client",
+                 f"{fmt(cpu.get('prosody'))} / {fmt(cpu.get('agent'))} / "
+                 f"{fmt(cpu.get('client'))} us", "", ""))
+    rows.append(("  Prosody CPU per floor request/reply, plain / OMEMO-shaped (at most)",
+                 f"{fmt(raw.get('floor_prosody_cpu_per_msg_us'))} / "
+                 f"{fmt(raw.get('floor_omemo_shape_prosody_cpu_per_msg_us'))} us", "", ""))
     fl = raw.get("floor_latency") or {}
     flt = raw.get("floor_throughput") or {}
     rows.append((f"floor: plain request/reply, 1 in flight ({fl.get('n', 0)}): p50 / p99",
@@ -517,6 +570,13 @@ def rows_for(raw):
     rows.append(("ratio moonwire / floor (p50)", fmt(r_floor, "x", 2), "<= 4x",
                  verdict(r_floor, TARGETS["vs_floor"], False)))
     rows.append(("ratio moonwire / floor (p99)", fmt(ratio(p99, fl.get("p99_us")), "x", 2), "", ""))
+    fo = raw.get("floor_omemo_shape_latency") or {}
+    fot = raw.get("floor_omemo_shape_throughput") or {}
+    rows.append((f"floor, OMEMO-shaped stanzas without crypto ({fo.get('n', 0)}): p50 / p99",
+                 f"{fmt(fo.get('p50_us'))} / {fmt(fo.get('p99_us'))} us", "", ""))
+    rows.append(("  msgs/s with 8 in flight", fmt(fot.get("msgs_per_s"), " msgs/s"), "", ""))
+    rows.append(("ratio moonwire / OMEMO-shaped floor (p50)",
+                 fmt(ratio(p50, fo.get("p50_us")), "x", 2), "", ""))
     for k in (1, 8, 32):
         tp = raw.get(f"throughput_{k}") or {}
         jps = tp.get("jobs_per_s")
@@ -593,6 +653,8 @@ def summary(raw):
                        verdict(lat.get("p99_us"), TARGETS["e2e_p99_us"], False)),
         "moonwire_over_floor_p50": (ratio(p50, fl.get("p50_us")), "<= 4",
                                     verdict(ratio(p50, fl.get("p50_us")), TARGETS["vs_floor"], False)),
+        "moonwire_over_omemo_shaped_floor_p50": (
+            ratio(p50, (raw.get("floor_omemo_shape_latency") or {}).get("p50_us")), "-", "-"),
         "ssh_mux_over_moonwire": (ratio(mux, p50), ">= 50",
                                   verdict(ratio(mux, p50), TARGETS["vs_ssh_mux"], True)),
         "ssh_fresh_over_moonwire": (ratio(fresh, p50), "(info)", ""),
