@@ -16,6 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/crypto.h>
+
 #include "runtime/agent_int.h"
 #include "wire/mw_wire.h"
 
@@ -310,4 +312,31 @@ mw_agent_config_free(struct mw_agent_config *c)
 	free(c->policy);
 	free(c->state_dir);
 	memset(c, 0, sizeof(*c));
+}
+
+char *
+mw_config_value(const char *path, const char *key)
+{
+	FILE *f = fopen(path, "re");
+	char line[4096], *v = NULL;
+
+	if (f == NULL)
+		return NULL;
+	while (v == NULL && fgets(line, sizeof(line), f) != NULL) {
+		char *k = line, *eq;
+
+		while (*k == ' ' || *k == '\t')
+			k++;
+		if ((eq = strchr(k, '=')) == NULL || *k == '#')
+			continue;
+		*eq = '\0';
+		if (strcmp(trim(k), key) != 0)
+			continue;
+		k = eq + 1;
+		k[strcspn(k, "\r\n")] = '\0';
+		v = strdup(trim(k));
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	fclose(f);
+	return v;
 }

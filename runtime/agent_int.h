@@ -38,6 +38,9 @@ struct mw_agent_config {
 int mw_agent_config_load(const char *path, struct mw_agent_config *c,
     char *err, size_t errlen);
 void mw_agent_config_free(struct mw_agent_config *c);
+/* The value of one `key = value` setting of an account-style file (e.g. the
+ * operator's `signing_key`), malloc'ed, or NULL when absent/unreadable. */
+char *mw_config_value(const char *path, const char *key);
 
 /* ---- journal (same database and transaction as the ratchet) ---- */
 

@@ -69,38 +69,6 @@ send_usage(FILE *f)
 	    "7 if an agent refused the job, 6 if no result came in time, 2 usage.\n");
 }
 
-/* The value of `key` in an account-style file, or NULL. */
-static char *
-config_value(const char *path, const char *key)
-{
-	FILE *f = fopen(path, "re");
-	char line[4096], *v = NULL;
-
-	if (f == NULL)
-		return NULL;
-	while (v == NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *k = line, *eq, *e;
-
-		while (*k == ' ' || *k == '\t')
-			k++;
-		if ((eq = strchr(k, '=')) == NULL || *k == '#')
-			continue;
-		*eq = '\0';
-		for (e = eq; e > k && (e[-1] == ' ' || e[-1] == '\t'); e--)
-			e[-1] = '\0';
-		if (strcmp(k, key) != 0)
-			continue;
-		k = eq + 1;
-		while (*k == ' ' || *k == '\t')
-			k++;
-		k[strcspn(k, "\r\n")] = '\0';
-		for (e = k + strlen(k); e > k && (e[-1] == ' ' || e[-1] == '\t'); e--)
-			e[-1] = '\0';
-		v = strdup(k);
-	}
-	fclose(f);
-	return v;
-}
 
 static int
 read_file(const char *path, size_t max, char **out, size_t *len)
@@ -469,7 +437,7 @@ mw_cmd_send(int argc, char **argv)
 		snprintf(s.t[0].job_id, sizeof(s.t[0].job_id), "%s", env.job_id);
 		mw_envelope_free(&env);
 	} else {
-		if (keypath == NULL && (keypath = config_value(config, "signing_key")) == NULL) {
+		if (keypath == NULL && (keypath = mw_config_value(config, "signing_key")) == NULL) {
 			fprintf(stderr, "moonwire send: no key: use -k KEY or signing_key in %s\n",
 			    config);
 			goto out;

@@ -163,36 +163,6 @@ num(const char *s)
 	return v;
 }
 
-/* The value of `key` in an account-style file (as cmd_send.c reads it). */
-static char *
-config_value(const char *path, const char *key)
-{
-	FILE *f = fopen(path, "re");
-	char line[4096], *v = NULL;
-
-	if (f == NULL)
-		return NULL;
-	while (v == NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *k = line, *eq, *e;
-
-		while (*k == ' ' || *k == '\t')
-			k++;
-		if ((eq = strchr(k, '=')) == NULL || *k == '#')
-			continue;
-		*eq = '\0';
-		for (e = eq; e > k && (e[-1] == ' ' || e[-1] == '\t'); e--)
-			e[-1] = '\0';
-		if (strcmp(k, key) != 0)
-			continue;
-		k = eq + 1;
-		while (*k == ' ' || *k == '\t')
-			k++;
-		k[strcspn(k, "\r\n")] = '\0';
-		v = strdup(k);
-	}
-	fclose(f);
-	return v;
-}
 
 static int
 on_socket(xmpp_conn_t *conn, void *sock)
@@ -442,7 +412,7 @@ ops_open(void)
 		op->acct.jid = NULL;
 		if (mw_omemo_account_load(&op->acct, conf) != 0 || op->acct.db == NULL)
 			die("account file", 0);
-		if ((keypath = config_value(conf, "signing_key")) == NULL)
+		if ((keypath = mw_config_value(conf, "signing_key")) == NULL)
 			die("signing_key in account file", 0);
 		if (mw_ssh_signer_load(keypath, &op->key, err, sizeof(err)) != 0) {
 			fprintf(stderr, "path_bench: %s: %s\n", keypath, err);
