@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -30,10 +31,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <linux/capability.h>
+
 #include <linux/seccomp.h>
 #include <seccomp.h>
 
 #include "sandbox/sandbox_int.h"
+
+static int drop_to_nobody(void);
 
 #define NOBODY_UID 65534
 #define NOBODY_GID 65534
@@ -163,15 +168,8 @@ mw_confine_worker(int sock, const struct mw_filter *f)
 	if (set_limit(RLIMIT_AS, max.memory + 512ull * 1024 * 1024) != 0)
 		return -1;
 #endif
-	if (geteuid() == 0) {
-		/* Drop every privilege: nobody, no groups, no capabilities. */
-		if (setgroups(0, NULL) != 0 ||
-		    setresgid(NOBODY_GID, NOBODY_GID, NOBODY_GID) != 0 ||
-		    setresuid(NOBODY_UID, NOBODY_UID, NOBODY_UID) != 0)
-			return -1;
-		if (setresuid(0, 0, 0) == 0)	/* must be impossible now */
-			return -1;
-	}
+	if (drop_to_nobody() != 0)
+		return -1;
 	if (set_limit(RLIMIT_NPROC, 0) != 0)
 		return -1;
 	/* After the uid change, which clears it. */
@@ -183,6 +181,43 @@ mw_confine_worker(int sock, const struct mw_filter *f)
 	struct sock_fprog prog = { .len = f->len, .filter = f->insns };
 	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
 		return -1;
+	return 0;
+}
+
+/*
+ * Workers become nobody, with no groups and no capabilities, whenever the
+ * process may change uid: as root, or as a service user granted
+ * CAP_SETUID/CAP_SETGID (the shipped systemd unit does).  Invariants after
+ * a drop: the original uid cannot be regained, and the permitted,
+ * effective, inheritable and ambient capability sets are empty (a uid
+ * change between two non-zero uids keeps capabilities, so they are
+ * cleared explicitly).  Without that privilege (an unprivileged user's
+ * `moonwire run`) the worker keeps the caller's uid, confined by the rest.
+ */
+static int
+drop_to_nobody(void)
+{
+	uid_t before = geteuid();
+	bool dropped = false;
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct none[2];
+
+	if (before != NOBODY_UID) {
+		if (setgroups(0, NULL) == 0) {
+			if (setresgid(NOBODY_GID, NOBODY_GID, NOBODY_GID) != 0 ||
+			    setresuid(NOBODY_UID, NOBODY_UID, NOBODY_UID) != 0)
+				return -1;	/* half-dropped: fail closed */
+			dropped = true;
+		} else if (before == 0 || errno != EPERM)
+			return -1;
+		/* else: no privilege to drop to nobody; keep the caller's uid */
+	}
+	memset(none, 0, sizeof(none));
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 ||
+	    syscall(SYS_capset, &hdr, none) != 0)
+		return -1;
+	if (dropped && (setresuid(before, before, before) == 0 || setresuid(0, 0, 0) == 0))
+		return -1;	/* must be impossible now */
 	return 0;
 }
 
