@@ -46,7 +46,7 @@
 #define BACKOFF_INITIAL_MS	1000
 #define BACKOFF_MAX_MS		120000
 #define RATE_SLOTS		256	/* senders tracked by the rate limiter */
-#define RESEND_WINDOW_S		60	/* replies resent after a lost connection */
+#define BARRIER_BATCH_MAX	4096	/* results confirmed by one server ping */
 
 struct running_job {
 	struct running_job *next;
@@ -62,6 +62,12 @@ struct running_job {
 	uint64_t t_verify_us;		/* envelope, signature, policy */
 	uint64_t t_commit_us;		/* journal row + ratchet commit */
 	uint64_t t_submitted_us;	/* clock when handed to the sandbox */
+};
+
+/* A result handed to the connection, waiting for the server to confirm it. */
+struct sent_result {
+	char *signer;
+	char *job_id;
 };
 
 struct rate_slot {
@@ -94,6 +100,12 @@ struct agent {
 	unsigned n_jobs;
 	uint64_t seq;
 	struct rate_slot rate[RATE_SLOTS];
+	/* delivery barrier: results sent since the last barrier ping, and
+	 * those the outstanding barrier ping will confirm */
+	struct sent_result *pending, *awaiting;
+	size_t n_pending, n_awaiting;
+	bool barrier_out;
+	char barrier_id[48];
 };
 
 static volatile sig_atomic_t g_stop;
@@ -231,14 +243,124 @@ send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *te
 	return 0;
 }
 
+/* ---- delivery barrier ----
+ *
+ * A stanza handed to libstrophe may still die in its queue or on a
+ * connection that is already dead, so "sent" is not "delivered".  After
+ * sending results the agent pings the server; the server handles a
+ * stream's stanzas in order, so its answer proves it had every result sent
+ * before the ping, and those are marked confirmed (journal replied = 2).
+ * Results still unconfirmed when the connection is lost, or found so at
+ * start-up, are sent again; confirmed ones never are.  One barrier is in
+ * flight at a time; results sent meanwhile wait for the next.
+ */
+static void
+sent_free(struct sent_result *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].signer);
+		free(v[i].job_id);
+	}
+	free(v);
+}
+
+static void send_barrier(struct agent *a);
+
+static int
+on_barrier_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct agent *a = arg;
+
+	(void)conn;
+	(void)st;	/* result or error: either way the server got here */
+	(void)db_sync(a, false);
+	for (size_t i = 0; i < a->n_awaiting; i++)
+		if (mw_journal_confirm(a->db, a->awaiting[i].signer,
+		    a->awaiting[i].job_id) != 0)
+			logline("journal-error", "job=%s op=confirm error=\"%s\"",
+			    a->awaiting[i].job_id, sqlite3_errmsg(a->db));
+	(void)db_sync(a, a->cfg.durability_full);
+	sent_free(a->awaiting, a->n_awaiting);
+	a->awaiting = NULL;
+	a->n_awaiting = 0;
+	a->barrier_out = false;
+	if (a->n_pending > 0)
+		send_barrier(a);
+	return 0;
+}
+
+static void
+send_barrier(struct agent *a)
+{
+	xmpp_stanza_t *iq, *ping;
+	const char *at;
+
+	if (a->barrier_out || a->n_pending == 0 || !a->connected)
+		return;
+	snprintf(a->barrier_id, sizeof(a->barrier_id), "mw-barrier-%" PRIu64, ++a->seq);
+	if ((iq = xmpp_iq_new(a->x, "get", a->barrier_id)) == NULL ||
+	    (ping = xmpp_stanza_new(a->x)) == NULL) {
+		if (iq != NULL)
+			xmpp_stanza_release(iq);
+		return;
+	}
+	at = strchr(mw_omemo_jid(a->o), '@');
+	xmpp_stanza_set_to(iq, at != NULL ? at + 1 : mw_omemo_jid(a->o));
+	xmpp_stanza_set_name(ping, "ping");
+	xmpp_stanza_set_ns(ping, "urn:xmpp:ping");
+	xmpp_stanza_add_child_ex(iq, ping, 0);
+	xmpp_id_handler_add(a->conn, on_barrier_answer, a->barrier_id, a);
+	xmpp_send(a->conn, iq);
+	xmpp_stanza_release(iq);
+	a->awaiting = a->pending;
+	a->n_awaiting = a->n_pending;
+	a->pending = NULL;
+	a->n_pending = 0;
+	a->barrier_out = true;
+}
+
+/* The connection is gone: nothing unconfirmed can be trusted to have
+ * reached the server; the journal sends it again after reconnecting. */
+static void
+barrier_reset(struct agent *a)
+{
+	int n;
+
+	sent_free(a->pending, a->n_pending);
+	sent_free(a->awaiting, a->n_awaiting);
+	a->pending = a->awaiting = NULL;
+	a->n_pending = a->n_awaiting = 0;
+	a->barrier_out = false;
+	if ((n = mw_journal_resend_unconfirmed(a->db)) > 0)
+		logline("resend-scheduled", "results=%d", n);
+	else if (n < 0)
+		logline("journal-error", "op=resend error=\"%s\"", sqlite3_errmsg(a->db));
+}
+
 static void
 mark_replied(struct agent *a, const char *signer, const char *job_id)
 {
+	struct sent_result *np;
+
 	(void)db_sync(a, false);
 	if (mw_journal_mark_replied(a->db, signer, job_id) != 0)
 		logline("journal-error", "job=%s op=replied error=\"%s\"", job_id,
 		    sqlite3_errmsg(a->db));
 	(void)db_sync(a, a->cfg.durability_full);
+	/* past the batch bound the row simply stays unconfirmed (resent
+	 * after a lost connection): memory stays bounded under a flood */
+	if (a->n_pending < BARRIER_BATCH_MAX &&
+	    (np = realloc(a->pending, (a->n_pending + 1) * sizeof(*np))) != NULL) {
+		a->pending = np;
+		np[a->n_pending].signer = strdup(signer);
+		np[a->n_pending].job_id = strdup(job_id);
+		if (np[a->n_pending].signer == NULL || np[a->n_pending].job_id == NULL) {
+			free(np[a->n_pending].signer);
+			free(np[a->n_pending].job_id);
+		} else
+			a->n_pending++;
+	}
+	send_barrier(a);
 }
 
 /* Sends every stored result not yet handed to the server. */
@@ -988,14 +1110,8 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 		g_xmpp_fd = -1;
 		mw_omemo_detach(a->o);
 		logline("disconnected", "error=%d was_connected=%s", error, was ? "yes" : "no");
-		if (was && !a->stopping) {
-			/* replies of the last minute may have died with the
-			 * connection: send them again after reconnecting */
-			int n = mw_journal_unreply_since(a->db, (int64_t)time(NULL) -
-			    RESEND_WINDOW_S);
-			if (n > 0)
-				logline("resend-scheduled", "results=%d", n);
-		}
+		if (was)
+			barrier_reset(a);
 		if (!a->stopping) {
 			/* keep the stream-management state for a resumption */
 			if (a->sm != NULL)
@@ -1113,11 +1229,9 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	}
 	if (n > 0)
 		logline("recovered", "interrupted=%d", n);
-	/* a crash is a lost connection too: results marked replied in the
-	 * last minute may still have been in libstrophe's send queue or on a
-	 * connection that was already dead, so they are sent again */
-	if ((n = mw_journal_unreply_since(a->db, (int64_t)time(NULL) -
-	    RESEND_WINDOW_S)) > 0)
+	/* a crash is a lost connection too: results the server never
+	 * confirmed are sent again */
+	if ((n = mw_journal_resend_unconfirmed(a->db)) > 0)
 		logline("resend-scheduled", "results=%d", n);
 	xmpp_initialize();
 	if ((a->x = xmpp_ctx_new(NULL, NULL)) == NULL)
@@ -1135,6 +1249,8 @@ agent_open(struct agent *a, const char *config, bool check_only)
 static void
 agent_close(struct agent *a)
 {
+	sent_free(a->pending, a->n_pending);
+	sent_free(a->awaiting, a->n_awaiting);
 	for (size_t i = 0; i < RATE_SLOTS; i++)
 		free(a->rate[i].jid);
 	while (a->jobs != NULL) {

@@ -56,7 +56,7 @@ struct mw_journal_entry {
 	uint32_t device;
 	enum mw_journal_state state;
 	char *result;			/* result message text when DONE */
-	bool replied;
+	bool replied;			/* handed to a connection at least once */
 };
 void mw_journal_entry_free(struct mw_journal_entry *e);
 
@@ -71,11 +71,12 @@ int mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now
 int mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
     const char *result, int64_t now);
 int mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id);
-/* After a lost connection: results finished since `since` (Unix seconds)
- * become unreplied again, so they are sent once more on the next
- * connection (a stanza handed to a connection that then died may never
- * have reached the server).  Returns how many, or -1. */
-int mw_journal_unreply_since(sqlite3 *db, int64_t since);
+/* The server confirmed it received the result (replied 1 -> 2). */
+int mw_journal_confirm(sqlite3 *db, const char *signer, const char *job_id);
+/* After a lost connection or a restart: results handed to a connection but
+ * never confirmed by the server are to be sent again (1 -> 0).  Returns
+ * how many, or -1. */
+int mw_journal_resend_unconfirmed(sqlite3 *db);
 /* After a restart: every ACCEPTED job becomes DONE with an "interrupted"
  * result; returns how many, or -1. */
 int mw_journal_recover(sqlite3 *db, int64_t now);

@@ -11,7 +11,10 @@
  *     sandbox is never given a job whose row is not committed;
  *   - ACCEPTED rows found at start-up were possibly running when the agent
  *     died: they become DONE with an "interrupted" result and never run;
- *   - (signer, job_id) is the primary key: the replay cache is the journal.
+ *   - (signer, job_id) is the primary key: the replay cache is the journal;
+ *   - replied is 0 (to send), 1 (handed to a connection, not yet known to
+ *     have reached the server) or 2 (the server answered a later ping on
+ *     the same stream, so it had the result); only 2 is final.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -192,7 +195,7 @@ mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id)
 	int rc = -1;
 
 	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = 1 "
-	    "WHERE signer = ? AND job_id = ?", -1, &st, NULL) == SQLITE_OK &&
+	    "WHERE signer = ? AND job_id = ? AND replied = 0", -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 1, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
@@ -202,18 +205,29 @@ mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id)
 }
 
 int
-mw_journal_unreply_since(sqlite3 *db, int64_t since)
+mw_journal_confirm(sqlite3 *db, const char *signer, const char *job_id)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = 0 WHERE state = ? "
-	    "AND replied = 1 AND finished_at >= ?", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_bind_int(st, 1, MW_JOURNAL_DONE) == SQLITE_OK &&
-	    sqlite3_bind_int64(st, 2, since) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = 2 "
+	    "WHERE signer = ? AND job_id = ? AND replied = 1", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 1, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
-		rc = sqlite3_changes(db);
+		rc = 0;
 	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+mw_journal_resend_unconfirmed(sqlite3 *db)
+{
+	int rc = -1;
+
+	if (sqlite3_exec(db, "UPDATE mw_jobs SET replied = 0 WHERE replied = 1",
+	    NULL, NULL, NULL) == SQLITE_OK)
+		rc = sqlite3_changes(db);
 	return rc;
 }
 
