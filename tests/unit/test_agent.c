@@ -1070,6 +1070,51 @@ test_journal_finish_replied(void **state)
 	sqlite3_close(db);
 }
 
+/* sent -> confirmed by the server; only unconfirmed results are resent */
+static void
+test_journal_delivery_confirmation(void **state)
+{
+	(void)state;
+	sqlite3 *db = open_db("confirm.db");
+	struct mw_journal_entry *rows;
+	size_t n;
+
+	assert_int_equal(mw_journal_init(db), 0);
+	accept_committed(db, "S", "a", 10);
+	accept_committed(db, "S", "b", 11);
+	accept_committed(db, "S", "c", 12);
+	assert_int_equal(mw_journal_finish(db, "S", "a", "result a", 20), 0);
+	assert_int_equal(mw_journal_finish(db, "S", "b", "result b", 21), 0);
+	assert_int_equal(mw_journal_finish(db, "S", "c", "result c", 22), 0);
+	/* a and b handed to a connection, only a confirmed by the server */
+	assert_int_equal(mw_journal_mark_replied(db, "S", "a"), 0);
+	assert_int_equal(mw_journal_mark_replied(db, "S", "b"), 0);
+	assert_int_equal(mw_journal_confirm(db, "S", "a"), 0);
+	/* confirming an unsent result does nothing */
+	assert_int_equal(mw_journal_confirm(db, "S", "c"), 0);
+	assert_int_equal(mw_journal_unreplied(db, &rows, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].job_id, "c");
+	mw_journal_entry_free(&rows[0]);
+	free(rows);
+
+	/* the connection is lost: b (sent, unconfirmed) is to be sent again,
+	 * a (confirmed) never */
+	assert_int_equal(mw_journal_resend_unconfirmed(db), 1);
+	assert_int_equal(mw_journal_resend_unconfirmed(db), 0);
+	assert_int_equal(mw_journal_unreplied(db, &rows, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].job_id, "b");
+	assert_string_equal(rows[1].job_id, "c");
+	for (size_t i = 0; i < n; i++)
+		mw_journal_entry_free(&rows[i]);
+	free(rows);
+	/* a confirmed result is not demoted by marking it sent again */
+	assert_int_equal(mw_journal_mark_replied(db, "S", "a"), 0);
+	assert_int_equal(mw_journal_resend_unconfirmed(db), 0);
+	sqlite3_close(db);
+}
+
 static void
 test_journal_recover(void **state)
 {
@@ -1541,6 +1586,7 @@ main(void)
 		cmocka_unit_test(test_journal_schema),
 		cmocka_unit_test(test_journal_accept_lookup),
 		cmocka_unit_test(test_journal_finish_replied),
+		cmocka_unit_test(test_journal_delivery_confirmation),
 		cmocka_unit_test(test_journal_recover),
 		cmocka_unit_test(test_config_valid),
 		cmocka_unit_test(test_config_errors),
