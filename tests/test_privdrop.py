@@ -68,6 +68,13 @@ def test_worker_identity_and_capabilities(moonwire_bin, who):
 def _check(moonwire_bin, who, top):
     from pathlib import Path
     tmp_path = Path(top)
+    os.chmod(top, 0o755)
+    # the checkout may live where other users cannot reach (e.g. /root):
+    # run a copy of the binary from the shared directory
+    exe = os.path.join(top, "moonwire")
+    shutil.copy2(moonwire_bin, exe)
+    os.chmod(exe, 0o755)
+    moonwire_bin = exe
     prog = tmp_path / "nap.lua"
     prog.write_text("sleep(2)\nreturn 1\n")
     state = tmp_path / "state"
