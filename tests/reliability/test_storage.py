@@ -45,8 +45,12 @@ def _sessions(db):
 
 
 def _no_omemo_failures(agent, client, since=0, since_ev=0):
-    """No decrypt failure on either side after the fault was removed."""
-    bad = [l for l in agent.log[since:] if "refused code=omemo" in l]
+    """No decrypt failure on either side after the fault was removed.  A
+    message the server delivers again after a restart (stream-management
+    redelivery of what the agent had already processed) is reported as a
+    duplicate and changes nothing: that one is explained, not a failure."""
+    bad = [l for l in agent.log[since:] if "refused code=omemo" in l and
+           'reason="duplicate or replayed message"' not in l]
     assert not bad, bad
     assert not [e for _, e in client.events[since_ev:] if e.startswith("E decrypt-error")]
 
