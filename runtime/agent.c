@@ -1249,8 +1249,6 @@ agent_open(struct agent *a, const char *config, bool check_only)
 static void
 agent_close(struct agent *a)
 {
-	sent_free(a->pending, a->n_pending);
-	sent_free(a->awaiting, a->n_awaiting);
 	for (size_t i = 0; i < RATE_SLOTS; i++)
 		free(a->rate[i].jid);
 	while (a->jobs != NULL) {
@@ -1263,6 +1261,11 @@ agent_close(struct agent *a)
 	if (a->conn != NULL)
 		xmpp_conn_release(a->conn);
 	a->conn = NULL;
+	/* after the release: its on_conn() may still have used them */
+	sent_free(a->pending, a->n_pending);
+	sent_free(a->awaiting, a->n_awaiting);
+	a->pending = a->awaiting = NULL;
+	a->n_pending = a->n_awaiting = 0;
 	if (a->o != NULL)
 		mw_omemo_close(a->o);
 	if (a->sm != NULL)
