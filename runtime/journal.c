@@ -188,16 +188,20 @@ mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
 	return rc;
 }
 
-int
-mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id)
+/* Moves one job's delivery state from `from` to `to` (0 unsent, 1 sent,
+ * 2 confirmed); a job in another state is left alone. */
+static int
+set_delivery(sqlite3 *db, const char *signer, const char *job_id, int from, int to)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = 1 "
-	    "WHERE signer = ? AND job_id = ? AND replied = 0", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 1, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = ? "
+	    "WHERE signer = ? AND job_id = ? AND replied = ?", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 1, to) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 2, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 3, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 4, from) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
 	sqlite3_finalize(st);
@@ -205,19 +209,15 @@ mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id)
 }
 
 int
+mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id)
+{
+	return set_delivery(db, signer, job_id, 0, 1);
+}
+
+int
 mw_journal_confirm(sqlite3 *db, const char *signer, const char *job_id)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = -1;
-
-	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = 2 "
-	    "WHERE signer = ? AND job_id = ? AND replied = 1", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 1, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_DONE)
-		rc = 0;
-	sqlite3_finalize(st);
-	return rc;
+	return set_delivery(db, signer, job_id, 1, 2);
 }
 
 int
