@@ -554,15 +554,10 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 		return d->refusal = rc;
 	d->have_env = true;
 	snprintf(d->job_id, sizeof(d->job_id), "%s", d->env.job_id);
-	if ((rc = mw_sshsig_verify(d->env.sig, d->env.sig_len, MW_JOB_NAMESPACE,
-	    d->env.signed_bytes, d->env.signed_len, &key, d->reason,
-	    sizeof(d->reason))) != 0)
+	/* ... by a key in allowed_signers (the rules `moonwire verify` applies) ... */
+	if ((rc = mw_envelope_verify(&d->env, a->signers, now, &key, &principals,
+	    d->reason, sizeof(d->reason))) != 0)
 		return d->refusal = rc;
-	/* ... by a key in allowed_signers ... */
-	if (mw_allowed_signers_find(a->signers, &key, MW_JOB_NAMESPACE, now,
-	    &principals) != 0)
-		return refuse(d, MW_REFUSE_UNKNOWN_SIGNER,
-		    "key %s is not in allowed_signers (or not valid now)", key.fp);
 	snprintf(d->signer, sizeof(d->signer), "%s", key.fp);
 	/* ... whose principal the policy allows for this JID */
 	if ((allow = mw_policy_allowed(&a->policy, principals, m->from)) == NULL)
@@ -570,22 +565,14 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 		    "signer %s (%s) is not allowed for %s", principals, key.fp, m->from);
 	d->profile = &a->policy.profiles[allow->profile];
 	snprintf(d->kv_scope, sizeof(d->kv_scope), "%s", allow->principal);
-	/* (c) audience and time */
+	/* (c) audience, then the time window with this agent's skew and the
+	 * allow line's maximum validity */
 	if (strcmp(d->env.audience, mw_omemo_jid(a->o)) != 0)
 		return refuse(d, MW_REFUSE_WRONG_AUDIENCE, "job is for %s, this agent is %s",
 		    d->env.audience, mw_omemo_jid(a->o));
-	if (now < d->env.issued_at - (int64_t)a->cfg.clock_skew_s)
-		return refuse(d, MW_REFUSE_NOT_YET_VALID,
-		    "issued %" PRId64 " s in the future (allowed skew %u s)",
-		    d->env.issued_at - now, a->cfg.clock_skew_s);
-	if (now > d->env.not_after)
-		return refuse(d, MW_REFUSE_EXPIRED, "expired %" PRId64 " s ago",
-		    now - d->env.not_after);
-	if (d->env.not_after - d->env.issued_at > (int64_t)allow->max_validity_s)
-		return refuse(d, MW_REFUSE_VALIDITY_TOO_LONG,
-		    "valid for %" PRId64 " s, policy allows %u s for %s",
-		    d->env.not_after - d->env.issued_at, allow->max_validity_s,
-		    allow->principal);
+	if ((rc = mw_envelope_check_time(&d->env, now, (int64_t)a->cfg.clock_skew_s,
+	    (int64_t)allow->max_validity_s, d->reason, sizeof(d->reason))) != 0)
+		return d->refusal = rc;
 	d->limits = d->profile->limits;
 	limits_lower(&d->limits, &d->env.limits);
 	if (d->env.program_len > d->limits.program_bytes)

@@ -86,32 +86,6 @@ write_out(const char *cmd, const char *s, size_t n)
 	return MW_EXIT_OK;
 }
 
-/* "30s", "5m", "2h", "7d" or plain seconds. */
-static int
-parse_ttl(const char *s, int64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		return -1;
-	unsigned long long v = strtoull(s, &end, 10);
-	int64_t mul = 1;
-	if (errno != 0 || v > 1000000000ULL)
-		return -1;
-	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-		mul = 1;
-	else if (strcmp(end, "m") == 0)
-		mul = 60;
-	else if (strcmp(end, "h") == 0)
-		mul = 3600;
-	else if (strcmp(end, "d") == 0)
-		mul = 86400;
-	else
-		return -1;
-	*out = (int64_t)v * mul;
-	return 0;
-}
-
 static void
 sign_usage(FILE *f)
 {
@@ -210,13 +184,16 @@ mw_cmd_sign(int argc, char **argv)
 		case OPT_JOBID: job_id = optarg; break;
 		case OPT_PREPARE: prepare = true; break;
 		case OPT_SIGNATURE: sigpath = optarg; break;
-		case OPT_TTL:
-			if (parse_ttl(optarg, &ttl) != 0 || ttl <= 0 || ttl > MW_VALIDITY_MAX) {
+		case OPT_TTL: {
+			uint64_t ms;
+			if (mw_parse_duration_ms(optarg, &ms) != 0 || ms < 1000 ||
+			    (ttl = (int64_t)(ms / 1000)) > MW_VALIDITY_MAX) {
 				fprintf(stderr, "moonwire sign: --ttl '%s': a duration from 1s to 7d "
 				    "(30s, 5m, 2h, 1d)\n", optarg);
 				return MW_EXIT_USAGE;
 			}
 			break;
+		}
 		case OPT_LIMIT: {
 			size_t l = strlen(limits);
 			if (strchr(optarg, '=') == NULL || strchr(optarg, ' ') != NULL ||

@@ -629,7 +629,7 @@ mw_envelope_check_time(const struct mw_envelope *e, int64_t now, int64_t skew,
 	if (now < e->issued_at - skew) {
 		mw_time_format(e->issued_at, t);
 		return refuse(MW_REFUSE_NOT_YET_VALID, err, errlen,
-		    "issued-at %s is in the future (more than %llds ahead)", t, (long long)skew);
+		    "issued-at %s is in the future (more than %lld s ahead)", t, (long long)skew);
 	}
 	if (now > e->not_after) {
 		mw_time_format(e->not_after, t);
@@ -637,7 +637,7 @@ mw_envelope_check_time(const struct mw_envelope *e, int64_t now, int64_t skew,
 	}
 	if (e->not_after - e->issued_at > max_validity)
 		return refuse(MW_REFUSE_VALIDITY_TOO_LONG, err, errlen,
-		    "valid for %llds, over the maximum of %llds",
+		    "valid for %lld s, over the maximum of %lld s",
 		    (long long)(e->not_after - e->issued_at), (long long)max_validity);
 	return 0;
 }
@@ -657,7 +657,7 @@ mw_envelope_verify(const struct mw_envelope *e, const struct mw_allowed_signers 
 		char fp[MW_SSH_FP_MAX];
 		memcpy(fp, signer->fp, sizeof(fp));
 		memset(signer, 0, sizeof(*signer));
-		return refuse(r, err, errlen, "key %s is not an allowed signer for namespace "
+		return refuse(r, err, errlen, "key %s is not in allowed_signers for namespace "
 		    MW_JOB_NAMESPACE " at this time", fp);
 	}
 	return 0;
