@@ -30,6 +30,19 @@ struct mw_sandbox {
 	struct mw_buf in, out;
 };
 
+static int
+put_protected(struct mw_buf *b, const struct mw_sandbox_config *cfg)
+{
+	if (cfg->n_protected > MW_MAX_PROTECTED ||
+	    mw_buf_put_u32(b, cfg->n_protected) != 0)
+		return -1;
+	for (unsigned i = 0; i < cfg->n_protected; i++)
+		if (cfg->protected_paths[i] == NULL || cfg->protected_paths[i][0] != '/' ||
+		    mw_buf_put_cstring(b, cfg->protected_paths[i]) != 0)
+			return -1;
+	return 0;
+}
+
 int
 mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out)
 {
@@ -95,6 +108,7 @@ mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out)
 	    mw_buf_put_u32(&sb->out, cfg->pool) != 0 ||
 	    mw_buf_put_u32(&sb->out, cfg->queue_max ? cfg->queue_max : 64) != 0 ||
 	    mw_buf_put_cstring(&sb->out, cfg->state_dir ? cfg->state_dir : "") != 0 ||
+	    put_protected(&sb->out, cfg) != 0 ||
 	    mw_frame_end(&sb->out, start) != 0) {
 		mw_sandbox_stop(sb);
 		return -1;

@@ -272,3 +272,24 @@ mw_confine_command_child(void)
 		if (orig_ns_fd[i] >= 0 && setns(orig_ns_fd[i], ns_flags[i]) != 0)
 			_exit(126);
 }
+
+int
+mw_sandbox_drop_caller_capabilities(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct none[2];
+
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+		return -1;
+	/* The bounding set can only shrink with CAP_SETPCAP; without it the
+	 * emptied permitted set and no_new_privs already keep execve from
+	 * granting anything. */
+	for (int c = 0; c <= CAP_LAST_CAP; c++)
+		if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 &&
+		    prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EPERM)
+			return -1;
+	memset(none, 0, sizeof(none));
+	if (syscall(SYS_capset, &hdr, none) != 0)
+		return -1;
+	return 0;
+}

@@ -126,6 +126,14 @@ struct mw_sandbox_config {
 	unsigned queue_max;	/* jobs waiting beyond those running (default: 64) */
 	const char *state_dir;	/* where the kv store lives; NULL: kv unavailable */
 	const char *exe;	/* binary to exec as supervisor; NULL: /proc/self/exe */
+	/* The caller's own files (identity database, password file, state
+	 * directory, allowed_signers, policy, configuration): absolute paths
+	 * that no capability call may reach.  The broker refuses a path equal
+	 * to, inside or containing one of them, and any opened file whose
+	 * device and inode match one of them.  Paths that do not exist (yet)
+	 * are refused by name only. */
+	const char *const *protected_paths;
+	unsigned n_protected;
 	/* Tests only: fork without exec and run this in each confined worker
 	 * instead of the Lua runtime. */
 	void (*test_worker)(int fd);
@@ -151,6 +159,15 @@ int mw_sandbox_run(struct mw_sandbox *sb, const struct mw_job *job,
     struct mw_result *out);
 pid_t mw_sandbox_pid(const struct mw_sandbox *sb);
 void mw_sandbox_stop(struct mw_sandbox *sb);
+
+/*
+ * Privileges of the caller.  The agent calls this once the supervisor is
+ * running and before it loads any key: it empties every capability set
+ * (ambient, inheritable, permitted, effective) and, where it may, the
+ * bounding set.  Returns 0, or -1 with errno when a set could not be
+ * emptied (the agent must then refuse to continue).
+ */
+int mw_sandbox_drop_caller_capabilities(void);
 
 /* Entry point of `moonwire __supervisor FD`. */
 int mw_supervisor_main(int fd);

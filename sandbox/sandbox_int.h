@@ -53,9 +53,14 @@ void mw_job_owned_free(struct mw_job_owned *job);
 int mw_enc_result(struct mw_buf *out, const struct mw_result *r);
 int mw_dec_result(struct mw_buf *p, struct mw_result *r);
 
+/* Most protected paths a HELLO may carry. */
+#define MW_MAX_PROTECTED	32
+
 struct mw_supervisor_hello {
 	uint32_t parallel, pool, queue_max;
 	char *state_dir;
+	char *protected_paths[MW_MAX_PROTECTED];
+	uint32_t n_protected;
 };
 
 /* Seccomp and confinement (confine.c). */

@@ -550,7 +550,15 @@ handle_hello(struct mw_buf *p)
 	if (mw_buf_get_u32(p, &S.cfg.parallel) != 0 ||
 	    mw_buf_get_u32(p, &S.cfg.pool) != 0 ||
 	    mw_buf_get_u32(p, &S.cfg.queue_max) != 0 ||
-	    mw_buf_get_cstring(p, &S.cfg.state_dir, 4096) != 0)
+	    mw_buf_get_cstring(p, &S.cfg.state_dir, 4096) != 0 ||
+	    mw_buf_get_u32(p, &S.cfg.n_protected) != 0 ||
+	    S.cfg.n_protected > MW_MAX_PROTECTED)
+		return -1;
+	for (uint32_t i = 0; i < S.cfg.n_protected; i++)
+		if (mw_buf_get_cstring(p, &S.cfg.protected_paths[i], 4096) != 0 ||
+		    S.cfg.protected_paths[i][0] != '/')
+			return -1;
+	if (mw_buf_avail(p) != 0)
 		return -1;
 	if (S.cfg.parallel == 0 || S.cfg.parallel > 256)
 		S.cfg.parallel = 2;
