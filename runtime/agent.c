@@ -484,6 +484,7 @@ limits_lower(struct mw_limits *l, const struct mw_limits *req)
 	LOWER(result_bytes);
 	LOWER(result_depth);
 	LOWER(cap_calls);
+	LOWER(write_bytes);
 #undef LOWER
 }
 

@@ -37,7 +37,7 @@ run_usage(FILE *f)
 	    "  --sleep DURATION     allow sleep() up to DURATION\n"
 	    "limits (also `limits` in a policy):\n"
 	    "  --instructions N --memory SIZE --cpu DURATION --wall DURATION --output SIZE\n"
-	    "  --program SIZE --result SIZE --depth N --calls N\n"
+	    "  --program SIZE --result SIZE --depth N --calls N --write-total SIZE\n"
 	    "other:\n"
 	    "  --json               print the result as JSON (spec/result.md)\n"
 	    "  --state DIR          where the kv store lives (default: $XDG_STATE_HOME/moonwire\n"
@@ -148,6 +148,7 @@ mw_cmd_run(int argc, char **argv)
 		{ "result", required_argument, NULL, OPT_LIMIT },
 		{ "depth", required_argument, NULL, OPT_LIMIT },
 		{ "calls", required_argument, NULL, OPT_LIMIT },
+		{ "write-total", required_argument, NULL, OPT_LIMIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -255,11 +256,13 @@ mw_cmd_run(int argc, char **argv)
 		if (mw_grant_add_command(&grants, cg) != 0)
 			goto out;
 	}
-	for (int i = 0; i < nlimits; i++)
-		if (mw_limit_set(&limits, limit_k[i], limit_v[i], err, sizeof(err)) != 0) {
+	for (int i = 0; i < nlimits; i++) {
+		const char *key = strcmp(limit_k[i], "write-total") == 0 ? "write_total" : limit_k[i];
+		if (mw_limit_set(&limits, key, limit_v[i], err, sizeof(err)) != 0) {
 			fprintf(stderr, "moonwire run: --%s: %s\n", limit_k[i], err);
 			goto out;
 		}
+	}
 	grants.sys |= want_sys;
 	if (sleep_ms > 0)
 		grants.sleep_max_ms = (uint32_t)sleep_ms;

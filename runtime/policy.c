@@ -122,6 +122,7 @@ mw_limit_set(struct mw_limits *l, const char *key, const char *value,
 	SIZE("result", result_bytes)
 	COUNT("depth", result_depth)
 	COUNT("calls", cap_calls)
+	SIZE("write_total", write_bytes)
 #undef SIZE
 #undef COUNT
 #undef TIME

@@ -24,6 +24,7 @@ mw_enc_limits(struct mw_buf *b, const struct mw_limits *l)
 	CHECK(mw_buf_put_u32(b, l->result_bytes));
 	CHECK(mw_buf_put_u32(b, l->result_depth));
 	CHECK(mw_buf_put_u32(b, l->cap_calls));
+	CHECK(mw_buf_put_u64(b, l->write_bytes));
 	return 0;
 }
 
@@ -40,12 +41,15 @@ mw_dec_limits(struct mw_buf *b, struct mw_limits *l)
 	CHECK(mw_buf_get_u32(b, &l->result_bytes));
 	CHECK(mw_buf_get_u32(b, &l->result_depth));
 	CHECK(mw_buf_get_u32(b, &l->cap_calls));
-	/* Limits above the hard maxima are clamped, never honoured. */
+	CHECK(mw_buf_get_u64(b, &l->write_bytes));
+	/* Limits above the hard maxima are clamped, never honoured.  A zero
+	 * limit is malformed (no sender produces one): refusing it keeps a
+	 * missing value from ever meaning "no limit". */
 	mw_limits_maximum(&max);
-#define CLAMP(f) if (l->f > max.f || l->f == 0) l->f = max.f
+#define CLAMP(f) if (l->f == 0) return MW_WIRE_EFORMAT; if (l->f > max.f) l->f = max.f
 	CLAMP(instructions); CLAMP(memory); CLAMP(cpu_ms); CLAMP(wall_ms);
 	CLAMP(output_bytes); CLAMP(program_bytes); CLAMP(result_bytes);
-	CLAMP(result_depth); CLAMP(cap_calls);
+	CLAMP(result_depth); CLAMP(cap_calls); CLAMP(write_bytes);
 #undef CLAMP
 	return 0;
 }

@@ -32,13 +32,13 @@
 #include <unistd.h>
 
 #include <linux/capability.h>
+#include <linux/securebits.h>
 
 #include <linux/seccomp.h>
 #include <seccomp.h>
 
 #include "sandbox/sandbox_int.h"
 
-static int drop_to_nobody(void);
 
 #define NOBODY_UID 65534
 #define NOBODY_GID 65534
@@ -68,6 +68,7 @@ mw_filter_build(struct mw_filter *f)
 	ALLOW(gettimeofday, 0);
 	ALLOW(getrandom, 0);
 	ALLOW(setitimer, 1, SCMP_A0(SCMP_CMP_EQ, ITIMER_PROF));
+	ALLOW(setitimer, 1, SCMP_A0(SCMP_CMP_EQ, ITIMER_REAL));
 	ALLOW(prlimit64, 2, SCMP_A0(SCMP_CMP_EQ, 0), SCMP_A1(SCMP_CMP_EQ, RLIMIT_CPU));
 	ALLOW(exit_group, 0);
 	ALLOW(exit, 0);
@@ -168,7 +169,7 @@ mw_confine_worker(int sock, const struct mw_filter *f)
 	if (set_limit(RLIMIT_AS, max.memory + 512ull * 1024 * 1024) != 0)
 		return -1;
 #endif
-	if (drop_to_nobody() != 0)
+	if (mw_confine_drop_privileges() != 0)
 		return -1;
 	if (set_limit(RLIMIT_NPROC, 0) != 0)
 		return -1;
@@ -185,23 +186,67 @@ mw_confine_worker(int sock, const struct mw_filter *f)
 }
 
 /*
- * Workers become nobody, with no groups and no capabilities, whenever the
- * process may change uid: as root, or as a service user granted
- * CAP_SETUID/CAP_SETGID (the shipped systemd unit does).  Invariants after
- * a drop: the original uid cannot be regained, and the permitted,
- * effective, inheritable and ambient capability sets are empty (a uid
- * change between two non-zero uids keeps capabilities, so they are
- * cleared explicitly).  Without that privilege (an unprivileged user's
- * `moonwire run`) the worker keeps the caller's uid, confined by the rest.
+ * Privilege drop shared by workers and command children.
+ *
+ * A process becomes nobody (no supplementary groups) whenever it may: as
+ * root, or as a service user holding CAP_SETUID/CAP_SETGID (the shipped
+ * unit grants them).  Where CAP_SETPCAP is held (root, or the unit) it
+ * first empties the bounding set and locks securebits (NOROOT,
+ * NO_SETUID_FIXUP, KEEP_CAPS off, NO_CAP_AMBIENT_RAISE), so that nothing
+ * it executes can gain a capability back from a uid-0 transition.  In
+ * every case it then empties the ambient, inheritable, permitted and
+ * effective sets.  Invariants afterwards, checked, not assumed: neither
+ * the previous uid nor 0 can be regained, and no capability is held.
+ * Without the privilege to change uid (an unprivileged user's `moonwire
+ * run`) the process keeps the caller's uid, confined by the rest.
  */
+#define LOCKED_SECUREBITS (SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | \
+	SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED | \
+	SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | \
+	SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED)
+
+static bool
+have_effective_cap(int cap)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &hdr, d) != 0)
+		return false;
+	return (d[cap / 32].effective & (1u << (cap % 32))) != 0;
+}
+
 static int
-drop_to_nobody(void)
+caps_all_empty(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &hdr, d) != 0)
+		return -1;
+	for (int i = 0; i < 2; i++)
+		if (d[i].effective || d[i].permitted || d[i].inheritable)
+			return -1;
+	for (int c = 0; c <= CAP_LAST_CAP; c++)
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0) == 1)
+			return -1;
+	return 0;
+}
+
+int
+mw_confine_drop_privileges(void)
 {
 	uid_t before = geteuid();
 	bool dropped = false;
 	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
 	struct __user_cap_data_struct none[2];
 
+	if (have_effective_cap(CAP_SETPCAP)) {
+		for (int c = 0; c <= CAP_LAST_CAP; c++)
+			if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 &&
+			    prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
+				return -1;
+		if (prctl(PR_SET_SECUREBITS, LOCKED_SECUREBITS, 0, 0, 0) != 0)
+			return -1;
+	}
 	if (before != NOBODY_UID) {
 		if (setgroups(0, NULL) == 0) {
 			if (setresgid(NOBODY_GID, NOBODY_GID, NOBODY_GID) != 0 ||
@@ -218,7 +263,44 @@ drop_to_nobody(void)
 		return -1;
 	if (dropped && (setresuid(before, before, before) == 0 || setresuid(0, 0, 0) == 0))
 		return -1;	/* must be impossible now */
+	if (caps_all_empty() != 0)
+		return -1;
 	return 0;
+}
+
+void
+mw_confine_supervisor_caps(void)
+{
+	/* Nothing the supervisor starts inherits a capability by execve: the
+	 * ambient set is for the caller's exec of the supervisor only.  The
+	 * permitted set stays: dropping workers and commands to nobody
+	 * (SETUID/SETGID), killing them under that uid (KILL), and locking
+	 * their bounding set and securebits (SETPCAP). */
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
+int
+mw_confine_keep_only_kill(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &hdr, d) != 0)
+		return -1;
+	uint32_t kill_bit = 1u << CAP_KILL;	/* CAP_KILL < 32 */
+	d[0].permitted &= kill_bit;
+	d[0].effective &= kill_bit;
+	d[0].inheritable = 0;
+	d[1].permitted = d[1].effective = d[1].inheritable = 0;
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+		return -1;
+	return syscall(SYS_capset, &hdr, d) == 0 ? 0 : -1;
+}
+
+bool
+mw_confine_can_kill_others(void)
+{
+	return geteuid() == 0 || have_effective_cap(CAP_KILL) ||
+	    !have_effective_cap(CAP_SETUID);
 }
 
 /* Namespaces the supervisor entered, and the originals to return to. */

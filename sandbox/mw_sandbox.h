@@ -59,6 +59,7 @@ struct mw_limits {
 	uint32_t result_bytes;	/* encoded returned values */
 	uint32_t result_depth;	/* table nesting of returned values */
 	uint32_t cap_calls;	/* capability calls per job */
+	uint64_t write_bytes;	/* bytes fs.write may write in all, per job */
 };
 /* Safe defaults; the hard maxima a policy may not exceed. */
 void mw_limits_default(struct mw_limits *l);

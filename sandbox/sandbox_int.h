@@ -78,34 +78,66 @@ int mw_confine_worker(int sock, const struct mw_filter *f);
  * descriptors of the original namespaces so command children can return. */
 void mw_confine_supervisor(void);
 void mw_confine_command_child(void);
+/* Drops to nobody where allowed, empties every capability set (bounding
+ * set and locked securebits where CAP_SETPCAP is held) and verifies it.
+ * For workers and command children; 0 or -1 (the caller must _exit). */
+int mw_confine_drop_privileges(void);
+/* In the supervisor at start: no capability passes an execve. */
+void mw_confine_supervisor_caps(void);
+/* Whether kills of workers and commands (which run as nobody when the
+ * supervisor may change uid) can land: root, CAP_KILL, or no uid change. */
+bool mw_confine_can_kill_others(void);
+/* A command's reaper: keeps CAP_KILL (if held) and nothing else. */
+int mw_confine_keep_only_kill(void);
 const char *mw_confine_namespaces(void);
 
 /* The Lua runtime inside a worker (worker.c).  Never returns. */
 void mw_worker_main(int fd) __attribute__((noreturn));
 
-/* Capabilities (caps.c), executed by the supervisor. */
-struct mw_cap_ctx;
+/* Capabilities (caps*.c), executed by the supervisor. */
 struct mw_kv;
 int mw_kv_open(const char *state_dir, struct mw_kv **out);
 void mw_kv_close(struct mw_kv *kv);
 
+/* A protected path (the caller's own files): refused by name, and by
+ * device and inode once it exists. */
+struct mw_protected {
+	char *path;
+	bool have_id;
+	dev_t dev;
+	ino_t ino;
+};
+
+/* Everything one capability call may consult or charge. */
+struct mw_cap_ctx {
+	const struct mw_grants *grants;
+	struct mw_kv *kv;
+	const struct mw_protected *prot;
+	uint32_t n_prot;
+	uint64_t now_us, wall_deadline_us;	/* monotonic */
+	uint32_t exec_calls;			/* commands this job already ran */
+	uint64_t *write_used;			/* bytes this job wrote so far */
+	uint64_t write_limit;			/* the job's `write` limit */
+};
+
 /* Result of a synchronous capability: reply frame payload written to out.
  * Returns 0 when out holds the reply, 1 when the call continues
- * asynchronously (exec, sleep; *async describes it), -1 on internal error. */
+ * asynchronously (exec, sleep, sys.disk; *async describes it), -1 on
+ * internal error. */
 struct mw_cap_async {
-	enum { MW_ASYNC_NONE, MW_ASYNC_SLEEP, MW_ASYNC_EXEC } kind;
+	enum { MW_ASYNC_NONE, MW_ASYNC_SLEEP, MW_ASYNC_EXEC, MW_ASYNC_HELPER } kind;
 	uint64_t deadline_us;		/* monotonic */
-	pid_t pid;			/* exec child */
-	int out_fd, err_fd;		/* exec pipes */
+	pid_t pid;			/* exec reaper or helper child */
+	int out_fd, err_fd;		/* exec pipes; a helper's reply on out_fd */
 	struct mw_buf out, err;
 	uint32_t cap_bytes;
 	bool out_trunc, err_trunc, timed_out;
 	int wstatus;
 	bool exited;
+	char what[16];			/* helper: the capability's name */
 };
-int mw_cap_dispatch(const struct mw_grants *g, struct mw_kv *kv,
-    struct mw_buf *call, struct mw_buf *reply, struct mw_cap_async *async,
-    uint64_t now_us, uint64_t wall_deadline_us, uint32_t exec_calls);
+int mw_cap_dispatch(const struct mw_cap_ctx *ctx, struct mw_buf *call,
+    struct mw_buf *reply, struct mw_cap_async *async);
 /* Completes an async capability into a reply payload. */
 int mw_cap_finish(struct mw_cap_async *a, struct mw_buf *reply);
 void mw_cap_async_abort(struct mw_cap_async *a);

@@ -58,6 +58,7 @@ mw_limits_default(struct mw_limits *l)
 	l->result_bytes = 64u * 1024;
 	l->result_depth = 16;
 	l->cap_calls = 1000;
+	l->write_bytes = 4u * 1024 * 1024;
 }
 
 void
@@ -72,6 +73,7 @@ mw_limits_maximum(struct mw_limits *l)
 	l->result_bytes = 1024u * 1024;
 	l->result_depth = 48;
 	l->cap_calls = 100000;
+	l->write_bytes = 1024ull * 1024 * 1024;
 }
 
 static void

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,6 +49,7 @@ struct sv_job {
 	struct mw_buf output;
 	bool output_trunc;
 	uint32_t cap_calls, exec_calls;
+	uint64_t write_used;	/* bytes fs.write wrote for this job */
 	struct mw_cap_async async;
 	bool cap_pending;
 	int kill_status;	/* -1, or the status the supervisor killed it for */
@@ -66,7 +68,9 @@ static struct {
 	unsigned queued, running, idle, forking;
 	unsigned idle_failures;
 	struct mw_supervisor_hello cfg;
+	struct mw_protected prot[MW_MAX_PROTECTED];
 	struct mw_kv *kv;
+	unsigned kill_failures;
 	bool hello;
 	void (*body)(int);
 } S;
@@ -118,11 +122,24 @@ job_free(struct sv_job *job)
 	free(job);
 }
 
+/*
+ * Every kill must land (spec/sandbox.md, "Privileges as deployed"): the
+ * supervisor is root, holds CAP_KILL, or runs workers under its own uid.
+ * The socket is shut down as well, so that a worker blocked reading a
+ * capability reply gets end-of-file and exits even if the signal were
+ * ever refused; a refusal is logged, never silent.
+ */
 static void
 worker_kill(struct sv_worker *w)
 {
-	if (w->pidfd >= 0)
-		syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+	if (w->fd >= 0)
+		shutdown(w->fd, SHUT_RDWR);
+	if (w->pidfd >= 0 &&
+	    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0) != 0 &&
+	    errno != ESRCH) {
+		S.kill_failures++;
+		logmsg("cannot kill worker %d: %s", (int)w->pid, strerror(errno));
+	}
 }
 
 /* Ends a running job with result r (values etc. already filled in). */
@@ -228,7 +245,13 @@ worker_exited(pid_t pid, int wstatus, uint64_t cpu_us)
 		snprintf(msg, sizeof(msg), "%s", job->kill_error);
 	} else if (WIFSIGNALED(wstatus)) {
 		int sig = WTERMSIG(wstatus);
-		if (sig == SIGSYS) {
+		if (sig == SIGALRM) {
+			/* The worker's own wall deadline (worker.c) fired
+			 * before the supervisor's kill. */
+			r.status = MW_JOB_WALL_LIMIT;
+			snprintf(msg, sizeof(msg), "wall-clock limit exceeded (%u ms)",
+			    job->j.limits.wall_ms);
+		} else if (sig == SIGSYS) {
 			r.status = MW_JOB_SANDBOX_VIOLATION;
 			snprintf(msg, sizeof(msg), "worker made a forbidden system call (SIGSYS)");
 		} else if (sig == SIGXCPU || sig == SIGPROF ||
@@ -347,8 +370,14 @@ handle_cap_call(struct sv_worker *w, struct mw_buf *p)
 		return;
 	}
 	mw_buf_init(&reply, MW_MAX_WORKER_FRAME - 64);
-	int r = mw_cap_dispatch(&job->j.grants, S.kv, p, &reply, &job->async,
-	    mw_now_us(), job->deadline_us, job->exec_calls);
+	struct mw_cap_ctx ctx = {
+		.grants = &job->j.grants, .kv = S.kv,
+		.prot = S.prot, .n_prot = S.cfg.n_protected,
+		.now_us = mw_now_us(), .wall_deadline_us = job->deadline_us,
+		.exec_calls = job->exec_calls,
+		.write_used = &job->write_used, .write_limit = job->j.limits.write_bytes,
+	};
+	int r = mw_cap_dispatch(&ctx, p, &reply, &job->async);
 	if (r < 0) {
 		job_kill(job, MW_JOB_PROTOCOL_ERROR, "malformed capability call");
 	} else if (r == 1) {
@@ -560,6 +589,15 @@ handle_hello(struct mw_buf *p)
 			return -1;
 	if (mw_buf_avail(p) != 0)
 		return -1;
+	for (uint32_t i = 0; i < S.cfg.n_protected; i++) {
+		struct stat st;
+		S.prot[i].path = S.cfg.protected_paths[i];
+		if (stat(S.prot[i].path, &st) == 0) {
+			S.prot[i].have_id = true;
+			S.prot[i].dev = st.st_dev;
+			S.prot[i].ino = st.st_ino;
+		}
+	}
 	if (S.cfg.parallel == 0 || S.cfg.parallel > 256)
 		S.cfg.parallel = 2;
 	if (S.cfg.pool == 0 || S.cfg.pool > 256)
@@ -654,11 +692,17 @@ zygote_readable(void)
 	}
 }
 
+static bool
+async_has_child(const struct mw_cap_async *a)
+{
+	return a->kind == MW_ASYNC_EXEC || a->kind == MW_ASYNC_HELPER;
+}
+
 static struct sv_job *
 job_by_exec_pid(pid_t pid)
 {
 	for (struct sv_worker *w = S.workers; w != NULL; w = w->next)
-		if (w->job != NULL && w->job->async.kind == MW_ASYNC_EXEC &&
+		if (w->job != NULL && async_has_child(&w->job->async) &&
 		    w->job->async.pid == pid)
 			return w->job;
 	return NULL;
@@ -738,7 +782,11 @@ check_deadlines(uint64_t now)
 		if (job->cap_pending && job->async.kind == MW_ASYNC_SLEEP &&
 		    now >= job->async.deadline_us)
 			async_complete(job);
-		else if (job->cap_pending && job->async.kind == MW_ASYNC_EXEC &&
+		else if (job->cap_pending && job->async.kind == MW_ASYNC_HELPER &&
+		    now >= job->async.deadline_us) {
+			job->async.timed_out = true;
+			async_complete(job);	/* answers now; kills the helper */
+		} else if (job->cap_pending && job->async.kind == MW_ASYNC_EXEC &&
 		    !job->async.timed_out && now >= job->async.deadline_us) {
 			job->async.timed_out = true;
 			if (job->async.pid > 0)
@@ -757,8 +805,10 @@ next_timeout_ms(uint64_t now)
 			continue;
 		if (job->deadline_us < next)
 			next = job->deadline_us;
+		/* A command past its timeout is being killed by its reaper:
+		 * its deadline no longer wakes the loop (no busy wait). */
 		if (job->cap_pending && job->async.kind != MW_ASYNC_NONE &&
-		    job->async.deadline_us < next)
+		    !job->async.timed_out && job->async.deadline_us < next)
 			next = job->async.deadline_us;
 	}
 	if (next == UINT64_MAX)
@@ -793,7 +843,7 @@ run_loop(void)
 			who[n] = w;
 			kind[n++] = 3;
 			struct sv_job *job = w->job;
-			if (job != NULL && job->cap_pending && job->async.kind == MW_ASYNC_EXEC) {
+			if (job != NULL && job->cap_pending && async_has_child(&job->async)) {
 				if (job->async.out_fd >= 0) {
 					pfd[n] = (struct pollfd){ job->async.out_fd, POLLIN, 0 };
 					who[n] = w;
@@ -854,7 +904,7 @@ run_loop(void)
 				for (struct sv_worker *x = S.workers; x; x = x->next)
 					still |= x == w;
 				if (still && w->job != NULL && w->job->cap_pending &&
-				    w->job->async.kind == MW_ASYNC_EXEC)
+				    async_has_child(&w->job->async))
 					exec_pipe_readable(w->job, kind[i] == 5);
 				break;
 			}
@@ -886,6 +936,15 @@ supervisor_run(int fd, void (*body)(int))
 	signal(SIGPIPE, SIG_IGN);
 	prctl_set_pdeathsig_kill();
 	mw_confine_supervisor();
+	mw_confine_supervisor_caps();
+	if (!mw_confine_can_kill_others()) {
+		/* Workers and commands would run as nobody, out of reach of
+		 * every kill: refuse rather than run jobs no limit can end. */
+		logmsg("refusing to start: CAP_SETUID without CAP_KILL (workers would run as "
+		    "nobody and could not be killed); grant CAP_KILL as the shipped "
+		    "moonwire-agent.service does, or neither");
+		return 1;
+	}
 	if (mw_filter_build(&filter) != 0) {
 		logmsg("cannot build the seccomp filter");
 		return 1;

@@ -37,6 +37,8 @@
 #include "sandbox/sandbox_int.h"
 
 #define HOOK_STEP 1000u
+/* How long after the job's wall limit the worker ends itself. */
+#define WALL_GRACE_US 250000u
 #define CPU_CHECK_EVERY 8u
 /* Longest error message sent; the supervisor refuses more than 4096 bytes. */
 #define ERROR_MAX 4000u
@@ -647,6 +649,15 @@ mw_worker_main(int fd)
 		struct itimerval it = { { 0, 0 }, { (time_t)(W.cpu_limit_us / 1000000u),
 			(suseconds_t)(W.cpu_limit_us % 1000000u) } };
 		if (setitimer(ITIMER_PROF, &it, NULL) != 0)
+			_exit(1);
+		/* The worker's own wall deadline: SIGALRM (default action:
+		 * terminate) shortly after the supervisor's, so that a
+		 * supervisor that is stuck or cannot signal still cannot keep
+		 * a job alive.  The supervisor reports it as wall_limit. */
+		uint64_t wall_us = (uint64_t)lim.wall_ms * 1000u + WALL_GRACE_US;
+		struct itimerval rt = { { 0, 0 }, { (time_t)(wall_us / 1000000u),
+			(suseconds_t)(wall_us % 1000000u) } };
+		if (setitimer(ITIMER_REAL, &rt, NULL) != 0)
 			_exit(1);
 	}
 	if (prog_len > lim.program_bytes)

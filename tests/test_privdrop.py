@@ -1,16 +1,20 @@
 """Workers run as nobody with no capabilities whenever moonwire can make
-them so, and never hold more than the caller otherwise.
+them so, and never hold more than the caller otherwise; every kill lands.
 
 Why this exists: the shipped systemd unit runs the agent as a service user
-with only CAP_SETUID/CAP_SETGID, so that its workers can drop to nobody.
-A uid change between two non-zero uids keeps capabilities, so the worker
-must clear them itself; this test looks at real worker processes in /proc
-while a job runs, for root, for a service user with those capabilities
-(ambient, as systemd grants them), and for a plain unprivileged user.
+with the capabilities its AmbientCapabilities line names (read from
+runtime/dist/moonwire-agent.service, so this tests what ships), so that
+workers and commands can drop to nobody and still be killed.  A uid change
+between two non-zero uids keeps capabilities, so the worker must clear
+them itself; this test looks at real worker processes in /proc while a job
+runs, for root, for a service user with the unit's capabilities (ambient,
+as systemd grants them), and for a plain unprivileged user; and it stops
+the supervisor to show that a worker ends itself at its wall limit.
 """
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -18,6 +22,25 @@ import time
 import pytest
 
 SERVICE_UID = 4242      # no passwd entry needed: setpriv takes numbers
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def unit_caps():
+    """The capability names the shipped unit grants, e.g. ["setuid", ...]."""
+    with open(os.path.join(TOP, "runtime", "dist", "moonwire-agent.service")) as f:
+        for line in f:
+            if line.startswith("AmbientCapabilities="):
+                return [c.strip().lower().removeprefix("cap_")
+                        for c in line.split("=", 1)[1].split()]
+    raise AssertionError("the unit has no AmbientCapabilities line")
+
+
+def as_unit_user(cmd, caps=None):
+    caps = unit_caps() if caps is None else caps
+    spec = ",".join(["-all"] + ["+" + c for c in caps])
+    return ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
+            f"--inh-caps={spec}", f"--ambient-caps={spec}", f"--bounding-set={spec}",
+            "--no-new-privs"] + cmd
 
 
 def _children(pid):
@@ -84,8 +107,7 @@ def _check(moonwire_bin, who, top):
     os.chmod(prog, 0o644)
     cmd = [moonwire_bin, "run", "--sleep", "3s", "--state", str(state), str(prog)]
     if who == "service-user-with-caps":
-        cmd = ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
-               "--inh-caps=+setuid,+setgid", "--ambient-caps=+setuid,+setgid"] + cmd
+        cmd = as_unit_user(cmd)
     elif who == "plain-user":
         cmd = ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}",
                "--clear-groups"] + cmd
@@ -102,6 +124,8 @@ def _check(moonwire_bin, who, top):
             assert st["Groups"] == [] or who == "plain-user", st["Groups"]
             for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
                 assert int(st[cap][0], 16) == 0, (who, cap, st[cap])
+            if who != "plain-user":
+                assert int(st["CapBnd"][0], 16) == 0, (who, st["CapBnd"])
             assert st["NoNewPrivs"] == ["1"]
             assert st["Seccomp"] == ["2"]
         out, err = proc.communicate(timeout=20)
@@ -111,3 +135,88 @@ def _check(moonwire_bin, who, top):
             proc.wait()
     assert proc.returncode == 0, err
     assert "status: ok" in out
+
+
+def _shared_copy(moonwire_bin):
+    top = tempfile.mkdtemp(prefix="mw-privdrop-")
+    os.chmod(top, 0o755)
+    exe = os.path.join(top, "moonwire")
+    shutil.copy2(moonwire_bin, exe)
+    os.chmod(exe, 0o755)
+    return top, exe
+
+
+def test_setuid_without_kill_is_refused(moonwire_bin):
+    # Workers would run as nobody and no kill could reach them: the
+    # supervisor refuses to start rather than run jobs no limit can end.
+    top, exe = _shared_copy(moonwire_bin)
+    try:
+        prog = os.path.join(top, "one.lua")
+        with open(prog, "w") as f:
+            f.write("return 1\n")
+        os.chmod(prog, 0o644)
+        p = subprocess.run(as_unit_user([exe, "run", prog], caps=["setuid", "setgid"]),
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0
+        assert "refusing to start: CAP_SETUID without CAP_KILL" in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.parametrize("who", ["root", "service-user-with-caps"])
+def test_worker_ends_itself_when_the_supervisor_is_stuck(moonwire_bin, who):
+    # The supervisor is stopped (SIGSTOP) while a job spins: the worker's
+    # own wall deadline ends it although nobody kills it; once resumed,
+    # the supervisor reports wall_limit.
+    top, exe = _shared_copy(moonwire_bin)
+    try:
+        prog = os.path.join(top, "spin.lua")
+        with open(prog, "w") as f:
+            f.write("while true do end\n")
+        os.chmod(prog, 0o644)
+        cmd = [exe, "run", "--json", "--wall", "1s", "--cpu", "60s",
+               "--instructions", "100000000000", prog]
+        if who != "root":
+            cmd = as_unit_user(cmd)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 10
+            sup = None
+            busy = []
+            while time.time() < deadline and not busy:
+                sups = _children(proc.pid)
+                for sv in sups:
+                    for zyg in _children(sv):
+                        for w in _children(zyg):
+                            try:
+                                if _cpu_ticks(w) > 5:
+                                    busy.append(w)
+                                    sup = sv
+                            except OSError:
+                                pass
+                time.sleep(0.05)
+            assert busy, "no busy worker found"
+            os.kill(sup, signal.SIGSTOP)
+            try:
+                time.sleep(2.0)     # wall 1 s + the worker's 250 ms grace, with margin
+                for w in busy:
+                    assert not os.path.exists(f"/proc/{w}") or \
+                        _status(w).get("State", ["Z"])[0] == "Z", "worker outlived its wall limit"
+            finally:
+                os.kill(sup, signal.SIGCONT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        import json
+        res = json.loads(out)
+        assert res["status"] == "wall_limit", (res, err)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -6,6 +6,7 @@ Binary: $MOONWIRE, default /work/main/build/moonwire.
 """
 
 import json
+from pathlib import Path
 import os
 import socket
 import subprocess
@@ -132,7 +133,12 @@ def test_log_tail_refused_outside_grant(tmp_path):
 def test_service_check(tmp_path):
     # A stand-in for `systemctl is-active`: exits 0 and prints "active" for
     # ssh, exits 3 and prints "inactive" for anything else.
-    fake = tmp_path / "is-active"
+    # commands run as nobody: the stand-in lives where every user may
+    # execute it, as a real command would
+    import tempfile
+    pub = tempfile.mkdtemp(prefix="mw-scripts-")
+    os.chmod(pub, 0o755)
+    fake = Path(pub) / "is-active"
     fake.write_text('#!/bin/sh\nif [ "$1" = ssh ]; then echo active; exit 0; fi\n'
                     'echo inactive; exit 3\n')
     fake.chmod(0o755)
@@ -143,6 +149,8 @@ def test_service_check(tmp_path):
     by = {s["service"]: s for s in r["services"]}
     assert by["ssh"]["code"] == 0 and by["ssh"]["up"] is True and by["ssh"]["state"] == "active"
     assert by["cron"]["code"] == 3 and by["cron"]["up"] is False and by["cron"]["state"] == "inactive"
+    import shutil
+    shutil.rmtree(pub, ignore_errors=True)
     assert r["down"] == 1
     assert "cron" in res["output"] and "DOWN" in res["output"] and "exit 3" in res["output"]
 

@@ -15,7 +15,8 @@
  *  - framing is incremental: the frames taken when the stream arrives in
  *    input-chosen chunks are the frames taken from the whole stream;
  *  - a capability call never reads outside its grant: no reply contains the
- *    marker of FIXTURE/secret (beside the granted directory), whatever
+ *    marker of FIXTURE/secret (beside the granted directory) or of the
+ *    protected file inside it, whatever
  *    path tricks the call uses; a reply stays within MW_MAX_WORKER_FRAME;
  *    an asynchronous result can only be a sleep (no command is granted);
  *  - decode(encode(decode(x))) == decode(x) for jobs and results;
@@ -34,6 +35,8 @@
 #define SECRET "MOONWIRE-FUZZ-SECRET-7f3a"
 
 static char *granted[1] = { (char *)FIXTURE "/granted" };
+/* The caller's own file inside the granted directory: never readable. */
+static struct mw_protected protected_file = { (char *)FIXTURE "/granted/sub/agent.db", false, 0, 0 };
 static struct mw_grants grants = {
 	.fs_read = granted, .n_fs_read = 1, .sleep_max_ms = 1000,
 };
@@ -53,6 +56,16 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	fputs("line one\nline two\n", f);
 	fclose(f);
+	if ((f = fopen(FIXTURE "/granted/sub/agent.db", "w")) == NULL)
+		abort();
+	fputs(SECRET "\n", f);
+	fclose(f);
+	struct stat st;
+	if (stat(FIXTURE "/granted/sub/agent.db", &st) != 0)
+		abort();
+	protected_file.have_id = true;
+	protected_file.dev = st.st_dev;
+	protected_file.ino = st.st_ino;
 	unlink(FIXTURE "/granted/sub/link");
 	if (symlink("../../secret", FIXTURE "/granted/sub/link") != 0)
 		abort();
@@ -94,7 +107,11 @@ sv_cap_call(struct mw_buf *p)
 	memset(&async, 0, sizeof(async));
 	async.out_fd = async.err_fd = -1;
 	mw_buf_init(&reply, MW_MAX_WORKER_FRAME - 64);
-	int r = mw_cap_dispatch(&grants, NULL, p, &reply, &async, 1000000, 2000000, 0);
+	uint64_t written = 0;
+	struct mw_cap_ctx ctx = { .grants = &grants, .prot = &protected_file, .n_prot = 1,
+		.now_us = 1000000, .wall_deadline_us = 2000000, .write_used = &written,
+		.write_limit = 4096 };
+	int r = mw_cap_dispatch(&ctx, p, &reply, &async);
 	FUZZ_CHECK(r == 0 || r == 1 || r == -1);
 	if (r == 0) {
 		FUZZ_CHECK(mw_buf_avail(&reply) <= MW_MAX_WORKER_FRAME - 64);
