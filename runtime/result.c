@@ -196,9 +196,16 @@ json_value(struct mw_buf *b, unsigned depth)
 			if (array) {
 				/* Keys are distinct, so 1..count each appear once. */
 				cJSON **ordered = calloc(count ? count : 1, sizeof(cJSON *));
+				for (uint32_t i = 0; ordered != NULL && i < count; i++) {
+					if (ordered[ik[i] - 1] != NULL) {
+						/* a duplicate key: refused, nothing moved */
+						free(ordered);
+						ordered = NULL;
+						break;
+					}
+					ordered[ik[i] - 1] = vals[i];
+				}
 				if (ordered != NULL) {
-					for (uint32_t i = 0; i < count; i++)
-						ordered[ik[i] - 1] = vals[i];
 					out = cJSON_CreateArray();
 					for (uint32_t i = 0; out && i < count; i++)
 						cJSON_AddItemToArray(out, ordered[i]);
@@ -230,6 +237,20 @@ json_value(struct mw_buf *b, unsigned depth)
 	return NULL;
 }
 
+/* The values of a result as JSON; NULL for a tree no Lua program could
+ * have returned (duplicate keys, nil or table keys). */
+static cJSON *
+json_values(const uint8_t *v, size_t len)
+{
+	struct mw_buf b;
+	struct mw_value_limits lim = { MW_VALUE_MAX_DEPTH, MW_VALUE_MAX_ITEMS };
+	mw_buf_view(&b, v, len);
+	if (mw_value_check_keys(&b, &lim) != 0)
+		return NULL;
+	mw_buf_view(&b, v, len);
+	return json_value(&b, 0);
+}
+
 static cJSON *
 result_json(const struct mw_result *r)
 {
@@ -240,9 +261,7 @@ result_json(const struct mw_result *r)
 	cJSON_AddStringToObject(o, "status", mw_job_status_name(r->status));
 	cJSON *vals = NULL;
 	if (r->values_len > 0) {
-		struct mw_buf b;
-		mw_buf_view(&b, r->values, r->values_len);
-		vals = json_value(&b, 0);
+		vals = json_values(r->values, r->values_len);
 	}
 	if (vals == NULL || !cJSON_IsArray(vals)) {
 		cJSON_Delete(vals);
@@ -273,9 +292,7 @@ mw_result_values_json(const struct mw_result *r)
 	char *s;
 
 	if (r->values_len > 0) {
-		struct mw_buf b;
-		mw_buf_view(&b, r->values, r->values_len);
-		vals = json_value(&b, 0);
+		vals = json_values(r->values, r->values_len);
 	}
 	if (vals == NULL || !cJSON_IsArray(vals)) {
 		cJSON_Delete(vals);

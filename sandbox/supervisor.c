@@ -330,8 +330,9 @@ handle_done(struct sv_worker *w, struct mw_buf *p)
 		struct mw_value_limits lim = { job->j.limits.result_depth + 1,
 			MW_VALUE_MAX_ITEMS };
 		mw_buf_view(&v, vals, vlen);
-		if (mw_value_walk(&v, &lim, NULL, NULL) != 0 || mw_buf_avail(&v) != 0) {
-			job_kill(job, MW_JOB_PROTOCOL_ERROR, "malformed return value from worker");
+		if (mw_value_check_keys(&v, &lim) != 0 || mw_buf_avail(&v) != 0) {
+			job_kill(job, MW_JOB_PROTOCOL_ERROR, "malformed return value from worker"
+			    " (or a table with duplicate keys)");
 			return;
 		}
 	}

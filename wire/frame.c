@@ -6,6 +6,7 @@
  * trusts the declared length beyond the maximum it chose for that channel,
  * so a hostile peer cannot make us allocate more than that.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "wire/mw_wire.h"
@@ -176,5 +177,122 @@ mw_value_walk(struct mw_buf *b, const struct mw_value_limits *lim,
 	int r = value_walk(b, lim, visit, arg, 0, false, &items);
 	if (r != 0)
 		b->off = save;
+	return r;
+}
+
+/* ---- key uniqueness: one table never holds two equal keys ---- */
+
+struct key_entry {
+	uint32_t table;
+	uint8_t kind;		/* 0 bool, 1 integer (or integral float), 2 float, 3 string */
+	uint64_t bits;
+	const uint8_t *s;
+	size_t slen;
+};
+
+struct key_check {
+	struct key_entry *v;
+	size_t n, cap;
+	uint32_t *stack;	/* table id at each depth */
+	unsigned stack_len;
+	uint32_t next_table;
+};
+
+static int
+key_visit(const struct mw_value_event *ev, void *arg)
+{
+	struct key_check *k = arg;
+	if (ev->tag == MW_V_TABLE && !ev->end) {
+		if (ev->is_key)
+			return MW_WIRE_EFORMAT;	/* a table is never a key here */
+		if (ev->depth >= k->stack_len)
+			return MW_WIRE_EDEPTH;
+		k->stack[ev->depth] = k->next_table++;
+	}
+	if (!ev->is_key || ev->end)
+		return 0;
+	struct key_entry e = { .table = k->stack[ev->depth - 1] };
+	switch (ev->tag) {
+	case MW_V_TRUE: case MW_V_FALSE:
+		e.kind = 0;
+		e.bits = ev->tag == MW_V_TRUE;
+		break;
+	case MW_V_INT:
+		e.kind = 1;
+		e.bits = (uint64_t)ev->i;
+		break;
+	case MW_V_NUMBER:
+		if (ev->n != ev->n)
+			return MW_WIRE_EFORMAT;	/* NaN is never a key */
+		/* Lua stores a float key with an integral value as that integer. */
+		if (ev->n >= -9223372036854775808.0 && ev->n < 9223372036854775808.0 &&
+		    (double)(int64_t)ev->n == ev->n) {
+			e.kind = 1;
+			e.bits = (uint64_t)(int64_t)ev->n;
+		} else {
+			e.kind = 2;
+			memcpy(&e.bits, &ev->n, sizeof(e.bits));
+		}
+		break;
+	case MW_V_STRING:
+		e.kind = 3;
+		e.s = ev->s;
+		e.slen = ev->slen;
+		break;
+	default:
+		return MW_WIRE_EFORMAT;	/* nil is never a key */
+	}
+	if (k->n == k->cap) {
+		size_t nc = k->cap ? k->cap * 2 : 64;
+		struct key_entry *nv = realloc(k->v, nc * sizeof(*nv));
+		if (nv == NULL)
+			return MW_WIRE_ENOMEM;
+		k->v = nv;
+		k->cap = nc;
+	}
+	k->v[k->n++] = e;
+	return 0;
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	const struct key_entry *x = a, *y = b;
+	if (x->table != y->table)
+		return x->table < y->table ? -1 : 1;
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	if (x->kind == 3) {
+		size_t m = x->slen < y->slen ? x->slen : y->slen;
+		int c = m ? memcmp(x->s, y->s, m) : 0;
+		if (c != 0)
+			return c;
+		return x->slen == y->slen ? 0 : x->slen < y->slen ? -1 : 1;
+	}
+	return x->bits == y->bits ? 0 : x->bits < y->bits ? -1 : 1;
+}
+
+int
+mw_value_check_keys(struct mw_buf *b, const struct mw_value_limits *lim)
+{
+	struct key_check k;
+	memset(&k, 0, sizeof(k));
+	k.stack_len = lim->max_depth + 1;
+	if ((k.stack = calloc(k.stack_len, sizeof(uint32_t))) == NULL)
+		return MW_WIRE_ENOMEM;
+	size_t save = b->off;
+	int r = mw_value_walk(b, lim, key_visit, &k);
+	if (r == 0 && k.n > 1) {
+		qsort(k.v, k.n, sizeof(*k.v), key_cmp);
+		for (size_t i = 1; i < k.n; i++)
+			if (key_cmp(&k.v[i - 1], &k.v[i]) == 0) {
+				r = MW_WIRE_EFORMAT;
+				break;
+			}
+	}
+	if (r != 0)
+		b->off = save;
+	free(k.v);
+	free(k.stack);
 	return r;
 }

@@ -164,5 +164,9 @@ struct mw_value_event {
 typedef int (*mw_value_visit_fn)(const struct mw_value_event *ev, void *arg);
 int mw_value_walk(struct mw_buf *b, const struct mw_value_limits *lim,
     mw_value_visit_fn visit, void *arg);
+/* As mw_value_walk without a visitor, and also MW_WIRE_EFORMAT when a table
+ * holds two equal keys (as Lua compares them: 1 and 1.0 are one key) or a
+ * key that is nil, NaN or a table: a tree Lua itself could not have made. */
+int mw_value_check_keys(struct mw_buf *b, const struct mw_value_limits *lim);
 
 #endif

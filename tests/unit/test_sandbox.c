@@ -234,6 +234,25 @@ hostile_worker(int fd)
 		w_done(&out, MW_JOB_OK, "", &v);
 		w_send(fd, &out);
 		w_wait_forever(fd);
+	} else if (IS("done_dup_keys") || IS("done_dup_float_key")) {
+		struct mw_buf v;
+		mw_buf_init(&v, 0);
+		/* {[1] = {[1] = 1, [1 or 1.0] = 2}}: Lua cannot make this. */
+		double one = 1.0;
+		uint64_t bits;
+		memcpy(&bits, &one, sizeof(bits));
+		if (mw_buf_put_u8(&v, MW_V_TABLE) || mw_buf_put_u32(&v, 1) ||
+		    mw_buf_put_u8(&v, MW_V_INT) || mw_buf_put_u64(&v, 1) ||
+		    mw_buf_put_u8(&v, MW_V_TABLE) || mw_buf_put_u32(&v, 2) ||
+		    mw_buf_put_u8(&v, MW_V_INT) || mw_buf_put_u64(&v, 1) ||
+		    mw_buf_put_u8(&v, MW_V_INT) || mw_buf_put_u64(&v, 1) ||
+		    mw_buf_put_u8(&v, IS("done_dup_keys") ? MW_V_INT : MW_V_NUMBER) ||
+		    mw_buf_put_u64(&v, IS("done_dup_keys") ? 1 : bits) ||
+		    mw_buf_put_u8(&v, MW_V_INT) || mw_buf_put_u64(&v, 2))
+			_exit(1);
+		w_done(&out, MW_JOB_OK, "", &v);
+		w_send(fd, &out);
+		w_wait_forever(fd);
 	} else if (IS("flood_pending")) {
 		/* An asynchronous call (sleep 2 s) and, without waiting for its
 		 * reply, another call. */
@@ -483,6 +502,43 @@ test_protocol_errors(void **state)
 	hostile_case("done_trailing", MW_JOB_PROTOCOL_ERROR, "malformed result");
 	hostile_case("done_bad_values", MW_JOB_PROTOCOL_ERROR, "malformed return value");
 	hostile_case("exit0", MW_JOB_PROTOCOL_ERROR, "without a result (status 0)");
+	hostile_case("done_dup_keys", MW_JOB_PROTOCOL_ERROR, "duplicate keys");
+	hostile_case("done_dup_float_key", MW_JOB_PROTOCOL_ERROR, "duplicate keys");
+}
+
+/* A limit of 0 in a frame is malformed: it must never mean "the maximum". */
+static void
+test_dec_limits_refuses_zero(void **state)
+{
+	(void)state;
+	struct mw_limits l, back;
+	mw_limits_default(&l);
+	for (int field = 0; field < 10; field++) {
+		struct mw_limits z = l;
+		switch (field) {
+		case 0: z.instructions = 0; break;
+		case 1: z.memory = 0; break;
+		case 2: z.cpu_ms = 0; break;
+		case 3: z.wall_ms = 0; break;
+		case 4: z.output_bytes = 0; break;
+		case 5: z.program_bytes = 0; break;
+		case 6: z.result_bytes = 0; break;
+		case 7: z.result_depth = 0; break;
+		case 8: z.cap_calls = 0; break;
+		case 9: z.write_bytes = 0; break;
+		}
+		struct mw_buf b;
+		mw_buf_init(&b, 0);
+		assert_int_equal(mw_enc_limits(&b, &z), 0);
+		assert_int_equal(mw_dec_limits(&b, &back), MW_WIRE_EFORMAT);
+		mw_buf_free(&b);
+	}
+	struct mw_buf b;
+	mw_buf_init(&b, 0);
+	assert_int_equal(mw_enc_limits(&b, &l), 0);
+	assert_int_equal(mw_dec_limits(&b, &back), 0);
+	assert_int_equal(back.write_bytes, l.write_bytes);
+	mw_buf_free(&b);
 }
 
 static void
@@ -990,6 +1046,7 @@ main(void)
 {
 	const struct CMUnitTest hostile[] = {
 		cmocka_unit_test(test_dec_result_refuses_nul_in_error),
+		cmocka_unit_test(test_dec_limits_refuses_zero),
 		cmocka_unit_test(test_well_behaved),
 		cmocka_unit_test(test_forbidden_syscalls),
 		cmocka_unit_test(test_foreign_arch_syscalls),

@@ -908,6 +908,91 @@ test_strerror(void **state)
 	assert_string_equal(mw_wire_strerror(-99), "unknown error");
 }
 
+/* Builds {k1 = 1, k2 = 2} with keys given as (tag, bits or string). */
+static void
+two_keys(struct mw_buf *v, uint8_t t1, uint64_t b1, const char *s1,
+    uint8_t t2, uint64_t b2, const char *s2)
+{
+	mw_buf_init(v, 0);
+	assert_int_equal(mw_buf_put_u8(v, MW_V_TABLE), 0);
+	assert_int_equal(mw_buf_put_u32(v, 2), 0);
+	uint8_t t[2] = { t1, t2 };
+	uint64_t b[2] = { b1, b2 };
+	const char *s[2] = { s1, s2 };
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(mw_buf_put_u8(v, t[i]), 0);
+		if (t[i] == MW_V_STRING)
+			assert_int_equal(mw_buf_put_string(v, s[i], strlen(s[i])), 0);
+		else if (t[i] == MW_V_INT || t[i] == MW_V_NUMBER)
+			assert_int_equal(mw_buf_put_u64(v, b[i]), 0);
+		assert_int_equal(mw_buf_put_u8(v, MW_V_INT), 0);
+		assert_int_equal(mw_buf_put_u64(v, (uint64_t)i + 1), 0);
+	}
+}
+
+static uint64_t
+dbits(double d)
+{
+	uint64_t u;
+	memcpy(&u, &d, sizeof(u));
+	return u;
+}
+
+static void
+test_value_check_keys(void **state)
+{
+	(void)state;
+	struct mw_value_limits lim = { 8, 1000 };
+	struct {
+		uint8_t t1; uint64_t b1; const char *s1;
+		uint8_t t2; uint64_t b2; const char *s2;
+		int want;
+	} cases[] = {
+		{ MW_V_INT, 1, NULL, MW_V_INT, 2, NULL, 0 },
+		{ MW_V_INT, 1, NULL, MW_V_INT, 1, NULL, MW_WIRE_EFORMAT },
+		{ MW_V_INT, 1, NULL, MW_V_NUMBER, dbits(1.0), NULL, MW_WIRE_EFORMAT },
+		{ MW_V_NUMBER, dbits(1.5), NULL, MW_V_NUMBER, dbits(1.5), NULL, MW_WIRE_EFORMAT },
+		{ MW_V_NUMBER, dbits(1.5), NULL, MW_V_INT, 1, NULL, 0 },
+		{ MW_V_STRING, 0, "a", MW_V_STRING, 0, "a", MW_WIRE_EFORMAT },
+		{ MW_V_STRING, 0, "a", MW_V_STRING, 0, "ab", 0 },
+		{ MW_V_STRING, 0, "1", MW_V_INT, 1, NULL, 0 },
+		{ MW_V_TRUE, 0, NULL, MW_V_TRUE, 0, NULL, MW_WIRE_EFORMAT },
+		{ MW_V_TRUE, 0, NULL, MW_V_FALSE, 0, NULL, 0 },
+		{ MW_V_NIL, 0, NULL, MW_V_INT, 1, NULL, MW_WIRE_EFORMAT },
+		{ MW_V_NUMBER, dbits(0.0 / 0.0), NULL, MW_V_INT, 1, NULL, MW_WIRE_EFORMAT },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mw_buf v;
+		two_keys(&v, cases[i].t1, cases[i].b1, cases[i].s1, cases[i].t2, cases[i].b2,
+		    cases[i].s2);
+		size_t before = v.off;
+		int r = mw_value_check_keys(&v, &lim);
+		if (r != cases[i].want)
+			fail_msg("case %zu: got %d, want %d", i, r, cases[i].want);
+		/* a refusal consumes nothing; a pass consumes the tree */
+		assert_true(r != 0 ? v.off == before : mw_buf_avail(&v) == 0);
+		mw_buf_free(&v);
+	}
+	/* equal keys in different tables are fine: {[1] = {[1] = 1}, [2] = {[1] = 1}} */
+	struct mw_buf v;
+	mw_buf_init(&v, 0);
+	assert_int_equal(mw_buf_put_u8(&v, MW_V_TABLE) | mw_buf_put_u32(&v, 2), 0);
+	for (uint64_t k = 1; k <= 2; k++)
+		assert_int_equal(mw_buf_put_u8(&v, MW_V_INT) | mw_buf_put_u64(&v, k) |
+		    mw_buf_put_u8(&v, MW_V_TABLE) | mw_buf_put_u32(&v, 1) |
+		    mw_buf_put_u8(&v, MW_V_INT) | mw_buf_put_u64(&v, 1) |
+		    mw_buf_put_u8(&v, MW_V_INT) | mw_buf_put_u64(&v, 1), 0);
+	assert_int_equal(mw_value_check_keys(&v, &lim), 0);
+	mw_buf_free(&v);
+	/* a table as a key is refused */
+	mw_buf_init(&v, 0);
+	assert_int_equal(mw_buf_put_u8(&v, MW_V_TABLE) | mw_buf_put_u32(&v, 1) |
+	    mw_buf_put_u8(&v, MW_V_TABLE) | mw_buf_put_u32(&v, 0) |
+	    mw_buf_put_u8(&v, MW_V_INT) | mw_buf_put_u64(&v, 1), 0);
+	assert_int_equal(mw_value_check_keys(&v, &lim), MW_WIRE_EFORMAT);
+	mw_buf_free(&v);
+}
+
 int
 main(void)
 {
@@ -936,6 +1021,7 @@ main(void)
 		cmocka_unit_test(test_value_walk_depth),
 		cmocka_unit_test(test_value_walk_items),
 		cmocka_unit_test(test_value_walk_malformed),
+		cmocka_unit_test(test_value_check_keys),
 		cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
