@@ -173,7 +173,7 @@ open_beneath(const struct mw_cap_ctx *c, const char *cap, char *const *grants,
 	while (*rest == '/')
 		rest++;
 	struct open_how dhow = {
-		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW,
+		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
 		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
 	int dfd = (int)syscall(SYS_openat2, AT_FDCWD, grant, &dhow, sizeof(dhow));

@@ -31,6 +31,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -849,6 +850,88 @@ test_lua_program_too_large(void **state)
 	mw_sandbox_stop(sb);
 }
 
+/* The caller's own files (HELLO's protected paths) are refused by the
+ * broker whatever the grants: by name, inside a protected directory, and
+ * under another spelling of the same path. */
+static void
+test_lua_protected_paths(void **state)
+{
+	(void)state;
+	char top[] = "/tmp/mw-protected-XXXXXX";
+	assert_non_null(mkdtemp(top));
+	char granted[128], state_dir[128], db[160], pw[160], other[160];
+	snprintf(granted, sizeof(granted), "%s/g", top);
+	snprintf(state_dir, sizeof(state_dir), "%s/g/state", top);
+	snprintf(db, sizeof(db), "%s/identity.db", state_dir);
+	snprintf(pw, sizeof(pw), "%s/g/password", top);
+	snprintf(other, sizeof(other), "%s/g/public.txt", top);
+	assert_int_equal(mkdir(granted, 0755), 0);
+	assert_int_equal(mkdir(state_dir, 0700), 0);
+	const char *files[] = { db, pw, other };
+	for (int i = 0; i < 3; i++) {
+		FILE *f = fopen(files[i], "w");
+		assert_non_null(f);
+		fputs("secret\n", f);
+		fclose(f);
+	}
+	const char *prot[] = { state_dir, pw };
+	struct mw_sandbox_config cfg;
+	struct mw_sandbox *sb = NULL;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.parallel = 1;
+	cfg.pool = 1;
+	cfg.exe = moonwire_exe();
+	cfg.protected_paths = prot;
+	cfg.n_protected = 2;
+	assert_int_equal(mw_sandbox_start(&cfg, &sb), 0);
+	char *rd[1] = { granted };
+	struct mw_grants g;
+	memset(&g, 0, sizeof(g));
+	g.fs_read = rd;
+	g.n_fs_read = 1;
+	g.fs_write = rd;
+	g.n_fs_write = 1;
+	struct { const char *call; const char *path; const char *tail; const char *want; } cases[] = {
+		{ "fs.read('", db, "')", "one of the agent's own files" },
+		{ "fs.read('", pw, "')", "one of the agent's own files" },
+		{ "fs.list('", state_dir, "')", "one of the agent's own files" },
+		{ "fs.stat('", db, "')", "one of the agent's own files" },
+		{ "fs.write('", pw, "', 'x')", "one of the agent's own files" },
+		{ "fs.write('", state_dir, "/new', 'x')", "one of the agent's own files" },
+		{ "fs.read('", NULL, "')", "empty path component" },
+	};
+	char dbl[200];
+	snprintf(dbl, sizeof(dbl), "%s/g//state/identity.db", top);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char prog[400];
+		snprintf(prog, sizeof(prog), "return %s%s%s", cases[i].call,
+		    cases[i].path ? cases[i].path : dbl, cases[i].tail);
+		struct mw_result r;
+		run_job(sb, prog, NULL, &g, &r);
+		expect_status(&r, MW_JOB_ERROR, cases[i].want);
+		mw_result_free(&r);
+	}
+	/* the rest of the grant still works, and nothing protected changed */
+	char prog[300];
+	snprintf(prog, sizeof(prog), "return fs.read('%s')", other);
+	struct mw_result r;
+	run_job(sb, prog, NULL, &g, &r);
+	expect_status(&r, MW_JOB_OK, NULL);
+	mw_result_free(&r);
+	struct stat st;
+	assert_int_equal(stat(pw, &st), 0);
+	assert_int_equal(st.st_size, 7);
+	char nf[200];
+	snprintf(nf, sizeof(nf), "%s/new", state_dir);
+	assert_int_not_equal(access(nf, F_OK), 0);
+	mw_sandbox_stop(sb);
+	for (int i = 0; i < 3; i++)
+		unlink(files[i]);
+	rmdir(state_dir);
+	rmdir(granted);
+	rmdir(top);
+}
+
 /* ---- confinement itself ---- */
 
 static long
@@ -1047,6 +1130,7 @@ main(void)
 	const struct CMUnitTest hostile[] = {
 		cmocka_unit_test(test_dec_result_refuses_nul_in_error),
 		cmocka_unit_test(test_dec_limits_refuses_zero),
+		cmocka_unit_test(test_lua_protected_paths),
 		cmocka_unit_test(test_well_behaved),
 		cmocka_unit_test(test_forbidden_syscalls),
 		cmocka_unit_test(test_foreign_arch_syscalls),
