@@ -128,6 +128,11 @@ def _check(moonwire_bin, who, top):
                 assert int(st["CapBnd"][0], 16) == 0, (who, st["CapBnd"])
             assert st["NoNewPrivs"] == ["1"]
             assert st["Seccomp"] == ["2"]
+            # namespaces: private net/ipc/uts as root; the host's under the
+            # unit and for a plain user, as spec/sandbox.md says
+            for ns in ("net", "ipc", "uts"):
+                same = os.readlink(f"/proc/{w}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}")
+                assert same == (who != "root"), (who, ns)
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
