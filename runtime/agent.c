@@ -576,6 +576,10 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 		return d->refusal = rc;
 	d->limits = d->profile->limits;
 	limits_lower(&d->limits, &d->env.limits);
+	for (uint32_t i = 0; i < d->env.args.n; i++)
+		if (!mw_profile_accepts_arg(d->profile, d->env.args.name[i]))
+			return refuse(d, MW_REFUSE_BAD_ARGS, "argument '%s' is not allowed by profile %s",
+			    d->env.args.name[i], d->profile->name);
 	if (d->env.program_len > d->limits.program_bytes)
 		return refuse(d, MW_REFUSE_OVERSIZED, "program of %zu bytes, limit %u",
 		    d->env.program_len, d->limits.program_bytes);
@@ -641,6 +645,12 @@ start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *
 	} else {
 		job.program = (const char *)d->env.program;
 		job.program_len = d->env.program_len;
+	}
+	struct mw_job_arg args[MW_ARGS_MAX];
+	if (d->have_env && !d->interactive && d->env.args.n > 0) {
+		mw_job_args_view(&d->env.args, args);
+		job.args = args;
+		job.n_args = d->env.args.n;
 	}
 	job.limits = d->limits;
 	job.grants = &j->grants;

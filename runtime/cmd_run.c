@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "runtime/mw_runtime.h"
+#include "runtime/signing.h"
 
 static void
 run_usage(FILE *f)
@@ -43,6 +44,7 @@ run_usage(FILE *f)
 	    "  --state DIR          where the kv store lives (default: $XDG_STATE_HOME/moonwire\n"
 	    "                       or ~/.local/state/moonwire)\n"
 	    "  --kv-scope NAME      kv scope for this run\n"
+	    "  --arg NAME=VALUE     an argument the program reads as args.NAME (repeatable)\n"
 	    "\n"
 	    "exit status: 0 ok, 1 error, 2 usage, 3 syntax error, 4 limit, 5 sandbox, 6 unavailable\n");
 }
@@ -121,7 +123,7 @@ mkdir_p(const char *path)
 
 enum {
 	OPT_POLICY = 256, OPT_PROFILE, OPT_READ, OPT_WRITE, OPT_EXEC, OPT_SYS, OPT_KV,
-	OPT_SLEEP, OPT_JSON, OPT_STATE, OPT_KVSCOPE, OPT_LIMIT,
+	OPT_SLEEP, OPT_JSON, OPT_STATE, OPT_KVSCOPE, OPT_LIMIT, OPT_ARG,
 };
 
 int
@@ -139,6 +141,7 @@ mw_cmd_run(int argc, char **argv)
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "state", required_argument, NULL, OPT_STATE },
 		{ "kv-scope", required_argument, NULL, OPT_KVSCOPE },
+		{ "arg", required_argument, NULL, OPT_ARG },
 		{ "instructions", required_argument, NULL, OPT_LIMIT },
 		{ "memory", required_argument, NULL, OPT_LIMIT },
 		{ "cpu", required_argument, NULL, OPT_LIMIT },
@@ -160,6 +163,9 @@ mw_cmd_run(int argc, char **argv)
 	int nreads = 0, nwrites = 0, nexecs = 0, nlimits = 0;
 	int c, idx;
 	char err[512];
+	struct mw_job_args args;
+
+	memset(&args, 0, sizeof(args));
 
 	optind = 1;
 	opterr = 0;
@@ -181,6 +187,13 @@ mw_cmd_run(int argc, char **argv)
 		case OPT_JSON: json = true; break;
 		case OPT_STATE: state = optarg; break;
 		case OPT_KVSCOPE: kv_scope = optarg; break;
+		case OPT_ARG:
+			if (mw_job_args_add_spec(&args, optarg, err, sizeof(err)) != 0) {
+				fprintf(stderr, "moonwire run: --arg: %s\n", err);
+				mw_job_args_free(&args);
+				return MW_EXIT_USAGE;
+			}
+			break;
 		case OPT_LIMIT:
 			if (nlimits < 32) {
 				limit_k[nlimits] = (char *)(uintptr_t)opts[idx].name;
@@ -235,6 +248,12 @@ mw_cmd_run(int argc, char **argv)
 		if (mw_grants_copy(&grants, &prof->grants) != 0)
 			goto out;
 		limits = prof->limits;
+		for (uint32_t i = 0; i < args.n; i++)
+			if (!mw_profile_accepts_arg(prof, args.name[i])) {
+				fprintf(stderr, "moonwire run: --arg %s: not allowed by profile %s\n",
+				    args.name[i], prof->name);
+				goto out;
+			}
 	}
 	for (int i = 0; i < nreads; i++)
 		if (mw_grant_add_path(&grants, false, reads[i], err, sizeof(err)) != 0) {
@@ -298,8 +317,11 @@ mw_cmd_run(int argc, char **argv)
 	char chunk[PATH_MAX + 2], base[PATH_MAX];
 	snprintf(base, sizeof(base), "%s", file);
 	snprintf(chunk, sizeof(chunk), "=%s", basename(base));
+	struct mw_job_arg argv_view[MW_ARGS_MAX];
+	mw_job_args_view(&args, argv_view);
 	struct mw_job job = { .id = "local", .chunkname = chunk, .program = program,
-		.program_len = program_len, .limits = limits, .grants = &grants };
+		.program_len = program_len, .limits = limits, .grants = &grants,
+		.args = argv_view, .n_args = args.n };
 	struct mw_result res;
 	if (mw_sandbox_run(sb, &job, &res) != 0) {
 		fprintf(stderr, "moonwire run: the sandbox supervisor failed\n");
@@ -322,6 +344,7 @@ out:
 	free(statedir);
 	mw_grants_free(&grants);
 	mw_policy_free(&policy);
+	mw_job_args_free(&args);
 	return rc;
 }
 

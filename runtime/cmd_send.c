@@ -61,6 +61,7 @@ send_usage(FILE *f)
 	    "                      (default: `signing_key` in CONFIG)\n"
 	    "  --ttl DURATION      how long the job stays valid (default 5m)\n"
 	    "  --limit KEY=VALUE   ask for a lower limit (repeatable)\n"
+	    "  --arg NAME=VALUE    a signed argument the program reads as args.NAME (repeatable)\n"
 	    "  --envelope FILE     send an envelope signed elsewhere (`moonwire sign`)\n"
 	    "  --timeout DURATION  how long to wait for results (default 60s)\n"
 	    "  --json              one JSON object per result, one per line\n"
@@ -302,7 +303,7 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 
 static int
 prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *program,
-    size_t plen, const char *limits, uint64_t ttl_ms)
+    size_t plen, const char *limits, const struct mw_job_args *args, uint64_t ttl_ms)
 {
 	char err[512];
 
@@ -318,6 +319,7 @@ prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *progr
 		f.issued_at = now;
 		f.not_after = now + (int64_t)(ttl_ms / 1000);
 		f.limits_text = limits;
+		f.args = args;
 		if (mw_envelope_build(&f, (const uint8_t *)program, plen, &part, &partlen,
 		    t->job_id, err, sizeof(err)) != 0 ||
 		    mw_sshsig_sign(key, MW_JOB_NAMESPACE, (const uint8_t *)part, partlen,
@@ -338,13 +340,14 @@ prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *progr
 int
 mw_cmd_send(int argc, char **argv)
 {
-	enum { OPT_TO = 256, OPT_TTL, OPT_LIMIT, OPT_ENVELOPE, OPT_TIMEOUT, OPT_JSON };
+	enum { OPT_TO = 256, OPT_TTL, OPT_LIMIT, OPT_ENVELOPE, OPT_TIMEOUT, OPT_JSON, OPT_ARG };
 	static const struct option lo[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "to", required_argument, NULL, OPT_TO },
 		{ "ttl", required_argument, NULL, OPT_TTL },
 		{ "limit", required_argument, NULL, OPT_LIMIT },
+		{ "arg", required_argument, NULL, OPT_ARG },
 		{ "envelope", required_argument, NULL, OPT_ENVELOPE },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "json", no_argument, NULL, OPT_JSON },
@@ -357,9 +360,11 @@ mw_cmd_send(int argc, char **argv)
 	size_t plen = 0;
 	uint64_t ttl_ms = 300000, timeout_ms = 60000, deadline;
 	struct mw_ssh_signer *key = NULL;
+	struct mw_job_args args;
 	int ch, rc = MW_EXIT_USAGE;
 
 	memset(&s, 0, sizeof(s));
+	memset(&args, 0, sizeof(args));
 	if ((s.t = calloc(SEND_MAX_TARGETS, sizeof(*s.t))) == NULL)
 		return MW_EXIT_UNAVAILABLE;
 	optind = 1;
@@ -392,6 +397,12 @@ mw_cmd_send(int argc, char **argv)
 				strcat(limits, " ");
 			strcat(limits, optarg);
 			break;
+		case OPT_ARG:
+			if (mw_job_args_add_spec(&args, optarg, err, sizeof(err)) != 0) {
+				fprintf(stderr, "moonwire send: --arg: %s\n", err);
+				goto out;
+			}
+			break;
 		case OPT_ENVELOPE: envelope_path = optarg; break;
 		case OPT_TIMEOUT:
 			if (mw_parse_duration_ms(optarg, &timeout_ms) != 0 || timeout_ms == 0) {
@@ -411,6 +422,11 @@ mw_cmd_send(int argc, char **argv)
 	}
 	if (mw_omemo_account_load(&s.acct, config) != 0) {
 		fprintf(stderr, "moonwire send: %s: bad account file\n", config);
+		goto out;
+	}
+	if (envelope_path != NULL && args.n > 0) {
+		fprintf(stderr, "moonwire send: --arg cannot change an envelope signed elsewhere "
+		    "(give the arguments to `moonwire sign`)\n");
 		goto out;
 	}
 	if (envelope_path != NULL) {
@@ -448,7 +464,7 @@ mw_cmd_send(int argc, char **argv)
 		}
 		if (read_file(argv[optind], MW_ENVELOPE_MAX, &program, &plen) != 0)
 			goto out;
-		if (prepare_envelopes(&s, key, program, plen, limits, ttl_ms) != 0)
+		if (prepare_envelopes(&s, key, program, plen, limits, &args, ttl_ms) != 0)
 			goto out;
 	}
 	rc = MW_EXIT_UNAVAILABLE;
@@ -533,5 +549,6 @@ out:
 	free(keypath);
 	mw_ssh_signer_free(key);
 	mw_omemo_account_free(&s.acct);
+	mw_job_args_free(&args);
 	return rc;
 }

@@ -90,8 +90,10 @@ static void
 sign_usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: moonwire sign -k KEY --to JID [--ttl DURATION] [--job-id ID] [--limit K=V ...] FILE.lua\n"
-	    "       moonwire sign --prepare --to JID [--ttl DURATION] [--job-id ID] [--limit K=V ...] FILE.lua\n"
+	    "usage: moonwire sign -k KEY --to JID [--ttl DURATION] [--job-id ID] [--limit K=V ...]\n"
+	    "                     [--arg NAME=VALUE ...] FILE.lua\n"
+	    "       moonwire sign --prepare --to JID [--ttl DURATION] [--job-id ID] [--limit K=V ...]\n"
+	    "                     [--arg NAME=VALUE ...] FILE.lua\n"
 	    "       moonwire sign --signature FILE.sig PREPARED\n"
 	    "\n"
 	    "Writes a signed job envelope (spec/envelope.md) for the agent JID to stdout.\n"
@@ -102,7 +104,8 @@ sign_usage(FILE *f)
 	    "  --ttl DURATION       validity from now: 30s, 5m, 2h, 1d (default 5m, at most 7d)\n"
 	    "  --job-id ID          1..64 of [A-Za-z0-9._-] (default: 32 random hex digits)\n"
 	    "  --limit K=V          lower a limit (as in the policy: instructions, memory, cpu, wall,\n"
-	    "                       output, program, result, depth, calls); repeatable\n"
+	    "                       output, program, result, depth, calls, write_total); repeatable\n"
+	    "  --arg NAME=VALUE     a signed argument the program reads as args.NAME; repeatable\n"
 	    "  --prepare            print the unsigned part instead, for\n"
 	    "                       `ssh-keygen -Y sign -n " MW_JOB_NAMESPACE " -f KEY FILE`\n"
 	    "  --signature FILE.sig wrap the signature ssh-keygen made over PREPARED into the envelope\n");
@@ -154,16 +157,20 @@ out:
 	return rc;
 }
 
+static int sign_program(const char *key, const char *to, const char *job_id, bool prepare,
+    int64_t ttl, const char *limits, const struct mw_job_args *args, const char *file);
+
 int
 mw_cmd_sign(int argc, char **argv)
 {
-	enum { OPT_TO = 256, OPT_TTL, OPT_JOBID, OPT_LIMIT, OPT_PREPARE, OPT_SIGNATURE };
+	enum { OPT_TO = 256, OPT_TTL, OPT_JOBID, OPT_LIMIT, OPT_PREPARE, OPT_SIGNATURE, OPT_ARG };
 	static const struct option opts[] = {
 		{ "key", required_argument, NULL, 'k' },
 		{ "to", required_argument, NULL, OPT_TO },
 		{ "ttl", required_argument, NULL, OPT_TTL },
 		{ "job-id", required_argument, NULL, OPT_JOBID },
 		{ "limit", required_argument, NULL, OPT_LIMIT },
+		{ "arg", required_argument, NULL, OPT_ARG },
 		{ "prepare", no_argument, NULL, OPT_PREPARE },
 		{ "signature", required_argument, NULL, OPT_SIGNATURE },
 		{ "help", no_argument, NULL, 'h' },
@@ -173,13 +180,23 @@ mw_cmd_sign(int argc, char **argv)
 	bool prepare = false;
 	int64_t ttl = DEFAULT_TTL;
 	char limits[512] = "";
+	struct mw_job_args args;
+	char aerr[256];
 	int c;
 
+	memset(&args, 0, sizeof(args));
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': key = optarg; break;
+		case OPT_ARG:
+			if (mw_job_args_add_spec(&args, optarg, aerr, sizeof(aerr)) != 0) {
+				fprintf(stderr, "moonwire sign: --arg: %s\n", aerr);
+				mw_job_args_free(&args);
+				return MW_EXIT_USAGE;
+			}
+			break;
 		case OPT_TO: to = optarg; break;
 		case OPT_JOBID: job_id = optarg; break;
 		case OPT_PREPARE: prepare = true; break;
@@ -222,13 +239,24 @@ mw_cmd_sign(int argc, char **argv)
 	}
 	const char *file = argv[optind];
 	if (sigpath != NULL) {
-		if (key != NULL || to != NULL || prepare || job_id != NULL || limits[0] != '\0') {
+		if (key != NULL || to != NULL || prepare || job_id != NULL || limits[0] != '\0' ||
+		    args.n > 0) {
+			mw_job_args_free(&args);
 			fprintf(stderr, "moonwire sign: --signature takes only the signature and the "
 			    "prepared file (its header is already fixed)\n");
 			return MW_EXIT_USAGE;
 		}
 		return sign_with_signature(sigpath, file);
 	}
+	int result = sign_program(key, to, job_id, prepare, ttl, limits, &args, file);
+	mw_job_args_free(&args);
+	return result;
+}
+
+static int
+sign_program(const char *key, const char *to, const char *job_id, bool prepare, int64_t ttl,
+    const char *limits, const struct mw_job_args *args, const char *file)
+{
 	if (to == NULL || (!prepare && key == NULL) || (prepare && key != NULL)) {
 		fprintf(stderr, "moonwire sign: %s\n", to == NULL ? "--to JID is required" :
 		    prepare ? "--prepare signs nothing: drop -k" : "-k KEY is required (or --prepare)");
@@ -254,7 +282,7 @@ mw_cmd_sign(int argc, char **argv)
 	time_t now = time(NULL);
 	struct mw_envelope_fields f = { .audience = to, .job_id = job_id,
 		.issued_at = (int64_t)now, .not_after = (int64_t)now + ttl,
-		.limits_text = limits };
+		.limits_text = limits, .args = args };
 	if ((r = mw_envelope_build(&f, (const uint8_t *)program, program_len, &part, &part_len,
 	    NULL, err, sizeof(err))) != 0) {
 		fprintf(stderr, "moonwire sign: %s: %s\n", file, err);
@@ -398,6 +426,8 @@ mw_cmd_verify(int argc, char **argv)
 	    "not-after: %s\n", signer.fp, principals, e.audience, e.job_id, ia, na);
 	if (e.has_limits)
 		printf("limits: %s\n", e.limits_text);
+	for (uint32_t i = 0; i < e.args.n; i++)
+		printf("arg: %s=%s\n", e.args.name[i], e.args.value[i]);
 	printf("program-length: %zu\nsha256: %s\n", e.program_len, hex);
 	rc = fflush(stdout) == 0 ? MW_EXIT_OK : MW_EXIT_ERROR;
 out:

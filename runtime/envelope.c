@@ -36,6 +36,7 @@ static const char *const refusal_names[] = {
 	"unknown_signer", "signer_not_allowed", "untrusted_device",
 	"wrong_audience", "expired", "not_yet_valid", "validity_too_long",
 	"replay", "not_a_job", "rate_limited", "storage", "bad_limits",
+	"bad_args",
 };
 
 const char *
@@ -163,8 +164,8 @@ valid_job_id(const char *s, size_t n)
  * text is set, also no control characters (C0, DEL, C1) but TAB and LF.
  * Returns the offset of the first bad byte, or n when all is well.
  */
-static size_t
-utf8_check(const uint8_t *s, size_t n, bool text)
+size_t
+mw_utf8_check(const uint8_t *s, size_t n, bool text)
 {
 	size_t i = 0;
 	while (i < n) {
@@ -202,7 +203,7 @@ utf8_check(const uint8_t *s, size_t n, bool text)
 static bool
 valid_bare_jid(const char *s, size_t n)
 {
-	if (n == 0 || n > MW_JID_MAX || utf8_check((const uint8_t *)s, n, true) != n)
+	if (n == 0 || n > MW_JID_MAX || mw_utf8_check((const uint8_t *)s, n, true) != n)
 		return false;
 	const char *at = memchr(s, '@', n);
 	size_t local = at ? (size_t)(at - s) : 0;
@@ -276,9 +277,9 @@ take_line(struct mw_buf *b, const char **p, size_t *n)
 }
 
 static const char *const field_names[] = {
-	"audience", "job-id", "issued-at", "not-after", "limits", "program-length",
+	"audience", "job-id", "issued-at", "not-after", "limits", "args", "program-length",
 };
-enum { F_AUDIENCE, F_JOB_ID, F_ISSUED, F_NOT_AFTER, F_LIMITS, F_PROGLEN, F_COUNT };
+enum { F_AUDIENCE, F_JOB_ID, F_ISSUED, F_NOT_AFTER, F_LIMITS, F_ARGS, F_PROGLEN, F_COUNT };
 
 /* The index of the field a header line names, F_COUNT if none; *v the value. */
 static int
@@ -347,9 +348,11 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 		if (f < next)
 			return refuse(MW_REFUSE_MALFORMED, err, errlen, "field %s %s", field_names[f],
 			    f == next - 1 ? "given twice" : "out of order");
-		if (f > next && !(next == F_LIMITS && f == F_PROGLEN))
-			return refuse(MW_REFUSE_MALFORMED, err, errlen, "field %s missing before %s",
-			    field_names[next], field_names[f]);
+		/* limits and args are optional */
+		for (int opt = next; opt < f; opt++)
+			if (opt != F_LIMITS && opt != F_ARGS)
+				return refuse(MW_REFUSE_MALFORMED, err, errlen, "field %s missing before %s",
+				    field_names[opt], field_names[f]);
 		next = f + 1;
 		switch (f) {
 		case F_AUDIENCE:
@@ -380,6 +383,10 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 			memcpy(e->limits_text, v, vlen);
 			e->limits_text[vlen] = '\0';
 			break;
+		case F_ARGS:
+			if ((r = mw_job_args_decode(v, vlen, &e->args, err, errlen)) != 0)
+				return r;
+			break;
 		case F_PROGLEN:
 			if (vlen == 0 || vlen > 7 || (v[0] == '0') ||
 			    strspn(v, "0123456789") < vlen)
@@ -396,7 +403,7 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 	}
 	if (next != F_COUNT)	/* program-length is the last field */
 		return refuse(MW_REFUSE_MALFORMED, err, errlen, "field %s missing",
-		    field_names[next == F_LIMITS ? F_PROGLEN : next]);
+		    field_names[next == F_LIMITS || next == F_ARGS ? F_PROGLEN : next]);
 	if (!e->has_limits)
 		mw_limits_maximum(&e->limits);
 
@@ -406,7 +413,7 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 		    "program shorter than its program-length (%llu)", (unsigned long long)proglen);
 	e->program = mw_buf_ptr(&b);
 	e->program_len = (size_t)proglen;
-	size_t bad = utf8_check(e->program, e->program_len, true);
+	size_t bad = mw_utf8_check(e->program, e->program_len, true);
 	if (bad != e->program_len)
 		return refuse(MW_REFUSE_MALFORMED, err, errlen,
 		    "program byte %zu is not UTF-8 text (control characters other than TAB and LF are refused)",
@@ -463,6 +470,7 @@ void
 mw_envelope_free(struct mw_envelope *e)
 {
 	free(e->sig);
+	mw_job_args_free(&e->args);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -531,7 +539,7 @@ mw_envelope_build(const struct mw_envelope_fields *f, const uint8_t *program,
 		refuse(rc, err, errlen, "empty program");
 		goto out;
 	}
-	size_t bad = utf8_check(mw_buf_ptr(&prog), mw_buf_avail(&prog), true);
+	size_t bad = mw_utf8_check(mw_buf_ptr(&prog), mw_buf_avail(&prog), true);
 	if (bad != mw_buf_avail(&prog)) {
 		refuse(rc, err, errlen, "program byte %zu: not UTF-8 text, or a control character other "
 		    "than TAB and LF (XML cannot carry it intact, so the signature would break)", bad);
@@ -543,6 +551,11 @@ mw_envelope_build(const struct mw_envelope_fields *f, const uint8_t *program,
 	    "not-after: %s\n", f->audience, id, ia, na);
 	if (r == 0 && f->limits_text != NULL && *f->limits_text != '\0')
 		r = mw_buf_putf(&o, "limits: %s\n", f->limits_text);
+	if (r == 0 && f->args != NULL && f->args->n > 0) {
+		char *line = mw_job_args_encode(f->args);
+		r = line == NULL ? -1 : mw_buf_putf(&o, "args: %s\n", line);
+		free(line);
+	}
 	if (r == 0)
 		r = mw_buf_putf(&o, "program-length: %zu\n\n", mw_buf_avail(&prog));
 	if (r == 0)

@@ -44,7 +44,14 @@ struct mw_profile {
 	char *name;
 	struct mw_grants grants;
 	struct mw_limits limits;
+	/* `args NAME...`: the only job arguments this profile accepts; when
+	 * the profile has no such line, any arguments are accepted. */
+	bool args_restricted;
+	char **arg_names;
+	uint32_t n_arg_names;
 };
+/* Whether a profile accepts a job argument of that name. */
+bool mw_profile_accepts_arg(const struct mw_profile *pr, const char *name);
 
 /* `allow PRINCIPAL JID PROFILE [validity=DURATION]`: jobs signed by a key
  * whose allowed_signers principals match PRINCIPAL, arriving from JID, run

@@ -245,6 +245,9 @@ mw_policy_free(struct mw_policy *p)
 	for (size_t i = 0; i < p->n_profiles; i++) {
 		free(p->profiles[i].name);
 		mw_grants_free(&p->profiles[i].grants);
+		for (uint32_t k = 0; k < p->profiles[i].n_arg_names; k++)
+			free(p->profiles[i].arg_names[k]);
+		free(p->profiles[i].arg_names);
 	}
 	free(p->profiles);
 	for (size_t i = 0; i < p->n_allows; i++) {
@@ -513,6 +516,24 @@ parse_profile_line(struct mw_policy *p, struct mw_profile *pr, char **tok, int n
 	}
 	if (strcmp(k, "limits") == 0)
 		return parse_limits(&pr->limits, tok, n, err, errlen);
+	if (strcmp(k, "args") == 0) {
+		/* `args` alone: no argument at all; `args a b`: only those */
+		pr->args_restricted = true;
+		for (int i = 1; i < n; i++) {
+			char probe[MW_ARG_NAME_MAX + 8];
+			struct mw_job_args one;
+			memset(&one, 0, sizeof(one));
+			snprintf(probe, sizeof(probe), "%s=", tok[i]);
+			if (strlen(tok[i]) > MW_ARG_NAME_MAX ||
+			    mw_job_args_add_spec(&one, probe, NULL, 0) != 0)
+				return fail(err, errlen, "args: '%s' is not an argument name "
+				    "([a-z_][a-z0-9_]*, at most %d bytes)", tok[i], MW_ARG_NAME_MAX);
+			mw_job_args_free(&one);
+			if (push_str(&pr->arg_names, &pr->n_arg_names, tok[i]) != 0)
+				return fail(err, errlen, "out of memory");
+		}
+		return 0;
+	}
 	return fail(err, errlen, "unknown profile setting '%s'", k);
 }
 
@@ -657,4 +678,15 @@ mw_policy_load(const char *path, struct mw_policy *p, char *err, size_t errlen)
 	int r = mw_policy_parse(buf, n, path, p, err, errlen);
 	free(buf);
 	return r;
+}
+
+bool
+mw_profile_accepts_arg(const struct mw_profile *pr, const char *name)
+{
+	if (!pr->args_restricted)
+		return true;
+	for (uint32_t i = 0; i < pr->n_arg_names; i++)
+		if (strcmp(pr->arg_names[i], name) == 0)
+			return true;
+	return false;
 }

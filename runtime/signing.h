@@ -54,12 +54,39 @@ enum mw_refusal {
 	MW_REFUSE_RATE_LIMITED = -17,		/* sender over its rate limit */
 	MW_REFUSE_STORAGE = -18,		/* the journal could not record the job */
 	MW_REFUSE_BAD_LIMITS = -19,		/* requested limits line invalid */
-	MW_REFUSE_MIN = -19
+	MW_REFUSE_BAD_ARGS = -20,		/* args line invalid, or args the policy does not allow */
+	MW_REFUSE_MIN = -20
 };
 const char *mw_refusal_name(int code);		/* "bad_signature", ...; "unknown" otherwise */
 int mw_refusal_from_name(const char *name);	/* 0 if unknown */
 
 /* ---- the envelope ---- */
+
+/*
+ * A job's signed arguments (spec/envelope.md `args`, spec/lua-api.md
+ * `args`): at most MW_ARGS_MAX, names [a-z_][a-z0-9_]* of at most
+ * MW_ARG_NAME_MAX bytes, unique and kept in ascending order; values UTF-8
+ * text without control characters other than TAB, at most
+ * MW_ARG_VALUE_MAX bytes.
+ */
+struct mw_job_args {
+	char *name[MW_ARGS_MAX];
+	char *value[MW_ARGS_MAX];
+	uint32_t n;
+};
+void mw_job_args_free(struct mw_job_args *a);
+/* Adds one "NAME=VALUE" (a command-line --arg).  0, or -1 with err. */
+int mw_job_args_add_spec(struct mw_job_args *a, const char *spec, char *err, size_t errlen);
+/* The `args:` header value: name=value pairs, names ascending, values
+ * percent-encoded; malloc'ed, NULL when out of memory. */
+char *mw_job_args_encode(const struct mw_job_args *a);
+/* Parses an `args:` value.  0, or MW_REFUSE_BAD_ARGS with err. */
+int mw_job_args_decode(const char *s, size_t n, struct mw_job_args *a, char *err, size_t errlen);
+/* The arguments as the sandbox takes them (pointers into a). */
+void mw_job_args_view(const struct mw_job_args *a, struct mw_job_arg out[MW_ARGS_MAX]);
+/* Strict UTF-8; with text, no control characters but TAB and LF.  The
+ * offset of the first bad byte, or n. */
+size_t mw_utf8_check(const uint8_t *s, size_t n, bool text);
 
 struct mw_envelope {
 	char audience[MW_JID_MAX + 1];
@@ -67,6 +94,7 @@ struct mw_envelope {
 	int64_t issued_at;		/* Unix seconds, UTC */
 	int64_t not_after;
 	bool has_limits;		/* a `limits:` line was present */
+	struct mw_job_args args;	/* from the `args:` line (none: n == 0) */
 	char limits_text[512];		/* its value, verbatim ("" if none) */
 	struct mw_limits limits;	/* mw_limits_maximum() overridden by the line */
 	const uint8_t *program;		/* into the caller's text; program_len bytes */
@@ -93,6 +121,7 @@ struct mw_envelope_fields {
 	int64_t issued_at;		/* Unix seconds */
 	int64_t not_after;
 	const char *limits_text;	/* NULL or "" for none; validated */
+	const struct mw_job_args *args;	/* NULL or none for no `args:` line */
 };
 /* The signed part (magic line .. program), malloc'ed, NUL-terminated;
  * *job_id_out (optional) receives the job id used. */

@@ -149,7 +149,45 @@ mw_enc_job(struct mw_buf *out, const struct mw_job *job)
 	CHECK(mw_buf_put_string(out, job->program, job->program_len));
 	CHECK(mw_enc_limits(out, &job->limits));
 	CHECK(enc_grants(out, job->grants ? job->grants : &none));
+	CHECK(mw_enc_args(out, job->args, job->n_args));
 	return mw_frame_end(out, start);
+}
+
+int
+mw_enc_args(struct mw_buf *b, const struct mw_job_arg *args, uint32_t n)
+{
+	if (n > MW_ARGS_MAX)
+		return MW_WIRE_ETOOBIG;
+	CHECK(mw_buf_put_u32(b, n));
+	for (uint32_t i = 0; i < n; i++) {
+		CHECK(mw_buf_put_cstring(b, args[i].name));
+		CHECK(mw_buf_put_cstring(b, args[i].value));
+	}
+	return 0;
+}
+
+int
+mw_dec_args(struct mw_buf *b, char **names, char **values, uint32_t *n)
+{
+	uint32_t count;
+	*n = 0;
+	CHECK(mw_buf_get_u32(b, &count));
+	if (count > MW_ARGS_MAX)
+		return MW_WIRE_ETOOBIG;
+	for (uint32_t i = 0; i < count; i++) {
+		CHECK(mw_buf_get_cstring(b, &names[i], MW_ARG_NAME_MAX));
+		if (names[i][0] == '\0') {
+			free(names[i]);
+			return MW_WIRE_EFORMAT;
+		}
+		int r = mw_buf_get_cstring(b, &values[i], MW_ARG_VALUE_MAX);
+		if (r != 0) {
+			free(names[i]);
+			return r;
+		}
+		(*n)++;
+	}
+	return 0;
 }
 
 void
@@ -159,6 +197,10 @@ mw_job_owned_free(struct mw_job_owned *job)
 	free(job->chunkname);
 	free(job->program);
 	mw_grants_free(&job->grants);
+	for (uint32_t i = 0; i < job->n_args; i++) {
+		free(job->arg_names[i]);
+		free(job->arg_values[i]);
+	}
 	memset(job, 0, sizeof(*job));
 }
 
@@ -176,6 +218,7 @@ mw_dec_job(struct mw_buf *p, struct mw_job_owned *job)
 	job->program[job->program_len] = '\0';
 	CHECK(mw_dec_limits(p, &job->limits));
 	CHECK(dec_grants(p, &job->grants));
+	CHECK(mw_dec_args(p, job->arg_names, job->arg_values, &job->n_args));
 	return mw_buf_avail(p) == 0 ? 0 : MW_WIRE_EFORMAT;
 }
 

@@ -90,6 +90,17 @@ void mw_grants_free(struct mw_grants *g);
 /* Deep copy; returns 0 or -1 on allocation failure. */
 int mw_grants_copy(struct mw_grants *dst, const struct mw_grants *src);
 
+/* A job's arguments (`args` in Lua): names [a-z_][a-z0-9_]{0,31}, values
+ * UTF-8 text without control characters other than TAB, at most
+ * MW_ARG_VALUE_MAX bytes; at most MW_ARGS_MAX of them. */
+#define MW_ARGS_MAX		16
+#define MW_ARG_NAME_MAX		32
+#define MW_ARG_VALUE_MAX	1024
+struct mw_job_arg {
+	const char *name;
+	const char *value;
+};
+
 struct mw_job {
 	const char *id;
 	const char *chunkname;	/* shown in error messages: "name:line: msg" */
@@ -97,6 +108,8 @@ struct mw_job {
 	size_t program_len;
 	struct mw_limits limits;
 	const struct mw_grants *grants;
+	const struct mw_job_arg *args;
+	uint32_t n_args;
 };
 
 struct mw_usage {

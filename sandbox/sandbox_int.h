@@ -47,7 +47,15 @@ struct mw_job_owned {
 	size_t program_len;
 	struct mw_limits limits;
 	struct mw_grants grants;
+	char *arg_names[MW_ARGS_MAX];
+	char *arg_values[MW_ARGS_MAX];
+	uint32_t n_args;
 };
+/* A job's arguments on the wire (JOB and RUN frames): u32 n, then n pairs
+ * of cstrings.  The decoder refuses more than MW_ARGS_MAX, oversized or
+ * empty names. */
+int mw_enc_args(struct mw_buf *b, const struct mw_job_arg *args, uint32_t n);
+int mw_dec_args(struct mw_buf *b, char **names, char **values, uint32_t *n);
 int mw_dec_job(struct mw_buf *p, struct mw_job_owned *job);
 void mw_job_owned_free(struct mw_job_owned *job);
 int mw_enc_result(struct mw_buf *out, const struct mw_result *r);

@@ -479,6 +479,17 @@ idle_worker(void)
 	return NULL;
 }
 
+static int
+enc_job_args(struct mw_buf *b, const struct mw_job_owned *j)
+{
+	struct mw_job_arg a[MW_ARGS_MAX];
+	for (uint32_t i = 0; i < j->n_args; i++) {
+		a[i].name = j->arg_names[i];
+		a[i].value = j->arg_values[i];
+	}
+	return mw_enc_args(b, a, j->n_args);
+}
+
 static void
 job_start(struct sv_job *job, struct sv_worker *w)
 {
@@ -494,6 +505,7 @@ job_start(struct sv_job *job, struct sv_worker *w)
 	    mw_buf_put_cstring(&w->out, job->j.chunkname) != 0 ||
 	    mw_buf_put_string(&w->out, job->j.program, job->j.program_len) != 0 ||
 	    mw_enc_limits(&w->out, &job->j.limits) != 0 ||
+	    enc_job_args(&w->out, &job->j) != 0 ||
 	    mw_frame_end(&w->out, start) != 0)
 		job_kill(job, MW_JOB_INTERNAL_ERROR, "cannot send job to worker");
 	mw_buf_flush_some(&w->out, w->fd);

@@ -608,6 +608,8 @@ mw_worker_main(int fd)
 	const uint8_t *prog;
 	size_t prog_len;
 	char *chunk = NULL;
+	char *arg_names[MW_ARGS_MAX], *arg_values[MW_ARGS_MAX];
+	uint32_t n_args = 0;
 
 	memset(&W, 0, sizeof(W));
 	W.fd = fd;
@@ -625,7 +627,9 @@ mw_worker_main(int fd)
 	    type != MW_F_RUN ||
 	    mw_buf_get_cstring(&payload, &chunk, 4096) != 0 ||
 	    mw_buf_get_string_direct(&payload, &prog, &prog_len) != 0 ||
-	    mw_dec_limits(&payload, &lim) != 0)
+	    mw_dec_limits(&payload, &lim) != 0 ||
+	    mw_dec_args(&payload, arg_names, arg_values, &n_args) != 0 ||
+	    mw_buf_avail(&payload) != 0)
 		_exit(1);
 
 	W.cpu_start_us = cpu_now_us();
@@ -665,6 +669,13 @@ mw_worker_main(int fd)
 		    prog_len, lim.program_bytes);
 
 	lua_State *L = W.L;
+	/* `args`: the job's arguments, name -> string (spec/lua-api.md). */
+	lua_createtable(L, 0, (int)n_args);
+	for (uint32_t i = 0; i < n_args; i++) {
+		lua_pushstring(L, arg_values[i]);
+		lua_setfield(L, -2, arg_names[i]);
+	}
+	lua_setglobal(L, "args");
 	lua_pushcfunction(L, error_handler);
 	int handler = lua_gettop(L);
 	W.running = true;

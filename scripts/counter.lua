@@ -3,7 +3,9 @@
 -- Grants needed: --kv (with the same --state directory and --kv-scope
 -- across runs).
 --   moonwire run --kv --state ~/.local/state/moonwire scripts/counter.lua
-local KEY = "counter"
+-- Arguments (signed with the job: --arg NAME=VALUE):
+--   key  the counter's name in the kv store (default "counter")
+local KEY = args.key or "counter"
 
 local n = tonumber(kv.get(KEY) or "0") or 0
 local last = kv.get(KEY .. ".last")

@@ -1,8 +1,14 @@
 -- disk-report.lua: usage of every real filesystem, with a flag on those
 -- fuller than THRESHOLD percent.  Returns { filesystems = {...}, flagged = {...} }.
+-- Arguments (signed with the job: --arg NAME=VALUE):
+--   threshold  percent used above which a filesystem is flagged, 0..100
+--              (default 90)
 -- Grants needed: --sys (sys.disk).
---   moonwire run --sys scripts/disk-report.lua
-local THRESHOLD = 90 -- percent used above which a filesystem is flagged
+--   moonwire run --sys --arg threshold=80 scripts/disk-report.lua
+local THRESHOLD = tonumber(args.threshold or "90")
+if not THRESHOLD or THRESHOLD < 0 or THRESHOLD > 100 then
+  error("argument threshold must be a percentage from 0 to 100, not " .. tostring(args.threshold))
+end
 
 local rows, flagged = {}, {}
 for _, fs in ipairs(sys.disk()) do

@@ -2,10 +2,18 @@
 -- and reports which are up (exit code 0).  The command is named in the
 -- policy, for example:
 --     command is-active args=1 /usr/bin/systemctl is-active
+-- Arguments (signed with the job: --arg NAME=VALUE):
+--   services  the services to check, separated by spaces or commas
+--             (default "ssh cron", both present on a Debian 12 server)
+--   command   the policy's command name (default "is-active")
 -- Grants needed: --policy FILE --exec is-active (exec.run).
---   moonwire run --policy /etc/moonwire/policy --exec is-active scripts/service-check.lua
-local COMMAND = "is-active"          -- edit: the policy command name
-local SERVICES = { "ssh", "cron" }   -- edit: the services to check
+--   moonwire run --policy /etc/moonwire/policy --exec is-active \
+--     --arg services="nginx ssh" scripts/service-check.lua
+local COMMAND = args.command or "is-active"
+local SERVICES = {}
+for name in (args.services or "ssh cron"):gmatch("[^%s,]+") do
+  SERVICES[#SERVICES + 1] = name
+end
 
 local report, down = {}, 0
 for _, name in ipairs(SERVICES) do

@@ -34,18 +34,6 @@ def script(name):
     return os.path.join(SCRIPTS, name)
 
 
-def edited(tmp_path, name, replacements):
-    """A copy of a script with its settings lines edited (as a user would)."""
-    with open(script(name)) as f:
-        text = f.read()
-    for old, new in replacements:
-        assert old in text, old
-        text = text.replace(old, new)
-    p = tmp_path / name
-    p.write_text(text)
-    return str(p)
-
-
 @pytest.mark.parametrize("name", ["hello.lua", "system-status.lua", "disk-report.lua",
                                   "log-tail.lua", "service-check.lua", "counter.lua"])
 def test_header_names_grants(name):
@@ -96,8 +84,7 @@ def test_disk_report_flags_by_threshold(tmp_path):
     assert r["threshold"] == 90
     assert r["flagged"] == [fs["mount"] for fs in r["filesystems"] if fs["percent"] >= 90]
     # Threshold 0: every filesystem is flagged, and printed as such.
-    low = run_json(["--sys", edited(tmp_path, "disk-report.lua",
-                                    [("local THRESHOLD = 90", "local THRESHOLD = 0")])])
+    low = run_json(["--sys", "--arg", "threshold=0", script("disk-report.lua")])
     lr = low["values"][0]
     assert set(lr["flagged"]) == set(mounts)  # a mount may be listed twice
     assert "<-- above 0%" in low["output"]
@@ -108,10 +95,8 @@ def test_log_tail(tmp_path):
     logdir.mkdir()
     lines = ["line %03d %s" % (i, "ERROR disk" if i % 10 == 0 else "ok") for i in range(1, 101)]
     (logdir / "app.log").write_text("\n".join(lines) + "\n")
-    prog = edited(tmp_path, "log-tail.lua", [('local LOG = "/var/log/syslog"',
-                                              'local LOG = "%s/app.log"' % logdir),
-                                             ("local LINES = 20", "local LINES = 15")])
-    res = run_json(["--read", str(logdir), prog])
+    res = run_json(["--read", str(logdir), "--arg", "path=%s/app.log" % logdir,
+                    "--arg", "lines=15", script("log-tail.lua")])
     r = res["values"][0]
     assert r["lines"] == lines[-15:]
     assert r["errors"] == 2  # lines 90 and 100
@@ -119,12 +104,27 @@ def test_log_tail(tmp_path):
     assert res["output"].splitlines()[1:] == lines[-15:]
 
 
+def test_log_tail_defaults_to_a_log_debian_12_has(tmp_path):
+    # Without arguments: /var/log/dpkg.log, present on every Debian 12
+    assert os.path.exists("/var/log/dpkg.log")
+    res = run_json(["--read", "/var/log", script("log-tail.lua")])
+    assert res["status"] == "ok", res
+    assert res["values"][0]["path"] == "/var/log/dpkg.log"
+
+
+def test_log_tail_bad_lines_argument(tmp_path):
+    p = subprocess.run([MOONWIRE, "run", "--json", "--read", "/var/log", "--arg", "lines=ten",
+                        script("log-tail.lua")], capture_output=True, text=True, timeout=30)
+    res = json.loads(p.stdout)
+    assert res["status"] == "error"
+    assert "argument lines must be a whole number from 1 to 10000, not ten" in res["error"]
+
+
 def test_log_tail_refused_outside_grant(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
-    prog = edited(tmp_path, "log-tail.lua", [('local LOG = "/var/log/syslog"',
-                                              'local LOG = "%s/app.log"' % tmp_path)])
-    p = subprocess.run([MOONWIRE, "run", "--json", "--read", str(other), prog],
+    p = subprocess.run([MOONWIRE, "run", "--json", "--read", str(other),
+                        "--arg", "path=%s/app.log" % tmp_path, script("log-tail.lua")],
                        capture_output=True, text=True, timeout=30)
     res = json.loads(p.stdout)
     assert res["status"] == "error" and "capability denied: fs.stat" in res["error"]
@@ -153,6 +153,17 @@ def test_service_check(tmp_path):
     shutil.rmtree(pub, ignore_errors=True)
     assert r["down"] == 1
     assert "cron" in res["output"] and "DOWN" in res["output"] and "exit 3" in res["output"]
+
+
+def test_service_check_services_argument(tmp_path):
+    # One signed program, other services: the list comes from args.services
+    pol = tmp_path / "policy"
+    pol.write_text("command st args=1 timeout=2s /bin/echo\n")
+    res = run_json(["--policy", str(pol), "--exec", "st", "--arg", "command=st",
+                    "--arg", "services=nginx, postgresql", script("service-check.lua")])
+    r = res["values"][0]
+    assert [x["service"] for x in r["services"]] == ["nginx", "postgresql"]
+    assert r["down"] == 0
 
 
 def test_service_check_with_true(tmp_path):

@@ -93,7 +93,8 @@ test_refusal_names(void **state)
 	assert_string_equal(mw_refusal_name(MW_REFUSE_BAD_LIMITS), "bad_limits");
 	assert_string_equal(mw_refusal_name(MW_REFUSE_VALIDITY_TOO_LONG), "validity_too_long");
 	assert_string_equal(mw_refusal_name(0), "unknown");
-	assert_string_equal(mw_refusal_name(-20), "unknown");
+	assert_string_equal(mw_refusal_name(MW_REFUSE_BAD_ARGS), "bad_args");
+	assert_string_equal(mw_refusal_name(MW_REFUSE_MIN - 1), "unknown");
 	assert_string_equal(mw_refusal_name(5), "unknown");
 	assert_int_equal(mw_refusal_from_name("none"), 0);
 	assert_int_equal(mw_refusal_from_name("Malformed"), 0);
@@ -638,6 +639,26 @@ test_envelope_malformed(void **state)
 		{ M A J I N P P, "return 1\n", MW_REFUSE_MALFORMED },
 		{ M A J I N "limits: cpu=1s\nlimits: cpu=1s\n" P, "return 1\n", MW_REFUSE_MALFORMED },
 		{ M A J I N P "limits: cpu=1s\n", "return 1\n", MW_REFUSE_MALFORMED },
+		/* args: optional, after limits, canonical */
+		{ M A J I N "args: path=/var/log/x\n" P, "return 1\n", 0 },
+		{ M A J I N "limits: cpu=1s\nargs: a=1 b=x%20y\n" P, "return 1\n", 0 },
+		{ M A J I N "args: a=1\nlimits: cpu=1s\n" P, "return 1\n", MW_REFUSE_MALFORMED },
+		{ M A J I N "args: a=1\nargs: b=1\n" P, "return 1\n", MW_REFUSE_MALFORMED },
+		{ M A J I N "args: b=1 a=1\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=1 a=2\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: A=1\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=x y\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=1  b=2\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=%2f\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=%2F\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=%0A\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=%00\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=%C3%A9\n" P, "return 1\n", 0 },
+		{ M A J I N "args: a=%C3\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=%2\n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: \n" P, "return 1\n", MW_REFUSE_BAD_ARGS },
+		{ M A J I N "args: a=\n" P, "return 1\n", 0 },
 		{ M "limits: cpu=1s\n" A J I N P, "return 1\n", MW_REFUSE_MALFORMED },
 		{ M J I N P, "return 1\n", MW_REFUSE_MALFORMED },
 		{ M A I N P, "return 1\n", MW_REFUSE_MALFORMED },
@@ -870,6 +891,55 @@ test_envelope_build(void **state)
 	assert_int_equal(mw_envelope_build(&f, (uint8_t *)p, big, &out, &len, NULL, err,
 	    sizeof(err)), MW_REFUSE_OVERSIZED);
 	free(p);
+}
+
+/* Arguments: command-line specs -> canonical line -> parsed back. */
+static void
+test_job_args(void **state)
+{
+	(void)state;
+	struct mw_job_args a, b;
+	char err[256];
+	memset(&a, 0, sizeof(a));
+	assert_int_equal(mw_job_args_add_spec(&a, "svc=nginx ssh", err, sizeof(err)), 0);
+	assert_int_equal(mw_job_args_add_spec(&a, "path=/var/log/dpkg.log", err, sizeof(err)), 0);
+	assert_int_equal(mw_job_args_add_spec(&a, "note=50%\t\xc3\xa9=", err, sizeof(err)), 0);
+	assert_int_equal(mw_job_args_add_spec(&a, "empty=", err, sizeof(err)), 0);
+	assert_int_equal(a.n, 4);
+	char *line = mw_job_args_encode(&a);
+	assert_non_null(line);
+	assert_string_equal(line, "empty= note=50%25%09%C3%A9%3D path=/var/log/dpkg.log svc=nginx%20ssh");
+	assert_int_equal(mw_job_args_decode(line, strlen(line), &b, err, sizeof(err)), 0);
+	assert_int_equal(b.n, 4);
+	for (uint32_t i = 0; i < 4; i++) {
+		assert_string_equal(a.name[i], b.name[i]);
+		assert_string_equal(a.value[i], b.value[i]);
+	}
+	free(line);
+	mw_job_args_free(&b);
+	/* refusals with a reason */
+	assert_int_equal(mw_job_args_add_spec(&a, "svc=again", err, sizeof(err)), -1);
+	assert_string_equal(err, "argument 'svc' given twice");
+	assert_int_equal(mw_job_args_add_spec(&a, "novalue", err, sizeof(err)), -1);
+	assert_int_equal(mw_job_args_add_spec(&a, "9lives=x", err, sizeof(err)), -1);
+	assert_int_equal(mw_job_args_add_spec(&a, "x=line\nbreak", err, sizeof(err)), -1);
+	assert_int_equal(mw_job_args_add_spec(&a, "x=\x01", err, sizeof(err)), -1);
+	char big[MW_ARG_VALUE_MAX + 8];
+	memset(big, 'v', sizeof(big));
+	memcpy(big, "x=", 2);
+	big[MW_ARG_VALUE_MAX + 2] = '\0';
+	assert_int_equal(mw_job_args_add_spec(&a, big, err, sizeof(err)), 0);
+	mw_job_args_free(&a);
+	big[MW_ARG_VALUE_MAX + 3] = '\0';
+	big[MW_ARG_VALUE_MAX + 2] = 'v';
+	assert_int_equal(mw_job_args_add_spec(&a, big, err, sizeof(err)), -1);
+	for (int i = 0; i < MW_ARGS_MAX; i++) {
+		char spec[16];
+		snprintf(spec, sizeof(spec), "a%d=1", i);
+		assert_int_equal(mw_job_args_add_spec(&a, spec, err, sizeof(err)), 0);
+	}
+	assert_int_equal(mw_job_args_add_spec(&a, "zz=1", err, sizeof(err)), -1);
+	mw_job_args_free(&a);
 }
 
 static void
@@ -1120,6 +1190,7 @@ main(void)
 		cmocka_unit_test(test_envelope_tail),
 		cmocka_unit_test(test_envelope_oversize),
 		cmocka_unit_test(test_envelope_build),
+		cmocka_unit_test(test_job_args),
 		cmocka_unit_test(test_check_time),
 		cmocka_unit_test(test_allowed_signers_parse),
 		cmocka_unit_test(test_principal_match),
