@@ -34,7 +34,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		static const struct mw_envelope zero;
 		FUZZ_CHECK(r == MW_REFUSE_MALFORMED || r == MW_REFUSE_VERSION ||
 		    r == MW_REFUSE_OVERSIZED || r == MW_REFUSE_BAD_SIGNATURE ||
-		    r == MW_REFUSE_BAD_LIMITS);
+		    r == MW_REFUSE_BAD_LIMITS || r == MW_REFUSE_BAD_ARGS);
 		FUZZ_CHECK(memcmp(&e, &zero, sizeof(e)) == 0);
 		FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL && err[0] != '\0');
 		free(text);
@@ -59,7 +59,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.audience = e.audience, .job_id = e.job_id,
 		.issued_at = e.issued_at, .not_after = e.not_after,
 		.limits_text = e.has_limits ? e.limits_text : NULL,
+		.args = &e.args,
 	};
+	/* arguments: names unique and ascending, values one line of text */
+	FUZZ_CHECK(e.args.n <= MW_ARGS_MAX);
+	for (uint32_t i = 0; i < e.args.n; i++) {
+		FUZZ_CHECK(strlen(e.args.name[i]) <= MW_ARG_NAME_MAX);
+		FUZZ_CHECK(strlen(e.args.value[i]) <= MW_ARG_VALUE_MAX);
+		FUZZ_CHECK(strchr(e.args.value[i], '\n') == NULL);
+		FUZZ_CHECK(i == 0 || strcmp(e.args.name[i - 1], e.args.name[i]) < 0);
+	}
 	char *built = NULL, *whole = NULL, *armor = NULL;
 	size_t built_len = 0, whole_len = 0, alen = 0;
 	int br = mw_envelope_build(&f, e.program, e.program_len, &built, &built_len,
