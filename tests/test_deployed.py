@@ -470,9 +470,11 @@ def test_agent_fifo_read_does_not_hold_up_another_job(deploy):
     os.mkfifo(fifo)
     try:
         _send_ok(d, "warm")
+        seen = len(d.agent.log)
         stuck = d.alice.send_async(d.agent, d.program("fifo.lua", 'return fs.read("%s")\n' % fifo),
                                    timeout="25s")
-        d.agent.wait_log(r"accepted job=", timeout=20)
+        assert _wait(lambda: any("accepted job=" in l for l in d.agent.log[seen:]), 20), \
+            "the FIFO job was not accepted:\n" + "\n".join(d.agent.log[seen:])
         time.sleep(0.3)         # the FIFO job is in the sandbox now
         t0 = time.monotonic()
         quick = d.alice.send_async(d.agent, d.program("quick.lua", "return 42\n"), timeout="25s")
@@ -483,7 +485,8 @@ def test_agent_fifo_read_does_not_hold_up_another_job(deploy):
         _unblock_fifo(fifo)
     assert res2, "no result for the second job (exit %d): %s" % (rc2, err2)
     r2 = _one(res2)
-    assert r2["status"] == "ok" and r2["values"] == [42], r2
+    assert r2["status"] == "ok" and r2["values"] == [42], \
+        "second job, %.1f s after it was sent, while a FIFO read was pending: %r" % (quick_secs, r2)
     assert quick_secs < 5, "the second job took %.1f s while a FIFO read was pending" % quick_secs
     assert res1, "no result for the FIFO job (exit %d): %s" % (rc1, err1)
     r1 = _one(res1)
