@@ -45,6 +45,7 @@ MARK = "%06d%04d" % (os.getpid() % 1000000, random.randint(0, 9999))
 NOBODY = 65534
 CAP_SETUID = 7
 CAP_SETGID = 6
+CAP_SETPCAP = 8
 
 # The e2e fixtures (a Prosody, an agent, an operator) for the agent tests.
 _spec = importlib.util.spec_from_file_location("mw_e2e_conftest",
@@ -162,6 +163,10 @@ def _can_change_uid():
     return bool(eff & (1 << CAP_SETUID)) and bool(eff & (1 << CAP_SETGID))
 
 
+def _has_cap(bit):
+    return bool(int(_status(os.getpid())["CapEff"][0], 16) & (1 << bit))
+
+
 def _command_uid():
     return NOBODY if _can_change_uid() else os.getuid()
 
@@ -193,6 +198,7 @@ class Run:
 
     def __init__(self, moonwire, args, timeout):
         self.seen = {}          # pid -> (starttime, cmdline, uid)
+        self.workers = {}       # pid -> /proc status fields, first seen
         self.timed_out = False
         t0 = time.monotonic()
         self.proc = subprocess.Popen([moonwire, "run", "--json"] + list(args),
@@ -222,10 +228,20 @@ class Run:
             self.res = None
 
     def _sample_once(self):
-        for p in _descendants(self.proc.pid):
-            st = _stat(p)
-            if st and p not in self.seen:
-                self.seen[p] = (st[1], _cmdline(p), _uid(p))
+        # depth 1 supervisor, 2 zygote, 3 workers (spec/sandbox.md)
+        todo = [(self.proc.pid, 0)]
+        while todo:
+            pid, depth = todo.pop()
+            for c in _children(pid):
+                todo.append((c, depth + 1))
+                st = _stat(c)
+                if st and c not in self.seen:
+                    self.seen[c] = (st[1], _cmdline(c), _uid(c))
+                    if depth + 1 == 3:
+                        try:
+                            self.workers[c] = _status(c)
+                        except OSError:
+                            pass
 
     def _sample(self, stop):
         while not stop.is_set() and self.proc.poll() is None:
@@ -358,6 +374,52 @@ def test_command_has_no_capabilities(moonwire_bin, work):
     if _can_change_uid():
         assert all(u != "0" for u in st["Uid"]), "command runs with uid 0; " + brief
         assert all(g != "0" for g in st["Gid"]), "command runs with gid 0; " + brief
+
+
+def test_command_bounding_set_empty(moonwire_bin, work):
+    # The unit's own promise for CAP_SETPCAP: "workers and commands lose the
+    # bounding set"; possible whenever the caller holds CAP_SETPCAP.
+    r = mw_run(moonwire_bin, ["--policy", work["policy"], "--exec", "status",
+                              work["p"]["status"]])
+    assert r.res and r.res["status"] == "ok", r.why()
+    st = _parse_status(r.res["values"][0])
+    if _has_cap(CAP_SETPCAP):
+        assert int(st["CapBnd"][0], 16) == 0, "command's CapBnd %s" % st["CapBnd"][0]
+
+
+def _nap_run(moonwire_bin, work):
+    prog = work["dir"] / "nap.lua"
+    prog.write_text("sleep(1)\nreturn 1\n")
+    r = mw_run(moonwire_bin, ["--sleep", "2s", str(prog)])
+    assert r.res and r.res["status"] == "ok", r.why()
+    assert r.workers, "no worker seen below moonwire run: %r" % r.seen
+    return r
+
+
+def _brief(pid, st):
+    return "worker %d: %s" % (pid, "; ".join(
+        "%s %s" % (k, " ".join(st.get(k, ["?"]))) for k in
+        ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+         "NoNewPrivs", "Seccomp")))
+
+
+def test_worker_identity(moonwire_bin, work):
+    # Workers as seen in /proc (spec/sandbox.md, "Processes").
+    r = _nap_run(moonwire_bin, work)
+    want = NOBODY if _can_change_uid() else os.getuid()
+    for pid, st in r.workers.items():
+        brief = _brief(pid, st)
+        assert st["Uid"] == [str(want)] * 4, brief
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert int(st[cap][0], 16) == 0, brief
+        assert st["NoNewPrivs"] == ["1"] and st["Seccomp"] == ["2"], brief
+
+
+def test_worker_bounding_set_empty(moonwire_bin, work):
+    r = _nap_run(moonwire_bin, work)
+    if _has_cap(CAP_SETPCAP):
+        for pid, st in r.workers.items():
+            assert int(st["CapBnd"][0], 16) == 0, _brief(pid, st)
 
 
 def test_command_cannot_become_root(moonwire_bin, work):
