@@ -308,6 +308,35 @@ def assert_still_runs(moonwire_bin, work):
     assert r.res and r.res["status"] == "ok" and r.res["values"] == [42], r.why()
 
 
+# ---- the harness itself: the deployed pass has exactly the unit's credentials
+
+CAP_NAMES = ("chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap "
+             "linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock "
+             "ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin "
+             "sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease audit_write "
+             "audit_control setfcap mac_override mac_admin syslog wake_alarm block_suspend "
+             "audit_read perfmon bpf checkpoint_restore").split()
+
+
+def _mask(names):
+    m = 0
+    for n in filter(None, names.split(",")):
+        m |= 1 << CAP_NAMES.index(n)
+    return m
+
+
+@pytest.mark.skipif(not AS_DEPLOYED, reason="only in the deployed pass (make deployed)")
+def test_harness_runs_with_the_units_credentials():
+    st = _status(os.getpid())
+    amb = _mask(os.environ["MW_DEPLOYED_AMBIENT"])
+    bnd = _mask(os.environ["MW_DEPLOYED_BOUNDING"])
+    assert os.getuid() != 0 and os.geteuid() != 0 and st["Groups"] == [], st
+    assert int(st["CapAmb"][0], 16) == amb, st["CapAmb"]
+    assert int(st["CapEff"][0], 16) == amb and int(st["CapPrm"][0], 16) == amb, st
+    assert int(st["CapBnd"][0], 16) == bnd, st["CapBnd"]
+    assert st["NoNewPrivs"] == [os.environ["MW_DEPLOYED_NNP"]], st["NoNewPrivs"]
+
+
 # ---- a. the wall limit ends every kind of wait
 
 WALL = 1.0
