@@ -198,7 +198,7 @@ class Run:
 
     def __init__(self, moonwire, args, timeout):
         self.seen = {}          # pid -> (starttime, cmdline, uid)
-        self.workers = {}       # pid -> /proc status fields, first seen
+        self._first, self._latest = {}, {}
         self.timed_out = False
         t0 = time.monotonic()
         self.proc = subprocess.Popen([moonwire, "run", "--json"] + list(args),
@@ -237,16 +237,25 @@ class Run:
                 st = _stat(c)
                 if st and c not in self.seen:
                     self.seen[c] = (st[1], _cmdline(c), _uid(c))
-                    if depth + 1 == 3:
-                        try:
-                            self.workers[c] = _status(c)
-                        except OSError:
-                            pass
+                if st and depth + 1 == 3:
+                    # the latest status: a worker confines itself just
+                    # after fork, so the first look may be too early
+                    try:
+                        now = time.monotonic()
+                        first = self._first.setdefault(c, now)
+                        self._latest[c] = (now - first, _status(c))
+                    except OSError:
+                        pass
 
     def _sample(self, stop):
         while not stop.is_set() and self.proc.poll() is None:
             self._sample_once()
             time.sleep(0.01)
+
+    @property
+    def workers(self):
+        """pid -> /proc status of workers watched for at least 0.3 s."""
+        return {p: st for p, (age, st) in self._latest.items() if age >= 0.3}
 
     def survivors(self):
         return [p for p, (start, _, _) in self.seen.items() if _alive(p, start)]
@@ -323,6 +332,36 @@ def _mask(names):
     for n in filter(None, names.split(",")):
         m |= 1 << CAP_NAMES.index(n)
     return m
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location(
+        "mw_as_deployed", os.path.join(HERE, "lib", "as-deployed.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_harness_parses_the_unit(tmp_path):
+    h = _harness()
+    unit = h.parse_unit(os.path.join(os.path.dirname(HERE), "runtime", "dist",
+                                     "moonwire-agent.service"))
+    assert unit["ambient"] and unit["nnp"] is True, unit
+    assert set(unit["ambient"]) <= set(unit["bounding"]), unit
+    f = tmp_path / "x.service"
+    f.write_text("[Unit]\nAmbientCapabilities=CAP_SYS_ADMIN\n[Service]\n"
+                 "AmbientCapabilities=CAP_SETUID\nAmbientCapabilities=CAP_KILL CAP_SETUID\n"
+                 "CapabilityBoundingSet=CAP_NET_RAW\nCapabilityBoundingSet=\n"
+                 "CapabilityBoundingSet=CAP_SETUID CAP_KILL\nNoNewPrivileges=true\n")
+    u = h.parse_unit(str(f))
+    assert u == {"ambient": ["setuid", "kill"], "bounding": ["setuid", "kill"], "nnp": True}, u
+    assert h.setpriv_prefix(u, 5, 6) == [
+        "setpriv", "--reuid=5", "--regid=6", "--clear-groups",
+        "--inh-caps=-all,+setuid,+kill", "--ambient-caps=-all,+setuid,+kill",
+        "--bounding-set=-all,+setuid,+kill", "--no-new-privs"]
+    f.write_text("[Service]\nCapabilityBoundingSet=~CAP_SYS_ADMIN\n")
+    with pytest.raises(h.UnitError):
+        h.parse_unit(str(f))
 
 
 @pytest.mark.skipif(not AS_DEPLOYED, reason="only in the deployed pass (make deployed)")
