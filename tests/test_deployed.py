@@ -272,7 +272,8 @@ def mw_run(moonwire, args, timeout=20):
 
 def assert_tree_gone(run, grace=1.0):
     """Every process seen below `moonwire run` is gone shortly after it exits."""
-    left = _wait(lambda: run.survivors() == [] or None, grace) is None and run.survivors()
+    _wait(lambda: not run.survivors(), grace)
+    left = run.survivors()
     assert not left, "processes of the run still alive after its result:\n" + \
         "\n".join(_describe(p) for p in left)
 
@@ -401,8 +402,9 @@ def test_wall_limit_ends_exec_run(moonwire_bin, work):
         assert r.rc == 4, r.why()
         assert r.secs < WALL + 1, r.why()
         assert_tree_gone(r)
-        left = _wait(lambda: not _with_marker("30." + MARK), 1.0) or _with_marker("30." + MARK)
-        assert left is True, "the command outlived the job:\n" + \
+        _wait(lambda: not _with_marker("30." + MARK), 1.0)
+        left = _with_marker("30." + MARK)
+        assert not left, "the command outlived the job:\n" + \
             "\n".join(_describe(p) for p in left)
     finally:
         _kill_pids(_with_marker("30." + MARK))
@@ -520,8 +522,9 @@ def test_detached_child_does_not_outlive_the_job(moonwire_bin, work):
         v = r.res["values"][0]
         assert v.get("stdout") == "started\n", v
         # by marker (the detached sleep has left the tree) and by uid
-        left = _wait(lambda: not _with_marker(marker), 1.0) or _with_marker(marker)
-        assert left is True, "detached processes of the job are alive after its result:\n" + \
+        _wait(lambda: not _with_marker(marker), 1.0)
+        left = _with_marker(marker)
+        assert not left, "detached processes of the job are alive after its result:\n" + \
             "\n".join(_describe(p) for p in left)
         mine = [p for p, (start, cmd, u) in r.seen.items()
                 if u == uid and p != r.proc.pid and _alive(p, start)]
