@@ -46,7 +46,7 @@ UNIT_SRCS  = $(wildcard tests/unit/test_*.c)
 UNIT_BINS  = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FUZZ_SRCS  = $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit pytest demo bench asan clean fuzz fuzz-smoke fuzz-build fuzz-bins check-deps soak
+.PHONY: all deps test unit pytest deployed demo bench asan clean fuzz fuzz-smoke fuzz-build fuzz-bins check-deps soak
 all: $(BUILD)/moonwire $(UNIT_BINS)
 
 $(BUILD)/%.o: %.c $(wildcard */*.h)
@@ -70,12 +70,24 @@ PYTEST_TARGETS ?= tests
 pytest: all
 	MOONWIRE=$(CURDIR)/$(BUILD)/moonwire $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_TARGETS) $(PYTEST_ARGS)
 
+# The suites that drive the sandbox again, as the shipped systemd unit runs
+# the agent (issue 10): as the system user moonwire-test (created when
+# missing) under exactly the unit's AmbientCapabilities,
+# CapabilityBoundingSet and NoNewPrivileges (parsed from
+# runtime/dist/moonwire-agent.service), from a copy in a temporary
+# directory under /tmp.  Needs root.  DEPLOYED_TARGETS picks suites.
+DEPLOYED_TARGETS ?= tests/test_deployed.py tests/test_hostile.py tests/test_scripts.py tests/e2e
+deployed: all
+	$(PYTHON) tests/lib/as-deployed.py --moonwire $(CURDIR)/$(BUILD)/moonwire \
+		$(DEPLOYED_TARGETS) -- $(PYTEST_ARGS)
+
 # Targets that install packages first re-enter make, so that pkg-config
 # flags are computed after the packages exist (fresh machines).
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) pytest
+	$(MAKE) deployed
 	$(MAKE) asan
 	$(MAKE) fuzz-smoke
 

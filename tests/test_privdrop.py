@@ -42,6 +42,11 @@ def as_unit_user(cmd, caps=None):
             f"--inh-caps={spec}", f"--ambient-caps={spec}", f"--bounding-set={spec}",
             "--no-new-privs"] + cmd
 
+# It sets up the three identities itself with setpriv: root only (the
+# deployed pass, tests/lib/as-deployed.py, does not run it).
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root: sets up its identities with setpriv")
+
 
 def _children(pid):
     out = []
