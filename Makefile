@@ -76,7 +76,8 @@ pytest: all
 # CapabilityBoundingSet and NoNewPrivileges (parsed from
 # runtime/dist/moonwire-agent.service), from a copy in a temporary
 # directory under /tmp.  Needs root.  DEPLOYED_TARGETS picks suites.
-DEPLOYED_TARGETS ?= tests/test_deployed.py tests/test_hostile.py tests/test_scripts.py tests/e2e
+DEPLOYED_TARGETS ?= tests/test_deployed.py tests/test_broker.py tests/test_hostile.py \
+	tests/test_scripts.py tests/e2e
 deployed: all
 	$(PYTHON) tests/lib/as-deployed.py --moonwire $(CURDIR)/$(BUILD)/moonwire \
 		$(DEPLOYED_TARGETS) -- $(PYTEST_ARGS)

@@ -136,7 +136,7 @@ def test_service_check(tmp_path):
     # commands run as nobody: the stand-in lives where every user may
     # execute it, as a real command would
     import tempfile
-    pub = tempfile.mkdtemp(prefix="mw-scripts-")
+    pub = tempfile.mkdtemp(prefix="mw-scripts-", dir="/tmp")
     os.chmod(pub, 0o755)
     fake = Path(pub) / "is-active"
     fake.write_text('#!/bin/sh\nif [ "$1" = ssh ]; then echo active; exit 0; fi\n'
