@@ -184,7 +184,6 @@ open_beneath(const struct mw_cap_ctx *c, const char *cap, char *const *grants,
 	}
 	int fd = -1, err = 0;
 	struct stat st, st2;
-	bool created = false;
 	int pfd = openat2_beneath(dfd, rest, O_PATH, 0);
 	if (pfd < 0 && errno == ENOENT && kind == OPEN_WRITE_FILE) {
 		/* A new file: created exclusively, so it cannot be anything
@@ -195,7 +194,6 @@ open_beneath(const struct mw_cap_ctx *c, const char *cap, char *const *grants,
 		close(dfd);
 		if (fd < 0)
 			goto open_failed;
-		created = true;
 		if (fstat(fd, &st) != 0) {
 			err = errno;
 			close(fd);
@@ -252,7 +250,6 @@ open_beneath(const struct mw_cap_ctx *c, const char *cap, char *const *grants,
 		mw_cap_reply_error(reply, "%s %s: file changed while it was opened", cap, path);
 		return -1;
 	}
-	(void)created;
 	return fd;
 open_failed:
 	if (err == ELOOP)
