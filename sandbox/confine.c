@@ -215,6 +215,8 @@ have_effective_cap(int cap)
 	return (d[cap / 32].effective & (1u << (cap % 32))) != 0;
 }
 
+/* The kernel keeps the ambient set inside permitted and inheritable, so
+ * empty permitted, effective and inheritable sets mean nothing is held. */
 static int
 caps_all_empty(void)
 {
@@ -225,9 +227,27 @@ caps_all_empty(void)
 	for (int i = 0; i < 2; i++)
 		if (d[i].effective || d[i].permitted || d[i].inheritable)
 			return -1;
-	for (int c = 0; c <= CAP_LAST_CAP; c++)
-		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0) == 1)
+	return 0;
+}
+
+/* Set once per process; a fork inherits it with the emptied bounding set
+ * and the locked securebits (the zygote does it once for all workers). */
+static bool bounding_locked;
+
+int
+mw_confine_lock_bounding(void)
+{
+	if (bounding_locked)
+		return 0;
+	if (have_effective_cap(CAP_SETPCAP)) {
+		for (int c = 0; c <= CAP_LAST_CAP; c++)
+			if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 &&
+			    prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
+				return -1;
+		if (prctl(PR_SET_SECUREBITS, LOCKED_SECUREBITS, 0, 0, 0) != 0)
 			return -1;
+	}
+	bounding_locked = true;
 	return 0;
 }
 
@@ -239,14 +259,8 @@ mw_confine_drop_privileges(void)
 	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
 	struct __user_cap_data_struct none[2];
 
-	if (have_effective_cap(CAP_SETPCAP)) {
-		for (int c = 0; c <= CAP_LAST_CAP; c++)
-			if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 &&
-			    prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
-				return -1;
-		if (prctl(PR_SET_SECUREBITS, LOCKED_SECUREBITS, 0, 0, 0) != 0)
-			return -1;
-	}
+	if (mw_confine_lock_bounding() != 0)
+		return -1;
 	if (before != NOBODY_UID) {
 		if (setgroups(0, NULL) == 0) {
 			if (setresgid(NOBODY_GID, NOBODY_GID, NOBODY_GID) != 0 ||

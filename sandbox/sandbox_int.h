@@ -90,6 +90,9 @@ void mw_confine_command_child(void);
  * set and locked securebits where CAP_SETPCAP is held) and verifies it.
  * For workers and command children; 0 or -1 (the caller must _exit). */
 int mw_confine_drop_privileges(void);
+/* Empties the bounding set and locks securebits where CAP_SETPCAP is held;
+ * once per process (the zygote does it for every worker it forks). */
+int mw_confine_lock_bounding(void);
 /* In the supervisor at start: no capability passes an execve. */
 void mw_confine_supervisor_caps(void);
 /* Whether kills of workers and commands (which run as nobody when the

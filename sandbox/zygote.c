@@ -187,6 +187,10 @@ mw_zygote_main(int ctl, const struct mw_filter *filter, void (*body)(int))
 	if (sfd < 0)
 		_exit(1);
 	prctl_set_pdeathsig_kill();
+	/* Workers inherit an empty bounding set and locked securebits: done
+	 * once here instead of in every worker. */
+	if (mw_confine_lock_bounding() != 0)
+		_exit(1);
 	/* Refilling the pool is background work, and untrusted jobs should
 	 * yield to the device's own services: the zygote and every worker it
 	 * forks run at nice 10, so the caller and supervisor delivering a result
