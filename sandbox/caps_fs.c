@@ -265,6 +265,15 @@ open_failed:
 	return -1;
 }
 
+/* open_beneath() under the job's read grants. */
+static int
+open_for_reading(const struct mw_cap_ctx *c, const char *cap, struct cap_args *A,
+    enum open_kind kind, struct mw_buf *reply)
+{
+	return open_beneath(c, cap, c->grants->fs_read, c->grants->n_fs_read, &A->a[0], kind,
+	    false, reply);
+}
+
 static int
 read_fd_limited(int fd, off_t from, size_t max, struct mw_buf *out)
 {
@@ -297,9 +306,7 @@ cap_fs_read(const struct mw_cap_ctx *c, struct cap_args *A, struct mw_buf *reply
 	if (A->n >= 2 && A->a[1].tag == MW_V_INT && A->a[1].i > 0 &&
 	    (uint64_t)A->a[1].i < max)
 		max = (size_t)A->a[1].i;
-	const struct mw_grants *g = c->grants;
-	int fd = open_beneath(c, "fs.read", g->fs_read, g->n_fs_read, &A->a[0], OPEN_READ_FILE,
-	    false, reply);
+	int fd = open_for_reading(c, "fs.read", A, OPEN_READ_FILE, reply);
 	if (fd < 0)
 		return 0;
 	struct stat st;
@@ -334,9 +341,7 @@ cap_fs_tail(const struct mw_cap_ctx *c, struct cap_args *A, struct mw_buf *reply
 		lines = A->a[1].i;
 	if (lines < 1 || lines > MAX_TAIL_LINES)
 		return mw_cap_reply_error(reply, "fs.tail: line count must be 1..%d", MAX_TAIL_LINES);
-	const struct mw_grants *g = c->grants;
-	int fd = open_beneath(c, "fs.read", g->fs_read, g->n_fs_read, &A->a[0], OPEN_READ_FILE,
-	    false, reply);
+	int fd = open_for_reading(c, "fs.read", A, OPEN_READ_FILE, reply);
 	if (fd < 0)
 		return 0;
 	struct stat st;
@@ -381,9 +386,7 @@ cmp_str(const void *a, const void *b)
 int
 cap_fs_list(const struct mw_cap_ctx *c, struct cap_args *A, struct mw_buf *reply)
 {
-	const struct mw_grants *g = c->grants;
-	int fd = open_beneath(c, "fs.list", g->fs_read, g->n_fs_read, &A->a[0], OPEN_DIR,
-	    false, reply);
+	int fd = open_for_reading(c, "fs.list", A, OPEN_DIR, reply);
 	if (fd < 0)
 		return 0;
 	DIR *d = fdopendir(fd);
@@ -432,9 +435,7 @@ cap_fs_list(const struct mw_cap_ctx *c, struct cap_args *A, struct mw_buf *reply
 int
 cap_fs_stat(const struct mw_cap_ctx *c, struct cap_args *A, struct mw_buf *reply)
 {
-	const struct mw_grants *g = c->grants;
-	int fd = open_beneath(c, "fs.stat", g->fs_read, g->n_fs_read, &A->a[0], OPEN_ANY_PATH,
-	    false, reply);
+	int fd = open_for_reading(c, "fs.stat", A, OPEN_ANY_PATH, reply);
 	if (fd < 0)
 		return 0;
 	struct stat st;
