@@ -156,15 +156,20 @@ def _shared_copy(moonwire_bin):
     return top, exe
 
 
+def _program(top, name, text):
+    path = os.path.join(top, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
 def test_setuid_without_kill_is_refused(moonwire_bin):
     # Workers would run as nobody and no kill could reach them: the
     # supervisor refuses to start rather than run jobs no limit can end.
     top, exe = _shared_copy(moonwire_bin)
     try:
-        prog = os.path.join(top, "one.lua")
-        with open(prog, "w") as f:
-            f.write("return 1\n")
-        os.chmod(prog, 0o644)
+        prog = _program(top, "one.lua", "return 1\n")
         p = subprocess.run(as_unit_user([exe, "run", prog], caps=["setuid", "setgid"]),
                            capture_output=True, text=True, timeout=30)
         assert p.returncode != 0
@@ -186,10 +191,7 @@ def test_worker_ends_itself_when_the_supervisor_is_stuck(moonwire_bin, who):
     # the supervisor reports wall_limit.
     top, exe = _shared_copy(moonwire_bin)
     try:
-        prog = os.path.join(top, "spin.lua")
-        with open(prog, "w") as f:
-            f.write("while true do end\n")
-        os.chmod(prog, 0o644)
+        prog = _program(top, "spin.lua", "while true do end\n")
         cmd = [exe, "run", "--json", "--wall", "1s", "--cpu", "60s",
                "--instructions", "100000000000", prog]
         if who != "root":
