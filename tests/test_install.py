@@ -19,6 +19,7 @@ build is installed when that is what is tested) and checks:
   leaves no file in DESTDIR -- but keeps files it did not install.
 """
 
+import json
 import os
 import re
 import shutil
@@ -119,7 +120,7 @@ def test_installed_binary_runs(installed):
     p = subprocess.run([exe, "run", "--json", str(dest / prefix.lstrip("/") /
                                                  "share/moonwire/scripts/hello.lua")],
                        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    assert p.returncode == 0 and '"status":"ok"' in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok", p.stdout + p.stderr
 
 
 def test_unit_points_into_prefix(installed, tmp_path):
