@@ -25,7 +25,8 @@ DEB_PKGS = build-essential pkg-config libstrophe-dev libsignal-protocol-c-dev \
 	liblua5.4-dev lua5.4 libseccomp-dev libssl-dev libsqlite3-dev sqlite3 \
 	libcjson-dev libcmocka-dev prosody python3-omemo python3-oldmemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
-	openssh-server bubblewrap clang libclang-rt-14-dev valgrind systemd
+	openssh-server bubblewrap clang libclang-rt-14-dev valgrind systemd \
+	mandoc
 
 COMPONENTS = wire sandbox omemo runtime
 # Link order: a component may use only those to its right.
@@ -156,3 +157,72 @@ fuzz-smoke:
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# Installation (issue 14).  PREFIX (default /usr/local) and DESTDIR as
+# usual; the binary is taken from $(BUILD)/moonwire, built when missing
+# (MOONWIRE_BIN=PATH installs another build without involving make's
+# rules for it).  The example configuration goes to the documentation,
+# not to etc: /etc/moonwire/agent.conf is the administrator's (the unit
+# names that path whatever the prefix), and a file under PREFIX/etc would
+# be read by nothing.  The unit is generated with ExecStart= and
+# Documentation= pointing into PREFIX; PREFIX/lib/systemd/system is on
+# systemd's search path for /usr/local and /usr.  `make uninstall` (same
+# PREFIX and DESTDIR) removes exactly the files install writes, then the
+# directories of moonwire's own that are left empty.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+INSTALL    ?= install
+BINDIR      = $(PREFIX)/bin
+DATADIR     = $(PREFIX)/share/moonwire
+DOCDIR      = $(PREFIX)/share/doc/moonwire
+MANDIR      = $(PREFIX)/share/man
+UNITDIR     = $(PREFIX)/lib/systemd/system
+BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
+MOONWIRE_BIN ?= $(BUILD)/moonwire
+MAN1        = man/moonwire.1
+MAN5        = man/moonwire-agent.conf.5 man/moonwire-policy.5
+INST_SCRIPTS = $(wildcard scripts/*.lua)
+INST_SPEC    = $(wildcard spec/*.md)
+# Every file install writes, as installed (without DESTDIR).
+INSTALLED_FILES = $(BINDIR)/moonwire $(UNITDIR)/moonwire-agent.service \
+	$(DOCDIR)/README.md $(DOCDIR)/agent.conf.example \
+	$(addprefix $(DOCDIR)/,$(INST_SPEC)) \
+	$(addprefix $(DATADIR)/,$(INST_SCRIPTS)) \
+	$(addprefix $(MANDIR)/man1/,$(notdir $(MAN1))) \
+	$(addprefix $(MANDIR)/man5/,$(notdir $(MAN5))) \
+	$(BASHCOMPDIR)/moonwire
+
+.PHONY: install uninstall installed-files lint-man
+install: $(MOONWIRE_BIN)
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(DOCDIR)/spec $(DESTDIR)$(DATADIR)/scripts \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHCOMPDIR)
+	$(INSTALL) -m 0755 $(MOONWIRE_BIN) $(DESTDIR)$(BINDIR)/moonwire
+	sed -e 's|/usr/local/bin/moonwire|$(BINDIR)/moonwire|g' \
+		-e 's|/usr/local/share/doc/moonwire|$(DOCDIR)|g' \
+		-e 's|^Documentation=|Documentation=man:moonwire(1) man:moonwire-agent.conf(5) |' \
+		runtime/dist/moonwire-agent.service > $(DESTDIR)$(UNITDIR)/moonwire-agent.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/moonwire-agent.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/moonwire-agent.service.tmp $(DESTDIR)$(UNITDIR)/moonwire-agent.service
+	$(INSTALL) -m 0644 README.md runtime/dist/agent.conf.example $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 0644 $(INST_SPEC) $(DESTDIR)$(DOCDIR)/spec/
+	$(INSTALL) -m 0644 $(INST_SCRIPTS) $(DESTDIR)$(DATADIR)/scripts/
+	$(INSTALL) -m 0644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 0644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	$(INSTALL) -m 0644 runtime/dist/moonwire.bash $(DESTDIR)$(BASHCOMPDIR)/moonwire
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
+	@for d in $(DESTDIR)$(DOCDIR)/spec $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DATADIR)/scripts \
+		$(DESTDIR)$(DATADIR); do \
+		if [ -d "$$d" ]; then echo "rmdir --ignore-fail-on-non-empty $$d"; \
+			rmdir --ignore-fail-on-non-empty "$$d"; fi; done
+
+# The list uninstall removes, one path a line (tests/test_install.py).
+installed-files:
+	@printf '%s\n' $(INSTALLED_FILES)
+
+# The man pages through mandoc's linter (tests/test_man.py does the same
+# in make pytest, and fails on any warning).
+lint-man:
+	mandoc -T lint -W warning $(MAN1) $(MAN5)

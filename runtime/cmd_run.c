@@ -40,7 +40,7 @@ run_usage(FILE *f)
 	    "  --instructions N --memory SIZE --cpu DURATION --wall DURATION --output SIZE\n"
 	    "  --program SIZE --result SIZE --depth N --calls N --write-total SIZE\n"
 	    "other:\n"
-	    "  --json               print the result as JSON (spec/result.md)\n"
+	    "  --json               print the result as one line of JSON (spec/result.md)\n"
 	    "  --state DIR          where the kv store lives (default: $XDG_STATE_HOME/moonwire\n"
 	    "                       or ~/.local/state/moonwire)\n"
 	    "  --kv-scope NAME      kv scope for this run\n"
@@ -329,7 +329,7 @@ mw_cmd_run(int argc, char **argv)
 		goto out;
 	}
 	if (json) {
-		char *s = mw_result_to_json(&res, true);
+		char *s = mw_result_to_json(&res, false);
 		if (s != NULL)
 			printf("%s\n", s);
 		free(s);

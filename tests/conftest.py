@@ -13,8 +13,9 @@ Fixtures:
   omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind")
                 registers the account and returns a ready OmemoPeer; all are
                 closed after the test.
-  moonwire_bin  path of the moonwire binary from $MOONWIRE; the test fails
-                (never skips) when it is unset or not an executable file.
+  moonwire_bin  path of the moonwire binary: $MOONWIRE, else build/moonwire
+                of this repository (tests/lib/mwbinary.py); the test fails
+                (never skips) when it is not an executable file.
 """
 
 import os
@@ -30,6 +31,7 @@ for _sub in ("lib", "interop"):
 
 from prosody import Prosody  # noqa: E402
 from peer import OmemoPeer  # noqa: E402
+from mwbinary import moonwire_path  # noqa: E402
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -83,11 +85,8 @@ def omemo_peers(request, prosody, tmp_path):
 
 @pytest.fixture(scope="session")
 def moonwire_bin():
-    path = os.environ.get("MOONWIRE")
-    if not path:
-        pytest.fail("MOONWIRE is not set: point it at the built binary "
-                    "(make pytest does: MOONWIRE=$(CURDIR)/build/moonwire)", pytrace=False)
+    path = moonwire_path()
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail("MOONWIRE=%s is not an executable file (build it first: make all)" % path,
-                    pytrace=False)
-    return os.path.abspath(path)
+        pytest.fail("%s is not an executable file (build it first: make all, or set "
+                    "MOONWIRE to the binary)" % path, pytrace=False)
+    return path

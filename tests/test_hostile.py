@@ -11,8 +11,8 @@ Paths in the programs are templates: @G@ is the granted directory, @O@ a
 directory outside every grant (same filesystem), both per test session.
 
 Run: /usr/bin/python3 -m pytest tests/test_hostile.py
-Binary: $MOONWIRE, default /work/main/build/moonwire (the ASan build works
-too: MOONWIRE=/work/main/build-asan/moonwire).
+Binary: $MOONWIRE, default build/moonwire of this repository (the ASan
+build works too: MOONWIRE=build-asan/moonwire).
 """
 
 import json
@@ -24,9 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from mwbinary import moonwire_path  # tests/lib, on sys.path via conftest.py
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTILE = os.path.join(HERE, "hostile")
-MOONWIRE = os.path.abspath(os.environ.get("MOONWIRE", "/work/main/build/moonwire"))
+MOONWIRE = moonwire_path()
 ASAN = "asan" in MOONWIRE
 # Marker for the fork-bomb children: "sleep 3600.<digits>" is unique per run.
 MARK = "3600.%06d%03d" % (os.getpid() % 1000000, random.randint(0, 999))

@@ -2,7 +2,7 @@
 grants their headers name, and return real content.
 
 Run: /usr/bin/python3 -m pytest tests/test_scripts.py
-Binary: $MOONWIRE, default /work/main/build/moonwire.
+Binary: $MOONWIRE, default build/moonwire of this repository.
 """
 
 import json
@@ -13,9 +13,11 @@ import subprocess
 
 import pytest
 
+from mwbinary import moonwire_path  # tests/lib, on sys.path via conftest.py
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(os.path.dirname(HERE), "scripts")
-MOONWIRE = os.path.abspath(os.environ.get("MOONWIRE", "/work/main/build/moonwire"))
+MOONWIRE = moonwire_path()
 
 
 def run_json(args, timeout=30):

@@ -39,6 +39,18 @@ def run(cmd, check=True, **kw):
     return p
 
 
+def json_lines(out):
+    """`moonwire send --json` output: JSON Lines (spec/result.md), one
+    compact object per line and nothing else on stdout."""
+    results = []
+    for line in out.splitlines():
+        obj = json.loads(line)
+        assert isinstance(obj, dict) and line == line.strip(), line
+        assert not re.search(r"\s", re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)), line
+        results.append(obj)
+    return results
+
+
 class Identity:
     """An XMPP account with an OMEMO identity database and an account file."""
 
@@ -109,12 +121,7 @@ class Operator(Identity):
         else:
             cmd.append(program)
         p = run(cmd, check=check, timeout=300)
-        results = []
-        if json_out:
-            for line in p.stdout.splitlines():
-                line = line.strip()
-                if line.startswith("{"):
-                    results.append(json.loads(line))
+        results = json_lines(p.stdout) if json_out else []
         return p, results
 
     def send_async(self, agents, program=None, envelope=None, timeout="30s", extra=()):
@@ -131,7 +138,7 @@ class Operator(Identity):
     @staticmethod
     def collect(proc, timeout=60):
         out, err = proc.communicate(timeout=timeout)
-        results = [json.loads(l) for l in out.splitlines() if l.strip().startswith("{")]
+        results = json_lines(out)
         return proc.returncode, results, err
 
     def sign(self, agent, program, extra=()):

@@ -1,0 +1,64 @@
+# bash completion for moonwire(1).  Installed by `make install` as
+# share/bash-completion/completions/moonwire.  Needs nothing but bash
+# (not the bash-completion package's helpers).  The option lists are kept
+# in step with `moonwire COMMAND --help` by tests/test_man.py.
+
+_moonwire_opts() {
+	case "$1" in
+	run)
+		echo "--policy --profile --read --write --exec --sys --kv --sleep" \
+			"--instructions --memory --cpu --wall --output --program --result" \
+			"--depth --calls --write-total --json --state --kv-scope --arg --help" ;;
+	agent) echo "-c --check" ;;
+	send)
+		echo "-c --config --to -k --key --ttl --limit --arg --envelope --timeout" \
+			"--json --help" ;;
+	sign)
+		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --help" ;;
+	verify) echo "-f --allowed-signers --audience --at --help" ;;
+	fingerprint|devices|trust|distrust) echo "-c --config --db --help" ;;
+	esac
+}
+
+_moonwire() {
+	local cur prev cmd i
+	COMPREPLY=()
+	cur="${COMP_WORDS[COMP_CWORD]}"
+	prev=""
+	[ "$COMP_CWORD" -gt 0 ] && prev="${COMP_WORDS[COMP_CWORD-1]}"
+	cmd=""
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		case "${COMP_WORDS[i]}" in
+		-*) ;;
+		*) cmd="${COMP_WORDS[i]}"; break ;;
+		esac
+	done
+	if [ -z "$cmd" ]; then
+		COMPREPLY=($(compgen -W "run agent send sign verify fingerprint devices trust distrust --help" -- "$cur"))
+		return 0
+	fi
+	case "$prev" in
+	--read|--write|--state)
+		COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
+	-c|--config|--policy|-k|--key|--envelope|--signature|-f|--allowed-signers|--db)
+		COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+	--limit)
+		COMPREPLY=($(compgen -S = -W "instructions memory cpu wall output program result depth calls write_total" -- "$cur"))
+		compopt -o nospace 2>/dev/null
+		return 0 ;;
+	--profile|--exec|--sleep|--instructions|--memory|--cpu|--wall|--output|--program|--result|--depth|--calls|--write-total|--kv-scope|--arg|--to|--ttl|--job-id|--timeout|--audience|--at)
+		return 0 ;;
+	esac
+	if [[ "$cur" == -* ]]; then
+		COMPREPLY=($(compgen -W "$(_moonwire_opts "$cmd")" -- "$cur"))
+		return 0
+	fi
+	case "$cmd" in
+	run|send|sign)
+		COMPREPLY=($(compgen -f -X '!*.lua' -- "$cur") $(compgen -d -- "$cur")) ;;
+	verify)
+		COMPREPLY=($(compgen -f -- "$cur")) ;;
+	esac
+	return 0
+}
+complete -F _moonwire moonwire
