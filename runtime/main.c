@@ -25,7 +25,7 @@ static const struct mw_command commands[] = {
 	{ "devices", mw_cmd_devices, "devices (-c CONFIG | --db PATH) JID" },
 	{ "trust", mw_cmd_trust, "trust (-c CONFIG | --db PATH) JID FINGERPRINT" },
 	{ "distrust", mw_cmd_distrust, "distrust (-c CONFIG | --db PATH) JID FINGERPRINT" },
-	{ "sign", mw_cmd_sign, "sign (-k KEY | --prepare) --to JID [--ttl D] [--job-id ID] [--limit K=V] FILE.lua" },
+	{ "sign", mw_cmd_sign, "sign (-k KEY | --prepare) --to JID [--ttl D] [--job-id ID] [--limit K=V] [--arg N=V] FILE.lua" },
 	{ "verify", mw_cmd_verify, "verify -f ALLOWED_SIGNERS [--audience JID] [--at TIME] [ENVELOPE|-]" },
 	{ "__supervisor", mw_cmd_supervisor, NULL },
 	{ "__omemo_client", mw_cmd_omemo_client, NULL },
