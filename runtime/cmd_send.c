@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <strophe.h>
 
 #include "runtime/agent_int.h"
@@ -32,6 +34,7 @@ struct target {
 	size_t envelope_len;
 	bool sent, done;
 	int exit;
+	int presence;			/* 0 unknown, 1 available, -1 unavailable */
 };
 
 struct sender {
@@ -43,7 +46,11 @@ struct sender {
 	struct target *t;
 	size_t nt;
 	size_t remaining;
-	bool json, connected, failed;
+	bool json, connected, failed, pin_refused;
+	const char *config;		/* the account file, for hints */
+	/* the last <iq type='error'>: who answered and the condition */
+	char iq_error_from[1100];
+	char iq_error_cond[64];
 };
 
 static void
@@ -227,16 +234,99 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	return 1;
 }
 
+/* Remembers the condition of every IQ error (the OMEMO layer reports only
+ * that there was one), to say what it means. */
+static int
+on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct sender *s = arg;
+	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
+	const char *from = xmpp_stanza_get_from(st);
+
+	(void)conn;
+	snprintf(s->iq_error_from, sizeof(s->iq_error_from), "%s", from ? from : "");
+	snprintf(s->iq_error_cond, sizeof(s->iq_error_cond), "undefined-condition");
+	for (c = e ? xmpp_stanza_get_children(e) : NULL; c != NULL;
+	    c = xmpp_stanza_get_next(c)) {
+		const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
+
+		if (name != NULL && ns != NULL &&
+		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") == 0 &&
+		    strcmp(name, "text") != 0) {
+			snprintf(s->iq_error_cond, sizeof(s->iq_error_cond), "%s", name);
+			break;
+		}
+	}
+	return 1;
+}
+
+/* Presence of a target, when the operator's account may see it. */
+static int
+on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct sender *s = arg;
+	const char *from = xmpp_stanza_get_from(st), *type = xmpp_stanza_get_type(st);
+	size_t n;
+
+	(void)conn;
+	if (from == NULL)
+		return 1;
+	n = strcspn(from, "/");
+	for (size_t i = 0; i < s->nt; i++)
+		if (strlen(s->t[i].jid) == n && strncmp(s->t[i].jid, from, n) == 0) {
+			if (type == NULL)
+				s->t[i].presence = 1;
+			else if (strcmp(type, "unavailable") == 0 && s->t[i].presence != 1)
+				s->t[i].presence = -1;
+		}
+	return 1;
+}
+
+/* What an IQ error condition means for a `send` to jid. */
+static void
+explain_iq_error(const struct sender *s, const char *jid, char *buf, size_t len)
+{
+	const char *c = s->iq_error_cond, *domain = strchr(jid, '@') + 1;
+
+	if (c[0] == '\0')
+		snprintf(buf, len, "the server returned an error");
+	else if (strcmp(c, "item-not-found") == 0)
+		snprintf(buf, len, "no OMEMO device list published for %s (item-not-found): "
+		    "the agent has never connected with that account, or the account "
+		    "does not exist", jid);
+	else if (strcmp(c, "service-unavailable") == 0 ||
+	    strcmp(c, "recipient-unavailable") == 0)
+		snprintf(buf, len, "no such account %s (%s)", jid, c);
+	else if (strcmp(c, "remote-server-not-found") == 0 ||
+	    strcmp(c, "remote-server-timeout") == 0)
+		snprintf(buf, len, "remote domain %s unreachable (%s): check the JID, or "
+		    "the servers cannot reach each other", domain, c);
+	else if (strcmp(c, "forbidden") == 0 || strcmp(c, "not-authorized") == 0 ||
+	    strcmp(c, "not-allowed") == 0)
+		snprintf(buf, len, "the server does not let this account read the OMEMO "
+		    "keys of %s (%s)", jid, c);
+	else
+		snprintf(buf, len, "the server answered %s for %s", c,
+		    s->iq_error_from[0] != '\0' ? s->iq_error_from : jid);
+}
+
+static struct sender *g_sender;	/* for on_sent's explanation */
+
 static void
 on_sent(struct mw_omemo *o, int err, void *arg)
 {
 	struct target *t = arg;
+	char why[1400];
 
 	(void)o;
 	if (err != 0) {
-		fprintf(stderr, "moonwire send: %s: %s%s\n", t->jid, mw_omemo_strerror(err),
-		    err == MW_OMEMO_E_NO_DEVICES ? " (verify the agent's fingerprint "
-		    "with `moonwire trust` first)" : "");
+		if (err == MW_OMEMO_E_IQ && g_sender != NULL)
+			explain_iq_error(g_sender, t->jid, why, sizeof(why));
+		else
+			snprintf(why, sizeof(why), "%s%s", mw_omemo_strerror(err),
+			    err == MW_OMEMO_E_NO_DEVICES ? " (verify the agent's fingerprint "
+			    "with `moonwire trust` first)" : "");
+		fprintf(stderr, "moonwire send: %s: %s\n", t->jid, why);
 		t->exit = MW_EXIT_UNAVAILABLE;
 		t->sent = false;
 	} else
@@ -260,24 +350,34 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	xmpp_stanza_t *p;
 	int rc;
 
-	(void)se;
 	if (ev != XMPP_CONN_CONNECT) {
-		if (!s->connected)
-			fprintf(stderr, "moonwire send: could not log in as %s (error %d)\n",
-			    s->acct.jid, error);
+		char why[768];
+
+		if (!s->connected && !s->pin_refused) {
+			(void)mw_omemo_account_describe_failure(&s->acct, conn, error, se, why,
+			    sizeof(why));
+			fprintf(stderr, "moonwire send: %s\n", why);
+		} else if (s->connected && !s->failed && s->remaining > 0) {
+			(void)mw_omemo_account_describe_failure(&s->acct, conn, error, se, why,
+			    sizeof(why));
+			fprintf(stderr, "moonwire send: connection lost: %s\n", why);
+		}
 		s->connected = false;
 		s->failed = true;
 		return;
 	}
 	if (mw_omemo_account_check_pin(&s->acct, conn) != 0) {
-		fprintf(stderr, "moonwire send: the server certificate does not match "
-		    "cert_pin_sha256\n");
+		fprintf(stderr, "moonwire send: server certificate does not match "
+		    "cert_pin_sha256 (check the pin, or the server's certificate changed)\n");
 		s->failed = true;
+		s->pin_refused = true;
 		xmpp_disconnect(conn);
 		return;
 	}
 	s->connected = true;
 	xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
+	xmpp_handler_add(conn, on_iq_error, NULL, "iq", "error", s);
+	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, s);
 	if ((rc = mw_omemo_attach(s->o, conn)) != 0 || (rc = mw_omemo_start(s->o)) != 0) {
 		fprintf(stderr, "moonwire send: omemo: %s\n", mw_omemo_strerror(rc));
 		s->failed = true;
@@ -299,6 +399,63 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 }
 
 /* ---- preparing envelopes ---- */
+
+/*
+ * Compiles the program (text only, nothing runs) so a syntax error is
+ * reported here, with the file name as `moonwire run` does, before anything
+ * is signed or sent.  Returns 0, or MW_EXIT_SYNTAX / MW_EXIT_UNAVAILABLE.
+ */
+static int
+check_syntax(const char *path, const char *program, size_t plen)
+{
+	char chunk[4096];
+	const char *base = strrchr(path, '/');
+	lua_State *L = luaL_newstate();
+	int rc;
+
+	if (L == NULL) {
+		fprintf(stderr, "moonwire send: out of memory\n");
+		return MW_EXIT_UNAVAILABLE;
+	}
+	snprintf(chunk, sizeof(chunk), "=%s", base != NULL ? base + 1 : path);
+	rc = luaL_loadbufferx(L, program, plen, chunk, "t");
+	if (rc != LUA_OK) {
+		const char *msg = lua_tostring(L, -1);
+
+		fprintf(stderr, "moonwire send: %s\n", rc == LUA_ERRSYNTAX && msg != NULL ?
+		    msg : "cannot compile the program (out of memory)");
+		fprintf(stderr, "moonwire send: nothing was signed or sent\n");
+		lua_close(L);
+		return rc == LUA_ERRSYNTAX ? MW_EXIT_SYNTAX : MW_EXIT_UNAVAILABLE;
+	}
+	lua_close(L);
+	return 0;
+}
+
+/* Why a target may not have answered, for the operator who waited. */
+static void
+explain_no_answer(struct sender *s, const struct target *t)
+{
+	char fp[MW_OMEMO_FP_HEXLEN + 1], g[72];
+
+	if (t->presence == -1)
+		fprintf(stderr, "moonwire send: %s is offline (its presence is "
+		    "unavailable): the job waits on the server until the agent connects "
+		    "and may still run then, unless it expires first (--ttl)\n", t->jid);
+	else if (t->presence == 1)
+		fprintf(stderr, "moonwire send: %s is online but did not answer\n", t->jid);
+	fprintf(stderr, "moonwire send: likely causes: the agent is offline or busy; "
+	    "or it has not verified this device (it ignores jobs from unverified "
+	    "devices without answering); or %s is in no `allow` line of its policy\n",
+	    s->acct.jid);
+	if (s->o != NULL && mw_omemo_own_fingerprint(s->o, fp) == 0) {
+		mw_omemo_fp_group(fp, '-', g);
+		fprintf(stderr, "moonwire send: this device: %s device %u fingerprint %s\n"
+		    "moonwire send: the agent's owner verifies it with:\n"
+		    "    moonwire trust -c AGENT_CONFIG %s %s\n", s->acct.jid,
+		    mw_omemo_device_id(s->o), g, s->acct.jid, g);
+	}
+}
 
 static int
 prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *program,
@@ -368,10 +525,15 @@ mw_cmd_send(int argc, char **argv)
 		case 'c': config = optarg; break;
 		case 'k': free(keypath); keypath = strdup(optarg); break;
 		case OPT_TO:
-			if (s.nt == SEND_MAX_TARGETS || strchr(optarg, '@') == NULL ||
-			    strchr(optarg, '/') != NULL) {
-				fprintf(stderr, "moonwire send: --to %s: a bare JID, at most %d\n",
-				    optarg, SEND_MAX_TARGETS);
+			if (s.nt == SEND_MAX_TARGETS) {
+				fprintf(stderr, "moonwire send: at most %d --to\n",
+				    SEND_MAX_TARGETS);
+				goto out;
+			}
+			if (strchr(optarg, '@') == NULL || strchr(optarg, '/') != NULL ||
+			    strpbrk(optarg, " \t") != NULL) {
+				fprintf(stderr, "moonwire send: --to %s: not a bare JID "
+				    "(user@domain, no /resource)\n", optarg);
 				goto out;
 			}
 			s.t[s.nt++].jid = optarg;
@@ -409,8 +571,13 @@ mw_cmd_send(int argc, char **argv)
 		send_usage(stderr);
 		goto out;
 	}
-	if (mw_omemo_account_load(&s.acct, config) != 0) {
-		fprintf(stderr, "moonwire send: %s: bad account file\n", config);
+	s.config = config;
+	if (mw_omemo_account_load_err(&s.acct, config, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire send: %s\n", err);
+		goto out;
+	}
+	if (s.acct.password == NULL) {
+		fprintf(stderr, "moonwire send: %s: no password or password_file\n", config);
 		goto out;
 	}
 	if (envelope_path != NULL) {
@@ -437,17 +604,35 @@ mw_cmd_send(int argc, char **argv)
 		snprintf(s.t[0].job_id, sizeof(s.t[0].job_id), "%s", env.job_id);
 		mw_envelope_free(&env);
 	} else {
-		if (keypath == NULL && (keypath = mw_config_value(config, "signing_key")) == NULL) {
-			fprintf(stderr, "moonwire send: no key: use -k KEY or signing_key in %s\n",
-			    config);
-			goto out;
-		}
-		if (mw_ssh_signer_load(keypath, &key, err, sizeof(err)) != 0) {
-			fprintf(stderr, "moonwire send: %s: %s\n", keypath, err);
-			goto out;
+		if (keypath == NULL) {
+			char *v = mw_config_value(config, "signing_key");
+
+			if (v == NULL) {
+				fprintf(stderr, "moonwire send: no key: use -k KEY or "
+				    "signing_key in %s\n", config);
+				goto out;
+			}
+			/* the account file's path rules: ~, relative to the file */
+			if (mw_omemo_account_path(config, v, &keypath) != 0) {
+				fprintf(stderr, "moonwire send: %s: signing_key '%s' is not a "
+				    "usable path\n", config, v);
+				free(v);
+				goto out;
+			}
+			free(v);
 		}
 		if (read_file(argv[optind], MW_ENVELOPE_MAX, &program, &plen) != 0)
 			goto out;
+		if ((rc = check_syntax(argv[optind], program, plen)) != 0)
+			goto out;
+		rc = MW_EXIT_USAGE;
+		if (mw_ssh_signer_load(keypath, &key, err, sizeof(err)) != 0) {
+			if (strstr(err, keypath) != NULL)
+				fprintf(stderr, "moonwire send: %s\n", err);
+			else
+				fprintf(stderr, "moonwire send: %s: %s\n", keypath, err);
+			goto out;
+		}
 		if (prepare_envelopes(&s, key, program, plen, limits, ttl_ms) != 0)
 			goto out;
 	}
@@ -463,10 +648,14 @@ mw_cmd_send(int argc, char **argv)
 		goto out;
 	}
 	xmpp_initialize();
-	if ((s.x = xmpp_ctx_new(NULL, NULL)) == NULL || (s.conn = xmpp_conn_new(s.x)) == NULL ||
+	g_sender = &s;
+	if ((s.x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
+	    (s.conn = xmpp_conn_new(s.x)) == NULL ||
 	    mw_omemo_account_apply(&s.acct, s.conn) != 0 ||
-	    mw_omemo_set_transport(s.o, s.x, send_stanza, &s) != 0)
+	    mw_omemo_set_transport(s.o, s.x, send_stanza, &s) != 0) {
+		fprintf(stderr, "moonwire send: cannot set up the connection\n");
 		goto out;
+	}
 	/* A short-lived client: without stream management the server counts a
 	 * result as delivered once written to us, instead of storing unacked
 	 * ones offline for the next `send` to see again. */
@@ -503,6 +692,8 @@ mw_cmd_send(int argc, char **argv)
 		if (!t->done) {
 			fprintf(stderr, "moonwire send: %s: no result for job %s %s\n", t->jid,
 			    t->job_id, s.failed ? "(connection failed)" : "in time");
+			if (!s.failed && t->sent)
+				explain_no_answer(&s, t);
 			if (s.json)
 				print_no_answer(t);
 			t->exit = MW_EXIT_UNAVAILABLE;
@@ -518,8 +709,11 @@ mw_cmd_send(int argc, char **argv)
 out:
 	if (s.o != NULL)
 		mw_omemo_close(s.o);
-	if (s.conn != NULL)
+	if (s.conn != NULL) {
+		mw_omemo_account_release(s.conn);
 		xmpp_conn_release(s.conn);
+	}
+	g_sender = NULL;
 	if (s.x != NULL) {
 		xmpp_ctx_free(s.x);
 		xmpp_shutdown();

@@ -8,8 +8,13 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "runtime/mw_runtime.h"
+
+#ifndef MW_VERSION
+#define MW_VERSION "0.1.0"	/* -DMW_VERSION=... overrides */
+#endif
 
 struct mw_command {
 	const char *name;
@@ -38,6 +43,7 @@ usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].usage != NULL)
 			fprintf(f, "  moonwire %s\n", commands[i].usage);
+	fprintf(f, "  moonwire --version\n");
 	fprintf(f, "\n`moonwire COMMAND --help` describes one command.\n");
 }
 
@@ -46,9 +52,17 @@ main(int argc, char **argv)
 {
 	/* A peer that went away is an error return, never a signal. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Every file moonwire creates holds secrets or private state (identity
+	 * databases and their -wal/-shm, the kv store, the journal): private to
+	 * this user whatever umask it was started with. */
+	umask(umask(0077) | 0077);
 	if (argc < 2) {
 		usage(stderr);
 		return MW_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		printf("moonwire %s (job envelope: moonwire-job 1)\n", MW_VERSION);
+		return 0;
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
 		usage(stdout);
