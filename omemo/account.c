@@ -495,6 +495,7 @@ static struct {
 	bool sasl_failed;	/* "SASL %s auth failed" */
 	bool no_mechanism;	/* "Cannot authenticate with known methods" */
 	bool tls_missing;	/* "TLS is not supported, but set as mandatory" */
+	int socket_error;	/* "connection failed, error %d" (0.12 passes 0 on) */
 } login_seen;
 
 static void
@@ -503,13 +504,17 @@ watch_log(void *userdata, xmpp_log_level_t level, const char *area,
 {
 	const xmpp_log_t *chained = userdata;
 
-	if (level >= XMPP_LEVEL_INFO && msg != NULL) {
-		if (strncmp(msg, "SASL ", 5) == 0 && strstr(msg, " auth failed") != NULL)
+	/* prefixes only: this sees every debug line, stanzas included */
+	if (msg != NULL) {
+		if (strncmp(msg, "SASL ", 5) == 0 && strlen(msg) < 80 &&
+		    strstr(msg, " auth failed") != NULL)
 			login_seen.sasl_failed = true;
-		else if (strstr(msg, "Cannot authenticate with known methods") != NULL)
+		else if (strncmp(msg, "Cannot authenticate with known methods", 38) == 0)
 			login_seen.no_mechanism = true;
-		else if (strstr(msg, "TLS is not supported, but set as mandatory") != NULL)
+		else if (strncmp(msg, "TLS is not supported, but set as mandatory", 42) == 0)
 			login_seen.tls_missing = true;
+		else if (strncmp(msg, "connection failed, error ", 25) == 0)
+			login_seen.socket_error = atoi(msg + 25);
 	}
 	if (chained != NULL && chained->handler != NULL)
 		chained->handler(chained->userdata, level, area, msg);
@@ -536,6 +541,8 @@ mw_omemo_account_describe_failure(const struct mw_omemo_account *a,
 	unsigned port = a->port != 0 ? a->port : 5222;
 	int tls = mw_omemo_account_tls_error(conn);
 
+	if (error == 0)
+		error = login_seen.socket_error;
 	if (host == NULL && a->jid != NULL && strchr(a->jid, '@') != NULL)
 		host = strchr(a->jid, '@') + 1;
 	snprintf(hostbuf, sizeof(hostbuf), "%s:%u", host != NULL ? host : "?", port);
