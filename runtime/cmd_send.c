@@ -400,6 +400,20 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 
 /* ---- preparing envelopes ---- */
 
+/* Like ssh: a secret others may read is worth a warning (not a refusal). */
+static void
+warn_if_exposed(const char *path, const char *what)
+{
+	struct stat st;
+	size_t n = strlen(path);
+
+	if (n > 4 && strcmp(path + n - 4, ".pub") == 0)
+		return;		/* a public key; the private half is in ssh-agent */
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0077) != 0)
+		fprintf(stderr, "moonwire send: WARNING: %s %s is readable by others "
+		    "(mode %04o): chmod 600 %s\n", what, path, st.st_mode & 07777, path);
+}
+
 /*
  * Compiles the program (text only, nothing runs) so a syntax error is
  * reported here, with the file name as `moonwire run` does, before anything
@@ -580,6 +594,14 @@ mw_cmd_send(int argc, char **argv)
 		fprintf(stderr, "moonwire send: %s: no password or password_file\n", config);
 		goto out;
 	}
+	{
+		char *v = mw_config_value(config, "password_file"), *pw = NULL;
+
+		if (v != NULL && mw_omemo_account_path(config, v, &pw) == 0)
+			warn_if_exposed(pw, "password_file");
+		free(v);
+		free(pw);
+	}
 	if (envelope_path != NULL) {
 		struct mw_envelope env;
 
@@ -626,6 +648,7 @@ mw_cmd_send(int argc, char **argv)
 		if ((rc = check_syntax(argv[optind], program, plen)) != 0)
 			goto out;
 		rc = MW_EXIT_USAGE;
+		warn_if_exposed(keypath, "private key");
 		if (mw_ssh_signer_load(keypath, &key, err, sizeof(err)) != 0) {
 			if (strstr(err, keypath) != NULL)
 				fprintf(stderr, "moonwire send: %s\n", err);
