@@ -147,9 +147,9 @@ bare_jid_ok(const char *cmd, const char *jid)
 	const char *at = strchr(jid, '@'), *slash = strchr(jid, '/');
 
 	if (slash != NULL && at != NULL && slash > at) {
-		fprintf(stderr, "moonwire: %s: %s: a bare JID is expected (trust applies "
-		    "to the account and all its devices): use %.*s\n", cmd, jid,
-		    (int)(slash - jid), jid);
+		fprintf(stderr, "moonwire: %s: %s: a bare JID is expected%s: use %.*s\n",
+		    cmd, jid, strcmp(cmd, "devices") == 0 ? "" : " (trust applies to "
+		    "the account and all its devices)", (int)(slash - jid), jid);
 		return false;
 	}
 	if (at == NULL || at == jid || at[1] == '\0' || slash != NULL ||
