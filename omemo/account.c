@@ -13,12 +13,14 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -180,6 +182,45 @@ mw_omemo_account_check_ca_file(const char *path, char *why, size_t wl)
 		return MW_OMEMO_E_CONFIG;
 	}
 	X509_free(cert);
+	return 0;
+}
+
+int
+mw_omemo_account_private_db(const char *db, bool create, char *why, size_t wl)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
+	char path[4096];
+	struct stat st;
+	int fd;
+
+	if (create) {
+		/* created 0600 (fchmod: whatever the umask); SQLite gives the
+		 * -wal, -shm and -journal files the database file's mode */
+		fd = open(db, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0) {
+			snprintf(why, wl, "%s: %s", db, strerror(errno));
+			return MW_OMEMO_E_DB;
+		}
+		if (fstat(fd, &st) != 0 || ((st.st_mode & 0077) != 0 &&
+		    fchmod(fd, st.st_mode & 0700) != 0)) {
+			snprintf(why, wl, "%s: cannot make it private: %s", db,
+			    strerror(errno));
+			close(fd);
+			return MW_OMEMO_E_DB;
+		}
+		close(fd);
+	}
+	/* an older version or a loose umask may have left them readable */
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		if (snprintf(path, sizeof(path), "%s%s", db, suffix[i]) >= (int)sizeof(path))
+			continue;
+		if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (st.st_mode & 0077) != 0 && chmod(path, st.st_mode & 0700) != 0) {
+			snprintf(why, wl, "%s: cannot make it private: %s", path,
+			    strerror(errno));
+			return MW_OMEMO_E_DB;
+		}
+	}
 	return 0;
 }
 

@@ -314,6 +314,14 @@ int mw_omemo_account_load_err(struct mw_omemo_account *a, const char *path,
  */
 int mw_omemo_account_path(const char *account_file, const char *value,
     char **out);
+/*
+ * The identity database holds private keys: with create, makes sure db
+ * exists as a 0600 file before SQLite opens it (SQLite gives its -wal/-shm/
+ * -journal files the database's mode, so they are private too, whatever
+ * the umask); in any case removes group/other bits from existing db,
+ * db-wal, db-shm, db-journal.  MW_OMEMO_E_DB with "PATH: reason" in why.
+ */
+int mw_omemo_account_private_db(const char *db, bool create, char *why, size_t wl);
 /* 0 when path is readable and holds at least one PEM certificate; else
  * MW_OMEMO_E_CONFIG with "PATH: reason" in why. */
 int mw_omemo_account_check_ca_file(const char *path, char *why, size_t wl);

@@ -17,7 +17,8 @@
  * A sandbox result is therefore handled the moment it arrives; the only
  * timers are maintenance (pings, OMEMO upkeep, reconnect backoff).
  *
- * Log: one line per event on stderr, "moonwire-agent: EVENT key=value ...".
+ * Log: one line per event on stderr, "moonwire-agent: EVENT key=value ...",
+ * prefixed with the UTC time outside journald.
  * Refusals are audit lines: "refused code=CODE ...".
  */
 #include <errno.h>
@@ -1279,25 +1280,6 @@ warn_exposed_secrets(const char *config, bool check_only)
 	return warnings;
 }
 
-/* The identity database holds the private keys: private whatever the umask
- * or an older version left (the WAL and shared-memory files too). */
-static void
-make_db_private(const char *db)
-{
-	static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
-	char path[4096];
-	struct stat st;
-
-	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
-		if (snprintf(path, sizeof(path), "%s%s", db, suffix[i]) >= (int)sizeof(path))
-			continue;
-		if (stat(path, &st) == 0 && (st.st_mode & 0077) != 0 &&
-		    chmod(path, st.st_mode & 0700) != 0)
-			logline("warning", "file=%s reason=\"cannot make it private: %s\"",
-			    path, strerror(errno));
-	}
-}
-
 static int
 agent_open(struct agent *a, const char *config, bool check_only)
 {
@@ -1333,13 +1315,16 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		fprintf(stderr, "moonwire agent: the sandbox could not start\n");
 		return MW_EXIT_UNAVAILABLE;
 	}
+	if (mw_omemo_account_private_db(a->cfg.account.db, true, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire agent: %s\n", err);
+		return MW_EXIT_UNAVAILABLE;
+	}
 	if ((rc = mw_omemo_db_open(a->cfg.account.db, true, &a->db)) != 0 ||
 	    db_sync(a, a->cfg.durability_full) != 0) {
 		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
 		    a->db ? sqlite3_errmsg(a->db) : mw_omemo_strerror(rc));
 		return MW_EXIT_UNAVAILABLE;
 	}
-	make_db_private(a->cfg.account.db);
 	if ((rc = mw_omemo_open(&a->o, a->db, a->cfg.account.jid)) != 0) {
 		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
 		    mw_omemo_strerror(rc));

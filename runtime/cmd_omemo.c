@@ -74,6 +74,11 @@ cli_open(struct omemo_cli *c, int argc, char **argv, bool create)
 			goto nomem;
 	} else if ((path = strdup(dbpath)) == NULL)
 		goto nomem;
+	if (mw_omemo_account_private_db(path, create && jid != NULL, err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire: %s\n", err);
+		goto fail;
+	}
 	if ((rc = mw_omemo_db_open(path, create && jid != NULL, &c->db)) != 0) {
 		fprintf(stderr, "moonwire: %s: cannot open the identity database "
 		    "(%s)\n", path, mw_omemo_strerror(rc));

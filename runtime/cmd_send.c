@@ -664,6 +664,10 @@ mw_cmd_send(int argc, char **argv)
 		fprintf(stderr, "moonwire send: %s: no `db` setting\n", config);
 		goto out;
 	}
+	if (mw_omemo_account_private_db(s.acct.db, true, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire send: %s\n", err);
+		goto out;
+	}
 	if (mw_omemo_db_open(s.acct.db, true, &s.db) != 0 ||
 	    mw_omemo_open(&s.o, s.db, s.acct.jid) != 0) {
 		fprintf(stderr, "moonwire send: %s: cannot open the identity database\n",

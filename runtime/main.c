@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "runtime/mw_runtime.h"
 
@@ -52,10 +51,7 @@ main(int argc, char **argv)
 {
 	/* A peer that went away is an error return, never a signal. */
 	signal(SIGPIPE, SIG_IGN);
-	/* Every file moonwire creates holds secrets or private state (identity
-	 * databases and their -wal/-shm, the kv store, the journal): private to
-	 * this user whatever umask it was started with. */
-	umask(umask(0077) | 0077);
+
 	if (argc < 2) {
 		usage(stderr);
 		return MW_EXIT_USAGE;

@@ -273,10 +273,23 @@ def test_identity_database_private_whatever_the_umask(tls_kit):
     p = subprocess.run("umask 022; exec %s fingerprint -c %s" % (tls_kit.moonwire, op.conf),
                        shell=True, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
+    assert stat.S_IMODE(os.stat(op.db).st_mode) == 0o600
+    # a running agent keeps its -wal and -shm files open: private as well
+    agent = over_tls(tls_kit.agent())
+    old = os.umask(0o022)
+    try:
+        agent.start()
+    finally:
+        os.umask(old)
     for suffix in ("", "-wal", "-shm"):
-        path = op.db + suffix
-        if os.path.exists(path):
-            assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, path
+        path = agent.db + suffix
+        assert os.path.exists(path), path
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, path
+    # a database an older version left readable is made private
+    agent.stop()
+    os.chmod(agent.db, 0o644)
+    agent.start()
+    assert stat.S_IMODE(os.stat(agent.db).st_mode) == 0o600
 
 
 # ---- 8. smaller points ----
