@@ -35,6 +35,8 @@ struct target {
 	bool sent, done;
 	int exit;
 	int presence;			/* 0 unknown, 1 available, -1 unavailable */
+	char iq_error[64];		/* condition of the last IQ error about it */
+	char iq_error_text[256];	/* and its <text>, when the server gave one */
 };
 
 struct sender {
@@ -48,9 +50,6 @@ struct sender {
 	size_t remaining;
 	bool json, connected, failed, pin_refused;
 	const char *config;		/* the account file, for hints */
-	/* the last <iq type='error'>: who answered and the condition */
-	char iq_error_from[1100];
-	char iq_error_cond[64];
 };
 
 static void
@@ -71,6 +70,10 @@ send_usage(FILE *f)
 	    "  --envelope FILE     send an envelope signed elsewhere (`moonwire sign`)\n"
 	    "  --timeout DURATION  how long to wait for results (default 60s)\n"
 	    "  --json              one JSON object per result, one per line\n"
+	    "\n"
+	    "The program is compiled locally first: a syntax error is reported with the\n"
+	    "file name and nothing is signed or sent (exit 3).  A job whose send timed\n"
+	    "out may still run when the agent connects, until its --ttl has passed.\n"
 	    "\n"
 	    "exit status: that of the first target whose result was not ok (as `moonwire run`),\n"
 	    "7 if an agent refused the job, 6 if no result came in time, 2 usage.\n");
@@ -241,22 +244,41 @@ on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 {
 	struct sender *s = arg;
 	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
-	const char *from = xmpp_stanza_get_from(st);
+	const char *from = xmpp_stanza_get_from(st), *cond = "undefined-condition";
+	xmpp_stanza_t *text_el = NULL;
+	char *text = NULL;
+	size_t n;
 
-	(void)conn;
-	snprintf(s->iq_error_from, sizeof(s->iq_error_from), "%s", from ? from : "");
-	snprintf(s->iq_error_cond, sizeof(s->iq_error_cond), "undefined-condition");
+	if (from == NULL)
+		return 1;	/* about our own account */
 	for (c = e ? xmpp_stanza_get_children(e) : NULL; c != NULL;
 	    c = xmpp_stanza_get_next(c)) {
 		const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
 
-		if (name != NULL && ns != NULL &&
-		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") == 0 &&
-		    strcmp(name, "text") != 0) {
-			snprintf(s->iq_error_cond, sizeof(s->iq_error_cond), "%s", name);
-			break;
+		if (name == NULL || ns == NULL ||
+		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0)
+			continue;
+		if (strcmp(name, "text") == 0)
+			text_el = c;
+		else if (strcmp(cond, "undefined-condition") == 0)
+			cond = name;
+	}
+	if (text_el != NULL)
+		text = xmpp_stanza_get_text(text_el);
+	/* the target's bare JID, or its domain (a server answering for it) */
+	n = strcspn(from, "/");
+	for (size_t i = 0; i < s->nt; i++) {
+		const char *jid = s->t[i].jid, *domain = strchr(jid, '@') + 1;
+
+		if ((strlen(jid) == n && strncmp(jid, from, n) == 0) ||
+		    (strlen(domain) == n && strncmp(domain, from, n) == 0)) {
+			snprintf(s->t[i].iq_error, sizeof(s->t[i].iq_error), "%s", cond);
+			snprintf(s->t[i].iq_error_text, sizeof(s->t[i].iq_error_text), "%s",
+			    text != NULL ? text : "");
 		}
 	}
+	if (text != NULL)
+		xmpp_free(xmpp_conn_get_context(conn), text);
 	return 1;
 }
 
@@ -282,35 +304,59 @@ on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	return 1;
 }
 
-/* What an IQ error condition means for a `send` to jid. */
+/* What an IQ error condition means for a `send` to t->jid. */
 static void
-explain_iq_error(const struct sender *s, const char *jid, char *buf, size_t len)
+explain_iq_error(const struct sender *s, const struct target *t, char *buf,
+    size_t len)
 {
-	const char *c = s->iq_error_cond, *domain = strchr(jid, '@') + 1;
+	const char *c = t->iq_error, *jid = t->jid, *domain = strchr(jid, '@') + 1;
+	const char *own_domain = strchr(s->acct.jid, '@') + 1;
+	char text[300] = "";
 
+	if (t->iq_error_text[0] != '\0')
+		snprintf(text, sizeof(text), ": %s", t->iq_error_text);
 	if (c[0] == '\0')
-		snprintf(buf, len, "the server returned an error");
-	else if (strcmp(c, "item-not-found") == 0)
-		snprintf(buf, len, "no OMEMO device list published for %s (item-not-found): "
-		    "the agent has never connected with that account, or the account "
-		    "does not exist", jid);
+		snprintf(buf, len, "the server returned an error about %s", jid);
+	else if (strcmp(domain, own_domain) != 0 &&
+	    (strcmp(c, "remote-server-not-found") == 0 ||
+	    strcmp(c, "remote-server-timeout") == 0 || strcmp(c, "not-allowed") == 0 ||
+	    strcmp(c, "service-unavailable") == 0))
+		snprintf(buf, len, "remote domain %s unreachable (%s%s): check the JID, "
+		    "or the servers cannot reach each other", domain, c, text);
+	else if (strcmp(c, "item-not-found") == 0 || strcmp(c, "forbidden") == 0)
+		/* Prosody answers forbidden alike for an account that does not
+		 * exist and one that never published OMEMO keys */
+		snprintf(buf, len, "no OMEMO device list published for %s (%s): the "
+		    "account does not exist, or the agent has never connected with it",
+		    jid, c);
 	else if (strcmp(c, "service-unavailable") == 0 ||
 	    strcmp(c, "recipient-unavailable") == 0)
-		snprintf(buf, len, "no such account %s (%s)", jid, c);
+		snprintf(buf, len, "no such account %s (%s%s)", jid, c, text);
 	else if (strcmp(c, "remote-server-not-found") == 0 ||
 	    strcmp(c, "remote-server-timeout") == 0)
-		snprintf(buf, len, "remote domain %s unreachable (%s): check the JID, or "
-		    "the servers cannot reach each other", domain, c);
-	else if (strcmp(c, "forbidden") == 0 || strcmp(c, "not-authorized") == 0 ||
-	    strcmp(c, "not-allowed") == 0)
-		snprintf(buf, len, "the server does not let this account read the OMEMO "
-		    "keys of %s (%s)", jid, c);
+		snprintf(buf, len, "remote domain %s unreachable (%s%s)", domain, c, text);
 	else
-		snprintf(buf, len, "the server answered %s for %s", c,
-		    s->iq_error_from[0] != '\0' ? s->iq_error_from : jid);
+		snprintf(buf, len, "the server answered %s%s about %s", c, text, jid);
 }
 
 static struct sender *g_sender;	/* for on_sent's explanation */
+
+/* Whether jid has a cached device whose key this identity verified. */
+static bool
+has_verified_device(struct sender *s, const char *jid)
+{
+	struct mw_omemo_device *d = NULL;
+	size_t n = 0;
+	bool found = false;
+
+	if (mw_omemo_devices(s->o, jid, &d, &n) != 0)
+		return true;	/* unknown: do not claim otherwise */
+	for (size_t k = 0; k < n; k++)
+		if (d[k].has_key && d[k].trust == MW_OMEMO_TRUST_VERIFIED)
+			found = true;
+	free(d);
+	return found;
+}
 
 static void
 on_sent(struct mw_omemo *o, int err, void *arg)
@@ -320,8 +366,18 @@ on_sent(struct mw_omemo *o, int err, void *arg)
 
 	(void)o;
 	if (err != 0) {
+		/* an IQ error not about the target (our own device list on a
+		 * first run) with nothing verified: the missing trust is the cause */
+		if (err == MW_OMEMO_E_IQ && g_sender != NULL && t->iq_error[0] == '\0' &&
+		    !has_verified_device(g_sender, t->jid))
+			err = MW_OMEMO_E_NO_DEVICES;
 		if (err == MW_OMEMO_E_IQ && g_sender != NULL)
-			explain_iq_error(g_sender, t->jid, why, sizeof(why));
+			explain_iq_error(g_sender, t, why, sizeof(why));
+		else if (err == MW_OMEMO_E_NO_DEVICES && g_sender != NULL)
+			snprintf(why, sizeof(why), "%s: verify the agent's fingerprint first: "
+			    "moonwire trust -c %s %s FINGERPRINT (the agent's owner reads it "
+			    "with `moonwire fingerprint -c AGENT_CONFIG`)",
+			    mw_omemo_strerror(err), g_sender->config, t->jid);
 		else
 			snprintf(why, sizeof(why), "%s%s", mw_omemo_strerror(err),
 			    err == MW_OMEMO_E_NO_DEVICES ? " (verify the agent's fingerprint "

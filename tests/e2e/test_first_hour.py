@@ -200,8 +200,40 @@ def test_unknown_account_is_named(tls_kit):
     p, _ = op.send("ghost@localhost", prog, json_out=False, timeout="10s")
     assert p.returncode == 6, p.stderr
     assert "server returned an error" not in p.stderr
+    # Prosody answers forbidden for a missing account (it hides which exist)
     assert "moonwire send: ghost@localhost: no OMEMO device list published for " \
-        "ghost@localhost (item-not-found)" in p.stderr, p.stderr
+        "ghost@localhost (forbidden): the account does not exist, or the agent has " \
+        "never connected with it" in p.stderr, p.stderr
+
+
+def test_foreign_domain_and_unverified_agent_are_named(tls_kit):
+    agent, op, prog = deployment(tls_kit)
+    op.fingerprint()
+    run([tls_kit.moonwire, "trust", "-c", op.conf, "ghost@nowhere.invalid", "ab" * 32])
+    p, _ = op.send("ghost@nowhere.invalid", prog, json_out=False, timeout="15s")
+    assert p.returncode == 6, p.stderr
+    assert "server returned an error" not in p.stderr
+    # the test server has no server-to-server module: not-allowed, with a text
+    assert "moonwire send: ghost@nowhere.invalid: remote domain nowhere.invalid " \
+        "unreachable (not-allowed" in p.stderr, p.stderr
+    # an agent whose fingerprint the operator never verified: fails at once
+    other = over_tls(tls_kit.agent("router9"))
+    other.start()
+    p, _ = op.send(other, prog, json_out=False, timeout="15s")
+    assert p.returncode == 6, p.stderr
+    assert ("moonwire send: router9@localhost: no trusted device to encrypt to: verify "
+            "the agent's fingerprint first: moonwire trust -c %s router9@localhost "
+            "FINGERPRINT" % op.conf) in p.stderr, p.stderr
+
+
+def test_send_warns_about_exposed_key(tls_kit):
+    agent, op, prog = deployment(tls_kit)
+    agent.start()
+    os.chmod(op.key, 0o644)
+    p, res = op.send(agent, prog)
+    assert p.returncode == 0, p.stderr
+    assert ("moonwire send: WARNING: private key %s is readable by others (mode 0644): "
+            "chmod 600 %s" % (op.key, op.key)) in p.stderr, p.stderr
 
 
 # ---- 4. paths in account files ----
