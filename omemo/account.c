@@ -103,12 +103,23 @@ mw_omemo_account_path(const char *account_file, const char *value, char **out)
 		*out = strdup(value);
 		return *out == NULL ? MW_OMEMO_E_NOMEM : 0;
 	}
-	/* relative: against the directory of the account file */
+	/* relative: against the directory of the account file, made absolute
+	 * (the agent hands paths to the sandbox, which takes absolute ones) */
 	if ((d = strdup(account_file)) == NULL)
 		return MW_OMEMO_E_NOMEM;
 	dir = dirname(d);
-	n = strcmp(dir, ".") == 0 ? asprintf(out, "%s", value) :
-	    asprintf(out, "%s/%s", dir, value);
+	if (dir[0] == '/')
+		n = asprintf(out, "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, value);
+	else {
+		char cwd[4096];
+
+		if (getcwd(cwd, sizeof(cwd)) == NULL) {
+			free(d);
+			return MW_OMEMO_E_CONFIG;
+		}
+		n = strcmp(dir, ".") == 0 ? asprintf(out, "%s/%s", cwd, value) :
+		    asprintf(out, "%s/%s/%s", cwd, dir, value);
+	}
 	free(d);
 	if (n < 0) {
 		*out = NULL;

@@ -309,7 +309,8 @@ int mw_omemo_account_load_err(struct mw_omemo_account *a, const char *path,
 /*
  * A path from an account file: "~" and "~/..." start at $HOME (or the
  * user's home in passwd), a relative path is relative to the directory of
- * account_file (not the current directory), an absolute one is kept.
+ * account_file (not the current directory) and the result is absolute, an
+ * absolute one is kept.
  * *out is malloc'ed.
  */
 int mw_omemo_account_path(const char *account_file, const char *value,

@@ -32,7 +32,7 @@ expect_path(const char *file, const char *value, const char *want)
 static void
 test_path_rules(void **state)
 {
-	char *got = NULL;
+	char *got = NULL, cwd[PATH_MAX], want[2 * PATH_MAX];
 
 	(void)state;
 	assert_int_equal(setenv("HOME", "/home/alice", 1), 0);
@@ -41,8 +41,13 @@ test_path_rules(void **state)
 	expect_path("/etc/moonwire/agent.conf", "keys/ca.pem", "/etc/moonwire/keys/ca.pem");
 	expect_path("/etc/moonwire/agent.conf", "~", "/home/alice");
 	expect_path("/etc/moonwire/agent.conf", "~/.ssh/id_ed25519", "/home/alice/.ssh/id_ed25519");
-	expect_path("alice.conf", "alice.db", "alice.db");	/* file in the cwd */
-	expect_path("conf/alice.conf", "alice.db", "conf/alice.db");
+	/* an account file named relative to the cwd: the result is absolute */
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	snprintf(want, sizeof(want), "%s/alice.db", cwd);
+	expect_path("alice.conf", "alice.db", want);
+	snprintf(want, sizeof(want), "%s/conf/alice.db", cwd);
+	expect_path("conf/alice.conf", "alice.db", want);
+	expect_path("/a.conf", "a.db", "/a.db");
 	/* ~user is not expanded: relative like any other name */
 	expect_path("/etc/a.conf", "~bob/x", "/etc/~bob/x");
 	assert_int_equal(mw_omemo_account_path("/etc/a.conf", "", &got),
