@@ -7,6 +7,14 @@
  * missing required setting refuses the whole file with "FILE:LINE: reason"
  * and the agent does not start (fail closed: a typo must not silently
  * disable a setting).
+ *
+ * Paths follow the account-file rules (mw_omemo_account_path: ~ expanded,
+ * relative to the file's directory).  Everything that can be checked
+ * without the network is checked here, so `--check` and a start refuse the
+ * same files: policy and allowed_signers readable, the directories of db
+ * and state_dir existing and writable, and (by the account loader, with
+ * the line) password_file readable, ca_file holding a certificate, the pin
+ * 64 hex digits.
  */
 #include <errno.h>
 #include <libgen.h>
