@@ -297,6 +297,35 @@ struct mw_omemo_account {
  * honoured only when host is 127.0.0.1, ::1 or localhost).
  */
 int mw_omemo_account_load(struct mw_omemo_account *a, const char *path);
+/*
+ * The same, with the first problem as "FILE:LINE: reason" (or "FILE:
+ * reason") in err.  Paths (db, password_file, ca_file) are resolved with
+ * mw_omemo_account_path(); password_file must be readable with a non-empty
+ * first line, ca_file must hold a PEM certificate, cert_pin_sha256 must be
+ * 64 hex digits (':' separators allowed).
+ */
+int mw_omemo_account_load_err(struct mw_omemo_account *a, const char *path,
+    char *err, size_t errlen);
+/*
+ * A path from an account file: "~" and "~/..." start at $HOME (or the
+ * user's home in passwd), a relative path is relative to the directory of
+ * account_file (not the current directory) and the result is absolute, an
+ * absolute one is kept.
+ * *out is malloc'ed.
+ */
+int mw_omemo_account_path(const char *account_file, const char *value,
+    char **out);
+/*
+ * The identity database holds private keys: with create, makes sure db
+ * exists as a 0600 file before SQLite opens it (SQLite gives its -wal/-shm/
+ * -journal files the database's mode, so they are private too, whatever
+ * the umask); in any case removes group/other bits from existing db,
+ * db-wal, db-shm, db-journal.  MW_OMEMO_E_DB with "PATH: reason" in why.
+ */
+int mw_omemo_account_private_db(const char *db, bool create, char *why, size_t wl);
+/* 0 when path is readable and holds at least one PEM certificate; else
+ * MW_OMEMO_E_CONFIG with "PATH: reason" in why. */
+int mw_omemo_account_check_ca_file(const char *path, char *why, size_t wl);
 void mw_omemo_account_free(struct mw_omemo_account *a);	/* wipes password */
 /* Sets jid, password, flags (always xmpp_conn_set_flags: MANDATORY_TLS
  * unless allow_plaintext, then DISABLE_TLS), CA file and pin check. */
@@ -319,5 +348,30 @@ int mw_omemo_account_check_pin(const struct mw_omemo_account *a,
  * the disconnect handler to report a typed error.
  */
 int mw_omemo_account_tls_error(xmpp_conn_t *conn);
+/* Forgets conn's TLS state: call before xmpp_conn_release(conn).  (Applying
+ * settings to a new connection of the same context forgets the old one's
+ * too: one TLS connection per context.) */
+void mw_omemo_account_release(xmpp_conn_t *conn);
+/*
+ * A logger for xmpp_ctx_new() that notes what libstrophe only logs: a
+ * refused SASL login, no usable login mechanism (a server that requires
+ * TLS, to a plaintext client), no TLS offered.  With MW_XMPP_DEBUG set it
+ * passes everything on to libstrophe's default debug logger.
+ */
+const xmpp_log_t *mw_omemo_account_logger(void);
+/*
+ * Why the connection closed, for people: writes a message that says what to
+ * do ("server certificate not trusted: set ca_file or cert_pin_sha256",
+ * "login refused: wrong password for JID", "connection refused by
+ * HOST:PORT", "server requires TLS ...") from the recorded TLS refusal, the
+ * logger's observations, the socket error and the stream error.  Returns
+ * MW_OMEMO_FAIL_CONFIG when retrying cannot help until the configuration or
+ * the server changes, MW_OMEMO_FAIL_NETWORK otherwise.  Call from the
+ * disconnect handler (the context must use mw_omemo_account_logger()).
+ */
+enum { MW_OMEMO_FAIL_NETWORK = 0, MW_OMEMO_FAIL_CONFIG = 1 };
+int mw_omemo_account_describe_failure(const struct mw_omemo_account *a,
+    xmpp_conn_t *conn, int error, const xmpp_stream_error_t *se, char *buf,
+    size_t len);
 
 #endif

@@ -17,7 +17,8 @@
  * A sandbox result is therefore handled the moment it arrives; the only
  * timers are maintenance (pings, OMEMO upkeep, reconnect backoff).
  *
- * Log: one line per event on stderr, "moonwire-agent: EVENT key=value ...".
+ * Log: one line per event on stderr, "moonwire-agent: EVENT key=value ...",
+ * prefixed with the UTC time outside journald.
  * Refusals are audit lines: "refused code=CODE ...".
  */
 #include <errno.h>
@@ -32,9 +33,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <strophe.h>
 
@@ -45,6 +48,10 @@
 #define TICK_MS			1000
 #define BACKOFF_INITIAL_MS	1000
 #define BACKOFF_MAX_MS		120000
+/* a refused login or certificate is a configuration error, not a network
+ * one: retried slowly (someone must fix the file or the server first) */
+#define CONFIG_BACKOFF_INITIAL_MS 60000
+#define CONFIG_BACKOFF_MAX_MS	600000
 #define RATE_SLOTS		256	/* senders tracked by the rate limiter */
 #define BARRIER_BATCH_MAX	4096	/* results confirmed by one server ping */
 
@@ -89,6 +96,8 @@ struct agent {
 	xmpp_sm_state_t *sm;
 	bool connected;
 	bool stopping;
+	bool pin_refused;		/* this connection failed the pin check after login */
+	bool config_backoff;		/* the backoff is the configuration-error one */
 	uint64_t stop_deadline_ms;
 	unsigned backoff_ms;
 	uint64_t reconnect_at_ms;
@@ -136,14 +145,33 @@ now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/*
+ * Under systemd (JOURNAL_STREAM set) the journal stamps each line itself;
+ * in the foreground (a terminal, a pipe, a file) the line starts with the
+ * UTC time.
+ */
 static void
 logline(const char *event, const char *fmt, ...)
 {
-	char buf[2048];
+	static int stamp = -1;
+	char buf[2048], ts[40] = "";
 	va_list ap;
 	size_t n;
 
-	n = (size_t)snprintf(buf, sizeof(buf), "moonwire-agent: %s", event);
+	if (stamp < 0)
+		stamp = getenv("JOURNAL_STREAM") == NULL;
+	if (stamp) {
+		struct timespec now;
+		struct tm tm;
+
+		if (clock_gettime(CLOCK_REALTIME, &now) == 0 &&
+		    gmtime_r(&now.tv_sec, &tm) != NULL) {
+			size_t k = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+
+			snprintf(ts + k, sizeof(ts) - k, ".%03ldZ ", now.tv_nsec / 1000000);
+		}
+	}
+	n = (size_t)snprintf(buf, sizeof(buf), "%smoonwire-agent: %s", ts, event);
 	if (fmt != NULL && n < sizeof(buf) - 2) {
 		buf[n++] = ' ';
 		va_start(ap, fmt);
@@ -1076,20 +1104,33 @@ on_socket(xmpp_conn_t *conn, void *sock)
 	return xmpp_sockopt_cb_keepalive(conn, sock);
 }
 
+/*
+ * Exponential backoff with +-20% jitter: network errors from 1 s to 2 min;
+ * configuration errors (refused login, untrusted or mismatched certificate,
+ * unusable ca_file) from 1 min to 10 min, since only a change of the file
+ * or the server can fix them.
+ */
 static void
-schedule_reconnect(struct agent *a)
+schedule_reconnect(struct agent *a, bool config_error)
 {
 	unsigned char r;
 	double jitter;
+	unsigned cap = config_error ? CONFIG_BACKOFF_MAX_MS : BACKOFF_MAX_MS;
 
+	if (config_error && (!a->config_backoff || a->backoff_ms < CONFIG_BACKOFF_INITIAL_MS))
+		a->backoff_ms = CONFIG_BACKOFF_INITIAL_MS;
+	else if (!config_error && a->config_backoff)
+		a->backoff_ms = BACKOFF_INITIAL_MS;
+	a->config_backoff = config_error;
 	if (RAND_bytes(&r, 1) != 1)
 		r = 128;
 	jitter = 0.8 + 0.4 * ((double)r / 255.0);	/* +-20% */
 	a->reconnect_at_ms = now_ms() + (uint64_t)((double)a->backoff_ms * jitter);
-	logline("reconnect-scheduled", "in_ms=%" PRIu64, a->reconnect_at_ms - now_ms());
-	a->backoff_ms = (unsigned)((double)a->backoff_ms * 1.6);
-	if (a->backoff_ms > BACKOFF_MAX_MS)
-		a->backoff_ms = BACKOFF_MAX_MS;
+	logline("reconnect-scheduled", "in_ms=%" PRIu64 " kind=%s",
+	    a->reconnect_at_ms - now_ms(), config_error ? "configuration" : "network");
+	a->backoff_ms = (unsigned)((double)a->backoff_ms * (config_error ? 2.0 : 1.6));
+	if (a->backoff_ms > cap)
+		a->backoff_ms = cap;
 }
 
 static void
@@ -1100,14 +1141,25 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	xmpp_stanza_t *pres;
 	int rc;
 
-	(void)se;
 	if (ev != XMPP_CONN_CONNECT) {
-		bool was = a->connected;
+		bool was = a->connected, config_error;
+		char why[768];
 
 		a->connected = false;
 		g_xmpp_fd = -1;
 		mw_omemo_detach(a->o);
-		logline("disconnected", "error=%d was_connected=%s", error, was ? "yes" : "no");
+		if (a->pin_refused) {
+			snprintf(why, sizeof(why), "server certificate does not match "
+			    "cert_pin_sha256 (check the pin, or the server's certificate "
+			    "changed)");
+			config_error = true;
+		} else
+			config_error = mw_omemo_account_describe_failure(&a->cfg.account,
+			    conn, error, se, why, sizeof(why)) == MW_OMEMO_FAIL_CONFIG;
+		a->pin_refused = false;
+		/* a configuration error is named each time it happens */
+		logline(was ? "disconnected" : "connect-failed",
+		    "error=%d was_connected=%s reason=\"%s\"", error, was ? "yes" : "no", why);
 		if (was)
 			barrier_reset(a);
 		if (!a->stopping) {
@@ -1115,18 +1167,20 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			if (a->sm != NULL)
 				xmpp_free_sm_state(a->sm);
 			a->sm = xmpp_conn_get_sm_state(conn);
-			schedule_reconnect(a);
+			schedule_reconnect(a, config_error && !was);
 		}
 		return;
 	}
 	if (mw_omemo_account_check_pin(&a->cfg.account, conn) != 0) {
 		logline("tls-pin-mismatch", "host=%s", a->cfg.account.host ?
 		    a->cfg.account.host : "-");
+		a->pin_refused = true;
 		xmpp_disconnect(conn);
 		return;
 	}
 	a->connected = true;
 	a->backoff_ms = BACKOFF_INITIAL_MS;
+	a->config_backoff = false;
 	xmpp_handler_add(conn, on_message, NULL, "message", NULL, a);
 	xmpp_handler_add(conn, on_iq, NULL, "iq", NULL, a);
 	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, a);
@@ -1149,12 +1203,31 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 static int
 start_connection(struct agent *a)
 {
-	if (a->conn != NULL)
+	char why[1024];
+
+	if (a->conn != NULL) {
+		mw_omemo_account_release(a->conn);
 		xmpp_conn_release(a->conn);
+	}
 	a->conn = NULL;
-	if ((a->conn = xmpp_conn_new(a->x)) == NULL ||
-	    mw_omemo_account_apply(&a->cfg.account, a->conn) != 0)
+	a->pin_refused = false;
+	if ((a->conn = xmpp_conn_new(a->x)) == NULL) {
+		logline("connect-failed", "reason=\"out of memory\"");
+		schedule_reconnect(a, false);
 		return -1;
+	}
+	if (a->cfg.account.ca_file != NULL &&
+	    mw_omemo_account_check_ca_file(a->cfg.account.ca_file, why, sizeof(why)) != 0) {
+		/* libstrophe 0.12 crashes on a CA file it cannot load */
+		logline("connect-failed", "reason=\"ca_file %s\"", why);
+		schedule_reconnect(a, true);
+		return -1;
+	}
+	if (mw_omemo_account_apply(&a->cfg.account, a->conn) != 0) {
+		logline("connect-failed", "reason=\"account settings refused\"");
+		schedule_reconnect(a, true);
+		return -1;
+	}
 	xmpp_conn_set_sockopt_callback(a->conn, on_socket);
 	if (a->sm != NULL) {
 		/* ownership passes to the connection */
@@ -1163,9 +1236,9 @@ start_connection(struct agent *a)
 	}
 	if (xmpp_connect_client(a->conn, a->cfg.account.host, a->cfg.account.port,
 	    on_conn, a) != XMPP_EOK) {
-		logline("connect-failed", "host=%s", a->cfg.account.host ?
-		    a->cfg.account.host : "-");
-		schedule_reconnect(a);
+		logline("connect-failed", "host=%s reason=\"cannot start connecting\"",
+		    a->cfg.account.host ? a->cfg.account.host : "-");
+		schedule_reconnect(a, false);
 		return 0;
 	}
 	logline("connecting", "jid=%s", a->cfg.account.jid);
@@ -1173,6 +1246,50 @@ start_connection(struct agent *a)
 }
 
 /* ---- start-up and the loop ---- */
+
+/*
+ * Like ssh with a private key: a password file readable by others is worth
+ * a warning (printed by --check, logged at start).  Returns how many.
+ */
+static int
+warn_exposed_secrets(const char *config, bool check_only)
+{
+	static const char *const keys[] = { "password_file", NULL };
+	int warnings = 0;
+	struct stat st;
+
+	char *inline_pw = mw_config_value(config, "password");
+	bool has_pw = inline_pw != NULL;
+
+	if (inline_pw != NULL)
+		OPENSSL_clear_free(inline_pw, strlen(inline_pw));
+	if (stat(config, &st) == 0 && (st.st_mode & 0077) != 0 && has_pw) {
+		if (check_only)
+			printf("%s: WARNING: holds the password and is readable by others "
+			    "(mode %04o): chmod 600 %s\n", config, st.st_mode & 07777, config);
+		else
+			logline("warning", "file=%s mode=%04o reason=\"holds the password and "
+			    "is readable by others\"", config, st.st_mode & 07777);
+		warnings++;
+	}
+	for (int i = 0; keys[i] != NULL; i++) {
+		char *v = mw_config_value(config, keys[i]), *p = NULL;
+
+		if (v != NULL && mw_omemo_account_path(config, v, &p) == 0 &&
+		    stat(p, &st) == 0 && (st.st_mode & 0077) != 0) {
+			if (check_only)
+				printf("%s: WARNING: %s %s is readable by others (mode %04o): "
+				    "chmod 600 %s\n", config, keys[i], p, st.st_mode & 07777, p);
+			else
+				logline("warning", "file=%s mode=%04o reason=\"%s readable by "
+				    "others\"", p, st.st_mode & 07777, keys[i]);
+			warnings++;
+		}
+		free(v);
+		free(p);
+	}
+	return warnings;
+}
 
 static int
 agent_open(struct agent *a, const char *config, bool check_only)
@@ -1194,6 +1311,7 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		fprintf(stderr, "moonwire agent: %s\n", err);
 		return MW_EXIT_USAGE;
 	}
+	(void)warn_exposed_secrets(config, check_only);
 	if (check_only) {
 		printf("%s: configuration ok (policy: %zu profiles, %zu allow lines)\n",
 		    config, a->policy.n_profiles, a->policy.n_allows);
@@ -1206,6 +1324,10 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	sc.state_dir = a->cfg.state_dir;
 	if (mw_sandbox_start(&sc, &a->sb) != 0) {
 		fprintf(stderr, "moonwire agent: the sandbox could not start\n");
+		return MW_EXIT_UNAVAILABLE;
+	}
+	if (mw_omemo_account_private_db(a->cfg.account.db, true, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire agent: %s\n", err);
 		return MW_EXIT_UNAVAILABLE;
 	}
 	if ((rc = mw_omemo_db_open(a->cfg.account.db, true, &a->db)) != 0 ||
@@ -1232,7 +1354,7 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	if ((n = mw_journal_resend_unconfirmed(a->db)) > 0)
 		logline("resend-scheduled", "results=%d", n);
 	xmpp_initialize();
-	if ((a->x = xmpp_ctx_new(NULL, NULL)) == NULL)
+	if ((a->x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL)
 		return MW_EXIT_UNAVAILABLE;
 	if ((rc = mw_omemo_set_transport(a->o, a->x, send_stanza, a)) != 0) {
 		fprintf(stderr, "moonwire agent: omemo: %s\n", mw_omemo_strerror(rc));
@@ -1256,8 +1378,10 @@ agent_close(struct agent *a)
 	}
 	/* the connection first: releasing one that is not yet disconnected
 	 * runs on_conn(), which uses the OMEMO context and the database */
-	if (a->conn != NULL)
+	if (a->conn != NULL) {
+		mw_omemo_account_release(a->conn);
 		xmpp_conn_release(a->conn);
+	}
 	a->conn = NULL;
 	/* after the release: its on_conn() may still have used them */
 	sent_free(a->pending, a->n_pending);

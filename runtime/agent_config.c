@@ -7,6 +7,14 @@
  * missing required setting refuses the whole file with "FILE:LINE: reason"
  * and the agent does not start (fail closed: a typo must not silently
  * disable a setting).
+ *
+ * Paths follow the account-file rules (mw_omemo_account_path: ~ expanded,
+ * relative to the file's directory).  Everything that can be checked
+ * without the network is checked here, so `--check` and a start refuse the
+ * same files: policy and allowed_signers readable, the directories of db
+ * and state_dir existing and writable, and (by the account loader, with
+ * the line) password_file readable, ca_file holding a certificate, the pin
+ * 64 hex digits.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -15,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -66,16 +75,91 @@ key_index(const char *const *keys, const char *k)
 	return -1;
 }
 
+/* Whether dir is an existing directory this user may create files in. */
 static int
-set_path(char **dst, const char *v, bool must_exist, char *why, size_t wl)
+check_dir(const char *dir, const char *what, char *why, size_t wl)
 {
 	struct stat st;
 
-	if (v[0] != '/')
-		return cfail(why, wl, "'%s' must be an absolute path", v);
-	if (must_exist && stat(v, &st) != 0)
-		return cfail(why, wl, "%s: %s", v, strerror(errno));
-	return (*dst = strdup(v)) == NULL ? cfail(why, wl, "out of memory") : 0;
+	if (stat(dir, &st) != 0)
+		return cfail(why, wl, "%s: directory %s: %s", what, dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return cfail(why, wl, "%s: %s is not a directory", what, dir);
+	if (access(dir, W_OK | X_OK) != 0)
+		return cfail(why, wl, "%s: directory %s: %s (the agent creates files "
+		    "there)", what, dir, strerror(errno));
+	return 0;
+}
+
+/* The directory of path must exist and be writable; path itself, when it
+ * exists, must be a regular file this user can read and write. */
+static int
+check_writable_file(const char *path, const char *what, char *why, size_t wl)
+{
+	struct stat st;
+	char *d = strdup(path);
+	int rc;
+
+	if (d == NULL)
+		return cfail(why, wl, "out of memory");
+	rc = check_dir(dirname(d), what, why, wl);
+	free(d);
+	if (rc != 0)
+		return rc;
+	if (stat(path, &st) != 0)
+		return errno == ENOENT ? 0 : cfail(why, wl, "%s: %s: %s", what, path,
+		    strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return cfail(why, wl, "%s: %s is not a regular file", what, path);
+	if (access(path, R_OK | W_OK) != 0)
+		return cfail(why, wl, "%s: %s: %s", what, path, strerror(errno));
+	return 0;
+}
+
+/*
+ * A path setting, resolved like every path of an account file
+ * (mw_omemo_account_path: ~ expanded, relative to the file's directory).
+ */
+static int
+set_path(char **dst, const char *file, const char *k, const char *v,
+    bool must_read, char *why, size_t wl)
+{
+	struct stat st;
+	char *p = NULL;
+
+	if (mw_omemo_account_path(file, v, &p) != 0)
+		return cfail(why, wl, "%s: '%s' is not a usable path", k, v);
+	if (must_read && (stat(p, &st) != 0 || access(p, R_OK) != 0)) {
+		cfail(why, wl, "%s: %s: %s", k, p, strerror(errno));
+		free(p);
+		return -1;
+	}
+	if (must_read && !S_ISREG(st.st_mode)) {
+		cfail(why, wl, "%s: %s is not a regular file", k, p);
+		free(p);
+		return -1;
+	}
+	if (!must_read) {
+		/* state_dir: an existing directory, or one we can create */
+		if (stat(p, &st) == 0) {
+			if (check_dir(p, k, why, wl) != 0) {
+				free(p);
+				return -1;
+			}
+		} else {
+			char *d = strdup(p);
+			int rc = d == NULL ? cfail(why, wl, "out of memory") :
+			    check_dir(dirname(d), k, why, wl);
+
+			free(d);
+			if (rc != 0) {
+				free(p);
+				return -1;
+			}
+		}
+	}
+	*dst = p;
+	return 0;
 }
 
 static int
@@ -96,17 +180,17 @@ set_uint(const char *v, uint64_t lo, uint64_t hi, uint64_t *out, char *why,
 
 /* One agent setting. */
 static int
-agent_setting(struct mw_agent_config *c, const char *k, const char *v,
-    char *why, size_t wl)
+agent_setting(struct mw_agent_config *c, const char *file, const char *k,
+    const char *v, char *why, size_t wl)
 {
 	uint64_t n;
 
 	if (strcmp(k, "allowed_signers") == 0)
-		return set_path(&c->allowed_signers, v, true, why, wl);
+		return set_path(&c->allowed_signers, file, k, v, true, why, wl);
 	if (strcmp(k, "policy") == 0)
-		return set_path(&c->policy, v, true, why, wl);
+		return set_path(&c->policy, file, k, v, true, why, wl);
 	if (strcmp(k, "state_dir") == 0)
-		return set_path(&c->state_dir, v, false, why, wl);
+		return set_path(&c->state_dir, file, k, v, false, why, wl);
 	if (strcmp(k, "max_output") == 0) {
 		if (mw_parse_size(v, &n) != 0 || n < 1024 || n > 96 * 1024)
 			return cfail(why, wl, "max_output: '%s' is not a size from 1K to 96K", v);
@@ -240,11 +324,17 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 				    path, lineno);
 				goto bad;
 			}
-			if ((strcmp(k, "db") == 0 || strcmp(k, "password_file") == 0 ||
-			    strcmp(k, "ca_file") == 0) && v[0] != '/') {
-				cfail(err, errlen, "%s:%u: %s must be an absolute path", path,
-				    lineno, k);
-				goto bad;
+			if (strcmp(k, "db") == 0) {
+				char *db = NULL;
+
+				rc = mw_omemo_account_path(path, v, &db) != 0 ?
+				    cfail(why, sizeof(why), "db: '%s' is not a usable path", v) :
+				    check_writable_file(db, "db", why, sizeof(why));
+				free(db);
+				if (rc != 0) {
+					cfail(err, errlen, "%s:%u: %s", path, lineno, why);
+					goto bad;
+				}
 			}
 			if (strcmp(k, "port") == 0 && set_uint(v, 1, 65535, &(uint64_t){0},
 			    why, sizeof(why)) != 0) {
@@ -264,7 +354,7 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 			goto bad;
 		}
 		seen_agent[gi] = lineno;
-		if (agent_setting(c, k, v, why, sizeof(why)) != 0) {
+		if (agent_setting(c, path, k, v, why, sizeof(why)) != 0) {
 			cfail(err, errlen, "%s:%u: %s", path, lineno, why);
 			goto bad;
 		}
@@ -282,10 +372,8 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 	if (c->allowed_signers == NULL || c->policy == NULL)
 		return cfail(err, errlen, "%s: allowed_signers and policy are required",
 		    path), mw_agent_config_free(c), -1;
-	if (mw_omemo_account_load(&c->account, path) != 0)
-		return cfail(err, errlen, "%s: account settings refused (unreadable "
-		    "password_file, or allow_plaintext without host = 127.0.0.1, ::1 "
-		    "or localhost)", path), mw_agent_config_free(c), -1;
+	if (mw_omemo_account_load_err(&c->account, path, err, errlen) != 0)
+		return mw_agent_config_free(c), -1;
 	if (c->state_dir == NULL) {
 		char *d = strdup(c->account.db), *dir;
 

@@ -43,7 +43,7 @@ cli_open(struct omemo_cli *c, int argc, char **argv, bool create)
 	};
 	struct mw_omemo_account a;
 	const char *config = NULL, *dbpath = NULL;
-	char *jid = NULL, *path = NULL;
+	char *jid = NULL, *path = NULL, err[1200];
 	int ch, rc;
 
 	memset(c, 0, sizeof(*c));
@@ -58,9 +58,8 @@ cli_open(struct omemo_cli *c, int argc, char **argv, bool create)
 	if ((config == NULL) == (dbpath == NULL))
 		return -2;
 	if (config != NULL) {
-		if ((rc = mw_omemo_account_load(&a, config)) != 0) {
-			fprintf(stderr, "moonwire: %s: %s\n", config,
-			    mw_omemo_strerror(rc));
+		if ((rc = mw_omemo_account_load_err(&a, config, err, sizeof(err))) != 0) {
+			fprintf(stderr, "moonwire: %s\n", err);
 			return -1;
 		}
 		if (a.db == NULL) {
@@ -75,6 +74,11 @@ cli_open(struct omemo_cli *c, int argc, char **argv, bool create)
 			goto nomem;
 	} else if ((path = strdup(dbpath)) == NULL)
 		goto nomem;
+	if (mw_omemo_account_private_db(path, create && jid != NULL, err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire: %s\n", err);
+		goto fail;
+	}
 	if ((rc = mw_omemo_db_open(path, create && jid != NULL, &c->db)) != 0) {
 		fprintf(stderr, "moonwire: %s: cannot open the identity database "
 		    "(%s)\n", path, mw_omemo_strerror(rc));
@@ -141,6 +145,27 @@ mw_cmd_fingerprint(int argc, char **argv)
 	return MW_EXIT_OK;
 }
 
+/* A peer JID operand: bare, user@domain.  Prints why not. */
+static bool
+bare_jid_ok(const char *cmd, const char *jid)
+{
+	const char *at = strchr(jid, '@'), *slash = strchr(jid, '/');
+
+	if (slash != NULL && at != NULL && slash > at) {
+		fprintf(stderr, "moonwire: %s: %s: a bare JID is expected%s: use %.*s\n",
+		    cmd, jid, strcmp(cmd, "devices") == 0 ? "" : " (trust applies to "
+		    "the account and all its devices)", (int)(slash - jid), jid);
+		return false;
+	}
+	if (at == NULL || at == jid || at[1] == '\0' || slash != NULL ||
+	    strpbrk(jid, " \t") != NULL) {
+		fprintf(stderr, "moonwire: %s: %s: a bare JID (user@domain) is expected\n",
+		    cmd, jid);
+		return false;
+	}
+	return true;
+}
+
 int
 mw_cmd_devices(int argc, char **argv)
 {
@@ -156,6 +181,10 @@ mw_cmd_devices(int argc, char **argv)
 		if (i != -1)
 			cli_usage("devices", "JID");
 		return i == -1 ? MW_EXIT_ERROR : MW_EXIT_USAGE;
+	}
+	if (!bare_jid_ok("devices", argv[i])) {
+		cli_close(&c);
+		return MW_EXIT_USAGE;
 	}
 	if ((rc = mw_omemo_devices(c.o, argv[i], &d, &n)) != 0) {
 		fprintf(stderr, "moonwire: %s: %s\n", argv[i], mw_omemo_strerror(rc));
@@ -194,6 +223,10 @@ set_trust(int argc, char **argv, const char *cmd, bool trust)
 		if (i != -1)
 			cli_usage(cmd, "JID FINGERPRINT");
 		return i == -1 ? MW_EXIT_ERROR : MW_EXIT_USAGE;
+	}
+	if (!bare_jid_ok(cmd, argv[i])) {
+		cli_close(&c);
+		return MW_EXIT_USAGE;
 	}
 	if ((rc = mw_omemo_fp_parse(argv[i + 1], fp)) != 0 ||
 	    (rc = trust ? mw_omemo_trust(c.o, argv[i], fp) :
@@ -307,6 +340,12 @@ c_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			fprintf(stderr, "moonwire: connect: %s\n",
 			    mw_omemo_strerror(rc));
 			printf("connect-error %d %s\n", rc, mw_omemo_strerror(rc));
+		} else if (!c->ready) {
+			char why[768];
+
+			(void)mw_omemo_account_describe_failure(&c->acct, conn, error, se,
+			    why, sizeof(why));
+			fprintf(stderr, "moonwire: connect: %s\n", why);
 		}
 		printf("disconnected %d %d\n", (int)ev, error);
 		fflush(stdout);
@@ -408,16 +447,19 @@ mw_cmd_omemo_client(int argc, char **argv)
 	config = argv[2];
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return MW_EXIT_ERROR;
-	if (mw_omemo_account_load(&c->acct, config) != 0) {
-		fprintf(stderr, "moonwire: %s: bad account file\n", config);
-		free(c);
-		return MW_EXIT_USAGE;
+	{
+		char err[1200];
+
+		if (mw_omemo_account_load_err(&c->acct, config, err, sizeof(err)) != 0) {
+			fprintf(stderr, "moonwire: %s\n", err);
+			free(c);
+			return MW_EXIT_USAGE;
+		}
 	}
 	if (cli_open(&c->cli, argc, argv, true) < 0)
 		goto out;
 	xmpp_initialize();
-	if ((c->x = xmpp_ctx_new(NULL, getenv("MW_XMPP_DEBUG") != NULL ?
-	    xmpp_get_default_logger(XMPP_LEVEL_DEBUG) : NULL)) == NULL ||
+	if ((c->x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
 	    (c->conn = xmpp_conn_new(c->x)) == NULL ||
 	    mw_omemo_account_apply(&c->acct, c->conn) != 0)
 		goto out2;
@@ -437,8 +479,10 @@ mw_cmd_omemo_client(int argc, char **argv)
 	rc = c->ready ? MW_EXIT_OK : MW_EXIT_ERROR;
 out2:
 	cli_close(&c->cli);	/* detaches, fails pending sends */
-	if (c->conn != NULL)
+	if (c->conn != NULL) {
+		mw_omemo_account_release(c->conn);
 		xmpp_conn_release(c->conn);
+	}
 	if (c->x != NULL)
 		xmpp_ctx_free(c->x);
 	xmpp_shutdown();

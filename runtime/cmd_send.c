@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <strophe.h>
 
 #include "runtime/agent_int.h"
@@ -32,6 +34,9 @@ struct target {
 	size_t envelope_len;
 	bool sent, done;
 	int exit;
+	int presence;			/* 0 unknown, 1 available, -1 unavailable */
+	char iq_error[64];		/* condition of the last IQ error about it */
+	char iq_error_text[256];	/* and its <text>, when the server gave one */
 };
 
 struct sender {
@@ -43,7 +48,8 @@ struct sender {
 	struct target *t;
 	size_t nt;
 	size_t remaining;
-	bool json, connected, failed;
+	bool json, connected, failed, pin_refused;
+	const char *config;		/* the account file, for hints */
 };
 
 static void
@@ -65,6 +71,10 @@ send_usage(FILE *f)
 	    "  --envelope FILE     send an envelope signed elsewhere (`moonwire sign`)\n"
 	    "  --timeout DURATION  how long to wait for results (default 60s)\n"
 	    "  --json              one JSON object per result, one per line\n"
+	    "\n"
+	    "The program is compiled locally first: a syntax error is reported with the\n"
+	    "file name and nothing is signed or sent (exit 3).  A job whose send timed\n"
+	    "out may still run when the agent connects, until its --ttl has passed.\n"
 	    "\n"
 	    "exit status: that of the first target whose result was not ok (as `moonwire run`),\n"
 	    "7 if an agent refused the job, 6 if no result came in time, 2 usage.\n");
@@ -228,16 +238,152 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	return 1;
 }
 
+/* Remembers the condition of every IQ error (the OMEMO layer reports only
+ * that there was one), to say what it means. */
+static int
+on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct sender *s = arg;
+	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
+	const char *from = xmpp_stanza_get_from(st), *cond = "undefined-condition";
+	xmpp_stanza_t *text_el = NULL;
+	char *text = NULL;
+	size_t n;
+
+	if (from == NULL)
+		return 1;	/* about our own account */
+	for (c = e ? xmpp_stanza_get_children(e) : NULL; c != NULL;
+	    c = xmpp_stanza_get_next(c)) {
+		const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
+
+		if (name == NULL || ns == NULL ||
+		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0)
+			continue;
+		if (strcmp(name, "text") == 0)
+			text_el = c;
+		else if (strcmp(cond, "undefined-condition") == 0)
+			cond = name;
+	}
+	if (text_el != NULL)
+		text = xmpp_stanza_get_text(text_el);
+	/* the target's bare JID, or its domain (a server answering for it) */
+	n = strcspn(from, "/");
+	for (size_t i = 0; i < s->nt; i++) {
+		const char *jid = s->t[i].jid, *domain = strchr(jid, '@') + 1;
+
+		if ((strlen(jid) == n && strncmp(jid, from, n) == 0) ||
+		    (strlen(domain) == n && strncmp(domain, from, n) == 0)) {
+			snprintf(s->t[i].iq_error, sizeof(s->t[i].iq_error), "%s", cond);
+			snprintf(s->t[i].iq_error_text, sizeof(s->t[i].iq_error_text), "%s",
+			    text != NULL ? text : "");
+		}
+	}
+	if (text != NULL)
+		xmpp_free(xmpp_conn_get_context(conn), text);
+	return 1;
+}
+
+/* Presence of a target, when the operator's account may see it. */
+static int
+on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct sender *s = arg;
+	const char *from = xmpp_stanza_get_from(st), *type = xmpp_stanza_get_type(st);
+	size_t n;
+
+	(void)conn;
+	if (from == NULL)
+		return 1;
+	n = strcspn(from, "/");
+	for (size_t i = 0; i < s->nt; i++)
+		if (strlen(s->t[i].jid) == n && strncmp(s->t[i].jid, from, n) == 0) {
+			if (type == NULL)
+				s->t[i].presence = 1;
+			else if (strcmp(type, "unavailable") == 0 && s->t[i].presence != 1)
+				s->t[i].presence = -1;
+		}
+	return 1;
+}
+
+/* What an IQ error condition means for a `send` to t->jid. */
+static void
+explain_iq_error(const struct sender *s, const struct target *t, char *buf,
+    size_t len)
+{
+	const char *c = t->iq_error, *jid = t->jid, *domain = strchr(jid, '@') + 1;
+	const char *own_domain = strchr(s->acct.jid, '@') + 1;
+	char text[300] = "";
+
+	if (t->iq_error_text[0] != '\0')
+		snprintf(text, sizeof(text), ": %s", t->iq_error_text);
+	if (c[0] == '\0')
+		snprintf(buf, len, "the server returned an error about %s", jid);
+	else if (strcmp(domain, own_domain) != 0 &&
+	    (strcmp(c, "remote-server-not-found") == 0 ||
+	    strcmp(c, "remote-server-timeout") == 0 || strcmp(c, "not-allowed") == 0 ||
+	    strcmp(c, "service-unavailable") == 0))
+		snprintf(buf, len, "remote domain %s unreachable (%s%s): check the JID, "
+		    "or the servers cannot reach each other", domain, c, text);
+	else if (strcmp(c, "item-not-found") == 0 || strcmp(c, "forbidden") == 0)
+		/* Prosody answers forbidden alike for an account that does not
+		 * exist and one that never published OMEMO keys */
+		snprintf(buf, len, "no OMEMO device list published for %s (%s): the "
+		    "account does not exist, or the agent has never connected with it",
+		    jid, c);
+	else if (strcmp(c, "service-unavailable") == 0 ||
+	    strcmp(c, "recipient-unavailable") == 0)
+		snprintf(buf, len, "no such account %s (%s%s)", jid, c, text);
+	else if (strcmp(c, "remote-server-not-found") == 0 ||
+	    strcmp(c, "remote-server-timeout") == 0)
+		snprintf(buf, len, "remote domain %s unreachable (%s%s)", domain, c, text);
+	else
+		snprintf(buf, len, "the server answered %s%s about %s", c, text, jid);
+}
+
+static struct sender *g_sender;	/* for on_sent's explanation */
+
+/* Whether jid has a cached device whose key this identity verified. */
+static bool
+has_verified_device(struct sender *s, const char *jid)
+{
+	struct mw_omemo_device *d = NULL;
+	size_t n = 0;
+	bool found = false;
+
+	if (mw_omemo_devices(s->o, jid, &d, &n) != 0)
+		return true;	/* unknown: do not claim otherwise */
+	for (size_t k = 0; k < n; k++)
+		if (d[k].has_key && d[k].trust == MW_OMEMO_TRUST_VERIFIED)
+			found = true;
+	free(d);
+	return found;
+}
+
 static void
 on_sent(struct mw_omemo *o, int err, void *arg)
 {
 	struct target *t = arg;
+	char why[1400];
 
 	(void)o;
 	if (err != 0) {
-		fprintf(stderr, "moonwire send: %s: %s%s\n", t->jid, mw_omemo_strerror(err),
-		    err == MW_OMEMO_E_NO_DEVICES ? " (verify the agent's fingerprint "
-		    "with `moonwire trust` first)" : "");
+		/* an IQ error not about the target (our own device list on a
+		 * first run) with nothing verified: the missing trust is the cause */
+		if (err == MW_OMEMO_E_IQ && g_sender != NULL && t->iq_error[0] == '\0' &&
+		    !has_verified_device(g_sender, t->jid))
+			err = MW_OMEMO_E_NO_DEVICES;
+		if (err == MW_OMEMO_E_IQ && g_sender != NULL)
+			explain_iq_error(g_sender, t, why, sizeof(why));
+		else if (err == MW_OMEMO_E_NO_DEVICES && g_sender != NULL)
+			snprintf(why, sizeof(why), "%s: verify the agent's fingerprint first: "
+			    "moonwire trust -c %s %s FINGERPRINT (the agent's owner reads it "
+			    "with `moonwire fingerprint -c AGENT_CONFIG`)",
+			    mw_omemo_strerror(err), g_sender->config, t->jid);
+		else
+			snprintf(why, sizeof(why), "%s%s", mw_omemo_strerror(err),
+			    err == MW_OMEMO_E_NO_DEVICES ? " (verify the agent's fingerprint "
+			    "with `moonwire trust` first)" : "");
+		fprintf(stderr, "moonwire send: %s: %s\n", t->jid, why);
 		t->exit = MW_EXIT_UNAVAILABLE;
 		t->sent = false;
 	} else
@@ -261,24 +407,34 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	xmpp_stanza_t *p;
 	int rc;
 
-	(void)se;
 	if (ev != XMPP_CONN_CONNECT) {
-		if (!s->connected)
-			fprintf(stderr, "moonwire send: could not log in as %s (error %d)\n",
-			    s->acct.jid, error);
+		char why[768];
+
+		if (!s->connected && !s->pin_refused) {
+			(void)mw_omemo_account_describe_failure(&s->acct, conn, error, se, why,
+			    sizeof(why));
+			fprintf(stderr, "moonwire send: %s\n", why);
+		} else if (s->connected && !s->failed && s->remaining > 0) {
+			(void)mw_omemo_account_describe_failure(&s->acct, conn, error, se, why,
+			    sizeof(why));
+			fprintf(stderr, "moonwire send: connection lost: %s\n", why);
+		}
 		s->connected = false;
 		s->failed = true;
 		return;
 	}
 	if (mw_omemo_account_check_pin(&s->acct, conn) != 0) {
-		fprintf(stderr, "moonwire send: the server certificate does not match "
-		    "cert_pin_sha256\n");
+		fprintf(stderr, "moonwire send: server certificate does not match "
+		    "cert_pin_sha256 (check the pin, or the server's certificate changed)\n");
 		s->failed = true;
+		s->pin_refused = true;
 		xmpp_disconnect(conn);
 		return;
 	}
 	s->connected = true;
 	xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
+	xmpp_handler_add(conn, on_iq_error, NULL, "iq", "error", s);
+	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, s);
 	if ((rc = mw_omemo_attach(s->o, conn)) != 0 || (rc = mw_omemo_start(s->o)) != 0) {
 		fprintf(stderr, "moonwire send: omemo: %s\n", mw_omemo_strerror(rc));
 		s->failed = true;
@@ -300,6 +456,77 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 }
 
 /* ---- preparing envelopes ---- */
+
+/* Like ssh: a secret others may read is worth a warning (not a refusal). */
+static void
+warn_if_exposed(const char *path, const char *what)
+{
+	struct stat st;
+	size_t n = strlen(path);
+
+	if (n > 4 && strcmp(path + n - 4, ".pub") == 0)
+		return;		/* a public key; the private half is in ssh-agent */
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0077) != 0)
+		fprintf(stderr, "moonwire send: WARNING: %s %s is readable by others "
+		    "(mode %04o): chmod 600 %s\n", what, path, st.st_mode & 07777, path);
+}
+
+/*
+ * Compiles the program (text only, nothing runs) so a syntax error is
+ * reported here, with the file name as `moonwire run` does, before anything
+ * is signed or sent.  Returns 0, or MW_EXIT_SYNTAX / MW_EXIT_UNAVAILABLE.
+ */
+static int
+check_syntax(const char *path, const char *program, size_t plen)
+{
+	char chunk[4096];
+	const char *base = strrchr(path, '/');
+	lua_State *L = luaL_newstate();
+	int rc;
+
+	if (L == NULL) {
+		fprintf(stderr, "moonwire send: out of memory\n");
+		return MW_EXIT_UNAVAILABLE;
+	}
+	snprintf(chunk, sizeof(chunk), "=%s", base != NULL ? base + 1 : path);
+	rc = luaL_loadbufferx(L, program, plen, chunk, "t");
+	if (rc != LUA_OK) {
+		const char *msg = lua_tostring(L, -1);
+
+		fprintf(stderr, "moonwire send: %s\n", rc == LUA_ERRSYNTAX && msg != NULL ?
+		    msg : "cannot compile the program (out of memory)");
+		fprintf(stderr, "moonwire send: nothing was signed or sent\n");
+		lua_close(L);
+		return rc == LUA_ERRSYNTAX ? MW_EXIT_SYNTAX : MW_EXIT_UNAVAILABLE;
+	}
+	lua_close(L);
+	return 0;
+}
+
+/* Why a target may not have answered, for the operator who waited. */
+static void
+explain_no_answer(struct sender *s, const struct target *t)
+{
+	char fp[MW_OMEMO_FP_HEXLEN + 1], g[72];
+
+	if (t->presence == -1)
+		fprintf(stderr, "moonwire send: %s is offline (its presence is "
+		    "unavailable): the job waits on the server until the agent connects "
+		    "and may still run then, unless it expires first (--ttl)\n", t->jid);
+	else if (t->presence == 1)
+		fprintf(stderr, "moonwire send: %s is online but did not answer\n", t->jid);
+	fprintf(stderr, "moonwire send: likely causes: the agent is offline or busy; "
+	    "or it has not verified this device (it ignores jobs from unverified "
+	    "devices without answering); or %s is in no `allow` line of its policy\n",
+	    s->acct.jid);
+	if (s->o != NULL && mw_omemo_own_fingerprint(s->o, fp) == 0) {
+		mw_omemo_fp_group(fp, '-', g);
+		fprintf(stderr, "moonwire send: this device: %s device %u fingerprint %s\n"
+		    "moonwire send: the agent's owner verifies it with:\n"
+		    "    moonwire trust -c AGENT_CONFIG %s %s\n", s->acct.jid,
+		    mw_omemo_device_id(s->o), g, s->acct.jid, g);
+	}
+}
 
 static int
 prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *program,
@@ -373,10 +600,15 @@ mw_cmd_send(int argc, char **argv)
 		case 'c': config = optarg; break;
 		case 'k': free(keypath); keypath = strdup(optarg); break;
 		case OPT_TO:
-			if (s.nt == SEND_MAX_TARGETS || strchr(optarg, '@') == NULL ||
-			    strchr(optarg, '/') != NULL) {
-				fprintf(stderr, "moonwire send: --to %s: a bare JID, at most %d\n",
-				    optarg, SEND_MAX_TARGETS);
+			if (s.nt == SEND_MAX_TARGETS) {
+				fprintf(stderr, "moonwire send: at most %d --to\n",
+				    SEND_MAX_TARGETS);
+				goto out;
+			}
+			if (strchr(optarg, '@') == NULL || strchr(optarg, '/') != NULL ||
+			    strpbrk(optarg, " \t") != NULL) {
+				fprintf(stderr, "moonwire send: --to %s: not a bare JID "
+				    "(user@domain, no /resource)\n", optarg);
 				goto out;
 			}
 			s.t[s.nt++].jid = optarg;
@@ -420,14 +652,27 @@ mw_cmd_send(int argc, char **argv)
 		send_usage(stderr);
 		goto out;
 	}
-	if (mw_omemo_account_load(&s.acct, config) != 0) {
-		fprintf(stderr, "moonwire send: %s: bad account file\n", config);
+	s.config = config;
+	if (mw_omemo_account_load_err(&s.acct, config, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire send: %s\n", err);
 		goto out;
 	}
 	if (envelope_path != NULL && args.n > 0) {
 		fprintf(stderr, "moonwire send: --arg cannot change an envelope signed elsewhere "
 		    "(give the arguments to `moonwire sign`)\n");
 		goto out;
+	}
+	if (s.acct.password == NULL) {
+		fprintf(stderr, "moonwire send: %s: no password or password_file\n", config);
+		goto out;
+	}
+	{
+		char *v = mw_config_value(config, "password_file"), *pw = NULL;
+
+		if (v != NULL && mw_omemo_account_path(config, v, &pw) == 0)
+			warn_if_exposed(pw, "password_file");
+		free(v);
+		free(pw);
 	}
 	if (envelope_path != NULL) {
 		struct mw_envelope env;
@@ -453,23 +698,46 @@ mw_cmd_send(int argc, char **argv)
 		snprintf(s.t[0].job_id, sizeof(s.t[0].job_id), "%s", env.job_id);
 		mw_envelope_free(&env);
 	} else {
-		if (keypath == NULL && (keypath = mw_config_value(config, "signing_key")) == NULL) {
-			fprintf(stderr, "moonwire send: no key: use -k KEY or signing_key in %s\n",
-			    config);
-			goto out;
-		}
-		if (mw_ssh_signer_load(keypath, &key, err, sizeof(err)) != 0) {
-			fprintf(stderr, "moonwire send: %s: %s\n", keypath, err);
-			goto out;
+		if (keypath == NULL) {
+			char *v = mw_config_value(config, "signing_key");
+
+			if (v == NULL) {
+				fprintf(stderr, "moonwire send: no key: use -k KEY or "
+				    "signing_key in %s\n", config);
+				goto out;
+			}
+			/* the account file's path rules: ~, relative to the file */
+			if (mw_omemo_account_path(config, v, &keypath) != 0) {
+				fprintf(stderr, "moonwire send: %s: signing_key '%s' is not a "
+				    "usable path\n", config, v);
+				free(v);
+				goto out;
+			}
+			free(v);
 		}
 		if (read_file(argv[optind], MW_ENVELOPE_MAX, &program, &plen) != 0)
 			goto out;
+		if ((rc = check_syntax(argv[optind], program, plen)) != 0)
+			goto out;
+		rc = MW_EXIT_USAGE;
+		warn_if_exposed(keypath, "private key");
+		if (mw_ssh_signer_load(keypath, &key, err, sizeof(err)) != 0) {
+			if (strstr(err, keypath) != NULL)
+				fprintf(stderr, "moonwire send: %s\n", err);
+			else
+				fprintf(stderr, "moonwire send: %s: %s\n", keypath, err);
+			goto out;
+		}
 		if (prepare_envelopes(&s, key, program, plen, limits, &args, ttl_ms) != 0)
 			goto out;
 	}
 	rc = MW_EXIT_UNAVAILABLE;
 	if (s.acct.db == NULL) {
 		fprintf(stderr, "moonwire send: %s: no `db` setting\n", config);
+		goto out;
+	}
+	if (mw_omemo_account_private_db(s.acct.db, true, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire send: %s\n", err);
 		goto out;
 	}
 	if (mw_omemo_db_open(s.acct.db, true, &s.db) != 0 ||
@@ -479,10 +747,14 @@ mw_cmd_send(int argc, char **argv)
 		goto out;
 	}
 	xmpp_initialize();
-	if ((s.x = xmpp_ctx_new(NULL, NULL)) == NULL || (s.conn = xmpp_conn_new(s.x)) == NULL ||
+	g_sender = &s;
+	if ((s.x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
+	    (s.conn = xmpp_conn_new(s.x)) == NULL ||
 	    mw_omemo_account_apply(&s.acct, s.conn) != 0 ||
-	    mw_omemo_set_transport(s.o, s.x, send_stanza, &s) != 0)
+	    mw_omemo_set_transport(s.o, s.x, send_stanza, &s) != 0) {
+		fprintf(stderr, "moonwire send: cannot set up the connection\n");
 		goto out;
+	}
 	/* A short-lived client: without stream management the server counts a
 	 * result as delivered once written to us, instead of storing unacked
 	 * ones offline for the next `send` to see again. */
@@ -519,6 +791,8 @@ mw_cmd_send(int argc, char **argv)
 		if (!t->done) {
 			fprintf(stderr, "moonwire send: %s: no result for job %s %s\n", t->jid,
 			    t->job_id, s.failed ? "(connection failed)" : "in time");
+			if (!s.failed && t->sent)
+				explain_no_answer(&s, t);
 			if (s.json)
 				print_no_answer(t);
 			t->exit = MW_EXIT_UNAVAILABLE;
@@ -534,8 +808,11 @@ mw_cmd_send(int argc, char **argv)
 out:
 	if (s.o != NULL)
 		mw_omemo_close(s.o);
-	if (s.conn != NULL)
+	if (s.conn != NULL) {
+		mw_omemo_account_release(s.conn);
 		xmpp_conn_release(s.conn);
+	}
+	g_sender = NULL;
 	if (s.x != NULL) {
 		xmpp_ctx_free(s.x);
 		xmpp_shutdown();

@@ -11,6 +11,10 @@
 
 #include "runtime/mw_runtime.h"
 
+#ifndef MW_VERSION
+#define MW_VERSION "0.1.0"	/* -DMW_VERSION=... overrides */
+#endif
+
 struct mw_command {
 	const char *name;
 	int (*fn)(int argc, char **argv);
@@ -38,6 +42,7 @@ usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].usage != NULL)
 			fprintf(f, "  moonwire %s\n", commands[i].usage);
+	fprintf(f, "  moonwire --version\n");
 	fprintf(f, "\n`moonwire COMMAND --help` describes one command.\n");
 }
 
@@ -46,9 +51,14 @@ main(int argc, char **argv)
 {
 	/* A peer that went away is an error return, never a signal. */
 	signal(SIGPIPE, SIG_IGN);
+
 	if (argc < 2) {
 		usage(stderr);
 		return MW_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		printf("moonwire %s (job envelope: moonwire-job 1)\n", MW_VERSION);
+		return 0;
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
 		usage(stdout);

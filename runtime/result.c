@@ -326,7 +326,7 @@ mw_result_print_text(FILE *f, const struct mw_result *r)
 	int n = vals ? cJSON_GetArraySize(vals) : 0;
 	for (int i = 0; i < n; i++) {
 		cJSON *v = cJSON_GetArrayItem(vals, i);
-		char *s = cJSON_IsString(v) ? NULL : cJSON_Print(v);
+		char *s = cJSON_IsString(v) ? NULL : cJSON_PrintUnformatted(v);
 		const char *text = cJSON_IsString(v) ? cJSON_GetStringValue(v) : s;
 		bool multi = text && strchr(text, '\n') != NULL;
 		if (n > 1)

@@ -142,7 +142,8 @@ def test_cli_errors(moonwire_bin, prosody, tmp_path):
     # not a bare JID
     rc, out, err = mw(moonwire_bin, "devices", "-c", conf, "nobody@localhost/res")
     assert rc == 2 and out == "", err
-    assert "invalid argument" in err
+    assert err == ("moonwire: devices: nobody@localhost/res: a bare JID is expected: "
+                   "use nobody@localhost\n"), err
 
     # usage errors
     assert mw(moonwire_bin, "devices", "-c", conf)[0] == 2

@@ -18,6 +18,7 @@
  *   - The configuration and the policy fail closed and name FILE:LINE: a
  *     typo must refuse the start, not silently drop a setting or a grant.
  */
+#include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1196,6 +1197,14 @@ config_files(void)
 	tmp_path(policy_path, sizeof(policy_path), "policy");
 	tmp_path(pwfile_path, sizeof(pwfile_path), "password");
 	tmp_path(db_path, sizeof(db_path), "state/agent.db");
+	{
+		/* the db's directory must exist (the agent checks it) */
+		char dir[PATH_MAX + 32];
+
+		tmp_path(dir, sizeof(dir), "state");
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+			fail_msg("mkdir %s: %s", dir, strerror(errno));
+	}
 	write_file(signers_path, "alice@ops ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB\n");
 	write_file(policy_path, "profile p\n");
 	write_file(pwfile_path, "s3cret\nignored\n");
@@ -1322,7 +1331,9 @@ test_config_errors(void **state)
 		{ BASE_CONFIG "parallel 3\n", 8, "key = value" },
 		{ BASE_CONFIG "parallel =\n", 8, "parallel" },
 		{ BASE_CONFIG "parallel =   \t\n", 8, "parallel" },
-		{ "jid = agent@example.org\npassword = x\ndb = relative/agent.db\n", 3, "absolute" },
+		/* relative paths are relative to the file's directory: checked there */
+		{ "jid = agent@example.org\npassword = x\ndb = relative/agent.db\n", 3,
+		  "relative: No such file or directory" },
 		{ BASE_CONFIG "port = 0\n", 8, "port" },
 		{ BASE_CONFIG "port = 65536\n", 8, "port" },
 		{ BASE_CONFIG "port = 52x\n", 8, "port" },
@@ -1338,15 +1349,28 @@ test_config_errors(void **state)
 		{ BASE_CONFIG "parallel = -1\n", 8, "" },
 		{ BASE_CONFIG "rate_burst = 0\n", 8, "" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\n"
-		  "allowed_signers = allowed_signers\npolicy = %P\n", 4, "absolute" },
+		  "allowed_signers = missing_signers\npolicy = %P\n", 4,
+		  "missing_signers: No such file or directory" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\n"
 		  "allowed_signers = %S\npolicy = /nonexistent/mw/policy\n", 5,
 		  "/nonexistent/mw/policy" },
 		{ "jid = agent@example.org/laptop\n", 1, "bare JID" },
 		{ "jid = agent\n", 1, "bare JID" },
 		{ BASE_CONFIG "allow_plaintext = maybe\n", 8, "allow_plaintext" },
-		{ BASE_CONFIG "password_file = relative\n", 8, "absolute" },
-		{ BASE_CONFIG "state_dir = var/mw\n", 8, "absolute" },
+		{ "jid = agent@example.org\ndb = %D\nallowed_signers = %S\npolicy = %P\n"
+		  "password_file = relative\n", 5, "relative: No such file or directory" },
+		{ BASE_CONFIG "state_dir = var/mw\n", 8, "var: No such file or directory" },
+		/* plaintext only towards this machine */
+		{ "jid = agent@example.org\npassword = x\ndb = %D\nallowed_signers = %S\n"
+		  "policy = %P\nhost = xmpp.example.org\nallow_plaintext = yes\n", 7, "plaintext" },
+		{ "jid = agent@example.org\npassword = x\ndb = %D\nallowed_signers = %S\n"
+		  "policy = %P\nallow_plaintext = true\n", 6, "plaintext" },
+		{ "jid = agent@example.org\npassword_file = /nonexistent/pw\ndb = %D\n"
+		  "allowed_signers = %S\npolicy = %P\n", 2, "password_file /nonexistent/pw" },
+		{ BASE_CONFIG "cert_pin_sha256 = abcdef\n", 8, "64 hex digits" },
+		{ BASE_CONFIG "ca_file = /nonexistent/ca.pem\n", 8, "/nonexistent/ca.pem" },
+		{ "jid = agent@example.org\npassword = x\ndb = /nonexistent/dir/x.db\n", 3,
+		  "directory /nonexistent/dir" },
 		{ BASE_CONFIG "queue = 4097\n", 8, "4097" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\n"
 		  "allowed_signers = /nonexistent/mw/signers\npolicy = %P\n", 4,
@@ -1375,13 +1399,6 @@ test_config_errors(void **state)
 		{ "jid = agent@example.org\ndb = %D\nallowed_signers = %S\npolicy = %P\n", "password" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\npolicy = %P\n", "allowed_signers" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\nallowed_signers = %S\n", "policy" },
-		/* plaintext only towards this machine */
-		{ "jid = agent@example.org\npassword = x\ndb = %D\nallowed_signers = %S\n"
-		  "policy = %P\nhost = xmpp.example.org\nallow_plaintext = yes\n", "plaintext" },
-		{ "jid = agent@example.org\npassword = x\ndb = %D\nallowed_signers = %S\n"
-		  "policy = %P\nallow_plaintext = true\n", "plaintext" },
-		{ "jid = agent@example.org\npassword_file = /nonexistent/pw\ndb = %D\n"
-		  "allowed_signers = %S\npolicy = %P\n", "password_file" },
 	};
 	for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++) {
 		memset(&c, 0x5A, sizeof(c));
