@@ -1197,6 +1197,14 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		fprintf(stderr, "moonwire agent: the sandbox could not start\n");
 		return MW_EXIT_UNAVAILABLE;
 	}
+	/* The supervisor holds the sandbox's privileges now; this process
+	 * keeps none (ambient, inheritable, permitted, effective) before it
+	 * opens the identity database or any key.  Fail closed. */
+	if (mw_sandbox_drop_caller_capabilities() != 0) {
+		fprintf(stderr, "moonwire agent: could not drop the agent's capabilities "
+		    "after starting the sandbox: %s; refusing to run\n", strerror(errno));
+		return MW_EXIT_UNAVAILABLE;
+	}
 	if ((rc = mw_omemo_db_open(a->cfg.account.db, true, &a->db)) != 0 ||
 	    db_sync(a, a->cfg.durability_full) != 0) {
 		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
@@ -1228,8 +1236,9 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		return MW_EXIT_UNAVAILABLE;
 	}
 	a->backoff_ms = BACKOFF_INITIAL_MS;
-	logline("started", "jid=%s device=%u supervisor=%d policy=%s", a->cfg.account.jid,
-	    mw_omemo_device_id(a->o), (int)mw_sandbox_pid(a->sb), a->cfg.policy);
+	logline("started", "jid=%s device=%u supervisor=%d policy=%s capabilities=none",
+	    a->cfg.account.jid, mw_omemo_device_id(a->o), (int)mw_sandbox_pid(a->sb),
+	    a->cfg.policy);
 	return 0;
 }
 
