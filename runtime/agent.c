@@ -841,6 +841,15 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 			    "for a different envelope", d.job_id);
 			audit_refusal(&m, &d);
 			reply_refusal(a, &m, &d);
+		} else if (found.from_jid == NULL || strcmp(found.from_jid, m.from) != 0 ||
+		    found.device != m.device) {
+			/* A stored result belongs to the device that requested the
+			 * job, as journaled: another device (even a verified one of
+			 * the same operator) that resends the envelope gets nothing,
+			 * not even a refusal naming the job's requester. */
+			refuse(&d, MW_REFUSE_REPLAY, "job %s was requested by another "
+			    "device; its result goes only there", d.job_id);
+			audit_refusal(&m, &d);
 		} else {
 			logline("duplicate", "job=%s from=%s device=%u state=%s", d.job_id,
 			    m.from, m.device, found.state == MW_JOURNAL_DONE ? "done" : "running");

@@ -56,3 +56,70 @@ def test_agent_process_holds_no_capability(deploy):
     # after a job too
     c = caps(pid)
     assert c["CapPrm"] == 0 and c["CapEff"] == 0 and c["CapAmb"] == 0 and c["CapInh"] == 0, c
+
+
+# ------------------------------------------- a stored result goes back only
+# to the device the journal recorded for the job
+
+def second_device(d, op, name):
+    """Another moonwire device of op's account (own identity database),
+    verified by the agent and verifying the agent.  Returns its conf."""
+    dev_dir = os.path.join(d.kit.workdir, name)
+    os.makedirs(dev_dir, exist_ok=True)
+    conf = os.path.join(dev_dir, "account.conf")
+    with open(conf, "w") as f:
+        f.write(op.account_lines().replace(op.db, os.path.join(dev_dir, "identity.db")))
+    out = run([d.kit.moonwire, "fingerprint", "-c", conf]).stdout
+    fp = re.search(r"\b([0-9a-f]{8}(?:[- ]?[0-9a-f]{8}){7})\b", out).group(1)
+    d.agent.write_conf()
+    run([d.kit.moonwire, "trust", "-c", d.agent.conf, op.jid, fp])
+    run([d.kit.moonwire, "trust", "-c", conf, d.agent.jid, d.agent.fingerprint()])
+    return conf
+
+
+def send_envelope(d, conf, env_path, timeout):
+    p = run([d.kit.moonwire, "send", "-c", conf, "--timeout", timeout, "--json",
+             "--to", d.agent.jid, "--envelope", env_path], check=False, timeout=120)
+    return p, [__import__("json").loads(l) for l in p.stdout.splitlines()
+               if l.strip().startswith("{")]
+
+
+def test_duplicate_result_goes_only_to_the_requesting_device(deploy):
+    d = deploy
+    pat = d.kit.peer("pat")                     # another verified operator
+    d.agent.allow_lines.append("allow %s %s default" % (d.alice.principal, pat.jid))
+    d.kit.trust_peer(d.agent, pat)
+    alice2 = second_device(d, d.alice, "alice-laptop")
+    d.agent.start()
+    env = os.path.join(d.programs, "e1")
+    with open(env, "w") as f:
+        f.write(d.alice.sign(d.agent, d.marker_job("once"), extra=["--job-id", "job-77"]))
+    p, res = d.alice.send(d.agent, envelope=env)
+    first = one(res)
+    assert p.returncode == 0 and first["status"] == "ok" and first["values"] == [1], first
+    alice_dev = int(re.search(r"accepted job=job-77 from=\S+ device=(\d+)",
+                              d.agent.wait_log(r"accepted job=job-77 ")).group(1))
+    d.agent.wait_log(r"reply-sent job=job-77 ")
+    # alice's second (verified) device resends the envelope: nothing back
+    p, res = send_envelope(d, alice2, env, "4s")
+    assert p.returncode == 6 and one(res)["status"] == "no_answer", (p.stdout, p.stderr)
+    line = d.agent.wait_log(r"refused code=replay from=%s device=(\d+) job=job-77 "
+                            % re.escape(d.alice.jid))
+    assert int(re.search(r"device=(\d+)", line).group(1)) != alice_dev, line
+    # another operator's verified device resends it: nothing back either
+    with open(env) as f:
+        pat.send(d.agent.jid, f.read())
+    d.agent.wait_log(r"refused code=replay from=%s device=\d+ job=job-77 " % re.escape(pat.jid))
+    time.sleep(2)
+    assert not [e for e in pat.events("message") if e.get("sender") == d.agent.jid], \
+        pat.events("message")
+    assert not d.agent.grep(r"reply-sent job=job-77 to=%s" % re.escape(pat.jid))
+    assert not d.agent.grep(r"duplicate job=job-77 from=%s" % re.escape(pat.jid))
+    # alice's own device resends it: the stored result, and it never ran twice
+    p, res = d.alice.send(d.agent, envelope=env)
+    again = one(res)
+    assert p.returncode == 0 and again["status"] == "ok" and again["values"] == [1], again
+    d.agent.wait_log(r"duplicate job=job-77 from=%s device=%d state=done"
+                     % (re.escape(d.alice.jid), alice_dev))
+    assert len(d.agent.grep(r"accepted job=job-77 ")) == 1
+    assert d.markers() == ["once"]
