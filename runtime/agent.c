@@ -100,6 +100,11 @@ struct agent {
 	unsigned n_jobs;
 	uint64_t seq;
 	struct rate_slot rate[RATE_SLOTS];
+	/* the agent's own files: no grant reaches them (policy check at
+	 * start-up, and the sandbox broker at open time) */
+	struct mw_protected_path protected[MW_PROTECTED_MAX];
+	const char *protected_ptrs[MW_PROTECTED_MAX];
+	size_t n_protected;
 	/* delivery barrier: results sent since the last barrier ping, and
 	 * those the outstanding barrier ping will confirm */
 	struct sent_result *pending, *awaiting;
@@ -1192,6 +1197,14 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		fprintf(stderr, "moonwire agent: %s\n", err);
 		return MW_EXIT_USAGE;
 	}
+	/* no read or write grant may reach the agent's own files */
+	if (mw_agent_protected_paths(config, &a->cfg, a->protected, &a->n_protected,
+	    err, sizeof(err)) != 0 ||
+	    mw_policy_check_protected(&a->policy, a->protected, a->n_protected, err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire agent: %s\n", err);
+		return MW_EXIT_USAGE;
+	}
 	if (check_only) {
 		printf("%s: configuration ok (policy: %zu profiles, %zu allow lines)\n",
 		    config, a->policy.n_profiles, a->policy.n_allows);
@@ -1202,6 +1215,10 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	sc.parallel = a->cfg.parallel;
 	sc.queue_max = a->cfg.queue_max;
 	sc.state_dir = a->cfg.state_dir;
+	for (size_t i = 0; i < a->n_protected; i++)
+		a->protected_ptrs[i] = a->protected[i].path;
+	sc.protected_paths = a->protected_ptrs;
+	sc.n_protected = (unsigned)a->n_protected;
 	if (mw_sandbox_start(&sc, &a->sb) != 0) {
 		fprintf(stderr, "moonwire agent: the sandbox could not start\n");
 		return MW_EXIT_UNAVAILABLE;
@@ -1286,6 +1303,8 @@ agent_close(struct agent *a)
 	if (a->signers != NULL)
 		mw_allowed_signers_free(a->signers);
 	mw_policy_free(&a->policy);
+	mw_protected_paths_free(a->protected, a->n_protected);
+	a->n_protected = 0;
 	mw_agent_config_free(&a->cfg);
 }
 

@@ -340,3 +340,73 @@ mw_config_value(const char *path, const char *key)
 	fclose(f);
 	return v;
 }
+
+void
+mw_protected_paths_free(struct mw_protected_path *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].path);
+		v[i].path = NULL;
+	}
+}
+
+int
+mw_agent_protected_paths(const char *config_path,
+    const struct mw_agent_config *c, struct mw_protected_path out[MW_PROTECTED_MAX],
+    size_t *n, char *err, size_t errlen)
+{
+	char *pwfile = mw_config_value(config_path, "password_file");
+	char *wal = NULL, *shm = NULL;
+	struct {
+		const char *path;
+		const char *what;
+	} want[] = {
+		{ c->account.db, "identity database" },
+		{ NULL, "identity database WAL" },
+		{ NULL, "identity database shared memory file" },
+		{ pwfile, "password file" },
+		{ c->state_dir, "state directory" },
+		{ c->allowed_signers, "allowed_signers file" },
+		{ c->policy, "policy file" },
+		{ config_path, "configuration file" },
+	};
+	int rc = -1;
+
+	*n = 0;
+	if (asprintf(&wal, "%s-wal", c->account.db) < 0) {
+		wal = NULL;
+		goto nomem;
+	}
+	if (asprintf(&shm, "%s-shm", c->account.db) < 0) {
+		shm = NULL;
+		goto nomem;
+	}
+	want[1].path = wal;
+	want[2].path = shm;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		if (want[i].path == NULL)
+			continue;	/* no password_file: the password is in config */
+		if (*n >= MW_PROTECTED_MAX)
+			goto nomem;
+		if ((out[*n].path = mw_path_canonical(want[i].path)) == NULL) {
+			cfail(err, errlen, "%s: %s %s: %s", config_path, want[i].what,
+			    want[i].path, strerror(errno));
+			goto out;
+		}
+		out[*n].what = want[i].what;
+		(*n)++;
+	}
+	rc = 0;
+	goto out;
+nomem:
+	cfail(err, errlen, "%s: out of memory", config_path);
+out:
+	if (rc != 0) {
+		mw_protected_paths_free(out, *n);
+		*n = 0;
+	}
+	free(pwfile);
+	free(wal);
+	free(shm);
+	return rc;
+}

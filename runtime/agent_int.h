@@ -38,6 +38,17 @@ struct mw_agent_config {
 int mw_agent_config_load(const char *path, struct mw_agent_config *c,
     char *err, size_t errlen);
 void mw_agent_config_free(struct mw_agent_config *c);
+/* The agent's own files, canonical (mw_path_canonical), for
+ * mw_policy_check_protected() and the sandbox's protected_paths: the
+ * identity database and its -wal and -shm files, the password file (when
+ * password_file is set), the state directory, allowed_signers, the policy
+ * and the configuration file itself.  Fills out[0..*n) (each path
+ * malloc'ed; mw_protected_paths_free) and returns 0, or -1 with err when a
+ * path cannot be canonicalised (fail closed). */
+int mw_agent_protected_paths(const char *config_path,
+    const struct mw_agent_config *c, struct mw_protected_path out[MW_PROTECTED_MAX],
+    size_t *n, char *err, size_t errlen);
+void mw_protected_paths_free(struct mw_protected_path *v, size_t n);
 /* The value of one `key = value` setting of an account-style file (e.g. the
  * operator's `signing_key`), malloc'ed, or NULL when absent/unreadable. */
 char *mw_config_value(const char *path, const char *key);

@@ -123,3 +123,86 @@ def test_duplicate_result_goes_only_to_the_requesting_device(deploy):
                      % (re.escape(d.alice.jid), alice_dev))
     assert len(d.agent.grep(r"accepted job=job-77 ")) == 1
     assert d.markers() == ["once"]
+
+
+# ------------------------------------------- grants never reach the agent's files
+
+def check(d):
+    """`moonwire agent -c CONF --check` on the conf as written now."""
+    return run([d.kit.moonwire, "agent", "-c", d.agent.conf, "--check"], check=False)
+
+
+def test_policy_grants_never_reach_the_agents_own_files(deploy):
+    d = deploy
+    ag = d.agent
+    real = os.path.realpath
+    d.agent.write_conf()
+    p = check(d)
+    assert p.returncode == 0, p.stderr
+    base = d.agent.policy_text
+    cases = [
+        # (profile line, expected message after "POLICY:LINE: ")
+        ("read /", "read / would expose the agent's identity database %s" % real(ag.db)),
+        ("read %s" % d.kit.workdir,
+         "read %s would expose the agent's identity database %s" % (d.kit.workdir,
+                                                                      real(ag.db))),
+        ("write %s" % ag.state, "write %s is the agent's state directory %s"
+         % (ag.state, real(ag.state))),
+    ]
+    # through a symlink: compared canonically
+    link = os.path.join(d.kit.workdir, "innocent-looking")
+    os.symlink(ag.dir, link)
+    cases.append(("read %s" % link, "read %s would expose the agent's identity database %s"
+                  % (link, real(ag.db))))
+    # a directory inside the state directory
+    inner = os.path.join(ag.state, "inner")
+    os.makedirs(inner)
+    cases.append(("read %s" % inner, "read %s lies inside the agent's state directory %s"
+                  % (inner, real(ag.state))))
+    for line, msg in cases:
+        d.agent.policy_text = base + "profile sneaky\n  " + line + "\n"
+        d.agent.write_conf()
+        want_line = (base + "profile sneaky\n").count("\n") + 1
+        p = check(d)
+        assert p.returncode == 2, (line, p.stdout, p.stderr)
+        assert "%s:%d: %s" % (ag.policy, want_line, msg) in p.stderr, (line, p.stderr)
+    # the agent itself refuses to start with such a policy, before connecting
+    d.agent.policy_text = base + "profile sneaky\n  read /\n"
+    ag.write_conf()
+    p = run([d.kit.moonwire, "agent", "-c", ag.conf], check=False, timeout=30)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "would expose the agent's identity database" in p.stderr, p.stderr
+    assert "connecting" not in p.stderr, p.stderr
+    # password_file and the configuration file are protected too
+    secrets = os.path.join(d.kit.workdir, "secrets")
+    os.makedirs(secrets)
+    with open(os.path.join(secrets, "pw"), "w") as f:
+        f.write(ag.password + "\n")
+    d.agent.policy_text = base + "profile sneaky\n  read %s\n" % secrets
+    ag.write_conf()
+    with open(ag.conf) as f:
+        conf = f.read()
+    assert "password = %s\n" % ag.password in conf
+    with open(ag.conf, "w") as f:
+        f.write(conf.replace("password = %s\n" % ag.password,
+                             "password_file = %s\n" % os.path.join(secrets, "pw")))
+    p = check(d)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "read %s would expose the agent's password file %s/pw" % (
+        secrets, real(secrets)) in p.stderr, p.stderr
+    conf_dir = os.path.join(d.kit.workdir, "etc")
+    os.makedirs(conf_dir)
+    other_conf = os.path.join(conf_dir, "agent.conf")
+    with open(other_conf, "w") as f:
+        f.write(conf.replace("password = %s\n" % ag.password, "password = %s\n" % ag.password))
+    with open(ag.policy, "w") as f:
+        f.write(base + "profile sneaky\n  read %s\n" % conf_dir)
+    p = run([d.kit.moonwire, "agent", "-c", other_conf, "--check"], check=False)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "would expose the agent's configuration file %s" % real(other_conf) in p.stderr, \
+        p.stderr
+    # and a harmless policy still starts and serves
+    d.agent.policy_text = base
+    d.agent.start()
+    p, res = d.alice.send(d.agent, d.marker_job("fine"))
+    assert one(res)["status"] == "ok", res
