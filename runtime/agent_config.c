@@ -54,7 +54,8 @@ static const char *const account_keys[] = {
 static const char *const agent_keys[] = {
 	"allowed_signers", "policy", "state_dir", "max_output", "clock_skew",
 	"parallel", "queue", "shutdown_grace", "rate_limit", "rate_burst",
-	"durability", NULL
+	"durability", "new_session_rate", "new_session_burst",
+	"new_session_rate_global", "new_session_burst_global", NULL
 };
 
 static int
@@ -147,6 +148,21 @@ agent_setting(struct mw_agent_config *c, const char *k, const char *v,
 		c->rate_burst = (unsigned)n;
 		return 0;
 	}
+	if (strncmp(k, "new_session_", 12) == 0) {
+		/* budgets of new OMEMO sessions (X3DH, a prekey each), checked
+		 * before decrypting: never off, at least 1 */
+		if (set_uint(v, 1, 100000, &n, why, wl) != 0)
+			return -1;
+		if (strcmp(k, "new_session_rate") == 0)
+			c->new_session_per_minute = (uint32_t)n;
+		else if (strcmp(k, "new_session_burst") == 0)
+			c->new_session_burst = (unsigned)n;
+		else if (strcmp(k, "new_session_rate_global") == 0)
+			c->new_session_global_per_minute = (uint32_t)n;
+		else
+			c->new_session_global_burst = (unsigned)n;
+		return 0;
+	}
 	if (strcmp(k, "durability") == 0) {
 		if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
 			return cfail(why, wl, "durability is full or normal");
@@ -168,6 +184,10 @@ config_defaults(struct mw_agent_config *c)
 	c->rate_per_minute = 600;
 	c->rate_burst = 60;
 	c->durability_full = true;
+	c->new_session_per_minute = 10;
+	c->new_session_burst = 5;
+	c->new_session_global_per_minute = 60;
+	c->new_session_global_burst = 20;
 }
 
 int
@@ -181,7 +201,7 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 	const uint8_t *lp;
 	size_t ll;
 	unsigned lineno = 0;
-	unsigned seen_account[16] = { 0 }, seen_agent[16] = { 0 };
+	unsigned seen_account[16] = { 0 }, seen_agent[24] = { 0 };
 	int rc;
 
 	config_defaults(c);

@@ -32,6 +32,12 @@ struct mw_agent_config {
 	uint32_t rate_per_minute;	/* jobs per sender JID per minute (0: off) */
 	unsigned rate_burst;
 	bool durability_full;		/* fsync the commits that must survive power loss */
+	/* token buckets for messages that would build a new OMEMO session,
+	 * applied before decrypting (spec/agent.md) */
+	uint32_t new_session_per_minute;	/* per sender JID (default 10) */
+	unsigned new_session_burst;		/* default 5 */
+	uint32_t new_session_global_per_minute;	/* all senders (default 60) */
+	unsigned new_session_global_burst;	/* default 20 */
 };
 /* Every error is "FILE:LINE: reason" (or "FILE: reason"); the agent does
  * not start. */

@@ -357,9 +357,21 @@ test_send_builds_sessions(void **state)
 	assert_int_equal(done_rc[0], 0);
 	assert_int_equal(S.ninbox[1], 1);
 	assert_string_equal(S.inbox[1][0], "hi bob");
-	/* B's bundle was republished without the used prekey, with id 101 */
+	/* the republish is debounced: within MW_OMEMO_REPUBLISH_MIN_SECS of
+	 * the start-up publish, B's bundle is not published again ... */
 	snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
 	    mw_omemo_device_id(B.o));
+	it = item_find(B.jid, node, false);
+	assert_null(strstr(it->xml, "preKeyId=\"101\""));
+	mw_omemo_tick(B.o);
+	pump();
+	it = item_find(B.jid, node, false);
+	assert_null(strstr(it->xml, "preKeyId=\"101\""));
+	/* ... and once the window has passed, the tick publishes it once:
+	 * without the used prekey, with its replacement id 101 */
+	mw_omemo_set_republish_interval(B.o, 0);
+	mw_omemo_tick(B.o);
+	pump();
 	it = item_find(B.jid, node, false);
 	assert_non_null(strstr(it->xml, "preKeyId=\"101\""));
 	{
