@@ -568,8 +568,9 @@ peek_parsed(struct mw_omemo *o, const struct parsed *p, struct mw_omemo_msg *m)
 			m->new_session = session_record_has_session_state(rec,
 			    pre_key_signal_message_get_message_version(pm),
 			    pre_key_signal_message_get_base_key(pm)) != 1;
-		SIGNAL_UNREF(rec);
-		SIGNAL_UNREF(pm);
+		if (rec != NULL)
+			SIGNAL_UNREF(rec);
+		SIGNAL_UNREF(pm);	/* non-NULL: deserialized above */
 		if (rc != 0)
 			return omemo_map_sg(rc);
 	} else {
