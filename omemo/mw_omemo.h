@@ -69,8 +69,9 @@
 #define MW_OMEMO_MAX_DEVICES_PER_JID	32
 #define MW_OMEMO_MAX_KEYS_PER_JID	32
 /* A used prekey makes the bundle change; republishing is coalesced to at
- * most one bundle publish per this many seconds (the start-up publish
- * included). */
+ * most one publish caused by changes per this many seconds (the first
+ * change after a quiet window at once, later ones together when it ends;
+ * the publish of mw_omemo_start() comes on top). */
 #define MW_OMEMO_REPUBLISH_MIN_SECS	30
 
 /* Every failure is one of these; mw_omemo_strerror() names it. */

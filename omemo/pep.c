@@ -318,11 +318,14 @@ publish_bundle(struct mw_omemo *o, bool then_list)
 }
 
 /*
- * Debounced: at most one bundle publish per MW_OMEMO_REPUBLISH_MIN_SECS.  A
- * change inside the window only sets bundle_publish_pending; mw_omemo_tick()
- * publishes once when the window has passed, so a burst of used prekeys
- * (one per new session) costs one publish, not one each.  The bundle is
- * read from the store when it is sent: the latest state goes out.
+ * Debounced: at most one publish caused by a change (a used prekey, a
+ * rotation) per MW_OMEMO_REPUBLISH_MIN_SECS.  The first change after a
+ * quiet window is published at once (a new contact's used prekey leaves
+ * the bundle right away); a change inside the window only sets
+ * bundle_publish_pending, and mw_omemo_tick() publishes once when the
+ * window has passed, so a burst of used prekeys (one per new session)
+ * costs one publish, not one each.  The bundle is read from the store when
+ * it is sent: the latest state goes out.  Start-up publishes are extra.
  */
 int
 omemo_pep_bundle_changed(struct mw_omemo *o)
@@ -436,9 +439,9 @@ mw_omemo_start(struct mw_omemo *o)
 	if ((rc = mw_omemo_maintain(o, omemo_now(), &changed)) != 0)
 		return rc;
 	/* bundle first, then the device list that points at it; this
-	 * publish carries every pending change and starts a debounce window */
+	 * publish carries every pending change (it does not open a debounce
+	 * window: the window is between publishes caused by changes) */
 	o->bundle_publish_pending = false;
-	o->last_bundle_publish_ms = omemo_mono_ms();
 	return publish_bundle(o, true);
 }
 
