@@ -8,9 +8,9 @@ grant, what an unverified device of a policy JID can make the agent spend,
 and who receives a stored result.
 """
 
+import json
 import os
 import re
-import sqlite3
 import time
 
 from agentkit import run
@@ -80,8 +80,7 @@ def second_device(d, op, name):
 def send_envelope(d, conf, env_path, timeout):
     p = run([d.kit.moonwire, "send", "-c", conf, "--timeout", timeout, "--json",
              "--to", d.agent.jid, "--envelope", env_path], check=False, timeout=120)
-    return p, [__import__("json").loads(l) for l in p.stdout.splitlines()
-               if l.strip().startswith("{")]
+    return p, [json.loads(l) for l in p.stdout.splitlines() if l.strip().startswith("{")]
 
 
 def test_duplicate_result_goes_only_to_the_requesting_device(deploy):
@@ -194,7 +193,7 @@ def test_policy_grants_never_reach_the_agents_own_files(deploy):
     os.makedirs(conf_dir)
     other_conf = os.path.join(conf_dir, "agent.conf")
     with open(other_conf, "w") as f:
-        f.write(conf.replace("password = %s\n" % ag.password, "password = %s\n" % ag.password))
+        f.write(conf)
     with open(ag.policy, "w") as f:
         f.write(base + "profile sneaky\n  read %s\n" % conf_dir)
     p = run([d.kit.moonwire, "agent", "-c", other_conf, "--check"], check=False)
