@@ -322,6 +322,31 @@ omemo_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n)
 	return 0;
 }
 
+/* *out = 1 when jid/dev has a row, 0 when a new row fits under
+ * MW_OMEMO_MAX_DEVICES_PER_JID, -1 when it would not. */
+static int
+device_rows(struct mw_omemo *o, const char *jid, uint32_t dev, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int64_t exists, count;
+
+	if (sqlite3_prepare_v2(o->db, "SELECT (SELECT count(*) FROM omemo_devices "
+	    "WHERE jid = ?1 AND device_id = ?2), (SELECT count(*) FROM "
+	    "omemo_devices WHERE jid = ?1)", -1, &st, NULL) != SQLITE_OK)
+		return MW_OMEMO_E_DB;
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 2, dev) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		return MW_OMEMO_E_DB;
+	}
+	exists = sqlite3_column_int64(st, 0);
+	count = sqlite3_column_int64(st, 1);
+	sqlite3_finalize(st);
+	*out = exists > 0 ? 1 : count < MW_OMEMO_MAX_DEVICES_PER_JID ? 0 : -1;
+	return 0;
+}
+
 int
 omemo_store_devicelist(struct mw_omemo *o, const char *jid,
     const uint32_t *ids, size_t n)
@@ -343,11 +368,39 @@ omemo_store_devicelist(struct mw_omemo *o, const char *jid,
 		return MW_OMEMO_E_DB;
 	}
 	sqlite3_finalize(st);
-	for (size_t i = 0; i < n; i++)
+	/* Bounded: rows of devices that left the list and hold nothing (no
+	 * pinned key, no session) are forgotten, and at most
+	 * MW_OMEMO_MAX_DEVICES_PER_JID rows are kept for jid (this device
+	 * always, for the own list): a list of thousands stores no more. */
+	if (sqlite3_prepare_v2(o->db, "DELETE FROM omemo_devices WHERE jid = ?1 "
+	    "AND active = 0 AND identity_key IS NULL AND NOT EXISTS (SELECT 1 "
+	    "FROM omemo_sessions s WHERE s.jid = ?1 AND s.device_id = "
+	    "omemo_devices.device_id)", -1, &st, NULL) != SQLITE_OK) {
+		omemo_rollback(o);
+		return MW_OMEMO_E_DB;
+	}
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		omemo_rollback(o);
+		return MW_OMEMO_E_DB;
+	}
+	sqlite3_finalize(st);
+	for (size_t i = 0; i < n; i++) {
+		bool own = strcmp(jid, o->jid) == 0 && ids[i] == o->device_id;
+		int64_t have = 0;
+
+		if (!own && (rc = device_rows(o, jid, ids[i], &have)) != 0) {
+			omemo_rollback(o);
+			return rc;
+		}
+		if (have < 0)
+			continue;	/* over the cap: not stored */
 		if ((rc = omemo_device_upsert(o, jid, ids[i], 1)) != 0) {
 			omemo_rollback(o);
 			return rc;
 		}
+	}
 	return omemo_commit(o);
 }
 

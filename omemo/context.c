@@ -51,6 +51,7 @@ mw_omemo_strerror(int err)
 	case MW_OMEMO_E_CONFIG: return "bad account settings";
 	case MW_OMEMO_E_CERT_PIN: return "server certificate does not match cert_pin_sha256";
 	case MW_OMEMO_E_CERT_UNTRUSTED: return "server certificate not trusted (set ca_file or cert_pin_sha256)";
+	case MW_OMEMO_E_LIMIT: return "too many devices or identity keys for this JID";
 	}
 	return "unknown error";
 }
@@ -111,6 +112,7 @@ mw_omemo_open(struct mw_omemo **out, sqlite3 *db, const char *own_jid)
 		return MW_OMEMO_E_NOMEM;
 	o->db = db;
 	o->iq_timeout_ms = MW_OMEMO_IQ_TIMEOUT_MS;
+	o->republish_ms = MW_OMEMO_REPUBLISH_MIN_SECS * 1000LL;
 	if ((rc = omemo_schema(db)) != 0)
 		goto fail;
 	rc = MW_OMEMO_E_NOMEM;
@@ -161,6 +163,13 @@ void
 mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms)
 {
 	o->iq_timeout_ms = ms;
+}
+
+void
+mw_omemo_set_republish_interval(struct mw_omemo *o, unsigned ms)
+{
+	if (o != NULL)
+		o->republish_ms = ms;
 }
 
 bool

@@ -23,6 +23,8 @@
 
 #include <openssl/crypto.h>
 
+#include <signal/session_record.h>
+
 #include "omemo/omemo_int.h"
 #include "wire/mw_wire.h"
 
@@ -52,6 +54,8 @@ omemo_map_sg(int e)
 	case SG_ERR_STALE_KEY_EXCHANGE:
 		return MW_OMEMO_E_BAD_MESSAGE;
 	}
+	if (e == OMEMO_SG_ELIMIT)
+		return MW_OMEMO_E_LIMIT;	/* store.c: per-JID caps */
 	if (e < SG_ERR_MINIMUM)
 		return MW_OMEMO_E_DB;	/* our store callbacks */
 	return MW_OMEMO_E_CRYPTO;
@@ -523,6 +527,102 @@ parse_encrypted(struct mw_omemo *o, xmpp_stanza_t *msg, struct parsed *p)
 	return 0;
 }
 
+/*
+ * The sender device's identity key and what decrypting would cost, without
+ * decrypting (mw_omemo_peek, and decrypt's gate with require_verified).
+ * Reads the store only: no transaction is begun, nothing is written.
+ */
+static int
+peek_parsed(struct mw_omemo *o, const struct parsed *p, struct mw_omemo_msg *m)
+{
+	uint8_t key[33];
+	bool have = false;
+	int rc;
+
+	m->trust = MW_OMEMO_TRUST_UNDECIDED;
+	m->fp[0] = '\0';
+	m->new_session = false;
+	if (p->prekey) {
+		signal_protocol_address a = { p->from, strlen(p->from), (int32_t)p->sid };
+		pre_key_signal_message *pm = NULL;
+		session_record *rec = NULL;
+		signal_buffer *ik = NULL;
+
+		if ((rc = pre_key_signal_message_deserialize(&pm, p->key, p->keylen,
+		    o->sg)) != 0)
+			return omemo_map_sg(rc);
+		rc = ec_public_key_serialize(&ik,
+		    pre_key_signal_message_get_identity_key(pm));
+		if (rc == 0 && signal_buffer_len(ik) == 33) {
+			memcpy(key, signal_buffer_data(ik), 33);
+			have = true;
+		}
+		signal_buffer_free(ik);
+		if (rc == 0 && !have)
+			rc = SG_ERR_INVALID_KEY;
+		/* a session state built from this base key already exists: a
+		 * resend before our first reply, no X3DH and no prekey */
+		if (rc == 0)
+			rc = signal_protocol_session_load_session(o->store, &rec, &a);
+		if (rc == 0)
+			m->new_session = session_record_has_session_state(rec,
+			    pre_key_signal_message_get_message_version(pm),
+			    pre_key_signal_message_get_base_key(pm)) != 1;
+		if (rec != NULL)
+			SIGNAL_UNREF(rec);
+		SIGNAL_UNREF(pm);	/* non-NULL: deserialized above */
+		if (rc != 0)
+			return omemo_map_sg(rc);
+	} else {
+		rc = omemo_device_key(o, p->from, p->sid, key);
+		if (rc == 0)
+			have = true;
+		else if (rc != MW_OMEMO_E_NOT_FOUND)
+			return rc;
+	}
+	if (!have)
+		return 0;	/* no key known: UNDECIDED, fp "" */
+	if ((rc = mw_omemo_fp_from_key(key, 33, m->fp)) != 0)
+		return rc;
+	return omemo_key_trust(o, p->from, key, 33, &m->trust);
+}
+
+int
+mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *stanza, struct mw_omemo_msg *m)
+{
+	struct parsed p;
+	int rc;
+
+	if (m == NULL)
+		return MW_OMEMO_E_INVAL;
+	memset(m, 0, sizeof(*m));
+	if (o == NULL || stanza == NULL)
+		return MW_OMEMO_E_INVAL;
+	if ((rc = parse_encrypted(o, stanza, &p)) != 0)
+		goto out;
+	if ((m->from = strdup(p.from)) == NULL) {
+		rc = MW_OMEMO_E_NOMEM;
+		goto out;
+	}
+	m->device = p.sid;
+	m->prekey = p.prekey;
+	if (strcmp(p.from, o->jid) == 0 && p.sid == o->device_id) {
+		rc = MW_OMEMO_E_OWN_DEVICE;
+		goto out;
+	}
+	rc = peek_parsed(o, &p, m);
+out:
+	parsed_free(&p);
+	return rc;
+}
+
+void
+mw_omemo_set_require_verified(struct mw_omemo *o, bool on)
+{
+	if (o != NULL)
+		o->require_verified = on;
+}
+
 /* Records the sender's key fingerprint and trust into msg. */
 static void
 sender_info(struct mw_omemo *o, struct mw_omemo_msg *m)
@@ -621,6 +721,16 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 		}
 	} else if (rc != MW_OMEMO_E_NOT_FOUND)
 		goto out;
+	/* the gate: with require_verified nothing from a key that is not
+	 * VERIFIED reaches the ratchet or the store */
+	if (o->require_verified) {
+		if ((rc = peek_parsed(o, &p, m)) != 0)
+			goto out;
+		if (m->trust != MW_OMEMO_TRUST_VERIFIED) {
+			rc = MW_OMEMO_E_UNTRUSTED;
+			goto out;
+		}
+	}
 	if ((rc = omemo_begin(o)) != 0)
 		goto out;
 	if ((rc = ratchet_decrypt(o, &p, m, &km)) != 0)

@@ -62,6 +62,17 @@
 #define MW_OMEMO_SPK_ROTATE_SECS (7 * 24 * 3600)  /* signed prekey rotation */
 #define MW_OMEMO_SPK_KEEP_SECS	(30 * 24 * 3600)  /* old signed prekeys kept */
 #define MW_OMEMO_IQ_TIMEOUT_MS	30000
+/* Bounds on what one remote JID can make this layer store (device rows,
+ * and identity keys with a trust row), whatever it sends: pinning a key
+ * on a new device or recording a new key beyond them fails with
+ * MW_OMEMO_E_LIMIT; a device list is stored up to this many ids. */
+#define MW_OMEMO_MAX_DEVICES_PER_JID	32
+#define MW_OMEMO_MAX_KEYS_PER_JID	32
+/* A used prekey makes the bundle change; republishing is coalesced to at
+ * most one publish caused by changes per this many seconds (the first
+ * change after a quiet window at once, later ones together when it ends;
+ * the publish of mw_omemo_start() comes on top). */
+#define MW_OMEMO_REPUBLISH_MIN_SECS	30
 
 /* Every failure is one of these; mw_omemo_strerror() names it. */
 enum mw_omemo_err {
@@ -99,6 +110,7 @@ enum mw_omemo_err {
 	MW_OMEMO_E_CONFIG = -32,	/* bad account settings */
 	MW_OMEMO_E_CERT_PIN = -33,	/* server certificate does not match cert_pin_sha256 */
 	MW_OMEMO_E_CERT_UNTRUSTED = -34, /* server certificate not trusted (no CA, no pin) */
+	MW_OMEMO_E_LIMIT = -35,		/* the JID has MW_OMEMO_MAX_DEVICES_PER_JID devices / MW_OMEMO_MAX_KEYS_PER_JID keys */
 };
 const char *mw_omemo_strerror(int err);
 
@@ -186,6 +198,8 @@ struct mw_omemo_msg {
 	enum mw_omemo_trust trust;	/* trust of the sender's identity key */
 	char fp[MW_OMEMO_FP_HEXLEN + 1];	/* sender's identity fingerprint */
 	bool prekey;			/* arrived as a PreKeySignalMessage */
+	bool new_session;		/* mw_omemo_peek: decrypting would build a new
+					 * session (X3DH, consume a prekey) */
 	uint8_t *plaintext;		/* NUL-terminated for convenience */
 	size_t len;
 };
@@ -201,6 +215,26 @@ struct mw_omemo_msg {
  */
 int mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *message,
     struct mw_omemo_msg *msg);
+/*
+ * What a message says about its sender, learnt WITHOUT decrypting and
+ * without writing anything: from, device, prekey, and the sender device's
+ * identity key -- the one a PreKeySignalMessage carries (deserialized, not
+ * processed), else the key pinned for that device -- as fp with its trust
+ * for from (UNDECIDED and fp "" when no key is known); new_session when a
+ * PreKeySignalMessage's base key matches no session state of that device
+ * (decrypting it would run X3DH and consume a prekey).  0, or the parse
+ * errors of mw_omemo_decrypt.  No plaintext; call mw_omemo_msg_free().
+ * A caller that only acts on verified devices calls this first and drops
+ * the message unless trust is VERIFIED: the store never sees it.
+ */
+int mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *message,
+    struct mw_omemo_msg *msg);
+/* With on, mw_omemo_decrypt() refuses (MW_OMEMO_E_UNTRUSTED, nothing
+ * written, before any ratchet work) every message whose sender key, as
+ * mw_omemo_peek() finds it, is not VERIFIED -- key-transport messages
+ * included.  Off by default (the operator CLI reads results from devices it
+ * may not have verified yet). */
+void mw_omemo_set_require_verified(struct mw_omemo *o, bool on);
 int mw_omemo_commit(struct mw_omemo *o);
 int mw_omemo_rollback(struct mw_omemo *o);
 bool mw_omemo_txn_pending(const struct mw_omemo *o);
@@ -244,6 +278,8 @@ int mw_omemo_handle_stanza(struct mw_omemo *o, xmpp_stanza_t *stanza);
  * prekey rotation, prekey refill, republish).  Call from a timer. */
 void mw_omemo_tick(struct mw_omemo *o);
 void mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms);	/* tests */
+/* The bundle republish window (default MW_OMEMO_REPUBLISH_MIN_SECS). */
+void mw_omemo_set_republish_interval(struct mw_omemo *o, unsigned ms);	/* tests */
 
 /*
  * Publishes the bundle, then fetches the own device list and publishes it

@@ -40,6 +40,13 @@ struct mw_omemo {
 	bool txn;			/* our transaction is open */
 	bool pending_decrypt;		/* ... and belongs to a decrypt */
 	bool bundle_dirty;		/* a prekey was used: republish */
+	bool require_verified;		/* decrypt only from VERIFIED sender keys */
+	/* republish debounce: at most one bundle publish per
+	 * MW_OMEMO_REPUBLISH_MIN_SECS; a change inside that window sets
+	 * bundle_publish_pending and mw_omemo_tick() publishes once later */
+	int64_t last_bundle_publish_ms;	/* monotonic; 0: never */
+	int64_t republish_ms;		/* the window; tests may shorten it */
+	bool bundle_publish_pending;
 
 	/* network side */
 	xmpp_ctx_t *xctx;
@@ -52,6 +59,10 @@ struct mw_omemo {
 	int64_t iq_timeout_ms;
 	int64_t last_maintain;
 };
+
+/* A store callback refusing a write over a per-JID cap (store.c); outside
+ * libsignal's error range, mapped to MW_OMEMO_E_LIMIT by omemo_map_sg. */
+#define OMEMO_SG_ELIMIT (SG_ERR_MINIMUM - 2)
 
 /* crypto.c */
 int omemo_crypto_provider(signal_context *sg);

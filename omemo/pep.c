@@ -317,11 +317,30 @@ publish_bundle(struct mw_omemo *o, bool then_list)
 	return rc;
 }
 
+/*
+ * Debounced: at most one publish caused by a change (a used prekey, a
+ * rotation) per MW_OMEMO_REPUBLISH_MIN_SECS.  The first change after a
+ * quiet window is published at once (a new contact's used prekey leaves
+ * the bundle right away); a change inside the window only sets
+ * bundle_publish_pending, and mw_omemo_tick() publishes once when the
+ * window has passed, so a burst of used prekeys (one per new session)
+ * costs one publish, not one each.  The bundle is read from the store when
+ * it is sent: the latest state goes out.  Start-up publishes are extra.
+ */
 int
 omemo_pep_bundle_changed(struct mw_omemo *o)
 {
+	int64_t now = omemo_mono_ms();
+
 	if (o->send_fn == NULL)
 		return 0;	/* published at the next mw_omemo_start() */
+	if (o->last_bundle_publish_ms != 0 &&
+	    now - o->last_bundle_publish_ms < o->republish_ms) {
+		o->bundle_publish_pending = true;
+		return 0;
+	}
+	o->bundle_publish_pending = false;
+	o->last_bundle_publish_ms = now;
 	return publish_bundle(o, false);
 }
 
@@ -419,7 +438,10 @@ mw_omemo_start(struct mw_omemo *o)
 		return MW_OMEMO_E_OFFLINE;
 	if ((rc = mw_omemo_maintain(o, omemo_now(), &changed)) != 0)
 		return rc;
-	/* bundle first, then the device list that points at it */
+	/* bundle first, then the device list that points at it; this
+	 * publish carries every pending change (it does not open a debounce
+	 * window: the window is between publishes caused by changes) */
+	o->bundle_publish_pending = false;
 	return publish_bundle(o, true);
 }
 
@@ -743,6 +765,10 @@ mw_omemo_tick(struct mw_omemo *o)
 	}
 	if (!o->txn && omemo_now() - o->last_maintain >= MAINTAIN_EVERY &&
 	    mw_omemo_maintain(o, omemo_now(), &changed) == 0 && changed)
+		(void)omemo_pep_bundle_changed(o);
+	/* a change held back by the debounce window goes out once it ends */
+	if (o->bundle_publish_pending && !o->txn &&
+	    now - o->last_bundle_publish_ms >= o->republish_ms)
 		(void)omemo_pep_bundle_changed(o);
 }
 

@@ -722,8 +722,74 @@ omemo_device_upsert(struct mw_omemo *o, const char *jid, uint32_t dev,
 	return step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
 }
 
+/* 1 when `exists_sql` (bound to jid, then blob/int) finds a row, else the
+ * count of `count_sql` rows for jid; -1 on a database error. */
+static int64_t
+cap_count(struct mw_omemo *o, const char *jid, const char *exists_sql,
+    const char *count_sql, const uint8_t *key, size_t keylen, uint32_t dev)
+{
+	sqlite3_stmt *st;
+	int rc;
+	int64_t n;
+
+	if (prep(o, &st, exists_sql) != 0)
+		return -1;
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
+	    (key != NULL ? sqlite3_bind_blob(st, 2, key, (int)keylen,
+	    SQLITE_TRANSIENT) : sqlite3_bind_int64(st, 2, dev)) != SQLITE_OK) {
+		unprep(o, st);
+		return -1;
+	}
+	rc = sqlite3_step(st);
+	unprep(o, st);
+	if (rc == SQLITE_ROW)
+		return 0;	/* already stored: no new row, no cap */
+	if (rc != SQLITE_DONE)
+		return -1;
+	if (prep(o, &st, count_sql) != 0)
+		return -1;
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		unprep(o, st);
+		return -1;
+	}
+	n = sqlite3_column_int64(st, 0);
+	unprep(o, st);
+	return n;
+}
+
+/*
+ * The per-JID caps: a new device row beyond MW_OMEMO_MAX_DEVICES_PER_JID or
+ * a new trust row beyond MW_OMEMO_MAX_KEYS_PER_JID is refused
+ * (OMEMO_SG_ELIMIT), so no sender can grow the store without bound.
+ */
+static int
+id_caps(struct mw_omemo *o, const char *jid, uint32_t dev, const uint8_t *key,
+    size_t len)
+{
+	int64_t n;
+
+	n = cap_count(o, jid, "SELECT 1 FROM omemo_devices WHERE jid = ? AND "
+	    "device_id = ?", "SELECT count(*) FROM omemo_devices WHERE jid = ?",
+	    NULL, 0, dev);
+	if (n < 0)
+		return OMEMO_SG_EDB;
+	if (n >= MW_OMEMO_MAX_DEVICES_PER_JID)
+		return OMEMO_SG_ELIMIT;
+	if (key == NULL)
+		return 0;
+	n = cap_count(o, jid, "SELECT 1 FROM omemo_trust WHERE jid = ? AND "
+	    "identity_key = ?", "SELECT count(*) FROM omemo_trust WHERE jid = ?",
+	    key, len, 0);
+	if (n < 0)
+		return OMEMO_SG_EDB;
+	if (n >= MW_OMEMO_MAX_KEYS_PER_JID)
+		return OMEMO_SG_ELIMIT;
+	return 0;
+}
+
 /* Pins address to key (re-pins after a verified change); the key's trust
- * row starts UNDECIDED. */
+ * row starts UNDECIDED.  Within the per-JID caps (id_caps). */
 static int
 id_save(const signal_protocol_address *a, uint8_t *key, size_t len, void *u)
 {
@@ -736,6 +802,9 @@ id_save(const signal_protocol_address *a, uint8_t *key, size_t len, void *u)
 		return OMEMO_SG_EDB;
 	if ((jid = strndup(a->name, a->name_len)) == NULL)
 		return SG_ERR_NOMEM;
+	if ((ret = id_caps(o, jid, (uint32_t)a->device_id, key, len)) != 0)
+		goto out;
+	ret = OMEMO_SG_EDB;
 	/* a new device row is not in the last list seen until a list says so */
 	if (omemo_device_upsert(o, jid, (uint32_t)a->device_id, -1) != 0)
 		goto out;

@@ -77,11 +77,18 @@ struct sent_result {
 	char *job_id;
 };
 
+/* A token bucket: `burst` at once, `per_minute` refilled continuously. */
+struct bucket {
+	double tokens;
+	uint64_t last_ms;
+};
+
 struct rate_slot {
 	char *jid;			/* NULL: free slot */
 	double tokens;
 	uint64_t last_ms;
 	uint64_t refusal_reply_ms;	/* last rate_limited reply: one a minute */
+	struct bucket new_sessions;	/* messages that would build a session */
 };
 
 struct agent {
@@ -109,6 +116,12 @@ struct agent {
 	unsigned n_jobs;
 	uint64_t seq;
 	struct rate_slot rate[RATE_SLOTS];
+	struct bucket new_sessions;	/* all senders together */
+	/* the agent's own files: no grant reaches them (policy check at
+	 * start-up, and the sandbox broker at open time) */
+	struct mw_protected_path protected[MW_PROTECTED_MAX];
+	const char *protected_ptrs[MW_PROTECTED_MAX];
+	size_t n_protected;
 	/* delivery barrier: results sent since the last barrier ping, and
 	 * those the outstanding barrier ping will confirm */
 	struct sent_result *pending, *awaiting;
@@ -241,13 +254,34 @@ db_sync(struct agent *a, bool full)
 
 /* ---- sending ---- */
 
+/* Whether st publishes this agent's OMEMO bundle (for the log: a flood
+ * must not turn into a publish per message, and the tests count them). */
+static bool
+is_bundle_publish(xmpp_stanza_t *st)
+{
+	xmpp_stanza_t *ps, *pub;
+	const char *name = xmpp_stanza_get_name(st), *type = xmpp_stanza_get_type(st);
+	const char *node;
+
+	if (name == NULL || strcmp(name, "iq") != 0 || type == NULL ||
+	    strcmp(type, "set") != 0 ||
+	    (ps = xmpp_stanza_get_child_by_name(st, "pubsub")) == NULL ||
+	    (pub = xmpp_stanza_get_child_by_name(ps, "publish")) == NULL ||
+	    (node = xmpp_stanza_get_attribute(pub, "node")) == NULL)
+		return false;
+	return strncmp(node, MW_OMEMO_NODE_BUNDLES, strlen(MW_OMEMO_NODE_BUNDLES)) == 0;
+}
+
 static void
 send_stanza(xmpp_stanza_t *st, void *arg)
 {
 	struct agent *a = arg;
 
-	if (a->conn != NULL && a->connected)
+	if (a->conn != NULL && a->connected) {
+		if (is_bundle_publish(st))
+			logline("bundle-publish", NULL);
 		xmpp_send(a->conn, st);
+	}
 }
 
 /* Encrypts text to one device of jid and sends it.  0 when handed to the
@@ -435,7 +469,47 @@ rate_slot_for(struct agent *a, const char *jid)
 		return NULL;
 	oldest->tokens = (double)a->cfg.rate_burst;
 	oldest->last_ms = now_ms();
+	oldest->new_sessions.tokens = (double)a->cfg.new_session_burst;
+	oldest->new_sessions.last_ms = oldest->last_ms;
 	return oldest;
+}
+
+/* Takes one token from b if it has one (refilled at per_minute, capped at
+ * burst since last_ms). */
+static bool
+bucket_take(struct bucket *b, uint32_t per_minute, unsigned burst, uint64_t t)
+{
+	b->tokens += (double)(t - b->last_ms) * (double)per_minute / 60000.0;
+	if (b->tokens > (double)burst)
+		b->tokens = (double)burst;
+	b->last_ms = t;
+	if (b->tokens < 1.0)
+		return false;
+	b->tokens -= 1.0;
+	return true;
+}
+
+/*
+ * The new-session budget, checked BEFORE decrypting a message that would
+ * build a session (X3DH and a consumed prekey, then a bundle republish):
+ * a token from the sender JID's bucket and one from the global bucket.
+ * The sender's token is spent even when the global bucket refuses, so one
+ * JID cannot drain the global budget and keep its own.  Fails closed when
+ * out of memory.
+ */
+static bool
+new_session_allow(struct agent *a, const char *jid, const char **which)
+{
+	struct rate_slot *s = rate_slot_for(a, jid);
+	uint64_t t = now_ms();
+
+	*which = "new_session_rate";
+	if (s == NULL || !bucket_take(&s->new_sessions, a->cfg.new_session_per_minute,
+	    a->cfg.new_session_burst, t))
+		return false;
+	*which = "new_session_rate_global";
+	return bucket_take(&a->new_sessions, a->cfg.new_session_global_per_minute,
+	    a->cfg.new_session_global_burst, t);
 }
 
 static bool
@@ -831,6 +905,39 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 
 	memset(&times, 0, sizeof(times));
 	times.received = now_us();
+	/*
+	 * Before any decryption: who sent it, with which identity key, and
+	 * would it build a new session?  Read-only.  A device whose key is not
+	 * verified for that JID is dropped here -- no X3DH, no row, no prekey,
+	 * no publish -- and so is a new session over the budget.
+	 */
+	rc = mw_omemo_peek(a->o, st, &m);
+	if (rc != 0) {
+		logline("refused", "code=omemo from=%s device=%u reason=\"%s\"",
+		    m.from ? m.from : "?", m.device, mw_omemo_strerror(rc));
+		mw_omemo_msg_free(&m);
+		return;
+	}
+	if (m.trust != MW_OMEMO_TRUST_VERIFIED) {
+		logline("refused", "code=untrusted_device from=%s device=%u job=- reason=\"not "
+		    "decrypted: device %u of %s (fingerprint %s) is %s, not verified\"", m.from,
+		    m.device, m.device, m.from, m.fp[0] ? m.fp : "unknown",
+		    m.fp[0] ? mw_omemo_trust_name(m.trust) : "unknown");
+		mw_omemo_msg_free(&m);
+		return;
+	}
+	if (m.new_session) {
+		const char *which;
+
+		if (!new_session_allow(a, m.from, &which)) {
+			logline("refused", "code=omemo from=%s device=%u reason=\"new session "
+			    "over the %s budget; not decrypted\"", m.from, m.device, which);
+			mw_omemo_msg_free(&m);
+			return;
+		}
+		logline("new-session", "from=%s device=%u", m.from, m.device);
+	}
+	mw_omemo_msg_free(&m);
 	rc = mw_omemo_decrypt(a->o, st, &m);
 	t = now_us();
 	times.decrypt = t - times.received;
@@ -880,6 +987,15 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 			    "for a different envelope", d.job_id);
 			audit_refusal(&m, &d);
 			reply_refusal(a, &m, &d);
+		} else if (found.from_jid == NULL || strcmp(found.from_jid, m.from) != 0 ||
+		    found.device != m.device) {
+			/* A stored result belongs to the device that requested the
+			 * job, as journaled: another device (even a verified one of
+			 * the same operator) that resends the envelope gets nothing,
+			 * not even a refusal naming the job's requester. */
+			refuse(&d, MW_REFUSE_REPLAY, "job %s was requested by another "
+			    "device; its result goes only there", d.job_id);
+			audit_refusal(&m, &d);
 		} else {
 			logline("duplicate", "job=%s from=%s device=%u state=%s", d.job_id,
 			    m.from, m.device, found.state == MW_JOURNAL_DONE ? "done" : "running");
@@ -1184,7 +1300,11 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	xmpp_handler_add(conn, on_message, NULL, "message", NULL, a);
 	xmpp_handler_add(conn, on_iq, NULL, "iq", NULL, a);
 	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, a);
-	if ((rc = mw_omemo_attach(a->o, conn)) != 0 || (rc = mw_omemo_start(a->o)) != 0) {
+	/* attach, then route the layer's stanzas through send_stanza(), which
+	 * logs every bundle publish */
+	if ((rc = mw_omemo_attach(a->o, conn)) != 0 ||
+	    (rc = mw_omemo_set_transport(a->o, a->x, send_stanza, a)) != 0 ||
+	    (rc = mw_omemo_start(a->o)) != 0) {
 		logline("omemo-error", "op=start error=%s", mw_omemo_strerror(rc));
 		xmpp_disconnect(conn);
 		return;
@@ -1312,6 +1432,14 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		return MW_EXIT_USAGE;
 	}
 	(void)warn_exposed_secrets(config, check_only);
+	/* no read or write grant may reach the agent's own files */
+	if (mw_agent_protected_paths(config, &a->cfg, a->protected, &a->n_protected,
+	    err, sizeof(err)) != 0 ||
+	    mw_policy_check_protected(&a->policy, a->protected, a->n_protected, err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire agent: %s\n", err);
+		return MW_EXIT_USAGE;
+	}
 	if (check_only) {
 		printf("%s: configuration ok (policy: %zu profiles, %zu allow lines)\n",
 		    config, a->policy.n_profiles, a->policy.n_allows);
@@ -1322,8 +1450,20 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	sc.parallel = a->cfg.parallel;
 	sc.queue_max = a->cfg.queue_max;
 	sc.state_dir = a->cfg.state_dir;
+	for (size_t i = 0; i < a->n_protected; i++)
+		a->protected_ptrs[i] = a->protected[i].path;
+	sc.protected_paths = a->protected_ptrs;
+	sc.n_protected = (unsigned)a->n_protected;
 	if (mw_sandbox_start(&sc, &a->sb) != 0) {
 		fprintf(stderr, "moonwire agent: the sandbox could not start\n");
+		return MW_EXIT_UNAVAILABLE;
+	}
+	/* The supervisor holds the sandbox's privileges now; this process
+	 * keeps none (ambient, inheritable, permitted, effective) before it
+	 * opens the identity database or any key.  Fail closed. */
+	if (mw_sandbox_drop_caller_capabilities() != 0) {
+		fprintf(stderr, "moonwire agent: could not drop the agent's capabilities "
+		    "after starting the sandbox: %s; refusing to run\n", strerror(errno));
 		return MW_EXIT_UNAVAILABLE;
 	}
 	if (mw_omemo_account_private_db(a->cfg.account.db, true, err, sizeof(err)) != 0) {
@@ -1341,6 +1481,11 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		    mw_omemo_strerror(rc));
 		return MW_EXIT_UNAVAILABLE;
 	}
+	/* defence in depth behind the peek in handle_encrypted(): the OMEMO
+	 * layer itself decrypts nothing from a key that is not verified */
+	mw_omemo_set_require_verified(a->o, true);
+	a->new_sessions.tokens = (double)a->cfg.new_session_global_burst;
+	a->new_sessions.last_ms = now_ms();
 	if (mw_journal_init(a->db) != 0 || (n = mw_journal_recover(a->db,
 	    (int64_t)time(NULL))) < 0) {
 		fprintf(stderr, "moonwire agent: %s: journal: %s\n", a->cfg.account.db,
@@ -1361,8 +1506,9 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		return MW_EXIT_UNAVAILABLE;
 	}
 	a->backoff_ms = BACKOFF_INITIAL_MS;
-	logline("started", "jid=%s device=%u supervisor=%d policy=%s", a->cfg.account.jid,
-	    mw_omemo_device_id(a->o), (int)mw_sandbox_pid(a->sb), a->cfg.policy);
+	logline("started", "jid=%s device=%u supervisor=%d policy=%s capabilities=none",
+	    a->cfg.account.jid, mw_omemo_device_id(a->o), (int)mw_sandbox_pid(a->sb),
+	    a->cfg.policy);
 	return 0;
 }
 
@@ -1403,6 +1549,8 @@ agent_close(struct agent *a)
 	if (a->signers != NULL)
 		mw_allowed_signers_free(a->signers);
 	mw_policy_free(&a->policy);
+	mw_protected_paths_free(a->protected, a->n_protected);
+	a->n_protected = 0;
 	mw_agent_config_free(&a->cfg);
 }
 

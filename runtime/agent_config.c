@@ -63,7 +63,8 @@ static const char *const account_keys[] = {
 static const char *const agent_keys[] = {
 	"allowed_signers", "policy", "state_dir", "max_output", "clock_skew",
 	"parallel", "queue", "shutdown_grace", "rate_limit", "rate_burst",
-	"durability", NULL
+	"durability", "new_session_rate", "new_session_burst",
+	"new_session_rate_global", "new_session_burst_global", NULL
 };
 
 static int
@@ -231,6 +232,21 @@ agent_setting(struct mw_agent_config *c, const char *file, const char *k,
 		c->rate_burst = (unsigned)n;
 		return 0;
 	}
+	if (strncmp(k, "new_session_", 12) == 0) {
+		/* budgets of new OMEMO sessions (X3DH, a prekey each), checked
+		 * before decrypting: never off, at least 1 */
+		if (set_uint(v, 1, 100000, &n, why, wl) != 0)
+			return -1;
+		if (strcmp(k, "new_session_rate") == 0)
+			c->new_session_per_minute = (uint32_t)n;
+		else if (strcmp(k, "new_session_burst") == 0)
+			c->new_session_burst = (unsigned)n;
+		else if (strcmp(k, "new_session_rate_global") == 0)
+			c->new_session_global_per_minute = (uint32_t)n;
+		else
+			c->new_session_global_burst = (unsigned)n;
+		return 0;
+	}
 	if (strcmp(k, "durability") == 0) {
 		if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
 			return cfail(why, wl, "durability is full or normal");
@@ -252,6 +268,10 @@ config_defaults(struct mw_agent_config *c)
 	c->rate_per_minute = 600;
 	c->rate_burst = 60;
 	c->durability_full = true;
+	c->new_session_per_minute = 10;
+	c->new_session_burst = 5;
+	c->new_session_global_per_minute = 60;
+	c->new_session_global_burst = 20;
 }
 
 int
@@ -265,7 +285,7 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 	const uint8_t *lp;
 	size_t ll;
 	unsigned lineno = 0;
-	unsigned seen_account[16] = { 0 }, seen_agent[16] = { 0 };
+	unsigned seen_account[16] = { 0 }, seen_agent[24] = { 0 };
 	int rc;
 
 	config_defaults(c);
@@ -427,4 +447,74 @@ mw_config_value(const char *path, const char *key)
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(f);
 	return v;
+}
+
+void
+mw_protected_paths_free(struct mw_protected_path *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].path);
+		v[i].path = NULL;
+	}
+}
+
+int
+mw_agent_protected_paths(const char *config_path,
+    const struct mw_agent_config *c, struct mw_protected_path out[MW_PROTECTED_MAX],
+    size_t *n, char *err, size_t errlen)
+{
+	char *pwfile = mw_config_value(config_path, "password_file");
+	char *wal = NULL, *shm = NULL;
+	struct {
+		const char *path;
+		const char *what;
+	} want[] = {
+		{ c->account.db, "identity database" },
+		{ NULL, "identity database WAL" },
+		{ NULL, "identity database shared memory file" },
+		{ pwfile, "password file" },
+		{ c->state_dir, "state directory" },
+		{ c->allowed_signers, "allowed_signers file" },
+		{ c->policy, "policy file" },
+		{ config_path, "configuration file" },
+	};
+	int rc = -1;
+
+	*n = 0;
+	if (asprintf(&wal, "%s-wal", c->account.db) < 0) {
+		wal = NULL;
+		goto nomem;
+	}
+	if (asprintf(&shm, "%s-shm", c->account.db) < 0) {
+		shm = NULL;
+		goto nomem;
+	}
+	want[1].path = wal;
+	want[2].path = shm;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		if (want[i].path == NULL)
+			continue;	/* no password_file: the password is in config */
+		if (*n >= MW_PROTECTED_MAX)
+			goto nomem;
+		if ((out[*n].path = mw_path_canonical(want[i].path)) == NULL) {
+			cfail(err, errlen, "%s: %s %s: %s", config_path, want[i].what,
+			    want[i].path, strerror(errno));
+			goto out;
+		}
+		out[*n].what = want[i].what;
+		(*n)++;
+	}
+	rc = 0;
+	goto out;
+nomem:
+	cfail(err, errlen, "%s: out of memory", config_path);
+out:
+	if (rc != 0) {
+		mw_protected_paths_free(out, *n);
+		*n = 0;
+	}
+	free(pwfile);
+	free(wal);
+	free(shm);
+	return rc;
 }

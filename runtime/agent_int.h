@@ -32,12 +32,29 @@ struct mw_agent_config {
 	uint32_t rate_per_minute;	/* jobs per sender JID per minute (0: off) */
 	unsigned rate_burst;
 	bool durability_full;		/* fsync the commits that must survive power loss */
+	/* token buckets for messages that would build a new OMEMO session,
+	 * applied before decrypting (spec/agent.md) */
+	uint32_t new_session_per_minute;	/* per sender JID (default 10) */
+	unsigned new_session_burst;		/* default 5 */
+	uint32_t new_session_global_per_minute;	/* all senders (default 60) */
+	unsigned new_session_global_burst;	/* default 20 */
 };
 /* Every error is "FILE:LINE: reason" (or "FILE: reason"); the agent does
  * not start. */
 int mw_agent_config_load(const char *path, struct mw_agent_config *c,
     char *err, size_t errlen);
 void mw_agent_config_free(struct mw_agent_config *c);
+/* The agent's own files, canonical (mw_path_canonical), for
+ * mw_policy_check_protected() and the sandbox's protected_paths: the
+ * identity database and its -wal and -shm files, the password file (when
+ * password_file is set), the state directory, allowed_signers, the policy
+ * and the configuration file itself.  Fills out[0..*n) (each path
+ * malloc'ed; mw_protected_paths_free) and returns 0, or -1 with err when a
+ * path cannot be canonicalised (fail closed). */
+int mw_agent_protected_paths(const char *config_path,
+    const struct mw_agent_config *c, struct mw_protected_path out[MW_PROTECTED_MAX],
+    size_t *n, char *err, size_t errlen);
+void mw_protected_paths_free(struct mw_protected_path *v, size_t n);
 /* The value of one `key = value` setting of an account-style file (e.g. the
  * operator's `signing_key`), malloc'ed, or NULL when absent/unreadable. */
 char *mw_config_value(const char *path, const char *key);

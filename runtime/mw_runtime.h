@@ -69,7 +69,21 @@ struct mw_policy_interactive {
 	size_t profile;
 };
 
+/* Where one `read`/`write` grant came from: kept so that checks made after
+ * parsing (mw_policy_check_protected) can name FILE:LINE.  The canonical
+ * directory is profiles[profile].grants.fs_read/fs_write[index]. */
+struct mw_policy_path_line {
+	unsigned line;
+	bool write;
+	size_t profile;
+	uint32_t index;
+	char *given;			/* the path as written in the file */
+};
+
 struct mw_policy {
+	char *file;				/* the name errors use */
+	struct mw_policy_path_line *path_lines;	/* every read/write line, in file order */
+	size_t n_path_lines;
 	struct mw_limits limits;		/* defaults for every profile */
 	struct mw_command_grant *commands;	/* the allowlist */
 	size_t n_commands;
@@ -98,6 +112,29 @@ const struct mw_policy_interactive *mw_policy_interactive_for(
 /* Whether jid appears in any allow or interactive line (presence
  * subscriptions are approved only for those). */
 bool mw_policy_knows_jid(const struct mw_policy *p, const char *jid);
+
+/*
+ * The agent's own files (identity database and its -wal/-shm, password
+ * file, state directory, allowed_signers, the policy, the configuration):
+ * no read or write grant may equal, contain or lie inside one of them.
+ * path is absolute and canonical (mw_path_canonical); what names the file
+ * in errors ("identity database").
+ */
+#define MW_PROTECTED_MAX 32		/* as many as a sandbox HELLO carries */
+struct mw_protected_path {
+	char *path;
+	const char *what;
+};
+/* Canonical form of path: realpath() when it exists; otherwise the
+ * canonical form of its directory (recursively, up to one that exists)
+ * joined with its last component.  malloc'ed, or NULL with errno set
+ * (EINVAL for a last component "." or ".."). */
+char *mw_path_canonical(const char *path);
+/* 0 when no read/write grant of any profile of p equals, contains or lies
+ * inside one of paths[0..n); otherwise -1 and, for the first such grant in
+ * file order, "FILE:LINE: read DIR would expose the agent's WHAT PATH". */
+int mw_policy_check_protected(const struct mw_policy *p,
+    const struct mw_protected_path *paths, size_t n, char *err, size_t errlen);
 
 /* Grant helpers shared by policy lines and command-line flags. */
 int mw_grant_add_path(struct mw_grants *g, bool write, const char *path,

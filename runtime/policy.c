@@ -258,6 +258,10 @@ mw_policy_free(struct mw_policy *p)
 	for (size_t i = 0; i < p->n_interactives; i++)
 		free(p->interactives[i].jid);
 	free(p->interactives);
+	for (size_t i = 0; i < p->n_path_lines; i++)
+		free(p->path_lines[i].given);
+	free(p->path_lines);
+	free(p->file);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -537,6 +541,127 @@ parse_profile_line(struct mw_policy *p, struct mw_profile *pr, char **tok, int n
 	return fail(err, errlen, "unknown profile setting '%s'", k);
 }
 
+/* Records where the grant parse_profile_line() just added came from. */
+static int
+note_path_line(struct mw_policy *p, size_t profile, bool write, unsigned line,
+    const char *given, char *err, size_t errlen)
+{
+	const struct mw_grants *g = &p->profiles[profile].grants;
+	struct mw_policy_path_line *nl = realloc(p->path_lines,
+	    (p->n_path_lines + 1) * sizeof(*nl));
+
+	if (nl == NULL)
+		return fail(err, errlen, "out of memory");
+	p->path_lines = nl;
+	nl = &nl[p->n_path_lines];
+	nl->line = line;
+	nl->write = write;
+	nl->profile = profile;
+	nl->index = (write ? g->n_fs_write : g->n_fs_read) - 1;
+	if ((nl->given = strdup(given)) == NULL)
+		return fail(err, errlen, "out of memory");
+	p->n_path_lines++;
+	return 0;
+}
+
+char *
+mw_path_canonical(const char *path)
+{
+	char real[PATH_MAX], *dir, *slash, *base, *out = NULL;
+	size_t dl;
+
+	if (path == NULL || path[0] == '\0') {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (realpath(path, real) != NULL)
+		return strdup(real);
+	if (errno != ENOENT)
+		return NULL;	/* fail closed: unreadable is not "absent" */
+	/* absent: canonicalise the directory, keep the last component */
+	if ((dir = strdup(path)) == NULL)
+		return NULL;
+	while ((dl = strlen(dir)) > 1 && dir[dl - 1] == '/')
+		dir[dl - 1] = '\0';
+	if ((slash = strrchr(dir, '/')) == NULL) {
+		/* relative, one component: it lives in the working directory */
+		base = dir;
+		if ((dir = strdup(".")) == NULL) {
+			free(base);
+			return NULL;
+		}
+	} else {
+		*slash = '\0';
+		base = strdup(slash + 1);
+		if (slash == dir) {
+			dir[0] = '/';
+			dir[1] = '\0';
+		}
+	}
+	if (base == NULL || base[0] == '\0' || strcmp(base, ".") == 0 ||
+	    strcmp(base, "..") == 0) {
+		if (base != NULL)
+			errno = EINVAL;
+		goto out;
+	}
+	{
+		char *cdir = mw_path_canonical(dir);
+
+		if (cdir == NULL)
+			goto out;
+		if (asprintf(&out, "%s%s%s", cdir, strcmp(cdir, "/") == 0 ? "" : "/",
+		    base) < 0)
+			out = NULL;
+		free(cdir);
+	}
+out:
+	free(dir);
+	free(base);
+	return out;
+}
+
+/* Whether canonical path `in` equals `dir` or lies below it. */
+static bool
+path_within(const char *in, const char *dir)
+{
+	size_t l = strlen(dir);
+
+	if (strcmp(dir, "/") == 0)
+		return true;
+	return strncmp(in, dir, l) == 0 && (in[l] == '\0' || in[l] == '/');
+}
+
+int
+mw_policy_check_protected(const struct mw_policy *p,
+    const struct mw_protected_path *paths, size_t n, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < p->n_path_lines; i++) {
+		const struct mw_policy_path_line *l = &p->path_lines[i];
+		const struct mw_grants *g = &p->profiles[l->profile].grants;
+		const char *grant = l->write ? g->fs_write[l->index] : g->fs_read[l->index];
+		const char *kw = l->write ? "write" : "read";
+
+		for (size_t j = 0; j < n; j++) {
+			const char *pp = paths[j].path;
+
+			if (pp == NULL || pp[0] != '/')
+				return fail(err, errlen, "%s: protected path '%s' (%s) is not "
+				    "absolute", p->file ? p->file : "policy", pp ? pp : "(null)",
+				    paths[j].what);
+			if (strcmp(grant, pp) == 0)
+				return fail(err, errlen, "%s:%u: %s %s is the agent's %s %s",
+				    p->file, l->line, kw, l->given, paths[j].what, pp);
+			if (path_within(pp, grant))
+				return fail(err, errlen, "%s:%u: %s %s would expose the agent's "
+				    "%s %s", p->file, l->line, kw, l->given, paths[j].what, pp);
+			if (path_within(grant, pp))
+				return fail(err, errlen, "%s:%u: %s %s lies inside the agent's "
+				    "%s %s", p->file, l->line, kw, l->given, paths[j].what, pp);
+		}
+	}
+	return 0;
+}
+
 /* A profile named by an allow/interactive line, resolved at the end. */
 struct profile_ref {
 	bool interactive;
@@ -561,6 +686,10 @@ mw_policy_parse(const char *text, size_t len, const char *name,
 
 	memset(p, 0, sizeof(*p));
 	mw_limits_default(&p->limits);
+	if ((p->file = strdup(name)) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		return -1;
+	}
 	mw_buf_view(&b, text, len);
 	while (mw_buf_get_line(&b, &lp, &ll) == 0) {
 		lineno++;
@@ -627,6 +756,10 @@ mw_policy_parse(const char *text, size_t len, const char *name,
 				r = fail(why, sizeof(why), "commands are defined before the first profile");
 			else
 				r = parse_profile_line(p, cur, tok, n, why, sizeof(why));
+			if (r == 0 && (strcmp(tok[0], "read") == 0 ||
+			    strcmp(tok[0], "write") == 0))
+				r = note_path_line(p, (size_t)(cur - p->profiles),
+				    tok[0][0] == 'w', lineno, tok[1], why, sizeof(why));
 			limits_seen_in_profiles |= strcmp(tok[0], "limits") == 0;
 		} else {
 			r = fail(why, sizeof(why), "unknown setting '%s'", tok[0]);

@@ -56,7 +56,8 @@ def test_example_optional_keys_are_real_keys(tmp_path, moonwire_bin):
     # every commented-out "# key = value" line is accepted when uncommented
     conf, text = _example_with_paths(tmp_path)
     opened = re.sub(r"^# ((?:max_output|clock_skew|parallel|queue|shutdown_grace|"
-                    r"rate_limit|rate_burst|durability) = .*)$", r"\1", text, flags=re.M)
+                    r"rate_limit|rate_burst|durability|new_session_rate|new_session_burst|"
+                    r"new_session_rate_global|new_session_burst_global) = .*)$", r"\1", text, flags=re.M)
     assert opened.count("\nparallel = 2") == 1
     conf.write_text(opened)
     p = subprocess.run([moonwire_bin, "agent", "-c", str(conf), "--check"],

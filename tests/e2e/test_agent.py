@@ -295,10 +295,14 @@ def test_replay_and_duplicate(deploy):
     h, _ = result_body(peer_result(pat, d.agent))
     assert h["status"] == "refused" and h["refusal"] == "replay", h
     audit(d.agent, "replay", r"from=%s device=\d+ job=job-42" % re.escape(pat.jid))
-    # `moonwire send --envelope` with the first envelope: the stored result
-    p, res = d.alice.send(d.agent, envelope=write(os.path.join(d.programs, "e1"), e1))
-    r = one(res)
-    assert r["status"] == "ok" and r["values"] == [1] and r["job_id"] == "job-42", r
+    # the first envelope from another device (alice's, via `moonwire send
+    # --envelope`): the stored result goes only to pat's device, the
+    # journaled requester; alice gets nothing, and nothing runs
+    p, res = d.alice.send(d.agent, envelope=write(os.path.join(d.programs, "e1"), e1),
+                          timeout="3s")
+    assert p.returncode == 6 and one(res)["status"] == "no_answer", (p.stdout, p.stderr)
+    audit(d.agent, "replay", r"from=%s device=\d+ job=job-42 reason=\".*another device"
+          % re.escape(d.alice.jid))
     assert d.markers() == ["first"]
     assert len(d.agent.grep(r"accepted job=job-42 ")) == 1
     os.unlink(os.path.join(d.out, "first"))

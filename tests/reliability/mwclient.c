@@ -21,6 +21,13 @@
  *       the server could not deliver is kept offline for the next login).
  *   mwclient raw -c ACCOUNT --to JID --count N
  *       N messages carrying a junk <encrypted> element (a stranger's flood).
+ *   mwclient prekey-flood -c ACCOUNT --to JID --device DEV --count N
+ *                 [--clone DB] [--per-sec R]
+ *       N PreKeySignalMessages to device DEV of JID, each from a new
+ *       session: a fresh OMEMO identity and device of ACCOUNT's JID per
+ *       message (unverified devices), or with --clone a copy of the
+ *       identity in DB (a verified device building session after session).
+ *       The bundle of DEV is fetched once.  Prints "E sent N".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -469,6 +476,174 @@ cmd_run(int argc, char **argv, bool raw)
 	return 0;
 }
 
+/* ---- prekey-flood ---- */
+
+struct flood {
+	xmpp_ctx_t *x;
+	xmpp_conn_t *conn;
+	bool connected, failed;
+	xmpp_stanza_t *bundle;		/* copy of DEV's <bundle> */
+};
+
+static int
+on_bundle(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct flood *f = arg;
+	xmpp_stanza_t *ps, *items, *item, *b;
+
+	(void)conn;
+	if ((ps = xmpp_stanza_get_child_by_name(st, "pubsub")) != NULL &&
+	    (items = xmpp_stanza_get_child_by_name(ps, "items")) != NULL &&
+	    (item = xmpp_stanza_get_child_by_name(items, "item")) != NULL &&
+	    (b = xmpp_stanza_get_child_by_name_and_ns(item, "bundle", MW_OMEMO_NS)) != NULL)
+		f->bundle = xmpp_stanza_copy(b);
+	if (f->bundle == NULL)
+		f->failed = true;
+	return 0;
+}
+
+static void
+on_flood_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
+    xmpp_stream_error_t *se, void *arg)
+{
+	struct flood *f = arg;
+
+	(void)conn;
+	(void)error;
+	(void)se;
+	f->connected = ev == XMPP_CONN_CONNECT;
+	if (!f->connected)
+		f->failed = true;
+}
+
+/* One PreKeySignalMessage from a new session (fresh identity, or a copy of
+ * clone's), sent over f->conn. */
+static int
+flood_one(struct flood *f, const struct mw_omemo_account *acct, sqlite3 *clone,
+    const char *to, uint32_t dev, long i)
+{
+	sqlite3 *db = NULL;
+	sqlite3_backup *bk;
+	struct mw_omemo *o = NULL;
+	xmpp_stanza_t *msg = NULL;
+	enum mw_omemo_trust t;
+	char fp[MW_OMEMO_FP_HEXLEN + 1], text[64];
+	int rc = -1;
+
+	if (sqlite3_open(":memory:", &db) != SQLITE_OK)
+		goto out;
+	if (clone != NULL) {
+		if ((bk = sqlite3_backup_init(db, "main", clone, "main")) == NULL)
+			goto out;
+		(void)sqlite3_backup_step(bk, -1);
+		if (sqlite3_backup_finish(bk) != SQLITE_OK)
+			goto out;
+	}
+	snprintf(text, sizeof(text), "prekey flood %ld", i);
+	if (mw_omemo_open(&o, db, acct->jid) != 0 ||
+	    mw_omemo_process_bundle(o, to, dev, f->bundle) != 0 ||
+	    mw_omemo_device_trust(o, to, dev, &t, fp) != 0 ||
+	    mw_omemo_trust(o, to, fp) != 0 ||
+	    mw_omemo_encrypt(o, f->x, to, &dev, 1, text, strlen(text), &msg) != 0)
+		goto out;
+	xmpp_send(f->conn, msg);
+	xmpp_stanza_release(msg);
+	rc = 0;
+out:
+	if (o != NULL)
+		mw_omemo_close(o);
+	if (db != NULL)
+		sqlite3_close(db);
+	return rc;
+}
+
+static int
+cmd_prekey_flood(int argc, char **argv)
+{
+	struct mw_omemo_account acct;
+	struct flood f;
+	const char *config = arg(argc, argv, "-c", NULL), *to = arg(argc, argv, "--to", NULL);
+	const char *clone_path = arg(argc, argv, "--clone", NULL);
+	long count = atol(arg(argc, argv, "--count", "1"));
+	double per_sec = atof(arg(argc, argv, "--per-sec", "0"));
+	uint32_t dev = (uint32_t)strtoul(arg(argc, argv, "--device", "0"), NULL, 10);
+	sqlite3 *clone = NULL;
+	xmpp_stanza_t *iq = NULL, *ps, *items;
+	char node[128];
+	uint64_t deadline, t0;
+	long sent = 0, failed = 0;
+
+	memset(&f, 0, sizeof(f));
+	memset(&acct, 0, sizeof(acct));
+	if (config == NULL || to == NULL || dev == 0 || count <= 0 ||
+	    mw_omemo_account_load(&acct, config) != 0) {
+		fprintf(stderr, "mwclient: bad arguments or account file\n");
+		return 2;
+	}
+	if (clone_path != NULL && sqlite3_open_v2(clone_path, &clone,
+	    SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		fprintf(stderr, "mwclient: cannot open %s\n", clone_path);
+		return 1;
+	}
+	xmpp_initialize();
+	if ((f.x = xmpp_ctx_new(NULL, NULL)) == NULL || (f.conn = xmpp_conn_new(f.x)) == NULL ||
+	    mw_omemo_account_apply(&acct, f.conn) != 0 ||
+	    xmpp_connect_client(f.conn, acct.host, acct.port, on_flood_conn, &f) != XMPP_EOK)
+		return 1;
+	for (deadline = now_ms() + 30000; !f.connected && !f.failed && now_ms() < deadline;)
+		xmpp_run_once(f.x, 10);
+	if (!f.connected)
+		return 1;
+	/* the device's bundle, once */
+	snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES, dev);
+	if ((iq = xmpp_iq_new(f.x, "get", "flood-bundle")) == NULL ||
+	    (ps = xmpp_stanza_new(f.x)) == NULL || (items = xmpp_stanza_new(f.x)) == NULL)
+		return 1;
+	xmpp_stanza_set_to(iq, to);
+	xmpp_stanza_set_name(ps, "pubsub");
+	xmpp_stanza_set_ns(ps, "http://jabber.org/protocol/pubsub");
+	xmpp_stanza_set_name(items, "items");
+	xmpp_stanza_set_attribute(items, "node", node);
+	xmpp_stanza_add_child_ex(ps, items, 0);
+	xmpp_stanza_add_child_ex(iq, ps, 0);
+	xmpp_id_handler_add(f.conn, on_bundle, "flood-bundle", &f);
+	xmpp_send(f.conn, iq);
+	xmpp_stanza_release(iq);
+	for (deadline = now_ms() + 30000; f.bundle == NULL && !f.failed && now_ms() < deadline;)
+		xmpp_run_once(f.x, 10);
+	if (f.bundle == NULL) {
+		out("E no-bundle");
+		return 1;
+	}
+	t0 = now_ms();
+	for (long i = 0; i < count; i++) {
+		if (flood_one(&f, &acct, clone, to, dev, i) == 0)
+			sent++;
+		else
+			failed++;
+		/* let the socket drain; pace when asked */
+		do
+			xmpp_run_once(f.x, 0);
+		while (per_sec > 0 && (double)(now_ms() - t0) < (double)(i + 1) * 1000.0 / per_sec &&
+		    (usleep(2000), true));
+	}
+	for (deadline = now_ms() + 30000; xmpp_conn_send_queue_len(f.conn) > 0 &&
+	    now_ms() < deadline;)
+		xmpp_run_once(f.x, 10);
+	out("E sent %ld failed %ld", sent, failed);
+	xmpp_disconnect(f.conn);
+	for (int i = 0; i < 20 && !xmpp_conn_is_disconnected(f.conn); i++)
+		xmpp_run_once(f.x, 50);
+	xmpp_stanza_release(f.bundle);
+	xmpp_conn_release(f.conn);
+	xmpp_ctx_free(f.x);
+	xmpp_shutdown();
+	if (clone != NULL)
+		sqlite3_close(clone);
+	mw_omemo_account_free(&acct);
+	return failed == 0 ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -479,6 +654,8 @@ main(int argc, char **argv)
 		return cmd_run(argc, argv, false);
 	if (argc >= 2 && strcmp(argv[1], "raw") == 0)
 		return cmd_run(argc, argv, true);
-	fprintf(stderr, "usage: mwclient sign|run|raw ...\n");
+	if (argc >= 2 && strcmp(argv[1], "prekey-flood") == 0)
+		return cmd_prekey_flood(argc, argv);
+	fprintf(stderr, "usage: mwclient sign|run|raw|prekey-flood ...\n");
 	return 2;
 }

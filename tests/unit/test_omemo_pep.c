@@ -35,6 +35,7 @@ static struct {
 	int nitems;
 	bool precondition_once;	/* fail the next bundle publish once */
 	int configures;
+	int publishes;		/* bundle publishes of endpoint 1 (B) */
 	bool drop_iqs;		/* never answer */
 	char inbox[MAXEP][8][256];
 	int ninbox[MAXEP];
@@ -165,6 +166,8 @@ serve_iq(int from, xmpp_stanza_t *iq)
 		struct node_item *it;
 
 		assert_non_null(xmpp_stanza_get_child_by_name(ps, "publish-options"));
+		if (from == 1 && strstr(node, "bundles") != NULL)
+			S.publishes++;
 		if (S.precondition_once && strstr(node, "bundles") != NULL) {
 			S.precondition_once = false;
 			reply(from, NULL, id, "error", "<error type='cancel'>"
@@ -388,6 +391,64 @@ test_send_builds_sessions(void **state)
 	assert_string_equal(S.inbox[0][1], "me too");
 }
 
+/* Issue 10: republishing after used prekeys is coalesced -- the first
+ * change after a quiet window goes out at once, the next ones inside the
+ * window wait and go out together, once, when it has passed. */
+static struct ep A2, A3;
+
+static void
+test_republish_debounced(void **state)
+{
+	char node[128];
+	struct node_item *it;
+	int pubs;
+
+	ep_new(&A2, "alice@example.org", "a2");
+	ep_new(&A3, "alice@example.org", "a3");
+	add_ep(&A2);
+	add_ep(&A3);
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	assert_int_equal(mw_omemo_start(B.o), 0);
+	assert_int_equal(mw_omemo_start(A2.o), 0);
+	assert_int_equal(mw_omemo_start(A3.o), 0);
+	pump();
+	trust_each_other(&A, &B);
+	trust_each_other(&A2, &B);
+	trust_each_other(&A3, &B);
+	snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
+	    mw_omemo_device_id(B.o));
+	pubs = S.publishes;
+	/* first contact: prekey replaced by 101, published at once */
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "one", 3, on_done, NULL), 0);
+	pump();
+	it = item_find(B.jid, node, false);
+	assert_non_null(strstr(it->xml, "preKeyId=\"101\""));
+	assert_int_equal(S.publishes, pubs + 1);
+	/* two more first contacts inside the window: 102 and 103 are not
+	 * published, whatever the ticks */
+	assert_int_equal(mw_omemo_send(A2.o, B.jid, "two", 3, on_done, NULL), 0);
+	pump();
+	assert_int_equal(mw_omemo_send(A3.o, B.jid, "three", 5, on_done, NULL), 0);
+	pump();
+	mw_omemo_tick(B.o);
+	pump();
+	assert_int_equal(done_calls, 3);
+	it = item_find(B.jid, node, false);
+	assert_null(strstr(it->xml, "preKeyId=\"102\""));
+	assert_null(strstr(it->xml, "preKeyId=\"103\""));
+	assert_int_equal(S.publishes, pubs + 1);
+	/* the window passes: one publish carries both */
+	mw_omemo_set_republish_interval(B.o, 0);
+	mw_omemo_tick(B.o);
+	pump();
+	mw_omemo_tick(B.o);
+	pump();
+	it = item_find(B.jid, node, false);
+	assert_non_null(strstr(it->xml, "preKeyId=\"102\""));
+	assert_non_null(strstr(it->xml, "preKeyId=\"103\""));
+	assert_int_equal(S.publishes, pubs + 2);
+}
+
 static void
 test_untrusted_device_skipped(void **state)
 {
@@ -475,6 +536,7 @@ main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_start_publishes),
+		T(test_republish_debounced),
 		T(test_send_builds_sessions),
 		T(test_untrusted_device_skipped),
 		T(test_timeout),

@@ -386,6 +386,141 @@ test_own_devices_included(void **state)
 	ep_close(&A2);
 }
 
+static int
+peek(struct ep *b, const char *wire, struct mw_omemo_msg *m)
+{
+	xmpp_stanza_t *s = parse(wire);
+	int rc = mw_omemo_peek(b->o, s, m);
+
+	xmpp_stanza_release(s);
+	return rc;
+}
+
+/* The whole store of e, for "nothing was written". */
+static int64_t
+rows(struct ep *e)
+{
+	return count(e, "SELECT (SELECT count(*) FROM omemo_sessions) * 1000000 + "
+	    "(SELECT count(*) FROM omemo_devices) * 10000 + (SELECT count(*) FROM "
+	    "omemo_trust) * 1000 + (SELECT max(id) FROM omemo_prekeys)");
+}
+
+/* Issue 10: the sender's key and the cost of a message are known before
+ * decrypting; with require_verified nothing from an unverified key reaches
+ * the ratchet or the store. */
+static void
+test_peek_and_require_verified(void **state)
+{
+	struct mw_omemo_msg m;
+	char *w, *w2, afp[65];
+	int64_t before;
+
+	introduce(&A, &B);
+	fp_of(&A, afp);
+	w = enc(&A, &B, "first");
+	before = rows(&B);
+	assert_int_equal(peek(&B, w, &m), 0);
+	assert_true(m.prekey);
+	assert_true(m.new_session);
+	assert_string_equal(m.from, A.jid);
+	assert_int_equal(m.device, mw_omemo_device_id(A.o));
+	assert_string_equal(m.fp, afp);
+	assert_int_equal(m.trust, MW_OMEMO_TRUST_UNDECIDED);
+	assert_null(m.plaintext);
+	mw_omemo_msg_free(&m);
+	assert_int_equal(rows(&B), before);	/* peek writes nothing */
+	mw_omemo_set_require_verified(B.o, true);
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_E_UNTRUSTED);
+	assert_string_equal(m.fp, afp);
+	mw_omemo_msg_free(&m);
+	assert_false(mw_omemo_txn_pending(B.o));
+	assert_int_equal(rows(&B), before);	/* no device, session, trust row, no prekey used */
+	/* verified: decrypted; a resend on the same session is no new session */
+	assert_int_equal(mw_omemo_trust(B.o, A.jid, afp), 0);
+	assert_int_equal(peek(&B, w, &m), 0);
+	assert_int_equal(m.trust, MW_OMEMO_TRUST_VERIFIED);
+	assert_true(m.new_session);
+	mw_omemo_msg_free(&m);
+	dec_expect(&B, w, "first");
+	w2 = enc(&A, &B, "second");
+	assert_non_null(strstr(w2, "prekey=\"true\""));	/* no reply yet */
+	assert_int_equal(peek(&B, w2, &m), 0);
+	assert_true(m.prekey);
+	assert_false(m.new_session);
+	mw_omemo_msg_free(&m);
+	dec_expect(&B, w2, "second");
+	free(w);
+	free(w2);
+	/* key-transport from an unverified key is refused too */
+	assert_int_equal(mw_omemo_distrust(B.o, A.jid, afp), 0);
+	{
+		xmpp_stanza_t *kt = NULL;
+
+		assert_int_equal(mw_omemo_encrypt_key_transport(A.o, tl_x, B.jid,
+		    mw_omemo_device_id(B.o), &kt), 0);
+		w = wire_text(&A, kt);
+		xmpp_stanza_release(kt);
+	}
+	before = rows(&B);
+	assert_int_equal(dec_raw(&B, w, &m), MW_OMEMO_E_UNTRUSTED);
+	mw_omemo_msg_free(&m);
+	assert_int_equal(rows(&B), before);
+	free(w);
+}
+
+/* Issue 10: one JID never gets more than MW_OMEMO_MAX_DEVICES_PER_JID device
+ * rows, whatever it sends: fresh devices beyond that are refused
+ * (MW_OMEMO_E_LIMIT), and a huge device list stores no more. */
+static void
+test_per_jid_caps(void **state)
+{
+	char name[32], *w, xml[64 * 40 + 128];
+	struct mw_omemo_msg m;
+	size_t n = 0;
+	xmpp_stanza_t *l;
+
+	for (int i = 0; i <= MW_OMEMO_MAX_DEVICES_PER_JID; i++) {
+		struct ep d;
+		int rc;
+
+		snprintf(name, sizeof(name), "mal%d", i);
+		ep_new(&d, "mallory@example.org", name);
+		introduce(&d, &B);
+		w = enc(&d, &B, "hi");
+		rc = dec_raw(&B, w, &m);
+		if (i < MW_OMEMO_MAX_DEVICES_PER_JID) {
+			assert_int_equal(rc, MW_OMEMO_OK);
+			assert_int_equal(mw_omemo_commit(B.o), 0);
+		} else {
+			assert_int_equal(rc, MW_OMEMO_E_LIMIT);
+			assert_false(mw_omemo_txn_pending(B.o));
+		}
+		mw_omemo_msg_free(&m);
+		free(w);
+		ep_close(&d);
+	}
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'mallory@example.org'"), MW_OMEMO_MAX_DEVICES_PER_JID);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_trust WHERE jid = "
+	    "'mallory@example.org'"), MW_OMEMO_MAX_KEYS_PER_JID);
+	/* a device list of 64 ids from another JID: at most the cap stored */
+	n = (size_t)snprintf(xml, sizeof(xml), "<list xmlns='%s'>", MW_OMEMO_NS);
+	for (int i = 1; i <= 64; i++)
+		n += (size_t)snprintf(xml + n, sizeof(xml) - n, "<device id='%d'/>", i);
+	snprintf(xml + n, sizeof(xml) - n, "</list>");
+	l = parse(xml);
+	assert_int_equal(mw_omemo_process_devicelist(B.o, "eve@example.org", l), 0);
+	xmpp_stanza_release(l);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org'"), MW_OMEMO_MAX_DEVICES_PER_JID);
+	/* the next list replaces the ones that hold nothing */
+	l = parse("<list xmlns='" MW_OMEMO_NS "'><device id='999'/></list>");
+	assert_int_equal(mw_omemo_process_devicelist(B.o, "eve@example.org", l), 0);
+	xmpp_stanza_release(l);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org'"), 1);
+}
+
 int
 main(void)
 {
@@ -401,6 +536,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_revoked_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undecided_not_encrypted_to, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_own_devices_included, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peek_and_require_verified, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_per_jid_caps, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

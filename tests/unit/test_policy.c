@@ -459,6 +459,110 @@ test_policy_load(void **state)
 	assert_non_null(strstr(err, "No such file"));
 }
 
+/* The agent's own files (issue 10): a read/write grant that equals,
+ * contains or lies inside one is refused with FILE:LINE naming it; paths
+ * are compared canonically (symlinks resolved, absent files by their
+ * directory). */
+static void
+test_protected_paths(void **state)
+{
+	(void)state;
+	char agent[PATH_MAX + 16], state_dir[PATH_MAX + 32], link[PATH_MAX + 16];
+	char db[PATH_MAX + 32], text[4 * PATH_MAX], err[2048], want[3 * PATH_MAX];
+	char *c, *wal;
+	struct mw_policy p;
+
+	snprintf(agent, sizeof(agent), "%s/agent", tmpdir);
+	snprintf(state_dir, sizeof(state_dir), "%s/state", agent);
+	snprintf(db, sizeof(db), "%s/identity.db", agent);
+	snprintf(link, sizeof(link), "%s/link", tmpdir);
+	assert_int_equal(mkdir(agent, 0700), 0);
+	assert_int_equal(mkdir(state_dir, 0700), 0);
+	assert_int_equal(symlink(agent, link), 0);
+
+	/* canonical forms: existing, absent (its directory resolved), through
+	 * a symlink, and an absent directory chain */
+	assert_non_null(c = mw_path_canonical(agent));
+	assert_string_equal(c, agent);
+	free(c);
+	char via[PATH_MAX + 64];
+	snprintf(via, sizeof(via), "%s/./identity.db-wal", link);
+	assert_non_null(wal = mw_path_canonical(via));
+	snprintf(want, sizeof(want), "%s-wal", db);
+	assert_string_equal(wal, want);
+	snprintf(via, sizeof(via), "%s/no/such/dir/f", link);
+	assert_non_null(c = mw_path_canonical(via));
+	snprintf(want, sizeof(want), "%s/no/such/dir/f", agent);
+	assert_string_equal(c, want);
+	free(c);
+	assert_non_null(c = mw_path_canonical("/tmp/.."));	/* exists: resolved */
+	assert_string_equal(c, "/");
+	free(c);
+	snprintf(via, sizeof(via), "%s/absent/..", tmpdir);
+	assert_null(mw_path_canonical(via));
+
+	struct mw_protected_path prot[] = {
+		{ db, "identity database" },
+		{ wal, "identity database WAL" },
+		{ state_dir, "state directory" },
+	};
+	/* read / contains everything: refused on its line, naming the first
+	 * protected file */
+	snprintf(text, sizeof(text), "profile ok\n  sys\nprofile bad\n  read /\n");
+	assert_int_equal(parse(text, &p, err, sizeof(err)), 0);
+	assert_int_equal(mw_policy_check_protected(&p, prot, 3, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "test.policy:4: read / would expose the agent's "
+	    "identity database %s", db);
+	assert_string_equal(err, want);
+	mw_policy_free(&p);
+	/* through a symlink: the grant is canonical, the message shows it as
+	 * written */
+	snprintf(text, sizeof(text), "profile a\n  read %s/out\n  write %s\n",
+	    tmpdir, link);
+	assert_int_equal(parse(text, &p, err, sizeof(err)), 0);
+	assert_int_equal(mw_policy_check_protected(&p, prot, 3, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "test.policy:3: write %s would expose the agent's "
+	    "identity database %s", link, db);
+	assert_string_equal(err, want);
+	mw_policy_free(&p);
+	/* equal to, and inside, the state directory */
+	snprintf(text, sizeof(text), "profile a\n  read %s\n", state_dir);
+	assert_int_equal(parse(text, &p, err, sizeof(err)), 0);
+	assert_int_equal(mw_policy_check_protected(&p, prot, 3, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "test.policy:2: read %s is the agent's state "
+	    "directory %s", state_dir, state_dir);
+	assert_string_equal(err, want);
+	mw_policy_free(&p);
+	char inner[PATH_MAX + 64];
+	snprintf(inner, sizeof(inner), "%s/kv", state_dir);
+	assert_int_equal(mkdir(inner, 0700), 0);
+	snprintf(text, sizeof(text), "profile a\n\n  write %s\n", inner);
+	assert_int_equal(parse(text, &p, err, sizeof(err)), 0);
+	assert_int_equal(mw_policy_check_protected(&p, prot, 3, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "test.policy:3: write %s lies inside the agent's "
+	    "state directory %s", inner, state_dir);
+	assert_string_equal(err, want);
+	mw_policy_free(&p);
+	/* a sibling with a common prefix is not inside: accepted */
+	char sib[PATH_MAX + 64];
+	snprintf(sib, sizeof(sib), "%s/state2", agent);
+	assert_int_equal(mkdir(sib, 0700), 0);
+	snprintf(text, sizeof(text), "profile a\n  read %s\n  write %s/out\n", sib, tmpdir);
+	assert_int_equal(parse(text, &p, err, sizeof(err)), 0);
+	assert_int_equal(mw_policy_check_protected(&p, prot, 3, err, sizeof(err)), 0);
+	/* a relative protected path is a caller error, refused */
+	struct mw_protected_path rel = { (char *)"relative", "policy file" };
+	assert_int_equal(mw_policy_check_protected(&p, &rel, 1, err, sizeof(err)), -1);
+	mw_policy_free(&p);
+
+	rmdir(sib);
+	rmdir(inner);
+	unlink(link);
+	rmdir(state_dir);
+	rmdir(agent);
+	free(wal);
+}
+
 int
 main(void)
 {
@@ -475,6 +579,7 @@ main(void)
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_limit_set),
 		cmocka_unit_test(test_policy_load),
+		cmocka_unit_test(test_protected_paths),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
