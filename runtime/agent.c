@@ -92,6 +92,7 @@ struct rate_slot {
 };
 
 struct agent {
+	uint64_t redelivered;		/* OMEMO duplicates of handled messages (counted, not refused) */
 	struct mw_agent_config cfg;
 	struct mw_policy policy;
 	struct mw_allowed_signers *signers;
@@ -131,13 +132,16 @@ struct agent {
 };
 
 static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_reload;
 static int g_xmpp_fd = -1;	/* libstrophe's socket; one connection per process */
 
 static void
 on_signal(int sig)
 {
-	(void)sig;
-	g_stop = 1;
+	if (sig == SIGHUP)
+		g_reload = 1;
+	else
+		g_stop = 1;
 }
 
 static uint64_t
@@ -608,10 +612,15 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 
 	memset(d, 0, sizeof(*d));
 	/* (a) the sending device is verified for that JID */
-	if (m->trust != MW_OMEMO_TRUST_VERIFIED)
+	if (m->trust != MW_OMEMO_TRUST_VERIFIED) {
+		char g[72] = "unknown";
+
+		if (m->fp[0])
+			mw_omemo_fp_group(m->fp, '-', g);
 		return refuse(d, MW_REFUSE_UNTRUSTED_DEVICE,
 		    "device %u of %s (fingerprint %s) is %s, not verified", m->device,
-		    m->from, m->fp, mw_omemo_trust_name(m->trust));
+		    m->from, g, mw_omemo_trust_name(m->trust));
+	}
 	if (!rate_allow(a, m->from)) {
 		struct mw_envelope e;
 		char why[128];
@@ -919,9 +928,13 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 		return;
 	}
 	if (m.trust != MW_OMEMO_TRUST_VERIFIED) {
+		char g[72] = "unknown";
+
+		if (m.fp[0])
+			mw_omemo_fp_group(m.fp, '-', g);
 		logline("refused", "code=untrusted_device from=%s device=%u job=- reason=\"not "
 		    "decrypted: device %u of %s (fingerprint %s) is %s, not verified\"", m.from,
-		    m.device, m.device, m.from, m.fp[0] ? m.fp : "unknown",
+		    m.device, m.device, m.from, g,
 		    m.fp[0] ? mw_omemo_trust_name(m.trust) : "unknown");
 		mw_omemo_msg_free(&m);
 		return;
@@ -946,10 +959,29 @@ handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 		mw_omemo_msg_free(&m);
 		return;
 	}
+	if (rc == MW_OMEMO_E_DUPLICATE) {
+		/* The server delivering again what was already handled (stream
+		 * management after a reconnect, offline storage after a
+		 * restart): nothing is decrypted twice and nothing is wrong, so
+		 * it is counted, with a line at the 1st, 10th, 100th, ... */
+		uint64_t c = ++a->redelivered;
+		while (c % 10 == 0)
+			c /= 10;
+		if (c == 1)
+			logline("redelivered", "count=%" PRIu64 " from=%s device=%u (a message "
+			    "already handled, delivered again; ignored)", a->redelivered,
+			    m.from ? m.from : "?", m.device);
+		mw_omemo_msg_free(&m);
+		return;
+	}
 	if (rc != MW_OMEMO_OK) {
+		char g[72] = "";
+
+		if (m.fp[0])
+			mw_omemo_fp_group(m.fp, '-', g);
 		logline("refused", "code=omemo from=%s device=%u reason=\"%s\"%s%s",
 		    m.from ? m.from : "?", m.device, mw_omemo_strerror(rc),
-		    m.fp[0] ? " fingerprint=" : "", m.fp);
+		    g[0] ? " fingerprint=" : "", g);
 		mw_omemo_msg_free(&m);
 		return;
 	}
@@ -1570,6 +1602,38 @@ begin_stop(struct agent *a)
 	}
 }
 
+/*
+ * SIGHUP (`systemctl reload`): the policy and allowed_signers are read
+ * again.  Both must load and pass the own-files check, or the agent keeps
+ * what it had and says why with FILE:LINE.  A running job keeps the grants
+ * it started with (start_job copied them); the next message is decided
+ * under the new files.  The configuration file itself is not re-read.
+ */
+static void
+agent_reload(struct agent *a)
+{
+	struct mw_policy np;
+	struct mw_allowed_signers *ns = NULL;
+	char err[1024];
+
+	memset(&np, 0, sizeof(np));
+	if (mw_policy_load(a->cfg.policy, &np, err, sizeof(err)) != 0 ||
+	    mw_policy_check_protected(&np, a->protected, a->n_protected, err,
+	    sizeof(err)) != 0 ||
+	    mw_allowed_signers_load(a->cfg.allowed_signers, &ns, err, sizeof(err)) != 0) {
+		logline("reload-failed", "error=\"%s\" (the previous policy and allowed_signers "
+		    "stay in force)", err);
+		mw_policy_free(&np);
+		return;
+	}
+	mw_policy_free(&a->policy);
+	a->policy = np;
+	mw_allowed_signers_free(a->signers);
+	a->signers = ns;
+	logline("reloaded", "policy=%s profiles=%zu allow=%zu allowed_signers=%s",
+	    a->cfg.policy, a->policy.n_profiles, a->policy.n_allows, a->cfg.allowed_signers);
+}
+
 static void
 agent_loop(struct agent *a)
 {
@@ -1585,6 +1649,10 @@ agent_loop(struct agent *a)
 
 		if (g_stop && !a->stopping)
 			begin_stop(a);
+		if (g_reload) {
+			g_reload = 0;
+			agent_reload(a);
+		}
 		if (a->stopping && (a->n_jobs == 0 || t >= a->stop_deadline_ms)) {
 			if (a->n_jobs > 0)
 				interrupt_all(a, "the agent was stopped while the job ran");
@@ -1664,6 +1732,7 @@ mw_cmd_agent(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	if ((rc = agent_open(a, argv[2], check)) == 0 && !check) {
 		agent_loop(a);
 		if (a->conn != NULL && a->connected) {

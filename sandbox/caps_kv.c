@@ -33,6 +33,21 @@ struct mw_kv {
 	sqlite3 *db;
 };
 
+/* The store is created 0600 whatever the umask, and tightened when found
+ * looser; SQLite gives its -wal and -shm files the same mode. */
+static int
+kv_file_private(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	struct stat st;
+	if (fd < 0)
+		return -1;
+	int r = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    ((st.st_mode & 077) == 0 || fchmod(fd, st.st_mode & 0700) == 0) ? 0 : -1;
+	close(fd);
+	return r;
+}
+
 int
 mw_kv_open(const char *state_dir, struct mw_kv **out)
 {
@@ -41,6 +56,7 @@ mw_kv_open(const char *state_dir, struct mw_kv **out)
 	if (kv == NULL)
 		return -1;
 	if (snprintf(path, sizeof(path), "%s/kv.sqlite", state_dir) >= (int)sizeof(path) ||
+	    kv_file_private(path) != 0 ||
 	    sqlite3_open_v2(path, &kv->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
 	    sqlite3_exec(kv->db, "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=2000;"

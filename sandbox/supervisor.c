@@ -947,6 +947,7 @@ supervisor_run(int fd, void (*body)(int))
 	mw_buf_init(&S.cin, MW_MAX_CALLER_FRAME + MW_FRAME_HEADER + 256 * 1024);
 	mw_buf_init(&S.cout, 0);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);	/* a terminal's hangup or a reload is the caller's */
 	prctl_set_pdeathsig_kill();
 	mw_confine_supervisor();
 	mw_confine_supervisor_caps();

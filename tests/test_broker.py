@@ -168,3 +168,21 @@ def test_exec_unreachable_command_says_why(moonwire_bin, tmp_path):
     assert res["status"] == "ok"
     assert res["values"][0] == 127
     assert "moonwire: cannot execute %s as uid 65534: Permission denied" % cmd in res["values"][1]
+
+
+def test_kv_store_is_private_whatever_the_umask(moonwire_bin, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    prog = tmp_path / "kv.lua"
+    prog.write_text('kv.put("k", "v")\nreturn kv.get("k")\n')
+    p = subprocess.run("umask 022; exec %s run --json --kv --state %s %s" % (
+        moonwire_bin, state, prog), shell=True, capture_output=True, text=True, timeout=30)
+    assert json.loads(p.stdout)["values"] == ["v"], p.stdout + p.stderr
+    for name in os.listdir(state):
+        if name.startswith("kv.sqlite"):
+            assert os.stat(state / name).st_mode & 0o077 == 0, (name, oct(os.stat(state / name).st_mode))
+    # a store found readable by others is tightened
+    os.chmod(state / "kv.sqlite", 0o644)
+    subprocess.run([moonwire_bin, "run", "--kv", "--state", str(state), str(prog)],
+                   capture_output=True, timeout=30)
+    assert os.stat(state / "kv.sqlite").st_mode & 0o777 == 0o600
