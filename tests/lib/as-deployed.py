@@ -47,7 +47,7 @@ USER = "moonwire-test"
 DEFAULT_SUITES = ["tests/test_deployed.py", "tests/test_hostile.py", "tests/test_scripts.py",
                   "tests/e2e"]
 # What the suites read besides the binary (copied read-only for the user).
-COPY = ["tests", "scripts", "spec", "runtime/dist"]
+COPY = ["tests", "scripts", "spec", "runtime/dist", "README.md", "man"]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
