@@ -11,12 +11,19 @@
 
 #include <string.h>
 
-#include <signal/signal_protocol.h>
-#include <signal/key_helper.h>
-#include <signal/session_builder.h>
-#include <signal/session_cipher.h>
-#include <signal/protocol.h>
-#include <signal/curve.h>
+/* libomemo-c (pkg-config libomemo-c: -I/usr/include/omemo), never
+ * libsignal-protocol-c: the two export the same symbols and cannot share a
+ * process.  The guard below fails the build if the old headers are found. */
+#include <signal_protocol.h>
+#include <key_helper.h>
+#include <session_builder.h>
+#include <session_cipher.h>
+#include <protocol.h>
+#include <curve.h>
+
+#ifndef CIPHERTEXT_OMEMO_VERSION
+#error "omemo/ needs libomemo-c's headers (pkg-config libomemo-c), not libsignal-protocol-c's"
+#endif
 
 #include "omemo/mw_omemo.h"
 
