@@ -126,7 +126,7 @@ int omemo_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
 
 /* pep.c */
 void omemo_net_free(struct mw_omemo *o);
-/* X25519 calls libsignal made through curve.c (tests: the interposition works). */
+/* X25519 calls libomemo-c made through curve.c (tests: the interposition works). */
 unsigned long omemo_curve_calls(void);
 /* The bundle changed (prekey used, rotation): republish when online. */
 int omemo_pep_bundle_changed(struct mw_omemo *o);
