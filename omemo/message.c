@@ -562,8 +562,11 @@ peek_parsed(struct mw_omemo *o, const struct parsed *p, struct mw_omemo_msg *m)
 			rc = SG_ERR_INVALID_KEY;
 		/* a session state built from this base key already exists: a
 		 * resend before our first reply, no X3DH and no prekey */
+		/* (libomemo-c's version argument only shapes the empty
+		 * record made when none is stored; this one is never saved) */
 		if (rc == 0)
-			rc = signal_protocol_session_load_session(o->store, &rec, &a);
+			rc = signal_protocol_session_load_session(o->store, &rec, &a,
+			    CIPHERTEXT_CURRENT_VERSION);
 		if (rc == 0)
 			m->new_session = session_record_has_session_state(rec,
 			    pre_key_signal_message_get_message_version(pm),
