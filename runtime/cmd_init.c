@@ -712,15 +712,19 @@ identity_open(const char *jid, const char *db, uint32_t *device,
 		return -1;
 	}
 	if ((rc = mw_omemo_open(&o, h, jid)) != 0) {
-		snprintf(why, wl, "%s: %s", db, mw_omemo_strerror(rc));
+		snprintf(why, wl, "%s: %s%s", db, mw_omemo_strerror(rc),
+		    rc == MW_OMEMO_E_WRONG_JID ? " (an existing identity is never "
+		    "replaced: remove it yourself, or choose another place)" : "");
 		sqlite3_close(h);
-		return -1;
+		return rc == MW_OMEMO_E_WRONG_JID ? -2 : -1;
 	}
 	rc = -1;
-	if (strcmp(mw_omemo_jid(o), jid) != 0)
-		snprintf(why, wl, "%s is the identity of %s, not %s (remove it, or "
-		    "choose another --state-dir/--file)", db, mw_omemo_jid(o), jid);
-	else if (mw_omemo_own_fingerprint(o, fp) != 0)
+	if (strcmp(mw_omemo_jid(o), jid) != 0) {
+		snprintf(why, wl, "%s is the identity of %s, not %s (an existing "
+		    "identity is never replaced: remove it yourself, or choose "
+		    "another place)", db, mw_omemo_jid(o), jid);
+		rc = -2;
+	} else if (mw_omemo_own_fingerprint(o, fp) != 0)
 		snprintf(why, wl, "%s: cannot read the own fingerprint", db);
 	else {
 		*device = mw_omemo_device_id(o);
@@ -743,7 +747,7 @@ identity(struct init_run *r, const char *jid, const char *db, uint32_t *device,
 {
 	char why[1024], line[128];
 	struct stat st;
-	int p[2], status;
+	int p[2], status, rc;
 	ssize_t n;
 	pid_t pid;
 
@@ -756,8 +760,10 @@ identity(struct init_run *r, const char *jid, const char *db, uint32_t *device,
 	} else
 		return ifail(r, "%s: %s", db, strerror(errno));
 	if (!r->as_user) {
-		if (identity_open(jid, db, device, fp, why, sizeof(why)) != 0)
-			return ifail(r, "%s", why);
+		if ((rc = identity_open(jid, db, device, fp, why, sizeof(why))) != 0) {
+			ifail(r, "%s", why);
+			return rc;
+		}
 		return 0;
 	}
 	if (pipe2(p, O_CLOEXEC) != 0)
@@ -780,10 +786,10 @@ identity(struct init_run *r, const char *jid, const char *db, uint32_t *device,
 			    r->user, strerror(errno));
 			_exit(1);
 		}
-		if (identity_open(jid, db, device, fp, why, sizeof(why)) != 0) {
+		if ((rc = identity_open(jid, db, device, fp, why, sizeof(why))) != 0) {
 			fprintf(stderr, "moonwire init %s: %s (as user %s)\n", r->cmd, why,
 			    r->user);
-			_exit(1);
+			_exit(rc == -2 ? 2 : 1);
 		}
 		n = snprintf(line, sizeof(line), "%u %s\n", *device, fp);
 		_exit(n > 0 && n < (ssize_t)sizeof(line) &&
@@ -808,7 +814,8 @@ identity(struct init_run *r, const char *jid, const char *db, uint32_t *device,
 		if (errno != EINTR)
 			return ifail(r, "waitpid: %s", strerror(errno));
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		return -1;	/* the child said why */
+		return WIFEXITED(status) && WEXITSTATUS(status) == 2 ? -2 : -1;
+		/* the child said why */
 	{
 		char hex[MW_OMEMO_FP_HEXLEN + 2];
 		unsigned dev;
@@ -1136,7 +1143,12 @@ init_agent(int argc, char **argv)
 		rc = MW_EXIT_USAGE;	/* as `moonwire agent --check` */
 		goto out;
 	}
-	if (identity(&r, o.jid, db, &device, fp) != 0 || stage_commit(&r) != 0)
+	if ((p = identity(&r, o.jid, db, &device, fp)) != 0) {
+		if (p == -2)
+			rc = MW_EXIT_USAGE;	/* the identity of another JID */
+		goto out;
+	}
+	if (stage_commit(&r) != 0)
 		goto out;
 	for (size_t i = 0; i < r.n_files; i++)
 		printf("wrote %s\n", r.files[i].final);
@@ -1300,7 +1312,12 @@ init_operator(int argc, char **argv)
 		goto out;
 	}
 	mw_omemo_account_free(&acct);
-	if (identity(&r, o.jid, db, &device, fp) != 0 || stage_commit(&r) != 0)
+	if ((p = identity(&r, o.jid, db, &device, fp)) != 0) {
+		if (p == -2)
+			rc = MW_EXIT_USAGE;	/* the identity of another JID */
+		goto out;
+	}
+	if (stage_commit(&r) != 0)
 		goto out;
 	for (size_t i = 0; i < r.n_files; i++)
 		printf("wrote %s\n", r.files[i].final);
