@@ -67,11 +67,13 @@ static const char *const init_usage_text =
     "          files stay root's, readable by the user's group.\n"
     "operator: writes PATH (default ~/.config/moonwire/LOCALPART.conf) and its\n"
     "          password file STEM.password; the identity is STEM.db.\n"
-    "Both check what they wrote as `moonwire agent --check` does, create the\n"
-    "OMEMO identity and print its fingerprint and the `moonwire trust` line\n"
-    "for the other side.  The password is read from --password-file (`-`:\n"
-    "stdin), else from the terminal, else from stdin.  Existing files are\n"
-    "replaced only with --force; nothing is written when anything fails.\n";
+    "Both check what they wrote with the agent's own checks (those of its\n"
+    "check mode), create the OMEMO identity and print its fingerprint and\n"
+    "the `moonwire trust` line for the other side.  The password is read\n"
+    "from --password-file (`-`: stdin), else from the terminal, else from\n"
+    "stdin.  Existing files are replaced only with --force; nothing is\n"
+    "written when anything fails.  Exit status: 0 written, 2 bad input\n"
+    "(nothing written), 1 a file or the identity could not be written.\n";
 
 struct staged_file {
 	char name[64];			/* file name in the destination directory */
