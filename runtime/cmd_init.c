@@ -26,6 +26,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,17 @@ struct init_run {
 	uid_t uid;
 	gid_t gid;
 };
+
+/* SIGINT/SIGTERM/SIGHUP/SIGQUIT while init runs: caught, so that the run
+ * stops at the next step and removes what it created (and the terminal
+ * gets its echo back) instead of dying half way. */
+static volatile sig_atomic_t init_interrupted;
+
+static void
+on_interrupt(int sig)
+{
+	init_interrupted = sig;
+}
 
 static int
 ifail(const struct init_run *r, const char *fmt, ...)
@@ -358,7 +370,9 @@ read_password(const struct init_run *r, const char *file, const char *jid,
 	} else
 		f = stdin;
 	if (fgets(out, PASSWORD_MAX, f) == NULL) {
-		if (ferror(f))
+		if (init_interrupted)
+			ifail(r, "interrupted");
+		else if (ferror(f))
 			ifail(r, "reading the password: %s", strerror(errno));
 		else
 			ifail(r, "no password given (--password-file FILE, or one line "
@@ -1145,9 +1159,17 @@ init_agent(int argc, char **argv)
 		rc = MW_EXIT_USAGE;	/* as `moonwire agent --check` */
 		goto out;
 	}
+	if (init_interrupted) {
+		ifail(&r, "interrupted; nothing written");
+		goto out;
+	}
 	if ((p = identity(&r, o.jid, db, &device, fp)) != 0) {
 		if (p == -2)
 			rc = MW_EXIT_USAGE;	/* the identity of another JID */
+		goto out;
+	}
+	if (init_interrupted) {
+		ifail(&r, "interrupted; nothing written");
 		goto out;
 	}
 	if (stage_commit(&r) != 0)
@@ -1314,9 +1336,17 @@ init_operator(int argc, char **argv)
 		goto out;
 	}
 	mw_omemo_account_free(&acct);
+	if (init_interrupted) {
+		ifail(&r, "interrupted; nothing written");
+		goto out;
+	}
 	if ((p = identity(&r, o.jid, db, &device, fp)) != 0) {
 		if (p == -2)
 			rc = MW_EXIT_USAGE;	/* the identity of another JID */
+		goto out;
+	}
+	if (init_interrupted) {
+		ifail(&r, "interrupted; nothing written");
 		goto out;
 	}
 	if (stage_commit(&r) != 0)
@@ -1360,10 +1390,26 @@ out_free:
 int
 mw_cmd_init(int argc, char **argv)
 {
-	if (argc >= 2 && strcmp(argv[1], "agent") == 0)
-		return init_agent(argc - 1, argv + 1);
-	if (argc >= 2 && strcmp(argv[1], "operator") == 0)
-		return init_operator(argc - 1, argv + 1);
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+	struct sigaction sa;
+	int rc;
+
+	if (argc >= 2 && (strcmp(argv[1], "agent") == 0 ||
+	    strcmp(argv[1], "operator") == 0)) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_interrupt;	/* no SA_RESTART: a prompt returns */
+		sigemptyset(&sa.sa_mask);
+		for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+			if (sigaction(sigs[i], &sa, NULL) != 0) {
+				fprintf(stderr, "moonwire init: sigaction: %s\n", strerror(errno));
+				return MW_EXIT_ERROR;
+			}
+		rc = argv[1][0] == 'a' ? init_agent(argc - 1, argv + 1) :
+		    init_operator(argc - 1, argv + 1);
+		if (init_interrupted && rc == MW_EXIT_OK)
+			return rc;	/* it came after everything was in place */
+		return init_interrupted ? 128 + init_interrupted : rc;
+	}
 	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		fputs(init_usage_text, stdout);
 		return MW_EXIT_OK;

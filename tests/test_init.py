@@ -16,9 +16,11 @@ import pathlib
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -381,3 +383,18 @@ def test_help_and_usage(moonwire_bin):
         assert p.returncode == 2 and "usage: moonwire init" in p.stderr, args
     p = subprocess.run([moonwire_bin, "init", "agent", "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "usage: moonwire init agent" in p.stdout
+
+
+def test_interrupted_while_waiting_for_the_password(moonwire_bin, tmp_path, keys):
+    before = tree(tmp_path)
+    p = subprocess.Popen([moonwire_bin] + agent_args(tmp_path, keys), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 128 + signal.SIGTERM and "interrupted" in err, (p.returncode, err)
+    assert tree(tmp_path) == before
