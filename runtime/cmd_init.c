@@ -857,7 +857,8 @@ print_identity(const char *jid, uint32_t device, const char *fp)
 /* ---- the agent's checks (those of `moonwire agent --check`) ---- */
 
 static int
-check_agent_config(struct init_run *r, const char *conf, const char *final_conf)
+check_agent_config(struct init_run *r, const char *conf, size_t *n_profiles,
+    size_t *n_allows)
 {
 	struct mw_agent_config cfg;
 	struct mw_policy pol;
@@ -879,8 +880,8 @@ check_agent_config(struct init_run *r, const char *conf, const char *final_conf)
 		print_unstaged(r, err);
 		goto out;
 	}
-	printf("%s: configuration ok (policy: %zu profiles, %zu allow lines)\n",
-	    final_conf, pol.n_profiles, pol.n_allows);
+	*n_profiles = pol.n_profiles;
+	*n_allows = pol.n_allows;
 	rc = 0;
 out:
 	mw_protected_paths_free(prot, n_prot);
@@ -1028,6 +1029,7 @@ init_agent(int argc, char **argv)
 	uid_t fuid = (uid_t)-1, puid = (uid_t)-1;
 	gid_t fgid = (gid_t)-1;
 	uint32_t device = 0;
+	size_t n_profiles = 0, n_allows = 0;
 	int rc = MW_EXIT_USAGE, p;
 
 	pwbuf[0] = '\0';
@@ -1155,7 +1157,7 @@ init_agent(int argc, char **argv)
 		goto out;
 	}
 	conf_final = r.files[0].final;
-	if (check_agent_config(&r, staged_conf, conf_final) != 0) {
+	if (check_agent_config(&r, staged_conf, &n_profiles, &n_allows) != 0) {
 		rc = MW_EXIT_USAGE;	/* as `moonwire agent --check` */
 		goto out;
 	}
@@ -1174,6 +1176,9 @@ init_agent(int argc, char **argv)
 	}
 	if (stage_commit(&r) != 0)
 		goto out;
+	/* what `moonwire agent --check` prints for these files */
+	printf("%s: configuration ok (policy: %zu profiles, %zu allow lines)\n",
+	    conf_final, n_profiles, n_allows);
 	for (size_t i = 0; i < r.n_files; i++)
 		printf("wrote %s\n", r.files[i].final);
 	printf("%s %s\n", r.created_db != NULL ? "created" : "kept the existing", db);
