@@ -30,6 +30,7 @@ static const struct mw_command commands[] = {
 	{ "trust", mw_cmd_trust, "trust (-c CONFIG | --db PATH) JID FINGERPRINT" },
 	{ "distrust", mw_cmd_distrust, "distrust (-c CONFIG | --db PATH) JID FINGERPRINT" },
 	{ "sign", mw_cmd_sign, "sign (-k KEY | --prepare) --to JID [--ttl D] [--job-id ID] [--limit K=V] [--arg N=V] FILE.lua" },
+	{ "init", mw_cmd_init, "init (agent | operator) --jid JID [options]" },
 	{ "verify", mw_cmd_verify, "verify -f ALLOWED_SIGNERS [--audience JID] [--at TIME] [ENVELOPE|-]" },
 	{ "__supervisor", mw_cmd_supervisor, NULL },
 	{ "__omemo_client", mw_cmd_omemo_client, NULL },
