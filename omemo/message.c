@@ -590,6 +590,25 @@ peek_parsed(struct mw_omemo *o, const struct parsed *p, struct mw_omemo_msg *m)
 	return omemo_key_trust(o, p->from, key, 33, &m->trust);
 }
 
+/* The common start of peek and decrypt: parse, name the sender in m, and
+ * refuse this very device's own messages.  p must be freed either way. */
+static int
+take_incoming(struct mw_omemo *o, xmpp_stanza_t *stanza, struct parsed *p,
+    struct mw_omemo_msg *m)
+{
+	int rc;
+
+	if ((rc = parse_encrypted(o, stanza, p)) != 0)
+		return rc;
+	if ((m->from = strdup(p->from)) == NULL)
+		return MW_OMEMO_E_NOMEM;
+	m->device = p->sid;
+	m->prekey = p->prekey;
+	if (strcmp(p->from, o->jid) == 0 && p->sid == o->device_id)
+		return MW_OMEMO_E_OWN_DEVICE;
+	return 0;
+}
+
 int
 mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *stanza, struct mw_omemo_msg *m)
 {
@@ -601,18 +620,8 @@ mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *stanza, struct mw_omemo_msg *m)
 	memset(m, 0, sizeof(*m));
 	if (o == NULL || stanza == NULL)
 		return MW_OMEMO_E_INVAL;
-	if ((rc = parse_encrypted(o, stanza, &p)) != 0)
+	if ((rc = take_incoming(o, stanza, &p, m)) != 0)
 		goto out;
-	if ((m->from = strdup(p.from)) == NULL) {
-		rc = MW_OMEMO_E_NOMEM;
-		goto out;
-	}
-	m->device = p.sid;
-	m->prekey = p.prekey;
-	if (strcmp(p.from, o->jid) == 0 && p.sid == o->device_id) {
-		rc = MW_OMEMO_E_OWN_DEVICE;
-		goto out;
-	}
 	rc = peek_parsed(o, &p, m);
 out:
 	parsed_free(&p);
@@ -796,18 +805,8 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 		return MW_OMEMO_E_INVAL;
 	if (o->txn)
 		return MW_OMEMO_E_TXN;
-	if ((rc = parse_encrypted(o, stanza, &p)) != 0)
+	if ((rc = take_incoming(o, stanza, &p, m)) != 0)
 		goto out;
-	if ((m->from = strdup(p.from)) == NULL) {
-		rc = MW_OMEMO_E_NOMEM;
-		goto out;
-	}
-	m->device = p.sid;
-	m->prekey = p.prekey;
-	if (strcmp(p.from, o->jid) == 0 && p.sid == o->device_id) {
-		rc = MW_OMEMO_E_OWN_DEVICE;
-		goto out;
-	}
 	/* A revoked key is refused even on an existing session. */
 	if ((rc = omemo_device_key(o, p.from, p.sid, pinned)) == 0) {
 		if ((rc = omemo_key_trust(o, p.from, pinned, 33, &t)) != 0)

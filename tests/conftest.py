@@ -8,6 +8,7 @@ suites can `from prosody import Prosody` and `from peer import OmemoPeer`.
 
 Fixtures:
   prosody       a fresh, started Prosody in tmp_path (function scope);
+  tls_prosody   the same with TLS only and a private CA (srv.cert_path);
                 prosody.register(user, password) -> "user@localhost";
                 prosody.restart() keeps the port and the data.
   omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind")
@@ -57,6 +58,21 @@ def prosody(request, tmp_path):
         srv.stop()
         if _failed(request):
             print("\n=== prosody diagnostics (%s:%s)\n%s" % (srv.host, srv.port, srv.log_tail()))
+
+
+@pytest.fixture
+def tls_prosody(request, tmp_path):
+    """A fresh Prosody that speaks TLS only, with a certificate of its own
+    private CA (srv.cert_path)."""
+    srv = Prosody(tmp_path / "prosody-tls", tls=True)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if _failed(request):
+            print("\n=== prosody diagnostics (TLS, %s:%s)\n%s" % (srv.host, srv.port,
+                                                               srv.log_tail()))
 
 
 @pytest.fixture

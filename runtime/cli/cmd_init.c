@@ -156,33 +156,32 @@ jid_ok(const char *jid)
 	return at[1] != '.' && jid[n - 1] != '.';
 }
 
+/* 1..max characters, each alphanumeric or one of extra. */
+static bool
+word_of(const char *s, size_t max, const char *extra)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > max)
+		return false;
+	for (const char *p = s; *p != '\0'; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr(extra, *p) != NULL))
+			return false;
+	return true;
+}
+
 /* A policy/allowed_signers principal: one name, no pattern characters. */
 static bool
 principal_ok(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 64)
-		return false;
-	for (const char *p = s; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		    (*p >= '0' && *p <= '9') || strchr("._@+-", *p) != NULL))
-			return false;
-	return true;
+	return word_of(s, 64, "._@+-");
 }
 
 static bool
 host_ok(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 253)
-		return false;
-	for (const char *p = s; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		    (*p >= '0' && *p <= '9') || strchr(".-:[]", *p) != NULL))
-			return false;
-	return true;
+	return word_of(s, 253, ".-:[]");
 }
 
 static bool

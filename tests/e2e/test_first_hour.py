@@ -22,22 +22,9 @@ import time
 import pytest
 
 from agentkit import Kit, run
-from prosody import Prosody, free_port
+from prosody import free_port
 
 HELLO = "return 1 + 1\n"
-
-
-@pytest.fixture
-def tls_prosody(request, tmp_path):
-    srv = Prosody(tmp_path / "prosody-tls", tls=True)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print("\n=== prosody diagnostics\n" + srv.log_tail())
 
 
 @pytest.fixture

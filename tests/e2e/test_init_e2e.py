@@ -10,7 +10,7 @@ The server is a TLS Prosody with its own certificate (--ca-file), as on a
 real server; init has no plaintext option.  The profile init writes
 grants `sys` only: a job that reads a file is refused by the sandbox.
 
-Fixtures: moonwire_bin (tests/conftest.py); the TLS Prosody is started here,
+Fixtures: moonwire_bin (tests/conftest.py); the TLS Prosody is tests/conftest.py's tls_prosody,
 as in test_walkthrough.py.
 """
 
@@ -20,25 +20,10 @@ import re
 import subprocess
 import threading
 
-import pytest
 
-from prosody import Prosody
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FP = r"[0-9a-f]{8}(?:-[0-9a-f]{8}){7}"
-
-
-@pytest.fixture
-def tls_prosody(request, tmp_path):
-    srv = Prosody(tmp_path / "prosody-tls", tls=True)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print("\n=== prosody diagnostics\n" + srv.log_tail())
 
 
 def sh(cmd, stdin=None, env=None):

@@ -13,7 +13,7 @@ device's so that her public key can replace the `AAAA...alice`
 placeholder; the fingerprints printed replace ROUTER7_FINGERPRINT and
 ALICE_FINGERPRINT.
 
-Fixtures: moonwire_bin (tests/conftest.py); the TLS Prosody is started here.
+Fixtures: moonwire_bin (tests/conftest.py); the TLS Prosody is tests/conftest.py's tls_prosody.
 """
 
 import os
@@ -22,9 +22,7 @@ import subprocess
 import threading
 import queue
 
-import pytest
 
-from prosody import Prosody
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,19 +37,6 @@ def walkthrough_blocks():
     if end_sub >= 0:
         section = section[:end_sub]
     return re.findall(r"```sh\n(.*?)```", section, re.S)
-
-
-@pytest.fixture
-def tls_prosody(request, tmp_path):
-    srv = Prosody(tmp_path / "prosody-tls", tls=True)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print("\n=== prosody diagnostics\n" + srv.log_tail())
 
 
 def test_readme_walkthrough_on_a_tls_server(moonwire_bin, tls_prosody, tmp_path):

@@ -9,33 +9,18 @@ error (`connect-error ERR NAME` on stdout, `moonwire: connect: NAME` on
 stderr) before the endpoint says or sends anything; the refusals without a
 CA are made during the TLS handshake, before the password is sent.
 
-Fixtures: moonwire_bin (tests/conftest.py); the TLS Prosody is started here
+Fixtures: moonwire_bin (tests/conftest.py); the TLS Prosody is tests/conftest.py's tls_prosody
 (tests/lib/prosody.py, tls=True).
 """
 
 import os
 import subprocess
 
-import pytest
 
-from prosody import Prosody
 from test_omemo_prosody import Endpoint
 
 PIN_REFUSED = "-33 server certificate does not match cert_pin_sha256"
 UNTRUSTED = "-34 server certificate not trusted (set ca_file or cert_pin_sha256)"
-
-
-@pytest.fixture
-def tls_prosody(request, tmp_path):
-    srv = Prosody(tmp_path / "prosody-tls", tls=True)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print("\n=== prosody diagnostics\n" + srv.log_tail())
 
 
 def account(ep, prosody, **settings):
