@@ -269,7 +269,8 @@ deb:
 	rm -rf $(DEB_DIR); mkdir -p $$src; \
 	git -C "$(CURDIR)" archive --format=tar $$treeish | tar -x -C $$src; \
 	echo "make deb: building $(DEB_FILE) from $$(git -C "$(CURDIR)" rev-parse --short HEAD)$${dirty:+ + uncommitted changes} in $$src"; \
-	(cd $$src && dpkg-buildpackage -b -us -uc -j$(DEB_JOBS)) > $(DEB_DIR)/build.log 2>&1 || { \
+	(cd $$src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES \
+		dpkg-buildpackage -b -us -uc -j$(DEB_JOBS)) > $(DEB_DIR)/build.log 2>&1 || { \
 		tail -n 40 $(DEB_DIR)/build.log >&2; echo "make deb: dpkg-buildpackage failed (whole log: $(DEB_DIR)/build.log)" >&2; exit 1; }; \
 	echo "make deb: lintian"; \
 	lintian --fail-on error --info $(DEB_DIR)/moonwire_$(DEB_VERSION)_$(DEB_ARCH).changes; \
