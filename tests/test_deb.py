@@ -1,0 +1,453 @@
+"""The Debian package: `make deb` (issue 14 item 2; README "Debian package").
+
+Why this exists: a package that installs but runs nothing (a unit pointing
+at the wrong path, a missing user), that starts an unconfigured agent, that
+loses the administrator's configuration on upgrade or leaves the agent's
+keys behind on purge is found by its first user, on a device.  The package
+is built once per run by `make deb` (about 30 s on 2 cores: a fresh
+compile in build/deb/), and checked:
+
+* refusals, in a throwaway clone (cheap, nothing is compiled): a dirty tree
+  is refused and named; a changelog version that is not MW_VERSION is
+  refused.  The real build uses DEB_ALLOW_DIRTY=1 when the developer's
+  tree is dirty, and then must warn;
+* contents with dpkg-deb: the exact file list (computed here from the
+  repository), owners and modes; the unit (ExecStart=/usr/bin/moonwire,
+  every other line as runtime/dist ships it, privileges included);
+  conffiles (/etc/moonwire/agent.conf.example only); the metadata
+  (name moonwire_VERSION_ARCH.deb, Version = MW_VERSION, Depends computed
+  by dh_shlibdeps: libstrophe, liblua5.4, libseccomp, libsqlite3, libssl,
+  and adduser);
+* lintian: no error; every warning is named in README.md's "Debian
+  package" section (explained there) -- overrides need a reason in
+  debian/moonwire.lintian-overrides;
+* the maintainer scripts, really run by dpkg, in a throwaway root: an
+  overlay of / (upper layer on a tmpfs) in a private mount namespace
+  (`unshare --mount`), chrooted into, with /run an empty tmpfs that holds
+  only /run/systemd/system (so the scripts believe systemd runs) and
+  logging stand-ins for systemctl and deb-systemd-invoke in /usr/local/bin
+  (so nothing reaches the host's systemd).  There: install (user and group
+  moonwire, /var/lib/moonwire 0700 moonwire:moonwire, /etc/moonwire
+  0750 root:moonwire via dpkg-statoverride, the unit disabled, systemd
+  never asked to start or enable it, `moonwire --version` prints
+  MW_VERSION); reinstall (an upgrade) with the unit enabled by the
+  administrator (kept enabled, only try-restart); remove (the unit is
+  stopped; conffile, configuration and state kept); purge (state,
+  conffile and statoverride gone; the administrator's own agent.conf
+  kept); a second install and purge with no files of the administrator's
+  (then no /etc/moonwire and no /var/lib/moonwire are left).  The moonwire
+  user and group stay after purge, by design (postrm says why), so does
+  dpkg's log.
+
+What is and is not restored: everything the package's scripts do happens
+in the overlay's upper layer, in memory, and goes with the mount
+namespace; the host's /etc/passwd, /etc/group, /etc/shadow, dpkg's
+database, /etc/moonwire, /var/lib/moonwire and /lib/systemd/system are
+checked to be unchanged afterwards.  The test writes on the host only
+build/deb/ (the package build, ignored by git) and pytest's tmp_path
+(removed by pytest).  It needs root (CI and `make test` run as root) and a
+kernel with overlayfs; it fails, never skips, when they are missing.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIBS = ("libstrophe", "liblua5.4", "libseccomp", "libsqlite3", "libssl")
+
+
+def clean_env():
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+
+
+def make(top, *args, timeout=120):
+    return subprocess.run(["make", "--no-print-directory", "-C", top] + list(args),
+                          capture_output=True, text=True, env=clean_env(), timeout=timeout)
+
+
+def mw_version():
+    with open(os.path.join(TOP, "runtime/main.c")) as f:
+        m = re.search(r'^#define MW_VERSION "([^"]+)"', f.read(), re.M)
+    assert m, "MW_VERSION not found in runtime/main.c"
+    return m.group(1)
+
+
+def arch():
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def git(top, *args):
+    return subprocess.run(["git", "-C", top] + list(args), capture_output=True,
+                          text=True, check=True).stdout
+
+
+def tree_dirty():
+    return git(TOP, "status", "--porcelain", "--untracked-files=no").strip() != ""
+
+
+@pytest.fixture(scope="module")
+def deb():
+    """Path of the package built by `make deb` from this tree."""
+    for tool in ("dpkg-buildpackage", "dh", "lintian"):
+        if shutil.which(tool) is None:
+            pytest.fail("%s missing (make deps installs it)" % tool, pytrace=False)
+    dirty = tree_dirty()
+    args = ["deb"] + (["DEB_ALLOW_DIRTY=1"] if dirty else [])
+    p = make(TOP, *args, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # a dirty tree is packaged only with a warning that says so
+    assert ("WARNING: dirty tree" in p.stderr) == dirty, p.stderr
+    path = os.path.join(TOP, "build", "deb", "moonwire_%s_%s.deb" % (mw_version(), arch()))
+    assert os.path.isfile(path), p.stdout
+    assert make(TOP, "-s", "deb-file").stdout.strip() == os.path.relpath(path, TOP)
+    return path
+
+
+def dpkg_deb(*args):
+    p = subprocess.run(["dpkg-deb"] + list(args), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+# -- refusals (a throwaway clone; nothing is compiled) -----------------------
+
+@pytest.fixture
+def clone(tmp_path):
+    dst = str(tmp_path / "clone")
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", TOP, dst], check=True,
+                   capture_output=True)
+    git(dst, "config", "user.email", "test@example.org")
+    git(dst, "config", "user.name", "test")
+    # the clone holds HEAD: give it this tree's debian/ and Makefile as they are
+    for rel in ("Makefile", "debian"):
+        src = os.path.join(TOP, rel)
+        if os.path.isdir(src):
+            shutil.rmtree(os.path.join(dst, rel), ignore_errors=True)
+            shutil.copytree(src, os.path.join(dst, rel))
+        else:
+            shutil.copy(src, os.path.join(dst, rel))
+    git(dst, "add", "-A", "Makefile", "debian")
+    git(dst, "commit", "-q", "--allow-empty", "-m", "as in the tree under test")
+    return dst
+
+
+def test_dirty_tree_is_refused(clone):
+    with open(os.path.join(clone, "README.md"), "a") as f:
+        f.write("\nan uncommitted line\n")
+    p = make(clone, "deb")
+    assert p.returncode != 0
+    assert "refusing to build from a dirty tree" in p.stderr and "README.md" in p.stderr, p.stderr
+    assert "DEB_ALLOW_DIRTY=1" in p.stderr
+    assert not os.path.exists(os.path.join(clone, "build", "deb"))
+    # an untracked file is not dirt (it is never packaged): the refusal names
+    # only the tracked change
+    open(os.path.join(clone, "notes.txt"), "w").close()
+    p = make(clone, "deb")
+    assert "notes.txt" not in p.stderr
+
+
+def test_version_mismatch_is_refused(clone):
+    path = os.path.join(clone, "runtime/main.c")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace('#define MW_VERSION "%s"' % mw_version(), '#define MW_VERSION "9.9.9"'))
+    git(clone, "commit", "-q", "-am", "version bump without a changelog entry")
+    p = make(clone, "deb")
+    assert p.returncode != 0
+    assert "debian/changelog says %s" % mw_version() in p.stderr and "9.9.9" in p.stderr, p.stderr
+    assert not os.path.exists(os.path.join(clone, "build", "deb"))
+
+
+# -- contents and metadata ---------------------------------------------------
+
+def expected_files():
+    """{path in the package: mode}, regular files, computed from the repository."""
+    files = {
+        "usr/bin/moonwire": 0o755,
+        "lib/systemd/system/moonwire-agent.service": 0o644,
+        "etc/moonwire/agent.conf.example": 0o644,
+        "usr/share/doc/moonwire/README.md": 0o644,
+        "usr/share/doc/moonwire/agent.conf.example": 0o644,
+        "usr/share/doc/moonwire/changelog.gz": 0o644,
+        "usr/share/doc/moonwire/copyright": 0o644,
+        "usr/share/man/man1/moonwire.1.gz": 0o644,
+        "usr/share/man/man5/moonwire-agent.conf.5.gz": 0o644,
+        "usr/share/man/man5/moonwire-policy.5.gz": 0o644,
+        "usr/share/bash-completion/completions/moonwire": 0o644,
+    }
+    for name in os.listdir(os.path.join(TOP, "spec")):
+        if name.endswith(".md"):
+            files["usr/share/doc/moonwire/spec/" + name] = 0o644
+    for name in os.listdir(os.path.join(TOP, "scripts")):
+        if name.endswith(".lua"):
+            files["usr/share/moonwire/scripts/" + name] = 0o644
+    return files
+
+
+def contents(deb):
+    """[(mode string, owner, path)] from dpkg-deb -c."""
+    out = []
+    for line in dpkg_deb("-c", deb).splitlines():
+        f = line.split()
+        path = f[5]
+        assert path.startswith("./")
+        out.append((f[0], f[1], path[2:].rstrip("/")))
+    return out
+
+
+def mode_bits(s):
+    bits = 0
+    for i, c in enumerate(s[1:10]):
+        if c != "-":
+            bits |= 1 << (8 - i)
+    return bits
+
+
+def test_file_list_owners_and_modes(deb):
+    want = expected_files()
+    entries = contents(deb)
+    files = {p: m for m, _, p in entries if m[0] == "-"}
+    assert sorted(files) == sorted(want), "extra: %s missing: %s" % (
+        sorted(set(files) - set(want)), sorted(set(want) - set(files)))
+    for path, mode in want.items():
+        assert mode_bits(files[path]) == mode, "%s: %s" % (path, files[path])
+    for m, owner, path in entries:
+        assert owner == "root/root", (path, owner)
+        assert m[0] in "-d", (path, m)       # no links, devices, setuid
+        if m[0] == "d":
+            assert mode_bits(m) == 0o755, (path, m)
+        assert "s" not in m and "S" not in m, (path, m)
+    # created by postinst, not shipped (so dpkg never resets its owner)
+    assert not any(p.startswith("var/") for _, _, p in entries)
+
+
+def test_metadata(deb):
+    assert os.path.basename(deb) == "moonwire_%s_%s.deb" % (mw_version(), arch())
+    fields = {}
+    for name in ("Package", "Version", "Architecture", "Depends", "Section", "Maintainer"):
+        fields[name] = dpkg_deb("-f", deb, name).strip()
+    assert fields["Package"] == "moonwire"
+    assert fields["Version"] == mw_version()
+    assert fields["Architecture"] == arch()
+    depends = [d.strip().split()[0] for d in fields["Depends"].split(",")]
+    for lib in LIBS:
+        assert any(d.startswith(lib) for d in depends), (lib, fields["Depends"])
+    assert "adduser" in depends and "libc6" in depends, depends
+
+
+def control_file(deb, tmp_path, name):
+    d = tmp_path / "control"
+    if not d.exists():
+        dpkg_deb("-e", deb, str(d))
+    p = d / name
+    return p.read_text() if p.exists() else None
+
+
+def test_conffiles_and_maintainer_scripts(deb, tmp_path):
+    assert control_file(deb, tmp_path, "conffiles").split() == ["/etc/moonwire/agent.conf.example"]
+    postinst = control_file(deb, tmp_path, "postinst")
+    # never enabled, never started by the package; an upgrade restarts a running one only
+    assert "deb-systemd-invoke start" not in postinst
+    assert re.search(r"deb-systemd-helper enable", postinst)   # only under was-enabled
+    assert "was-enabled" in postinst and "try-restart" in postinst
+    assert "adduser --system" in postinst
+    assert "deb-systemd-invoke stop moonwire-agent.service" in control_file(deb, tmp_path, "prerm")
+    assert "rm -rf /var/lib/moonwire" in control_file(deb, tmp_path, "postrm")
+
+
+def test_unit(deb, tmp_path):
+    root = tmp_path / "x"
+    dpkg_deb("-x", deb, str(root))
+    unit = (root / "lib/systemd/system/moonwire-agent.service").read_text()
+    assert re.search(r"^ExecStart=/usr/bin/moonwire agent -c /etc/moonwire/agent\.conf$",
+                     unit, re.M), unit
+    with open(os.path.join(TOP, "runtime/dist/moonwire-agent.service")) as f:
+        shipped = f.read()
+    undo = (unit.replace("/usr/bin/moonwire", "/usr/local/bin/moonwire")
+            .replace("/usr/share/doc/moonwire", "/usr/local/share/doc/moonwire")
+            .replace("Documentation=man:moonwire(1) man:moonwire-agent.conf(5) ", "Documentation="))
+    assert undo == shipped          # the privileges exactly as spec/sandbox.md ships them
+    # the Markdown the unit and README point at is not compressed away
+    doc = re.search(r"^Documentation=.* file://(\S+)$", unit, re.M).group(1)
+    assert (root / doc.lstrip("/")).is_file(), doc
+    with open(os.path.join(TOP, "runtime/dist/agent.conf.example"), "rb") as f:
+        assert (root / "etc/moonwire/agent.conf.example").read_bytes() == f.read()
+
+
+# -- lintian -----------------------------------------------------------------
+
+def test_lintian(deb):
+    changes = deb[:-len(".deb")] + ".changes"
+    p = subprocess.run(["lintian", "--fail-on", "error", "-I", "-E", "--pedantic",
+                        "--show-overrides", changes],
+                       capture_output=True, text=True, timeout=300)
+    print(p.stdout)
+    tags = re.findall(r"^([EWIPXO]): moonwire\S*: (\S+)", p.stdout, re.M)
+    assert p.returncode == 0 and not [t for k, t in tags if k == "E"], p.stdout + p.stderr
+    with open(os.path.join(TOP, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## Debian package"):]
+    section = section[:section.index("\n## ", 5)]
+    unexplained = sorted({t for k, t in tags if k == "W" and t not in section})
+    assert unexplained == [], "lintian warnings not explained in README.md: %s" % unexplained
+
+
+# -- install, upgrade, remove, purge in a throwaway root ---------------------
+
+SCRIPT = r'''
+set -eu
+T=$1; DEB=$2
+mount -t tmpfs -o mode=0755 tmpfs "$T"
+mkdir "$T/upper" "$T/work" "$T/root"
+mount -t overlay overlay -o lowerdir=/,upperdir="$T/upper",workdir="$T/work" "$T/root"
+R=$T/root
+mount --rbind /dev "$R/dev"; mount --rbind /proc "$R/proc"; mount --rbind /sys "$R/sys"
+mount -t tmpfs -o mode=0755 tmpfs "$R/run"; mkdir -p "$R/run/systemd/system"
+mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+cp "$DEB" "$R/tmp/moonwire.deb"
+for t in systemctl deb-systemd-invoke; do
+  printf '#!/bin/sh\necho "%s $*" >> /tmp/systemd-calls\n' "$t" > "$R/usr/local/bin/$t"
+  chmod 0755 "$R/usr/local/bin/$t"
+done
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export DEBIAN_FRONTEND=noninteractive
+in_root() { chroot "$R" "$@"; }
+state() {
+  echo "== $1"
+  echo "passwd=$(in_root getent passwd moonwire || true)"
+  echo "group=$(in_root getent group moonwire || true)"
+  for d in /var/lib/moonwire /etc/moonwire; do
+    if [ -e "$R$d" ]; then echo "stat $d=$(in_root stat -c '%U:%G %a' $d)"; else echo "stat $d=absent"; fi
+  done
+  echo "etc=$(ls -A "$R/etc/moonwire" 2>/dev/null | tr '\n' ' ')"
+  echo "varlib=$(ls -A "$R/var/lib/moonwire" 2>/dev/null | tr '\n' ' ')"
+  echo "unit=$(test -e "$R/lib/systemd/system/moonwire-agent.service" && echo present || echo absent)"
+  echo "binary=$(test -e "$R/usr/bin/moonwire" && echo present || echo absent)"
+  echo "enabled=$(in_root /bin/systemctl --root=/ is-enabled moonwire-agent.service 2>&1 || true)"
+  echo "wants=$(ls "$R/etc/systemd/system/multi-user.target.wants" 2>/dev/null | grep moonwire || true)"
+  echo "statoverride=$(in_root dpkg-statoverride --list /etc/moonwire || true)"
+  echo "status=$(in_root dpkg-query -W -f='${db:Status-Status}' moonwire 2>/dev/null || echo not-installed)"
+  echo "conffiles=$(in_root dpkg-query -W -f='${Conffiles}' moonwire 2>/dev/null | awk '{print $1}' | tr '\n' ' ')"
+  echo "calls=$(cat "$R/tmp/systemd-calls" 2>/dev/null | tr '\n' ';')"
+  rm -f "$R/tmp/systemd-calls"
+}
+in_root dpkg -i /tmp/moonwire.deb
+state installed
+echo "version=$(in_root moonwire --version)"
+in_root /bin/systemctl --root=/ enable moonwire-agent.service 2>/dev/null
+in_root dpkg -i /tmp/moonwire.deb
+state upgraded-enabled
+in_root /bin/systemctl --root=/ disable moonwire-agent.service 2>/dev/null
+echo 'jid = router7@example.org' > "$R/etc/moonwire/agent.conf"
+echo 'the identity' > "$R/var/lib/moonwire/identity.db"
+in_root dpkg -r moonwire
+state removed
+in_root dpkg --purge moonwire
+state purged
+rm "$R/etc/moonwire/agent.conf"; rmdir "$R/etc/moonwire"
+in_root dpkg -i /tmp/moonwire.deb
+in_root dpkg --purge moonwire
+state purged-again
+echo "== upper"
+cd "$T/upper" && find . -name '*moonwire*' | sort
+'''
+
+
+def host_state():
+    h = {}
+    for path in ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow",
+                 "/var/lib/dpkg/status", "/var/lib/dpkg/statoverride"):
+        try:
+            with open(path, "rb") as f:
+                h[path] = hashlib.sha256(f.read()).hexdigest()
+        except FileNotFoundError:
+            h[path] = None
+    for path in ("/etc/moonwire", "/var/lib/moonwire", "/lib/systemd/system/moonwire-agent.service",
+                 "/usr/bin/moonwire", "/etc/systemd/system/multi-user.target.wants/moonwire-agent.service"):
+        h[path] = os.path.lexists(path)
+    return h
+
+
+def parse(out):
+    states, cur = {}, None
+    for line in out.splitlines():
+        if line.startswith("== "):
+            cur = states.setdefault(line[3:], {} if line[3:] != "upper" else [])
+        elif cur is not None and isinstance(cur, list):
+            cur.append(line)
+        elif cur is not None and "=" in line:
+            k, v = line.split("=", 1)
+            cur[k] = v.strip()
+    return states
+
+
+def test_install_upgrade_remove_purge_in_a_throwaway_root(deb, tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("needs root (a private mount namespace, an overlay of /)", pytrace=False)
+    before = host_state()
+    work = tmp_path / "ovl"
+    work.mkdir()
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private",
+                        "bash", "-c", SCRIPT, "-", str(work), deb],
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    print(p.stdout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    st = parse(p.stdout)
+
+    # the host is as it was
+    assert host_state() == before
+    assert os.listdir(work) == []
+
+    ins = st["installed"]
+    pw = ins["passwd"].split(":")
+    assert pw[0] == "moonwire" and pw[5] == "/var/lib/moonwire" and pw[6] == "/usr/sbin/nologin", pw
+    assert int(pw[2]) < 1000, pw                      # a system user
+    assert ins["group"].startswith("moonwire:"), ins
+    assert ins["stat /var/lib/moonwire"] == "moonwire:moonwire 700"
+    assert ins["stat /etc/moonwire"] == "root:moonwire 750"
+    assert ins["statoverride"] == "root moonwire 0750 /etc/moonwire"
+    assert ins["etc"] == "agent.conf.example"
+    assert ins["unit"] == "present" and ins["binary"] == "present"
+    assert ins["enabled"] == "disabled" and ins["wants"] == ""
+    assert ins["status"] == "installed"
+    assert ins["conffiles"] == "/etc/moonwire/agent.conf.example"
+    # systemd (believed running) is asked to reload, never to start or enable
+    calls = [c for c in ins["calls"].split(";") if c]
+    assert calls and all(c == "systemctl --system daemon-reload" for c in calls), calls
+    assert ins["version"].startswith("moonwire %s " % mw_version()), ins["version"]
+
+    up = st["upgraded-enabled"]
+    assert up["enabled"] == "enabled" and up["wants"] == "moonwire-agent.service", up
+    calls = [c for c in up["calls"].split(";") if c]
+    assert "deb-systemd-invoke try-restart moonwire-agent.service" in calls, calls
+    assert not any(" start" in c for c in calls), calls
+
+    rm = st["removed"]
+    assert rm["binary"] == "absent" and rm["unit"] == "absent"
+    assert rm["status"] == "config-files"
+    assert rm["etc"].split() == ["agent.conf", "agent.conf.example"]
+    assert rm["varlib"] == "identity.db"          # the agent's identity survives a remove
+    assert rm["stat /etc/moonwire"] == "root:moonwire 750"
+    assert "deb-systemd-invoke stop moonwire-agent.service" in rm["calls"].split(";"), rm
+
+    pg = st["purged"]
+    assert pg["status"] == "not-installed"
+    assert pg["stat /var/lib/moonwire"] == "absent"
+    assert pg["etc"] == "agent.conf"              # the administrator's file is not dpkg's
+    assert pg["statoverride"] == ""
+    assert pg["passwd"].startswith("moonwire:")   # kept by design (debian/moonwire.postrm)
+
+    again = st["purged-again"]
+    assert again["stat /etc/moonwire"] == "absent" and again["stat /var/lib/moonwire"] == "absent"
+    assert again["unit"] == "absent" and again["binary"] == "absent" and again["wants"] == ""
+    assert again["status"] == "not-installed"
+    # nothing named moonwire is left in the throwaway root but dpkg's forgotten nothing
+    assert st["upper"] == [], st["upper"]
