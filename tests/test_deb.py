@@ -413,7 +413,7 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(deb, tmp_path):
     assert ins["group"].startswith("moonwire:"), ins
     assert ins["stat /var/lib/moonwire"] == "moonwire:moonwire 700"
     assert ins["stat /etc/moonwire"] == "root:moonwire 750"
-    assert ins["statoverride"] == "root moonwire 0750 /etc/moonwire"
+    assert ins["statoverride"] == "root moonwire 750 /etc/moonwire"
     assert ins["etc"] == "agent.conf.example"
     assert ins["unit"] == "present" and ins["binary"] == "present"
     assert ins["enabled"] == "disabled" and ins["wants"] == ""
