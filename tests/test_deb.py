@@ -5,7 +5,8 @@ at the wrong path, a missing user), that starts an unconfigured agent, that
 loses the administrator's configuration on upgrade or leaves the agent's
 keys behind on purge is found by its first user, on a device.  The package
 is built once per run by `make deb` (about 30 s on 2 cores: a fresh
-compile in build/deb/), and checked:
+compile in build/deb/, then lintian; the whole file takes about a minute),
+which must leave `git status` as it was, and checked:
 
 * refusals, in a throwaway clone (cheap, nothing is compiled): a dirty tree
   is refused and named; a changelog version that is not MW_VERSION is
@@ -26,7 +27,9 @@ compile in build/deb/), and checked:
   (`unshare --mount`), chrooted into, with /run an empty tmpfs that holds
   only /run/systemd/system (so the scripts believe systemd runs) and
   logging stand-ins for systemctl and deb-systemd-invoke in /usr/local/bin
-  (so nothing reaches the host's systemd).  There: install (user and group
+  (so nothing reaches the host's systemd).  Whatever of moonwire the host
+  has (a developer's machine) is first removed in the overlay only.
+  There: install (user and group
   moonwire, /var/lib/moonwire 0700 moonwire:moonwire, /etc/moonwire
   0750 root:moonwire via dpkg-statoverride, the unit disabled, systemd
   never asked to start or enable it, `moonwire --version` prints
@@ -99,9 +102,12 @@ def deb():
         if shutil.which(tool) is None:
             pytest.fail("%s missing (make deps installs it)" % tool, pytrace=False)
     dirty = tree_dirty()
+    status = git(TOP, "status", "--porcelain", "--ignored=no")
     args = ["deb"] + (["DEB_ALLOW_DIRTY=1"] if dirty else [])
     p = make(TOP, *args, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
+    # the build writes nothing git sees (build/ is ignored)
+    assert git(TOP, "status", "--porcelain", "--ignored=no") == status
     # a dirty tree is packaged only with a warning that says so
     assert ("WARNING: dirty tree" in p.stderr) == dirty, p.stderr
     path = os.path.join(TOP, "build", "deb", "moonwire_%s_%s.deb" % (mw_version(), arch()))
@@ -320,6 +326,14 @@ done
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export DEBIAN_FRONTEND=noninteractive
 in_root() { chroot "$R" "$@"; }
+# Start from a machine without moonwire even where the host has some of
+# it (a developer's): in the overlay only, purge the package, delete the
+# user and group, remove the directories.
+if in_root dpkg-query -W moonwire >/dev/null 2>&1; then in_root dpkg --purge moonwire >/dev/null; fi
+if in_root getent passwd moonwire >/dev/null; then in_root userdel moonwire; fi
+if in_root getent group moonwire >/dev/null; then in_root groupdel moonwire; fi
+rm -rf "$R/etc/moonwire" "$R/var/lib/moonwire" "$R/tmp/systemd-calls"
+rm -f "$R/etc/systemd/system/multi-user.target.wants/moonwire-agent.service"
 state() {
   echo "== $1"
   echo "passwd=$(in_root getent passwd moonwire || true)"
