@@ -7,7 +7,7 @@ BUILD    ?= build
 .DEFAULT_GOAL := all
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
-PKGS      = libstrophe libsignal-protocol-c lua5.4 libseccomp openssl sqlite3 libcjson
+PKGS      = libstrophe libomemo-c lua5.4 libseccomp openssl sqlite3 libcjson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -21,7 +21,7 @@ LDFLAGS  += -pie -Wl,-z,relro,-z,now -Wl,-u,curve25519_donna -Wl,--export-dynami
 LIBS      = $(PKG_LIBS) -lm
 
 # Debian packages: build, run, test, demo and bench.
-DEB_PKGS = build-essential pkg-config libstrophe-dev libsignal-protocol-c-dev \
+DEB_PKGS = build-essential pkg-config libstrophe-dev libomemo-c-dev \
 	liblua5.4-dev lua5.4 libseccomp-dev libssl-dev libsqlite3-dev sqlite3 \
 	libcjson-dev libcmocka-dev prosody python3-omemo python3-oldmemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \

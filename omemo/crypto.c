@@ -1,5 +1,5 @@
 /*
- * crypto.c: the OpenSSL 3 crypto provider libsignal-protocol-c calls, plus
+ * crypto.c: the OpenSSL 3 crypto provider libomemo-c calls, plus
  * the AES-128-GCM payload cipher and strict base64 of the OMEMO stanza layer.
  *
  * Everything goes through EVP / EVP_MAC; no primitive is implemented here.

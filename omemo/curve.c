@@ -1,23 +1,29 @@
 /*
- * curve.c: X25519 for libsignal-protocol-c, computed by OpenSSL.
+ * curve.c: X25519 for libomemo-c, computed by OpenSSL.
  *
- * Why this exists: libsignal-protocol-c does its Diffie-Hellman (every
- * double-ratchet turn, X3DH, key generation) with its bundled 32-bit
- * curve25519-donna, about 145 us per call on the benchmark machine, against
- * 34 us for OpenSSL's X25519 (make bench).  A reply in a conversation turns
- * the ratchet -- one key generation and two agreements -- so this is most
- * of what an OMEMO message costs.  The library calls the function through
- * its PLT, so a definition exported by the moonwire executable takes its
- * place (ELF symbol interposition; the Makefile exports the symbol with
- * --export-dynamic-symbol).  No primitive is written here: the scalar
- * multiplication is OpenSSL's.
+ * Why this exists: libomemo-c (like libsignal-protocol-c, which it forks)
+ * does its Diffie-Hellman (every double-ratchet turn, X3DH, key
+ * generation) with its bundled 32-bit curve25519-donna, about 145 us per
+ * call on the benchmark machine, against 34 us for OpenSSL's X25519 (make
+ * bench).  A reply in a conversation turns the ratchet -- one key
+ * generation and two agreements -- so this is most of what an OMEMO
+ * message costs.  The library calls the function through its PLT (two call
+ * sites in libomemo-c.so.0.5.0: curve_generate_public_key and
+ * curve_calculate_agreement), so a definition exported by the moonwire
+ * executable takes its place (ELF symbol interposition; the Makefile
+ * exports the symbol with --export-dynamic-symbol).  No primitive is
+ * written here: the scalar multiplication is OpenSSL's.  Re-measured after
+ * the switch to libomemo-c (issue 12; README, "OMEMO benchmark"): still
+ * 1.6x on a ping-pong message and 1.7x on first contact, so it stays.
  *
  * Contract: mypublic = X25519(secret, basepoint), the secret clamped as
- * RFC 7748 says (OpenSSL clamps the same way); 0 on success.  Unlike donna,
+ * RFC 7748 says (OpenSSL clamps; the bundled donna does not, but the
+ * library clamps every private key when it generates it, so the results
+ * are the same for every key it uses).  0 on success.  Unlike donna,
  * which returns the all-zero point for a low-order peer key, this fails
- * closed (-1, mypublic zeroed): libsignal's two callers (public key
- * generation, agreement) check the result and report an error, so a
- * malicious ratchet key can never produce a predictable shared secret.
+ * closed (-1, mypublic zeroed): the library's two callers check the
+ * result and report an error, so a malicious ratchet key can never
+ * produce a predictable shared secret.
  */
 #include <stdint.h>
 #include <string.h>

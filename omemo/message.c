@@ -562,8 +562,11 @@ peek_parsed(struct mw_omemo *o, const struct parsed *p, struct mw_omemo_msg *m)
 			rc = SG_ERR_INVALID_KEY;
 		/* a session state built from this base key already exists: a
 		 * resend before our first reply, no X3DH and no prekey */
+		/* (libomemo-c's version argument only shapes the empty
+		 * record made when none is stored; this one is never saved) */
 		if (rc == 0)
-			rc = signal_protocol_session_load_session(o->store, &rec, &a);
+			rc = signal_protocol_session_load_session(o->store, &rec, &a,
+			    CIPHERTEXT_CURRENT_VERSION);
 		if (rc == 0)
 			m->new_session = session_record_has_session_state(rec,
 			    pre_key_signal_message_get_message_version(pm),
@@ -636,6 +639,98 @@ sender_info(struct mw_omemo *o, struct mw_omemo_msg *m)
 		(void)mw_omemo_fp_from_key(key, 33, m->fp);
 }
 
+/*
+ * Legacy key forms.  libsignal-protocol-c decoded a key only in its 33-byte
+ * form (0x05 || X25519); libomemo-c's curve_decode_point() also takes a
+ * bare 32-byte key, as OMEMO 2's Ed25519 form, and converts it.  So that
+ * the legacy wire stays exactly as strict as it was before the switch,
+ * every key of a legacy message must be 33 bytes on the wire:
+ * SignalMessage.ratchetKey (field 1), PreKeySignalMessage.baseKey (2) and
+ * .identityKey (3), and the SignalMessage inside the latter (4) in turn.
+ * This only walks the protobuf framing (wire types 0, 1, 2, 5; anything
+ * else, or a length past the end, is malformed); libomemo-c parses the
+ * message afterwards.
+ */
+static bool
+pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t r = 0;
+
+	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+
+		r |= (uint64_t)(b & 0x7f) << shift;
+		if ((b & 0x80) == 0) {
+			*v = r;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool legacy_signal_message_ok(const uint8_t *m, size_t n);
+
+/* keyfields: bit f set = length-delimited field f must be 33 bytes;
+ * nested: the field number that holds a SignalMessage (0: none). */
+static bool
+legacy_fields_ok(const uint8_t *p, const uint8_t *end, uint32_t keyfields,
+    uint64_t nested)
+{
+	while (p < end) {
+		uint64_t key, v, field;
+
+		if (!pb_varint(&p, end, &key))
+			return false;
+		field = key >> 3;
+		switch (key & 7) {
+		case 0:
+			if (!pb_varint(&p, end, &v))
+				return false;
+			break;
+		case 1:
+			if (end - p < 8)
+				return false;
+			p += 8;
+			break;
+		case 5:
+			if (end - p < 4)
+				return false;
+			p += 4;
+			break;
+		case 2:
+			if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			if (field < 32 && (keyfields & (UINT32_C(1) << field)) != 0 &&
+			    v != 33)
+				return false;
+			if (nested != 0 && field == nested &&
+			    !legacy_signal_message_ok(p, (size_t)v))
+				return false;
+			p += v;
+			break;
+		default:
+			return false;
+		}
+	}
+	return true;
+}
+
+/* version byte, protobuf, 8-byte truncated MAC */
+static bool
+legacy_signal_message_ok(const uint8_t *m, size_t n)
+{
+	return n > 1 + 8 && legacy_fields_ok(m + 1, m + n - 8,
+	    UINT32_C(1) << 1, 0);
+}
+
+/* version byte, protobuf */
+static bool
+legacy_prekey_message_ok(const uint8_t *m, size_t n)
+{
+	return n > 1 && legacy_fields_ok(m + 1, m + n,
+	    (UINT32_C(1) << 2) | (UINT32_C(1) << 3), 4);
+}
+
 /* Runs the ratchet over the Signal message: *out = key material. */
 static int
 ratchet_decrypt(struct mw_omemo *o, struct parsed *p, struct mw_omemo_msg *m,
@@ -645,6 +740,9 @@ ratchet_decrypt(struct mw_omemo *o, struct parsed *p, struct mw_omemo_msg *m,
 	session_cipher *c = NULL;
 	int rc;
 
+	if (!(p->prekey ? legacy_prekey_message_ok(p->key, p->keylen) :
+	    legacy_signal_message_ok(p->key, p->keylen)))
+		return MW_OMEMO_E_BAD_MESSAGE;
 	if ((rc = session_cipher_create(&c, o->store, &a, o->sg)) != 0)
 		return omemo_map_sg(rc);
 	if (p->prekey) {

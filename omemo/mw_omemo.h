@@ -1,8 +1,9 @@
 /*
  * mw_omemo.h: legacy OMEMO (eu.siacs.conversations.axolotl) for moonwire.
  *
- * The one public header of the omemo/ component.  It wraps
- * libsignal-protocol-c (with an OpenSSL 3 crypto provider) and keeps every
+ * The one public header of the omemo/ component.  It wraps libomemo-c
+ * (Dino's maintained fork of libsignal-protocol-c, same signal_* API; with
+ * an OpenSSL 3 crypto provider) and keeps every
  * piece of state in the identity's SQLite database: identity key, device id,
  * prekeys, signed prekeys, sessions, remote identities with their trust
  * state, and cached device lists.  The agent and the operator CLI both use it.

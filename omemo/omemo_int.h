@@ -11,12 +11,19 @@
 
 #include <string.h>
 
-#include <signal/signal_protocol.h>
-#include <signal/key_helper.h>
-#include <signal/session_builder.h>
-#include <signal/session_cipher.h>
-#include <signal/protocol.h>
-#include <signal/curve.h>
+/* libomemo-c (pkg-config libomemo-c: -I/usr/include/omemo), never
+ * libsignal-protocol-c: the two export the same symbols and cannot share a
+ * process.  The guard below fails the build if the old headers are found. */
+#include <signal_protocol.h>
+#include <key_helper.h>
+#include <session_builder.h>
+#include <session_cipher.h>
+#include <protocol.h>
+#include <curve.h>
+
+#ifndef CIPHERTEXT_OMEMO_VERSION
+#error "omemo/ needs libomemo-c's headers (pkg-config libomemo-c), not libsignal-protocol-c's"
+#endif
 
 #include "omemo/mw_omemo.h"
 
@@ -130,7 +137,7 @@ int omemo_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
 
 /* pep.c */
 void omemo_net_free(struct mw_omemo *o);
-/* X25519 calls libsignal made through curve.c (tests: the interposition works). */
+/* X25519 calls libomemo-c made through curve.c (tests: the interposition works). */
 unsigned long omemo_curve_calls(void);
 /* The bundle changed (prekey used, rotation): republish when online. */
 int omemo_pep_bundle_changed(struct mw_omemo *o);

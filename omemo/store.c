@@ -1,8 +1,14 @@
 /*
  * store.c: the SQLite side of OMEMO.  Versioned schema of the omemo_*
  * tables, the transaction helpers that make every state change atomic, and
- * the four libsignal-protocol-c stores (session, prekey, signed prekey,
- * identity) backed by those tables.
+ * the four libomemo-c stores (the libsignal-protocol-c API: session,
+ * prekey, signed prekey, identity) backed by those tables.
+ *
+ * libomemo-c hands the session store no protocol version (its
+ * load_session_func has none), so omemo_sessions holds legacy (version 3)
+ * sessions only; OMEMO 2 (version 4) sessions will need their own rows or
+ * store (issue 12).  test_omemo_upgrade.c checks that what this build
+ * writes back stays version 3.
  *
  * Schema versioning: the shared table mw_schema(component, version) holds
  * one row per component ("omemo" here); each component migrates its own

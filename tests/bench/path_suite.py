@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 from prosody import Prosody  # noqa: E402
 from agentkit import Kit  # noqa: E402
 
-PATH_PKGS = ["libstrophe", "libsignal-protocol-c", "lua5.4", "libseccomp", "openssl",
+PATH_PKGS = ["libstrophe", "libomemo-c", "lua5.4", "libseccomp", "openssl",
              "sqlite3", "libcjson"]
 TRIVIAL = "return 1+1"
 

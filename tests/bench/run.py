@@ -47,7 +47,7 @@ TARGETS = {
     "supervisor_rss_kib": 8192.0,  # <= 8 MiB idle
     "omemo_established_us": 150.0,  # encrypt + decrypt, established session
 }
-OMEMO_PKGS = PKGS + ["libstrophe", "libsignal-protocol-c"]
+OMEMO_PKGS = PKGS + ["libstrophe", "libomemo-c"]
 
 
 class CannotRun(Exception):

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 
 from agentkit import Agent, Kit, Operator, run  # noqa: E402,F401
 
-PKGS = ["libstrophe", "libsignal-protocol-c", "lua5.4", "libseccomp", "openssl",
+PKGS = ["libstrophe", "libomemo-c", "lua5.4", "libseccomp", "openssl",
         "sqlite3", "libcjson"]
 _build_lock = threading.Lock()
 

@@ -7,6 +7,7 @@
 #include <ctype.h>
 
 #include "tests/unit/omemo_testlib.h"
+#include "omemo/omemo_int.h"
 
 static struct ep A, B;
 static char *good;		/* a valid A->B SignalMessage, not yet decrypted */
@@ -438,6 +439,110 @@ test_fingerprint_forms(void **state)
 	    MW_OMEMO_E_INVAL);
 }
 
+/* The wire text of w with its first <key> replaced by base64(raw[0..n)). */
+static char *
+with_key(const char *w, const uint8_t *raw, size_t n)
+{
+	const char *k = strchr(strstr(w, "<key "), '>') + 1;
+	char *old = strndup(k, (size_t)(strstr(k, "</key>") - k));
+	char *b64 = omemo_b64_encode(raw, n), *r;
+
+	assert_non_null(old);
+	assert_non_null(b64);
+	r = replace(w, old, b64);
+	free(old);
+	free(b64);
+	return r;
+}
+
+/*
+ * Rewrites length-delimited field `field` of the PreKeySignalMessage in
+ * msg (version byte, then protobuf) from the 33-byte 0x05||X25519 form to
+ * the bare 32-byte Ed25519 form of the same key.  *out is malloc'ed.
+ */
+static void
+ed_form_field(struct mw_omemo *o, const uint8_t *msg, size_t n, unsigned field,
+    uint8_t **out, size_t *outlen)
+{
+	size_t i = 1;
+
+	while (i + 2 <= n) {
+		unsigned tag = msg[i], len;
+
+		assert_true(tag < 0x80);	/* one-byte keys in these messages */
+		if ((tag & 7) == 0) {		/* varint */
+			for (i++; i < n && (msg[i] & 0x80); i++)
+				;
+			i++;
+			continue;
+		}
+		assert_int_equal(tag & 7, 2);
+		len = msg[i + 1];
+		assert_true(len < 0x80 && i + 2 + len <= n);
+		if ((tag >> 3) == field) {
+			ec_public_key *k = NULL;
+			signal_buffer *ed;
+
+			assert_int_equal(len, 33);
+			assert_int_equal(curve_decode_point(&k, msg + i + 2, 33,
+			    o->sg), 0);
+			ed = ec_public_key_get_ed(k);
+			assert_non_null(ed);
+			assert_int_equal(signal_buffer_len(ed), 32);
+			*outlen = n - 1;
+			*out = malloc(*outlen);
+			assert_non_null(*out);
+			memcpy(*out, msg, i + 1);
+			(*out)[i + 1] = 32;
+			memcpy(*out + i + 2, signal_buffer_data(ed), 32);
+			memcpy(*out + i + 2 + 32, msg + i + 2 + 33, n - (i + 2 + 33));
+			signal_buffer_free(ed);
+			SIGNAL_UNREF(k);
+			return;
+		}
+		i += 2 + len;
+	}
+	fail_msg("field %u not found", field);
+}
+
+/*
+ * libomemo-c's curve_decode_point() also takes a bare 32-byte key (OMEMO
+ * 2's Ed25519 form) where libsignal-protocol-c accepted only 0x05||X25519.
+ * The legacy path stays as strict as it was: a PreKeySignalMessage naming
+ * its identity or base key in the other form is refused, store unchanged,
+ * and the real message still works.
+ */
+static void
+test_legacy_key_forms_only(void **state)
+{
+	struct ep C;
+	char *w, *k, *bad;
+	uint8_t *raw = NULL, *mod = NULL;
+	size_t n = 0, modlen = 0;
+
+	ep_new(&C, "carol@example.org", "c");
+	introduce(&C, &B);
+	know(&B, &C);
+	w = enc(&C, &B, "carol's first contact");
+	assert_non_null(strstr(w, "prekey=\"true\""));
+	k = between(strstr(w, "<key "), ">", "</key>");
+	assert_int_equal(omemo_b64_decode(k, &raw, &n, 4096), 0);
+	for (unsigned field = 2; field <= 3; field++) {	/* baseKey, identityKey */
+		ed_form_field(B.o, raw, n, field, &mod, &modlen);
+		bad = with_key(w, mod, modlen);
+		refused(&B, bad, MW_OMEMO_E_BAD_MESSAGE);
+		free(bad);
+		free(mod);
+	}
+	dec_expect(&B, w, "carol's first contact");
+	send_recv(&B, &C, "bob answers");
+	free(raw);
+	free(k);
+	free(w);
+	ep_close(&C);
+	still_works();
+}
+
 int
 main(void)
 {
@@ -455,6 +560,7 @@ main(void)
 		T(test_oversized),
 		T(test_other_iv_lengths_accepted),
 		T(test_fingerprint_forms),
+		T(test_legacy_key_forms_only),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,8 +1,11 @@
 /*
- * test_omemo_curve.c: libsignal-protocol-c's X25519 really is OpenSSL's
+ * test_omemo_curve.c: libomemo-c's X25519 really is OpenSSL's
  * (omemo/curve.c), gives RFC 7748's answers, and fails closed on low-order
- * points where the bundled donna would have returned zeros.
+ * points where the bundled donna would have returned zeros.  Also: the
+ * process has libomemo-c mapped and never libsignal-protocol-c (the two
+ * export the same symbols; only one may be linked).
  */
+#include <link.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +13,8 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <signal/curve.h>
-#include <signal/signal_protocol.h>
+#include <curve.h>
+#include <signal_protocol.h>
 
 #include "omemo/omemo_int.h"
 
@@ -53,7 +56,7 @@ test_rfc7748_vectors(void **state)
 }
 
 static void
-test_libsignal_calls_openssl(void **state)
+test_library_calls_openssl(void **state)
 {
 	uint8_t a[32], b[32], pub33[33], want[32];
 	static const uint8_t nine[32] = { 9 };
@@ -72,7 +75,8 @@ test_libsignal_calls_openssl(void **state)
 	assert_int_equal(curve_decode_private_point(&sk, b, 32, NULL), 0);
 	before = omemo_curve_calls();
 	n = curve_calculate_agreement(&shared, pk, sk);
-	/* the call went through the PLT into curve.c, not the bundled donna */
+	/* libomemo-c's call went through its PLT into curve.c, not the
+	 * bundled donna */
 	assert_int_equal(omemo_curve_calls(), before + 1);
 	assert_int_equal(n, 32);
 	hex(SHARED, want, 32);
@@ -105,13 +109,45 @@ test_low_order_point_fails_closed(void **state)
 	SIGNAL_UNREF(sk);
 }
 
+struct libs_seen {
+	int omemo_c;
+	int signal_protocol_c;
+};
+
+static int
+note_lib(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	struct libs_seen *seen = arg;
+
+	(void)size;
+	if (info->dlpi_name != NULL) {
+		if (strstr(info->dlpi_name, "libomemo-c.so") != NULL)
+			seen->omemo_c++;
+		if (strstr(info->dlpi_name, "libsignal-protocol-c") != NULL)
+			seen->signal_protocol_c++;
+	}
+	return 0;
+}
+
+static void
+test_linked_against_libomemo_c(void **state)
+{
+	struct libs_seen seen = { 0, 0 };
+
+	(void)state;
+	(void)dl_iterate_phdr(note_lib, &seen);
+	assert_int_equal(seen.omemo_c, 1);
+	assert_int_equal(seen.signal_protocol_c, 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rfc7748_vectors),
-		cmocka_unit_test(test_libsignal_calls_openssl),
+		cmocka_unit_test(test_library_calls_openssl),
 		cmocka_unit_test(test_low_order_point_fails_closed),
+		cmocka_unit_test(test_linked_against_libomemo_c),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
