@@ -17,8 +17,10 @@ which must leave `git status` as it was, and checked:
   every other line as runtime/dist ships it, privileges included);
   conffiles (/etc/moonwire/agent.conf.example only); the metadata
   (name moonwire_VERSION_ARCH.deb, Version = MW_VERSION, Depends computed
-  by dh_shlibdeps: libstrophe, liblua5.4, libseccomp, libsqlite3, libssl,
-  and adduser);
+  by dh_shlibdeps: libstrophe, libomemo-c, liblua5.4, libseccomp,
+  libsqlite3, libssl, and adduser); Build-Depends name the -dev package
+  of every pkg-config library in the Makefile's PKGS, and `make deps`
+  installs each;
 * lintian: no error; every warning is named in README.md's "Debian
   package" section (explained there) -- overrides need a reason in
   debian/moonwire.lintian-overrides;
@@ -61,7 +63,7 @@ import subprocess
 import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBS = ("libstrophe", "liblua5.4", "libseccomp", "libsqlite3", "libssl")
+LIBS = ("libstrophe", "libomemo-c", "liblua5.4", "libseccomp", "libsqlite3", "libssl")
 
 
 def clean_env():
@@ -170,6 +172,47 @@ def test_version_mismatch_is_refused(clone):
     assert p.returncode != 0
     assert "debian/changelog says %s" % mw_version() in p.stderr and "9.9.9" in p.stderr, p.stderr
     assert not os.path.exists(os.path.join(clone, "build", "deb"))
+
+
+# -- Build-Depends against the Makefile (no build needed) --------------------
+
+def make_var(name):
+    p = subprocess.run(["make", "--no-print-directory", "-s", "-C", TOP, "-f", "Makefile",
+                        "-f", "/dev/stdin", "print-var"],
+                       input="print-var:\n\t@echo $(%s)\n" % name,
+                       capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+def build_depends():
+    with open(os.path.join(TOP, "debian/control")) as f:
+        text = f.read()
+    m = re.search(r"^Build-Depends:(.*?)^\S", text, re.M | re.S)
+    return [d.strip().split()[0] for d in m.group(1).split(",") if d.strip()]
+
+
+def test_build_depends_follow_the_makefile():
+    """Every pkg-config library the Makefile links (PKGS) has its -dev
+    package in Build-Depends, and `make deps` (DEB_PKGS) installs every
+    Build-Depends: a library switched in the Makefile (as libsignal-protocol-c
+    was for libomemo-c) must be switched in debian/control too."""
+    bdeps = build_depends()
+    deb_pkgs = make_var("DEB_PKGS")
+    for dep in bdeps:
+        if dep.startswith("debhelper-compat"):
+            assert "debhelper" in deb_pkgs
+        else:
+            assert dep in deb_pkgs, "%s (Build-Depends) is not in DEB_PKGS" % dep
+    for pc in make_var("PKGS"):
+        d = subprocess.run(["pkg-config", "--variable=pcfiledir", pc], capture_output=True,
+                           text=True)
+        assert d.returncode == 0, "pkg-config %s: not installed (make deps)" % pc
+        pcfile = os.path.realpath(os.path.join(d.stdout.strip(), pc + ".pc"))
+        owner = subprocess.run(["dpkg", "-S", pcfile], capture_output=True, text=True)
+        assert owner.returncode == 0, owner.stderr
+        pkg = owner.stdout.split(":")[0]
+        assert pkg in bdeps, "%s (pkg-config %s) is not in Build-Depends" % (pkg, pc)
 
 
 # -- contents and metadata ---------------------------------------------------
