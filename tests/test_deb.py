@@ -35,7 +35,8 @@ which must leave `git status` as it was, and checked:
   moonwire, /var/lib/moonwire 0700 moonwire:moonwire, /etc/moonwire
   0750 root:moonwire via dpkg-statoverride, the unit disabled, systemd
   never asked to start or enable it, `systemd-analyze verify` accepts the
-  installed unit, `moonwire --version` prints MW_VERSION); reinstall (an upgrade) with the unit enabled by the
+  installed unit, `moonwire --version` prints MW_VERSION, and `moonwire
+  run` runs the packaged hello.lua in its sandbox); reinstall (an upgrade) with the unit enabled by the
   administrator (kept enabled, only try-restart); remove (the unit is
   stopped; conffile, configuration and state kept); purge (state,
   conffile and statoverride gone; the administrator's own agent.conf
@@ -55,6 +56,7 @@ kernel with overlayfs; it fails, never skips, when they are missing.
 """
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -399,6 +401,7 @@ state() {
 in_root dpkg -i /tmp/moonwire.deb
 state installed
 echo "version=$(in_root moonwire --version)"
+echo "run=$(in_root moonwire run --json /usr/share/moonwire/scripts/hello.lua </dev/null | tr -d '\n')"
 rc=0; v=$(in_root systemd-analyze verify /lib/systemd/system/moonwire-agent.service 2>&1) || rc=$?
 echo "verify=rc=$rc $(echo "$v" | tr '\n' ';')"
 in_root /bin/systemctl --root=/ enable moonwire-agent.service 2>/dev/null
@@ -485,6 +488,8 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(deb, tmp_path):
     assert calls and all(c == "systemctl --system daemon-reload" for c in calls), calls
     # systemd accepts the installed unit: ExecStart= exists, man: pages resolve
     assert ins["verify"].rstrip(";").strip() == "rc=0", ins["verify"]
+    # the packaged binary (Debian's build flags, stripped) runs a job in its sandbox
+    assert json.loads(ins["run"])["status"] == "ok", ins["run"]
     assert ins["version"].startswith("moonwire %s " % mw_version()), ins["version"]
 
     up = st["upgraded-enabled"]
