@@ -39,8 +39,8 @@ which must leave `git status` as it was, and checked:
   run` runs the packaged hello.lua in its sandbox); reinstall (an upgrade) with the unit enabled by the
   administrator (kept enabled, only try-restart); remove (the unit is
   stopped; conffile, configuration and state kept); purge (state,
-  conffile and statoverride gone; the administrator's own agent.conf
-  kept); a second install and purge with no files of the administrator's
+  conffile, statoverride and the unit's enablement symlink gone; the
+  administrator's own agent.conf kept); a second install and purge with no files of the administrator's
   (then no /etc/moonwire and no /var/lib/moonwire are left).  The moonwire
   user and group stay after purge, by design (postrm says why), so does
   dpkg's log.
@@ -407,7 +407,6 @@ echo "verify=rc=$rc $(echo "$v" | tr '\n' ';')"
 in_root /bin/systemctl --root=/ enable moonwire-agent.service 2>/dev/null
 in_root dpkg -i /tmp/moonwire.deb
 state upgraded-enabled
-in_root /bin/systemctl --root=/ disable moonwire-agent.service 2>/dev/null
 echo 'jid = router7@example.org' > "$R/etc/moonwire/agent.conf"
 echo 'the identity' > "$R/var/lib/moonwire/identity.db"
 in_root dpkg -r moonwire
@@ -511,6 +510,7 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(deb, tmp_path):
     assert pg["stat /var/lib/moonwire"] == "absent"
     assert pg["etc"] == "agent.conf"              # the administrator's file is not dpkg's
     assert pg["statoverride"] == ""
+    assert pg["wants"] == ""                      # the administrator's enable is undone
     assert pg["passwd"].startswith("moonwire:")   # kept by design (debian/moonwire.postrm)
 
     again = st["purged-again"]
