@@ -30,29 +30,38 @@ which must leave `git status` as it was, and checked:
   only /run/systemd/system (so the scripts believe systemd runs) and
   logging stand-ins for systemctl and deb-systemd-invoke in /usr/local/bin
   (so nothing reaches the host's systemd).  Whatever of moonwire the host
-  has (a developer's machine) is first removed in the overlay only.
-  There: install (user and group
-  moonwire, /var/lib/moonwire 0700 moonwire:moonwire, /etc/moonwire
-  0750 root:moonwire via dpkg-statoverride, the unit disabled, systemd
-  never asked to start or enable it, `systemd-analyze verify` accepts the
-  installed unit, `moonwire --version` prints MW_VERSION, and `moonwire
-  run` runs the packaged hello.lua in its sandbox); reinstall (an upgrade) with the unit enabled by the
-  administrator (kept enabled, only try-restart); remove (the unit is
-  stopped; conffile, configuration and state kept); purge (state,
-  conffile, statoverride and the unit's enablement symlink gone; the
-  administrator's own agent.conf kept); a second install and purge with no files of the administrator's
-  (then no /etc/moonwire and no /var/lib/moonwire are left).  The moonwire
-  user and group stay after purge, by design (postrm says why), so does
-  dpkg's log.
+  has (a developer's machine) is first removed, in the overlay only.
+  There, in order:
+  - install: user and group moonwire (system, home /var/lib/moonwire,
+    nologin), /var/lib/moonwire 0700 moonwire:moonwire, /etc/moonwire
+    0750 root:moonwire via dpkg-statoverride, the unit disabled and
+    systemd never asked to start or enable it, `systemd-analyze verify`
+    accepts the installed unit, `moonwire --version` prints MW_VERSION and
+    `moonwire run` runs the packaged hello.lua in its sandbox;
+  - reinstall (an upgrade) with the unit enabled by the administrator:
+    kept enabled, only try-restart;
+  - remove: the agent is stopped; conffile, the administrator's
+    agent.conf and the state (identity.db) kept;
+  - purge: state, conffile, statoverride and the enablement symlink gone;
+    the administrator's agent.conf kept;
+  - a second install and purge with no files of the administrator's: no
+    /etc/moonwire, /var/lib/moonwire, unit or binary left, and nothing
+    named moonwire in the overlay's upper layer.  The moonwire user and
+    group stay after purge, by design (debian/moonwire.postrm says why).
 
-What is and is not restored: everything the package's scripts do happens
-in the overlay's upper layer, in memory, and goes with the mount
-namespace; the host's /etc/passwd, /etc/group, /etc/shadow, dpkg's
-database, /etc/moonwire, /var/lib/moonwire and /lib/systemd/system are
-checked to be unchanged afterwards.  The test writes on the host only
-build/deb/ (the package build, ignored by git) and pytest's tmp_path
-(removed by pytest).  It needs root (CI and `make test` run as root) and a
-kernel with overlayfs; it fails, never skips, when they are missing.
+What is and is not restored: everything dpkg and the maintainer scripts
+do (the user, the directories, dpkg's database and log, man-db's cache)
+happens in the overlay's upper layer, in memory, and goes with the mount
+namespace.  The test checks afterwards that the host's /etc/passwd,
+/etc/group, /etc/shadow, /etc/gshadow, /var/lib/dpkg/status and
+/var/lib/dpkg/statoverride are byte-for-byte unchanged and that
+/etc/moonwire, /var/lib/moonwire, /usr/bin/moonwire,
+/lib/systemd/system/moonwire-agent.service and its enablement symlink
+exist exactly as before (normally: not at all).  On the host the test
+leaves only build/deb/ (the package build, ignored by git) and an empty
+directory in pytest's tmp_path (pytest keeps the last few).  It needs root
+(CI and `make test` run as root) and overlayfs; it fails, never skips,
+when they are missing.
 """
 
 import hashlib
