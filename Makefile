@@ -266,7 +266,8 @@ deb:
 			exit 1; fi; \
 		echo "make deb: WARNING: dirty tree: packaging uncommitted changes to tracked files:" >&2; \
 		echo "$$dirty" >&2; \
-		treeish=$$(git -C "$(CURDIR)" stash create "make deb"); fi; \
+		treeish=$$(git -C "$(CURDIR)" -c user.name="make deb" -c user.email=make-deb@localhost \
+			stash create "make deb"); fi; \
 	src=$(DEB_DIR)/moonwire-$(DEB_VERSION); \
 	rm -rf $(DEB_DIR); mkdir -p $$src; \
 	git -C "$(CURDIR)" archive --format=tar $$treeish | tar -x -C $$src; \
