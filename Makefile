@@ -33,7 +33,7 @@ COMPONENTS = wire sandbox omemo runtime
 LINK_ORDER = runtime omemo sandbox wire
 
 define component_rules
-$(1)_SRCS := $$(filter-out $(1)/main.c,$$(wildcard $(1)/*.c))
+$(1)_SRCS := $$(filter-out runtime/cli/main.c,$$(wildcard $(1)/*.c $(1)/*/*.c))
 $(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS))
 $(BUILD)/lib$(1).a: $$($(1)_OBJS)
 	@mkdir -p $$(dir $$@)
@@ -50,11 +50,11 @@ FUZZ_SRCS  = $(wildcard tests/fuzz/fuzz_*.c)
 .PHONY: all deps test unit pytest deployed demo bench asan clean fuzz fuzz-smoke fuzz-build fuzz-bins check-deps soak
 all: $(BUILD)/moonwire $(UNIT_BINS)
 
-$(BUILD)/%.o: %.c $(wildcard */*.h)
+$(BUILD)/%.o: %.c $(wildcard */*.h */*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/moonwire: $(BUILD)/runtime/main.o $(COMPONENT_LIBS)
+$(BUILD)/moonwire: $(BUILD)/runtime/cli/main.o $(COMPONENT_LIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(COMPONENT_LIBS)

@@ -37,6 +37,7 @@ int mw_cmd_agent(int argc, char **argv);
 int mw_cmd_send(int argc, char **argv);
 int mw_cmd_sign(int argc, char **argv);
 int mw_cmd_verify(int argc, char **argv);
+int mw_cmd_init(int argc, char **argv);
 
 /* ---- policy ---- */
 

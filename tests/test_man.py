@@ -7,9 +7,9 @@ manuals this machine lacks are tolerated).  moonwire(1) is compared with
 the binary: every command `moonwire --help` lists has its own subsection,
 and every long option `moonwire COMMAND --help` prints appears in that
 command's subsection of the rendered page.  The sources are compared too:
-every long option of a getopt table in runtime/cmd_*.c is in moonwire(1),
-every key runtime/agent_config.c accepts is in moonwire-agent.conf(5),
-every policy keyword and limit key runtime/policy.c accepts is in
+every long option of a getopt table in runtime/cli/cmd_*.c is in moonwire(1),
+every key runtime/agent/agent_config.c accepts is in moonwire-agent.conf(5),
+every policy keyword and limit key runtime/job/policy.c accepts is in
 moonwire-policy(5).  The bash completion offers the same options.
 
 Needs mandoc (`make deps` installs it); fails, never skips, without it.
@@ -127,7 +127,7 @@ def test_help_parsing_finds_the_new_options(moonwire_bin):
 def test_source_options_are_in_the_page():
     page = render("moonwire.1")
     found = set()
-    runtime = os.path.join(TOP, "runtime")
+    runtime = os.path.join(TOP, "runtime", "cli")
     for name in os.listdir(runtime):
         if name.startswith("cmd_") and name.endswith(".c"):
             with open(os.path.join(runtime, name)) as f:
@@ -140,7 +140,7 @@ def test_source_options_are_in_the_page():
 
 
 def test_agent_config_keys_are_in_the_page():
-    with open(os.path.join(TOP, "runtime", "agent_config.c")) as f:
+    with open(os.path.join(TOP, "runtime", "agent", "agent_config.c")) as f:
         src = f.read()
     keys = []
     for arr in re.findall(r"_keys\[\]\s*=\s*\{(.*?)\};", src, re.S):
@@ -152,7 +152,7 @@ def test_agent_config_keys_are_in_the_page():
 
 
 def test_policy_keywords_and_limits_are_in_the_page():
-    with open(os.path.join(TOP, "runtime", "policy.c")) as f:
+    with open(os.path.join(TOP, "runtime", "job", "policy.c")) as f:
         src = f.read()
     limits = re.findall(r'^\s*(?:COUNT|SIZE|TIME)\("([a-z_]+)"', src, re.M)
     words = set(re.findall(r'strcmp\((?:k|tok\[0\])\s*,\s*"([a-z]+)"\)', src))

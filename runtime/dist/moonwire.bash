@@ -17,16 +17,30 @@ _moonwire_opts() {
 		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;
 	fingerprint|devices|trust|distrust) echo "-c --config --db --help" ;;
+	init)
+		case "$2" in
+		agent)
+			echo "--jid --allowed-signer --principal --operator --dir --state-dir" \
+				"--user --password-file --host --port --ca-file --force --help" ;;
+		operator)
+			echo "--jid --signing-key --file --password-file --host --port" \
+				"--ca-file --force --help" ;;
+		*)
+			echo "--jid --allowed-signer --principal --operator --dir --state-dir" \
+				"--user --signing-key --file --password-file --host --port" \
+				"--ca-file --force --help" ;;
+		esac ;;
 	esac
 }
 
 _moonwire() {
-	local cur prev cmd i
+	local cur prev cmd sub i
 	COMPREPLY=()
 	cur="${COMP_WORDS[COMP_CWORD]}"
 	prev=""
 	[ "$COMP_CWORD" -gt 0 ] && prev="${COMP_WORDS[COMP_CWORD-1]}"
 	cmd=""
+	sub=""
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		case "${COMP_WORDS[i]}" in
 		-*) ;;
@@ -34,14 +48,29 @@ _moonwire() {
 		esac
 	done
 	if [ -z "$cmd" ]; then
-		COMPREPLY=($(compgen -W "run agent send sign verify fingerprint devices trust distrust --help" -- "$cur"))
+		COMPREPLY=($(compgen -W "run agent send sign verify fingerprint devices trust distrust init --help" -- "$cur"))
 		return 0
 	fi
+	if [ "$cmd" = init ]; then
+		# `init agent` / `init operator`: the kind is the word after init
+		if [ $((i + 1)) -lt "$COMP_CWORD" ]; then
+			sub="${COMP_WORDS[i+1]}"
+		else
+			COMPREPLY=($(compgen -W "agent operator --help" -- "$cur"))
+			return 0
+		fi
+	fi
 	case "$prev" in
-	--read|--write|--state)
+	--read|--write|--state|--dir|--state-dir)
 		COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
-	-c|--config|--policy|-k|--key|--envelope|--signature|-f|--allowed-signers|--db)
+	-c|--config|--policy|-k|--key|--envelope|--signature|-f|--allowed-signers|--db|--signing-key|--password-file|--ca-file|--file)
 		COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+	--allowed-signer)
+		COMPREPLY=($(compgen -f -X '!*.pub' -- "$cur") $(compgen -d -- "$cur")); return 0 ;;
+	--user)
+		COMPREPLY=($(compgen -u -- "$cur")); return 0 ;;
+	--jid|--principal|--operator|--host|--port)
+		return 0 ;;
 	--limit)
 		COMPREPLY=($(compgen -S = -W "instructions memory cpu wall output program result depth calls write_total" -- "$cur"))
 		compopt -o nospace 2>/dev/null
@@ -50,7 +79,7 @@ _moonwire() {
 		return 0 ;;
 	esac
 	if [[ "$cur" == -* ]]; then
-		COMPREPLY=($(compgen -W "$(_moonwire_opts "$cmd")" -- "$cur"))
+		COMPREPLY=($(compgen -W "$(_moonwire_opts "$cmd" "$sub")" -- "$cur"))
 		return 0
 	fi
 	case "$cmd" in

@@ -69,7 +69,7 @@
 
 #include <strophe.h>
 
-#include "runtime/agent_int.h"
+#include "runtime/agent/agent.h"
 
 #define MAX_OPS		16
 #define MAX_TO		256

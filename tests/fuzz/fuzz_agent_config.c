@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/agent_int.h"
+#include "runtime/agent/agent.h"
 #include "tests/fuzz/fuzzlib.h"
 
 #define FIXTURE "/tmp/moonwire-fuzz-config"

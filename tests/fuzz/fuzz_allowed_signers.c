@@ -19,7 +19,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "runtime/signing.h"
+#include "runtime/job/job.h"
 #include "tests/fuzz/fuzzlib.h"
 
 #define ED25519_B64_PREFIX "AAAAC3NzaC1lZDI1NTE5AAAAI"	/* 51-byte blob: 68 chars */

@@ -30,7 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "runtime/signing.h"
+#include "runtime/job/job.h"
 #include "tests/fuzz/omemo_fuzzlib.h"
 
 #define AGENT "agent@fuzz.example"

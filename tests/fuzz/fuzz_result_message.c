@@ -16,7 +16,7 @@
  */
 #include <string.h>
 
-#include "runtime/agent_int.h"
+#include "runtime/agent/agent.h"
 #include "tests/fuzz/fuzzlib.h"
 
 int

@@ -19,7 +19,7 @@
  */
 #include <string.h>
 
-#include "runtime/signing.h"
+#include "runtime/job/job.h"
 #include "tests/fuzz/fuzzlib.h"
 
 #define FIXED_MSG "moonwire fuzz message\n"

@@ -3,7 +3,7 @@
 Why this exists: the unit tests prove the protocol logic against a fake PEP
 server; this proves it against Prosody 0.12 itself (publish-options, PEP
 answers, offline delivery, restarts).  Each endpoint is
-`moonwire __omemo_client -c ACCOUNT` (runtime/cmd_omemo.c), a line-oriented
+`moonwire __omemo_client -c ACCOUNT` (runtime/cli/cmd_omemo.c), a line-oriented
 chat client: commands on stdin, one event per line on stdout.
 
 Uses the fixtures of tests/conftest.py: `prosody` (fresh server per test)

@@ -43,7 +43,7 @@
 #include <strophe.h>
 
 #include "omemo/mw_omemo.h"
-#include "runtime/agent_int.h"
+#include "runtime/agent/agent.h"
 
 static uint64_t
 now_ms(void)

@@ -1,5 +1,5 @@
 /*
- * test_agent.c: unit tests for the agent's private pieces (runtime/agent_int.h):
+ * test_agent.c: unit tests for the agent's private pieces (runtime/agent/agent.h, runtime/result/result.h):
  * the result message, the job journal, the agent configuration, and the
  * policy's `allow` / `interactive` lines.
  *
@@ -32,7 +32,7 @@
 
 #include <cmocka.h>
 
-#include "runtime/agent_int.h"
+#include "runtime/agent/agent.h"
 #include "wire/mw_wire.h"
 
 static char tmpdir[PATH_MAX];	/* canonical, per run */

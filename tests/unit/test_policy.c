@@ -1,5 +1,5 @@
 /*
- * test_policy.c: unit tests for the policy file parser (runtime/policy.c).
+ * test_policy.c: unit tests for the policy file parser (runtime/job/policy.c).
  *
  * Why this exists: the policy is the only thing that grants a Lua program
  * access to files, commands, the kv store or sleep.  It must fail closed --

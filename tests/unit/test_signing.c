@@ -1,6 +1,6 @@
 /*
  * test_signing.c: unit tests for job envelopes, SSHSIG and allowed_signers
- * (runtime/envelope.c, sshsig.c, allowed_signers.c).
+ * (runtime/job/envelope.c, sshsig.c, allowed_signers.c).
  *
  * Why this exists: these parsers decide whether a program from the network
  * runs.  Every malformed envelope must be refused with its exact code, a
@@ -24,7 +24,7 @@
 #include <openssl/evp.h>
 
 #include "runtime/mw_runtime.h"
-#include "runtime/signing.h"
+#include "runtime/job/job.h"
 #include "wire/mw_wire.h"
 
 static char datadir[PATH_MAX];

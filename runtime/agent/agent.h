@@ -1,0 +1,232 @@
+/*
+ * agent.h: the runtime's agent room -- `moonwire agent`, the service on a
+ * device.  Its configuration file (agent_config.c) and job journal
+ * (journal.c), which `moonwire send`, `init` and the tests use too; and
+ * what the service's own files share (agent.c: start-up, the loop,
+ * signals and the log; agent_xmpp.c: the connection, stanzas and the
+ * delivery barrier; agent_jobs.c: budgets, authorization, running jobs).
+ * Private to runtime/; spec/agent.md describes the behaviour.
+ */
+#ifndef MW_AGENT_H
+#define MW_AGENT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <strophe.h>
+
+#include <sqlite3.h>
+
+#include "omemo/mw_omemo.h"
+#include "runtime/job/job.h"
+#include "runtime/mw_runtime.h"
+#include "runtime/result/result.h"
+
+/* ---- configuration (`moonwire agent -c CONFIG`) ---- */
+
+struct mw_agent_config {
+	struct mw_omemo_account account;	/* jid, password, host, TLS, db */
+	char *allowed_signers;
+	char *policy;
+	char *state_dir;		/* kv store; default: directory of db */
+	uint32_t max_output;		/* result output cap, bytes (default 64K) */
+	uint32_t clock_skew_s;		/* default 60 */
+	unsigned parallel;		/* jobs running at once (default 2) */
+	unsigned queue_max;		/* jobs waiting (default 64) */
+	uint32_t shutdown_grace_ms;	/* SIGTERM: running jobs get this long */
+	uint32_t rate_per_minute;	/* jobs per sender JID per minute (0: off) */
+	unsigned rate_burst;
+	bool durability_full;		/* fsync the commits that must survive power loss */
+	/* token buckets for messages that would build a new OMEMO session,
+	 * applied before decrypting (spec/agent.md) */
+	uint32_t new_session_per_minute;	/* per sender JID (default 10) */
+	unsigned new_session_burst;		/* default 5 */
+	uint32_t new_session_global_per_minute;	/* all senders (default 60) */
+	unsigned new_session_global_burst;	/* default 20 */
+};
+/* Every error is "FILE:LINE: reason" (or "FILE: reason"); the agent does
+ * not start. */
+int mw_agent_config_load(const char *path, struct mw_agent_config *c,
+    char *err, size_t errlen);
+void mw_agent_config_free(struct mw_agent_config *c);
+/* The agent's own files, canonical (mw_path_canonical), for
+ * mw_policy_check_protected() and the sandbox's protected_paths: the
+ * identity database and its -wal and -shm files, the password file (when
+ * password_file is set), the state directory, allowed_signers, the policy
+ * and the configuration file itself.  Fills out[0..*n) (each path
+ * malloc'ed; mw_protected_paths_free) and returns 0, or -1 with err when a
+ * path cannot be canonicalised (fail closed). */
+int mw_agent_protected_paths(const char *config_path,
+    const struct mw_agent_config *c, struct mw_protected_path out[MW_PROTECTED_MAX],
+    size_t *n, char *err, size_t errlen);
+void mw_protected_paths_free(struct mw_protected_path *v, size_t n);
+/* The value of one `key = value` setting of an account-style file (e.g. the
+ * operator's `signing_key`), malloc'ed, or NULL when absent/unreadable. */
+char *mw_config_value(const char *path, const char *key);
+
+/* ---- journal (same database and transaction as the ratchet) ---- */
+
+enum mw_journal_state {
+	MW_JOURNAL_ACCEPTED = 0,	/* recorded, may be running */
+	MW_JOURNAL_DONE = 1,		/* terminal: result stored */
+};
+struct mw_journal_entry {
+	char *signer;			/* SSH key fingerprint or "interactive:JID" */
+	char *job_id;
+	uint8_t sha256[32];		/* of the envelope text */
+	char *from_jid;
+	uint32_t device;
+	enum mw_journal_state state;
+	char *result;			/* result message text when DONE */
+	bool replied;			/* handed to a connection at least once */
+};
+void mw_journal_entry_free(struct mw_journal_entry *e);
+
+int mw_journal_init(sqlite3 *db);
+/* Inside the caller's open transaction: 1 found (*e filled), 0 not found,
+ * -1 database error. */
+int mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
+    struct mw_journal_entry *e);
+/* Inside the caller's open transaction. */
+int mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now);
+/* Own transaction (autocommit mode): state DONE with its result text. */
+int mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
+    const char *result, int64_t now);
+int mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id);
+/* The server confirmed it received the result (replied 1 -> 2). */
+int mw_journal_confirm(sqlite3 *db, const char *signer, const char *job_id);
+/* After a lost connection or a restart: results handed to a connection but
+ * never confirmed by the server are to be sent again (1 -> 0).  Returns
+ * how many, or -1. */
+int mw_journal_resend_unconfirmed(sqlite3 *db);
+/* After a restart: every ACCEPTED job becomes DONE with an "interrupted"
+ * result; returns how many, or -1. */
+int mw_journal_recover(sqlite3 *db, int64_t now);
+/* DONE and not replied, oldest first; *out malloc'ed array. */
+int mw_journal_unreplied(sqlite3 *db, struct mw_journal_entry **out, size_t *n);
+/* Counts, for tests and the log: rows per state. */
+int mw_journal_count(sqlite3 *db, enum mw_journal_state st);
+
+/* ---- the service (agent.c, agent_xmpp.c, agent_jobs.c) ---- */
+
+#define PING_INTERVAL_MS	60000
+#define PING_TIMEOUT_MS		30000
+#define TICK_MS			1000
+#define BACKOFF_INITIAL_MS	1000
+#define BACKOFF_MAX_MS		120000
+/* a refused login or certificate is a configuration error, not a network
+ * one: retried slowly (someone must fix the file or the server first) */
+#define CONFIG_BACKOFF_INITIAL_MS 60000
+#define CONFIG_BACKOFF_MAX_MS	600000
+#define RATE_SLOTS		256	/* senders tracked by the rate limiter */
+#define BARRIER_BATCH_MAX	4096	/* results confirmed by one server ping */
+
+struct running_job {
+	struct running_job *next;
+	char sandbox_id[24];
+	char *signer;
+	char *job_id;
+	char *from_jid;
+	uint32_t device;
+	struct mw_grants grants;	/* kept until the job ends: the sandbox copies on submit */
+	/* stage times for the `done` log line (spec/agent.md), microseconds */
+	uint64_t t_received_us;		/* stanza handed to us */
+	uint64_t t_decrypt_us;		/* OMEMO decrypt */
+	uint64_t t_verify_us;		/* envelope, signature, policy */
+	uint64_t t_commit_us;		/* journal row + ratchet commit */
+	uint64_t t_submitted_us;	/* clock when handed to the sandbox */
+};
+
+/* A result handed to the connection, waiting for the server to confirm it. */
+struct sent_result {
+	char *signer;
+	char *job_id;
+};
+
+/* A token bucket: `burst` at once, `per_minute` refilled continuously. */
+struct bucket {
+	double tokens;
+	uint64_t last_ms;
+};
+
+struct rate_slot {
+	char *jid;			/* NULL: free slot */
+	double tokens;
+	uint64_t last_ms;
+	uint64_t refusal_reply_ms;	/* last rate_limited reply: one a minute */
+	struct bucket new_sessions;	/* messages that would build a session */
+};
+
+struct agent {
+	uint64_t redelivered;		/* OMEMO duplicates of handled messages (counted, not refused) */
+	struct mw_agent_config cfg;
+	struct mw_policy policy;
+	struct mw_allowed_signers *signers;
+	struct mw_sandbox *sb;
+	sqlite3 *db;
+	struct mw_omemo *o;
+	xmpp_ctx_t *x;
+	xmpp_conn_t *conn;
+	xmpp_sm_state_t *sm;
+	bool connected;
+	bool stopping;
+	bool pin_refused;		/* this connection failed the pin check after login */
+	bool config_backoff;		/* the backoff is the configuration-error one */
+	uint64_t stop_deadline_ms;
+	unsigned backoff_ms;
+	uint64_t reconnect_at_ms;
+	uint64_t next_tick_ms;
+	uint64_t next_ping_ms;
+	uint64_t ping_sent_ms;		/* 0: no ping outstanding */
+	char ping_id[40];
+	struct running_job *jobs;
+	unsigned n_jobs;
+	uint64_t seq;
+	struct rate_slot rate[RATE_SLOTS];
+	struct bucket new_sessions;	/* all senders together */
+	/* the agent's own files: no grant reaches them (policy check at
+	 * start-up, and the sandbox broker at open time) */
+	struct mw_protected_path protected[MW_PROTECTED_MAX];
+	const char *protected_ptrs[MW_PROTECTED_MAX];
+	size_t n_protected;
+	/* delivery barrier: results sent since the last barrier ping, and
+	 * those the outstanding barrier ping will confirm */
+	struct sent_result *pending, *awaiting;
+	size_t n_pending, n_awaiting;
+	bool barrier_out;
+	char barrier_id[48];
+};
+
+/* libstrophe's socket, learnt in on_socket(); one connection per process */
+extern int mw_agent_xmpp_fd;
+/* set by SIGTERM/SIGINT, or when the sandbox is gone: the loop stops */
+extern volatile sig_atomic_t mw_agent_stop;
+
+/* agent.c */
+uint64_t agent_now_us(void);
+uint64_t agent_now_ms(void);
+void agent_log(const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void agent_crash_at(const char *point);
+int agent_db_sync(struct agent *a, bool full);
+
+/* agent_xmpp.c */
+void agent_send_stanza(xmpp_stanza_t *st, void *arg);
+int agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text);
+void agent_mark_replied(struct agent *a, const char *signer, const char *job_id);
+void agent_flush_unreplied(struct agent *a);
+void agent_barrier_reset(struct agent *a);
+int agent_start_connection(struct agent *a);
+void agent_send_ping(struct agent *a);
+void agent_sent_free(struct sent_result *v, size_t n);
+
+/* agent_jobs.c */
+void agent_handle_encrypted(struct agent *a, xmpp_stanza_t *st);
+void agent_read_results(struct agent *a);
+void agent_interrupt_all(struct agent *a, const char *why);
+void agent_running_free(struct running_job *j);
+void agent_unlink_job(struct agent *a, struct running_job *j);
+
+#endif
