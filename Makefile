@@ -238,10 +238,12 @@ lint-man:
 # `git describe --dirty` counts them; untracked files are never packaged)
 # is refused; DEB_ALLOW_DIRTY=1 builds it anyway, with those changes, and
 # warns.  VERSION is debian/changelog's, which must equal MW_VERSION in
-# runtime/main.c (what `moonwire --version` prints).
+# runtime/cli/main.c (what `moonwire --version` prints).
 DEB_DIR      = $(BUILD)/deb
 DEB_VERSION  = $(shell dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null)
-MW_VERSION   = $(shell sed -n 's/^\#define MW_VERSION "\([^"]*\)".*/\1/p' runtime/main.c)
+# (the file that defines MW_VERSION, wherever the CLI's main.c lives)
+MW_VERSION_FILE = $(firstword $(shell grep -rl --include='*.c' '^\#define MW_VERSION "' runtime))
+MW_VERSION   = $(if $(MW_VERSION_FILE),$(shell sed -n 's/^\#define MW_VERSION "\([^"]*\)".*/\1/p' $(MW_VERSION_FILE)))
 DEB_ARCH     = $(shell dpkg --print-architecture 2>/dev/null)
 DEB_FILE     = $(DEB_DIR)/moonwire_$(DEB_VERSION)_$(DEB_ARCH).deb
 DEB_ALLOW_DIRTY ?=
@@ -253,7 +255,7 @@ deb:
 	for t in dpkg-buildpackage dh lintian; do command -v $$t >/dev/null || { \
 		echo "make deb: $$t missing (make deps installs it)" >&2; exit 1; }; done; \
 	if [ "$(DEB_VERSION)" != "$(MW_VERSION)" ]; then \
-		echo "make deb: debian/changelog says $(DEB_VERSION) but runtime/main.c MW_VERSION is $(MW_VERSION): add a changelog entry (dch -v $(MW_VERSION))" >&2; exit 1; fi; \
+		echo "make deb: debian/changelog says $(DEB_VERSION) but $(MW_VERSION_FILE) MW_VERSION is $(MW_VERSION): add a changelog entry (dch -v $(MW_VERSION))" >&2; exit 1; fi; \
 	if ! git -C "$(CURDIR)" rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
 		echo "make deb: not a git checkout: cannot tell whether the tree is clean" >&2; exit 1; fi; \
 	dirty=$$(git -C "$(CURDIR)" status --porcelain --untracked-files=no); \
