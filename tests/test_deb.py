@@ -40,10 +40,14 @@ which must leave `git status` as it was, and checked:
     `moonwire run` runs the packaged hello.lua in its sandbox;
   - reinstall (an upgrade) with the unit enabled by the administrator:
     kept enabled, only try-restart;
-  - remove: the agent is stopped; conffile, the administrator's
-    agent.conf and the state (identity.db) kept;
+  - the administrator's set-up with `moonwire init agent --user moonwire`
+    (README, "Guided setup"), which the agent's --check, run as moonwire,
+    accepts;
+  - remove: the agent is stopped; conffile, the administrator's files
+    (agent.conf, policy, allowed_signers, password) and the state
+    (identity.db) kept;
   - purge: state, conffile, statoverride and the enablement symlink gone;
-    the administrator's agent.conf kept;
+    the administrator's files kept;
   - a second install and purge with no files of the administrator's: no
     /etc/moonwire, /var/lib/moonwire, unit or binary left, and nothing
     named moonwire in the overlay's upper layer.  The moonwire user and
@@ -373,7 +377,7 @@ def test_lintian(deb):
 
 SCRIPT = r'''
 set -eu
-T=$1; DEB=$2
+T=$1; DEB=$2; PUB=$3
 mount -t tmpfs -o mode=0755 tmpfs "$T"
 mkdir "$T/upper" "$T/work" "$T/root"
 mount -t overlay overlay -o lowerdir=/,upperdir="$T/upper",workdir="$T/work" "$T/root"
@@ -381,7 +385,7 @@ R=$T/root
 mount --rbind /dev "$R/dev"; mount --rbind /proc "$R/proc"; mount --rbind /sys "$R/sys"
 mount -t tmpfs -o mode=0755 tmpfs "$R/run"; mkdir -p "$R/run/systemd/system"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-cp "$DEB" "$R/tmp/moonwire.deb"
+cp "$DEB" "$R/tmp/moonwire.deb"; cp "$PUB" "$R/tmp/alice.pub"
 for t in systemctl deb-systemd-invoke; do
   printf '#!/bin/sh\necho "%s $*" >> /tmp/systemd-calls\n' "$t" > "$R/usr/local/bin/$t"
   chmod 0755 "$R/usr/local/bin/$t"
@@ -425,13 +429,18 @@ echo "verify=rc=$rc $(echo "$v" | tr '\n' ';')"
 in_root /bin/systemctl --root=/ enable moonwire-agent.service 2>/dev/null
 in_root dpkg -i /tmp/moonwire.deb
 state upgraded-enabled
-echo 'jid = router7@example.org' > "$R/etc/moonwire/agent.conf"
-echo 'the identity' > "$R/var/lib/moonwire/identity.db"
+# the administrator's set-up, as README's "Guided setup" does it
+echo router7-password | in_root moonwire init agent --jid router7@example.org --user moonwire \
+  --allowed-signer /tmp/alice.pub --principal alice@ops --operator alice@example.org \
+  --password-file - >/dev/null
+echo "check=$(in_root runuser -u moonwire -- moonwire agent -c /etc/moonwire/agent.conf --check 2>&1)"
 in_root dpkg -r moonwire
 state removed
 in_root dpkg --purge moonwire
 state purged
-rm "$R/etc/moonwire/agent.conf"; rmdir "$R/etc/moonwire"
+rm "$R/etc/moonwire/agent.conf" "$R/etc/moonwire/policy" "$R/etc/moonwire/allowed_signers" \
+  "$R/etc/moonwire/password"
+rmdir "$R/etc/moonwire"
 in_root dpkg -i /tmp/moonwire.deb
 in_root dpkg --purge moonwire
 state purged-again
@@ -476,8 +485,11 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(deb, tmp_path):
     before = host_state()
     work = tmp_path / "ovl"
     work.mkdir()
+    key = tmp_path / "alice"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alice@ops",
+                    "-f", str(key)], check=True, capture_output=True)
     p = subprocess.run(["unshare", "--mount", "--propagation", "private",
-                        "bash", "-c", SCRIPT, "-", str(work), deb],
+                        "bash", "-c", SCRIPT, "-", str(work), deb, str(key) + ".pub"],
                        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     print(p.stdout)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -515,10 +527,15 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(deb, tmp_path):
     assert "deb-systemd-invoke try-restart moonwire-agent.service" in calls, calls
     assert not any(" start" in c for c in calls), calls
 
+    # `moonwire init agent --user moonwire` sets up an agent on the package's
+    # user and directories, and the agent's own --check accepts it
+    assert "configuration ok" in up["check"], up["check"]
+
     rm = st["removed"]
     assert rm["binary"] == "absent" and rm["unit"] == "absent"
     assert rm["status"] == "config-files"
-    assert rm["etc"].split() == ["agent.conf", "agent.conf.example"]
+    assert rm["etc"].split() == ["agent.conf", "agent.conf.example", "allowed_signers",
+                                 "password", "policy"], rm["etc"]
     assert rm["varlib"] == "identity.db"          # the agent's identity survives a remove
     assert rm["stat /etc/moonwire"] == "root:moonwire 750"
     assert "deb-systemd-invoke stop moonwire-agent.service" in rm["calls"].split(";"), rm
@@ -526,7 +543,8 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(deb, tmp_path):
     pg = st["purged"]
     assert pg["status"] == "not-installed"
     assert pg["stat /var/lib/moonwire"] == "absent"
-    assert pg["etc"] == "agent.conf"              # the administrator's file is not dpkg's
+    # the administrator's files are not dpkg's
+    assert pg["etc"].split() == ["agent.conf", "allowed_signers", "password", "policy"], pg["etc"]
     assert pg["statoverride"] == ""
     assert pg["wants"] == ""                      # the administrator's enable is undone
     assert pg["passwd"].startswith("moonwire:")   # kept by design (debian/moonwire.postrm)
