@@ -26,7 +26,7 @@ DEB_PKGS = build-essential pkg-config libstrophe-dev libomemo-c-dev \
 	libcjson-dev libcmocka-dev prosody python3-omemo python3-oldmemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
 	openssh-server bubblewrap clang libclang-rt-14-dev valgrind systemd \
-	mandoc
+	mandoc debhelper dpkg-dev lintian adduser
 
 COMPONENTS = wire sandbox omemo runtime
 # Link order: a component may use only those to its right.
@@ -97,7 +97,9 @@ test: deps
 # binary, against an ASan+UBSan build.
 # tests/reliability quick cases: the agent end to end (crash storm at 60
 # jobs, server faults, storage faults, a 2,000-message flood).
-ASAN_PYTEST = $(wildcard tests/test_*.py) tests/e2e tests/omemo \
+# (Not tests/test_deb.py: it builds and checks its own package, whatever
+# the binary under test.)
+ASAN_PYTEST = $(filter-out tests/test_deb.py,$(wildcard tests/test_*.py)) tests/e2e tests/omemo \
 	tests/reliability/test_crash.py tests/reliability/test_server_faults.py \
 	tests/reliability/test_storage.py tests/reliability/test_load.py
 asan: export MW_CRASH_JOBS ?= 60
@@ -226,3 +228,59 @@ installed-files:
 # in make pytest, and fails on any warning).
 lint-man:
 	mandoc -T lint -W warning $(MAN1) $(MAN5)
+
+# The Debian package (issue 14; README "Debian package", debian/).
+# `make deb` copies the committed tree (git archive HEAD) to
+# $(BUILD)/deb/moonwire-VERSION, runs dpkg-buildpackage -b there, and
+# lintian over the result, which fails the target on an error:
+# $(BUILD)/deb/moonwire_VERSION_ARCH.deb, nothing written outside
+# $(BUILD)/deb.  A dirty tree (uncommitted changes to tracked files, as
+# `git describe --dirty` counts them; untracked files are never packaged)
+# is refused; DEB_ALLOW_DIRTY=1 builds it anyway, with those changes, and
+# warns.  VERSION is debian/changelog's, which must equal MW_VERSION in
+# runtime/cli/main.c (what `moonwire --version` prints).
+DEB_DIR      = $(BUILD)/deb
+DEB_VERSION  = $(shell dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null)
+# (the file that defines MW_VERSION, wherever the CLI's main.c lives)
+MW_VERSION_FILE = $(firstword $(shell grep -rl --include='*.c' '^\#define MW_VERSION "' runtime))
+MW_VERSION   = $(if $(MW_VERSION_FILE),$(shell sed -n 's/^\#define MW_VERSION "\([^"]*\)".*/\1/p' $(MW_VERSION_FILE)))
+DEB_ARCH     = $(shell dpkg --print-architecture 2>/dev/null)
+DEB_FILE     = $(DEB_DIR)/moonwire_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_ALLOW_DIRTY ?=
+DEB_JOBS     ?= $(shell nproc 2>/dev/null || echo 1)
+
+.PHONY: deb deb-file
+deb:
+	@set -e; \
+	for t in dpkg-buildpackage dh lintian; do command -v $$t >/dev/null || { \
+		echo "make deb: $$t missing (make deps installs it)" >&2; exit 1; }; done; \
+	if [ "$(DEB_VERSION)" != "$(MW_VERSION)" ]; then \
+		echo "make deb: debian/changelog says $(DEB_VERSION) but $(MW_VERSION_FILE) MW_VERSION is $(MW_VERSION): add a changelog entry (dch -v $(MW_VERSION))" >&2; exit 1; fi; \
+	if ! git -C "$(CURDIR)" rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		echo "make deb: not a git checkout: cannot tell whether the tree is clean" >&2; exit 1; fi; \
+	dirty=$$(git -C "$(CURDIR)" status --porcelain --untracked-files=no); \
+	treeish=HEAD; \
+	if [ -n "$$dirty" ]; then \
+		if [ "$(DEB_ALLOW_DIRTY)" != 1 ]; then \
+			echo "make deb: refusing to build from a dirty tree (uncommitted changes):" >&2; \
+			echo "$$dirty" >&2; \
+			echo "make deb: commit them, or DEB_ALLOW_DIRTY=1 to package the working tree as it is" >&2; \
+			exit 1; fi; \
+		echo "make deb: WARNING: dirty tree: packaging uncommitted changes to tracked files:" >&2; \
+		echo "$$dirty" >&2; \
+		treeish=$$(git -C "$(CURDIR)" -c user.name="make deb" -c user.email=make-deb@localhost \
+			stash create "make deb"); fi; \
+	src=$(DEB_DIR)/moonwire-$(DEB_VERSION); \
+	rm -rf $(DEB_DIR); mkdir -p $$src; \
+	git -C "$(CURDIR)" archive --format=tar $$treeish | tar -x -C $$src; \
+	echo "make deb: building $(DEB_FILE) from $$(git -C "$(CURDIR)" rev-parse --short HEAD)$${dirty:+ + uncommitted changes} in $$src"; \
+	(cd $$src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES \
+		dpkg-buildpackage -b -us -uc -j$(DEB_JOBS)) > $(DEB_DIR)/build.log 2>&1 || { \
+		tail -n 40 $(DEB_DIR)/build.log >&2; echo "make deb: dpkg-buildpackage failed (whole log: $(DEB_DIR)/build.log)" >&2; exit 1; }; \
+	echo "make deb: lintian"; \
+	lintian --fail-on error --info $(DEB_DIR)/moonwire_$(DEB_VERSION)_$(DEB_ARCH).changes; \
+	echo "make deb: $(DEB_FILE)"
+
+# The path `make deb` writes (tests/test_deb.py).
+deb-file:
+	@echo $(DEB_FILE)
