@@ -844,6 +844,24 @@ identity(struct init_run *r, const char *jid, const char *db, uint32_t *device,
 	return 0;
 }
 
+/* The last steps of both kinds of init: the identity, then the staged
+ * files moved into place -- unless interrupted before either.  0, -2 for
+ * the identity of another JID, -1 otherwise (reported). */
+static int
+identity_and_commit(struct init_run *r, const char *jid, const char *db, uint32_t *device,
+    char fp[MW_OMEMO_FP_HEXLEN + 1])
+{
+	int p;
+
+	if (init_interrupted)
+		return ifail(r, "interrupted; nothing written"), -1;
+	if ((p = identity(r, jid, db, device, fp)) != 0)
+		return p == -2 ? -2 : -1;
+	if (init_interrupted)
+		return ifail(r, "interrupted; nothing written"), -1;
+	return stage_commit(r) != 0 ? -1 : 0;
+}
+
 static void
 print_identity(const char *jid, uint32_t device, const char *fp)
 {
@@ -1160,21 +1178,11 @@ init_agent(int argc, char **argv)
 		rc = MW_EXIT_USAGE;	/* as `moonwire agent --check` */
 		goto out;
 	}
-	if (init_interrupted) {
-		ifail(&r, "interrupted; nothing written");
-		goto out;
-	}
-	if ((p = identity(&r, o.jid, db, &device, fp)) != 0) {
+	if ((p = identity_and_commit(&r, o.jid, db, &device, fp)) != 0) {
 		if (p == -2)
 			rc = MW_EXIT_USAGE;	/* the identity of another JID */
 		goto out;
 	}
-	if (init_interrupted) {
-		ifail(&r, "interrupted; nothing written");
-		goto out;
-	}
-	if (stage_commit(&r) != 0)
-		goto out;
 	/* what `moonwire agent --check` prints for these files */
 	printf("%s: configuration ok (policy: %zu profiles, %zu allow lines)\n",
 	    conf_final, n_profiles, n_allows);
@@ -1340,21 +1348,11 @@ init_operator(int argc, char **argv)
 		goto out;
 	}
 	mw_omemo_account_free(&acct);
-	if (init_interrupted) {
-		ifail(&r, "interrupted; nothing written");
-		goto out;
-	}
-	if ((p = identity(&r, o.jid, db, &device, fp)) != 0) {
+	if ((p = identity_and_commit(&r, o.jid, db, &device, fp)) != 0) {
 		if (p == -2)
 			rc = MW_EXIT_USAGE;	/* the identity of another JID */
 		goto out;
 	}
-	if (init_interrupted) {
-		ifail(&r, "interrupted; nothing written");
-		goto out;
-	}
-	if (stage_commit(&r) != 0)
-		goto out;
 	for (size_t i = 0; i < r.n_files; i++)
 		printf("wrote %s\n", r.files[i].final);
 	printf("%s %s\n", r.created_db != NULL ? "created" : "kept the existing", db);

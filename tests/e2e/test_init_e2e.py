@@ -15,10 +15,10 @@ as in test_walkthrough.py.
 """
 
 import os
-import queue
 import re
 import subprocess
-import threading
+
+from agentkit import ForegroundAgent
 
 
 
@@ -89,20 +89,8 @@ def test_agent_and_operator_from_init_run_a_job(moonwire_bin, tls_prosody, tmp_p
     out = sh([moonwire_bin] + argv[1:], env=env)
     assert "verified %s" % alice_fp in out, out
 
-    agent = subprocess.Popen([moonwire_bin, "agent", "-c", agent_conf], env=env, cwd="/",
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, log = queue.Queue(), []
-
-    def reader():
-        for line in agent.stdout:
-            log.append(line)
-            lines.put(line)
-    threading.Thread(target=reader, daemon=True).start()
-    try:
-        while True:
-            line = lines.get(timeout=30)
-            if "moonwire-agent: connected" in line:
-                break
+    with ForegroundAgent([moonwire_bin, "agent", "-c", agent_conf], env=env) as agent:
+        log = agent.log
         p = subprocess.run([moonwire_bin, "send", "-c", alice_conf, "--to", agent_jid,
                             "--timeout", "30s",
                             os.path.join(ROOT, "scripts", "system-status.lua")],
@@ -118,6 +106,3 @@ def test_agent_and_operator_from_init_run_a_job(moonwire_bin, tls_prosody, tmp_p
                            capture_output=True, text=True, env=env, timeout=90)
         assert p.returncode == 1 and "capability denied" in p.stdout, (p.stdout, p.stderr)
         assert any("accepted job=" in l and "profile=status" in l for l in log), "".join(log)
-    finally:
-        agent.terminate()
-        agent.wait(timeout=30)

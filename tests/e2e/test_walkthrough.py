@@ -19,8 +19,8 @@ Fixtures: moonwire_bin (tests/conftest.py); the TLS Prosody is tests/conftest.py
 import os
 import re
 import subprocess
-import threading
-import queue
+
+from agentkit import ForegroundAgent
 
 
 
@@ -97,24 +97,8 @@ def test_readme_walkthrough_on_a_tls_server(moonwire_bin, tls_prosody, tmp_path)
 
     # "systemctl enable --now moonwire-agent": the same command in the foreground
     conf = str(etc / "moonwire" / "agent.conf")
-    agent = subprocess.Popen(["moonwire", "agent", "-c", conf], env=env, cwd="/",
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = queue.Queue()
-    log = []
-
-    def reader():
-        for line in agent.stdout:
-            log.append(line)
-            lines.put(line)
-    threading.Thread(target=reader, daemon=True).start()
-    try:
-        while True:
-            line = lines.get(timeout=30)
-            if "moonwire-agent: connected" in line:
-                break
+    with ForegroundAgent(["moonwire", "agent", "-c", conf], env=env) as agent:
+        log = agent.log
         p = sh(send)
         assert "status: ok" in p.stdout, (p.stdout, p.stderr, "".join(log))
         assert "returned: {" in p.stdout, p.stdout
-    finally:
-        agent.terminate()
-        agent.wait(timeout=30)

@@ -347,3 +347,38 @@ class Kit:
             p.close()
         for a in self.agents:
             a.stop()
+
+
+class ForegroundAgent:
+    """`moonwire agent` started by a command line as a user types it (the
+    README walk-through, `moonwire init`), its output collected in .log;
+    the constructor returns once it logged `connected`.  A context manager:
+    the agent is terminated when the block ends."""
+
+    def __init__(self, argv, env=None, cwd="/", timeout=30):
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.log = []
+        lines = queue.Queue()
+
+        def reader():
+            for line in self.proc.stdout:
+                self.log.append(line)
+                lines.put(line)
+        threading.Thread(target=reader, daemon=True).start()
+        try:
+            while "moonwire-agent: connected" not in lines.get(timeout=timeout):
+                pass
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
