@@ -42,8 +42,9 @@ def test_job_through_ejabberd(ejabberd_kit):
     kit.trust(agent, alice)
     agent.start()
     line = agent.wait_log(r"omemo-published device=\d+", timeout=30)
-    assert re.search(r"device=%s\b" % re.escape(line.split("device=")[1].split()[0]),
-                     "\n".join(agent.log)), agent.log
+    connected = [x for x in agent.log if " connected jid=" in x]
+    device = re.search(r"device=(\d+)", connected[0]).group(1)
+    assert line.endswith("omemo-published device=%s" % device), (line, connected)
     # ejabberd's refusal of the unknown publish-option is logged, not hidden
     assert any("omemo-publish-refused" in x and "pubsub#max_items" in x
                for x in agent.log), agent.log
