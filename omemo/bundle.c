@@ -161,7 +161,8 @@ attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v)
 }
 
 /* Accepts the element named `want`, or a wrapper around it (<pubsub>,
- * <items>, <item>) up to 6 levels deep, following first children only. */
+ * <items>, <item>) up to 6 levels deep, following first children only;
+ * an RSM <set> (ejabberd puts one before <items>) is skipped. */
 static xmpp_stanza_t *
 find_first_named(xmpp_stanza_t *s, const char *want)
 {
@@ -172,7 +173,9 @@ find_first_named(xmpp_stanza_t *s, const char *want)
 		if (name != NULL && strcmp(name, want) == 0)
 			return s;
 		s = xmpp_stanza_get_children(s);
-		while (s != NULL && !xmpp_stanza_is_tag(s))
+		while (s != NULL && (!xmpp_stanza_is_tag(s) ||
+		    (xmpp_stanza_get_ns(s) != NULL &&
+		    strcmp(xmpp_stanza_get_ns(s), "http://jabber.org/protocol/rsm") == 0)))
 			s = xmpp_stanza_get_next(s);
 	}
 	return NULL;

@@ -269,6 +269,14 @@ int mw_omemo_encrypt_key_transport(struct mw_omemo *o, xmpp_ctx_t *xctx,
  * libstrophe connection (handlers added; call after connecting).
  */
 typedef void (*mw_omemo_send_fn)(xmpp_stanza_t *stanza, void *arg);
+/*
+ * Log sink for the network side: event is a word ("omemo-published",
+ * "omemo-publish-failed"), fields are key=value pairs (values with spaces
+ * quoted; server text sanitised).  Without a sink nothing is printed.
+ */
+typedef void (*mw_omemo_log_fn)(const char *event, const char *fields,
+    void *arg);
+void mw_omemo_set_log(struct mw_omemo *o, mw_omemo_log_fn fn, void *arg);
 int mw_omemo_set_transport(struct mw_omemo *o, xmpp_ctx_t *xctx,
     mw_omemo_send_fn send_fn, void *arg);
 int mw_omemo_attach(struct mw_omemo *o, xmpp_conn_t *conn);
@@ -284,10 +292,22 @@ void mw_omemo_set_republish_interval(struct mw_omemo *o, unsigned ms);	/* tests 
 
 /*
  * Publishes the bundle, then fetches the own device list and publishes it
- * with this device added when missing (access_model=open; on
- * precondition-not-met the node is reconfigured and the publish retried).
+ * with this device added when missing, then fetches both back to confirm
+ * that the list names this device and the bundle is served.  Publishes
+ * carry publish-options access_model=open, persist_items=true, max_items=1;
+ * on precondition-not-met the node is reconfigured and the publish retried;
+ * on any other error the publish is retried once with access_model=open
+ * only (servers such as ejabberd 23.01 refuse options they do not know).
+ * Any failure is logged and the chain restarts with backoff from
+ * mw_omemo_tick() until confirmed; a device-list push without this device
+ * republishes the list and confirms again.
  */
 int mw_omemo_start(struct mw_omemo *o);
+/* Whether the last confirmation found list and bundle served. */
+bool mw_omemo_published(const struct mw_omemo *o);
+/* The first retry delay after a failed publication (default 1000 ms;
+ * doubles up to 60 s). */
+void mw_omemo_set_publish_backoff(struct mw_omemo *o, unsigned ms);	/* tests */
 /* Asks for jid's device list; with fetch_bundles also fetches the bundle
  * of every device with unknown key.  done is called once. */
 typedef void (*mw_omemo_done_fn)(struct mw_omemo *o, int err, void *arg);

@@ -65,6 +65,21 @@ struct mw_omemo {
 	unsigned long iq_seq;
 	int64_t iq_timeout_ms;
 	int64_t last_maintain;
+
+	/* publication confirmation (pep.c): the start-up chain (bundle ->
+	 * own list -> list -> fetch both back) runs as generation pub_gen;
+	 * answers of an older generation are ignored.  On failure the chain
+	 * restarts after pub_backoff_ms (doubling, capped) */
+	mw_omemo_log_fn log_fn;
+	void *log_arg;
+	unsigned pub_gen;
+	enum { OMEMO_PUB_IDLE, OMEMO_PUB_RUNNING, OMEMO_PUB_CONFIRMED,
+	    OMEMO_PUB_WAIT_RETRY } pub_state;
+	int64_t pub_retry_at_ms;	/* monotonic; WAIT_RETRY only */
+	int64_t pub_backoff_ms;		/* the next retry's delay */
+	int64_t pub_backoff_min_ms;	/* tests may shorten it */
+	int verify_outstanding;		/* confirmation fetches in flight */
+	bool verify_failed;
 };
 
 /* A store callback refusing a write over a per-JID cap (store.c); outside

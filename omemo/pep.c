@@ -1,7 +1,10 @@
 /*
  * pep.c: the asynchronous network side of OMEMO over PEP (XEP-0163).
  * Publishes this device's bundle and device list (access_model=open, with
- * a node reconfiguration and one retry on precondition-not-met), follows
+ * a node reconfiguration and one retry on precondition-not-met, and one
+ * retry without the publish-options a server may not know on any other
+ * error), confirms the publication by fetching both back (logging every
+ * failure and restarting with backoff until confirmed), follows
  * device-list pushes (re-adding this device when an update lacks it),
  * fetches peers' device lists and bundles, and drives mw_omemo_send():
  * device lists -> missing bundles -> encrypt -> send.
@@ -15,6 +18,8 @@
  * accepted only from the entity the request went to; a send operation's
  * done callback runs exactly once, after the operation is unlinked.
  */
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +33,21 @@
 #define NS_DATA		"jabber:x:data"
 #define NS_STANZAS	"urn:ietf:params:xml:ns:xmpp-stanzas"
 #define MAINTAIN_EVERY	3600	/* seconds between maintenance runs */
+#define PUB_BACKOFF_MIN_MS 1000	/* first retry of a failed publication */
+#define PUB_BACKOFF_MAX_MS 60000
+
+/* publish-options / node configuration sent */
+enum pub_opts {
+	OPTS_FULL,		/* access_model, persist_items, max_items */
+	OPTS_ACCESS_ONLY,	/* access_model=open: what every server knows */
+};
 
 enum iq_kind {
 	IQ_PUBLISH,		/* payload published to node */
 	IQ_CONFIGURE,		/* node reconfigured, publish follows */
 	IQ_FETCH_LIST,
 	IQ_FETCH_BUNDLE,
+	IQ_VERIFY,		/* own list or bundle fetched back */
 };
 
 struct omemo_iq;
@@ -50,8 +64,11 @@ struct omemo_iq {
 	uint32_t dev;
 	char *node;
 	xmpp_stanza_t *payload;		/* publish: the item payload (owned) */
-	bool retried;
+	bool configured;		/* node configured already: no more */
+	enum pub_opts opts;
 	bool then_list;			/* publish bundle at start: list next */
+	bool chain;			/* part of publication generation gen */
+	unsigned gen;
 	struct omemo_send *op;		/* the send/refresh waiting for this */
 };
 
@@ -157,20 +174,22 @@ iq_pubsub(struct mw_omemo *o, const char *type, const char *to,
 
 /* <x xmlns=jabber:x:data type=submit> with FORM_TYPE and the settings */
 static xmpp_stanza_t *
-data_form(struct mw_omemo *o, const char *form_type)
+data_form(struct mw_omemo *o, const char *form_type, enum pub_opts opts)
 {
 	static const char *const fields[][2] = {
 		{ "pubsub#access_model", "open" },
 		{ "pubsub#persist_items", "true" },
 		{ "pubsub#max_items", "1" },
 	};
+	int nfields = opts == OPTS_FULL ?
+	    (int)(sizeof(fields) / sizeof(fields[0])) : 1;
 	xmpp_stanza_t *x, *f;
 
 	if ((x = omemo_new_elem(o->xctx, "x", NS_DATA)) == NULL)
 		return NULL;
 	if (xmpp_stanza_set_attribute(x, "type", "submit") != XMPP_EOK)
 		goto fail;
-	for (int i = -1; i < (int)(sizeof(fields) / sizeof(fields[0])); i++) {
+	for (int i = -1; i < nfields; i++) {
 		if ((f = omemo_new_elem(o->xctx, "field", NULL)) == NULL)
 			goto fail;
 		if (xmpp_stanza_set_attribute(f, "var", i < 0 ? "FORM_TYPE" :
@@ -203,6 +222,143 @@ has_error_condition(xmpp_stanza_t *reply, const char *name, const char *ns)
 	    NULL;
 }
 
+/* ---- logging and the publication state ---- */
+
+void
+mw_omemo_set_log(struct mw_omemo *o, mw_omemo_log_fn fn, void *arg)
+{
+	if (o == NULL)
+		return;
+	o->log_fn = fn;
+	o->log_arg = arg;
+}
+
+bool
+mw_omemo_published(const struct mw_omemo *o)
+{
+	return o != NULL && o->pub_state == OMEMO_PUB_CONFIRMED;
+}
+
+void
+mw_omemo_set_publish_backoff(struct mw_omemo *o, unsigned ms)
+{
+	if (o != NULL)
+		o->pub_backoff_min_ms = ms;
+}
+
+static int64_t
+backoff_min(const struct mw_omemo *o)
+{
+	return o->pub_backoff_min_ms > 0 ? o->pub_backoff_min_ms :
+	    PUB_BACKOFF_MIN_MS;
+}
+
+static void
+pep_log(struct mw_omemo *o, const char *event, const char *fmt, ...)
+{
+	char fields[512];
+	va_list ap;
+
+	if (o->log_fn == NULL)
+		return;
+	va_start(ap, fmt);
+	(void)vsnprintf(fields, sizeof(fields), fmt, ap);
+	va_end(ap);
+	o->log_fn(event, fields, o->log_arg);
+}
+
+/* Server text made safe for a quoted log field (printable ASCII only). */
+static void
+clean_text(char *dst, size_t size, const char *src)
+{
+	size_t i = 0;
+
+	for (; src != NULL && *src != '\0' && i + 1 < size; src++)
+		dst[i++] = (*src < 0x20 || *src > 0x7e || *src == '"' ||
+		    *src == '\\') ? '?' : *src;
+	dst[i] = '\0';
+}
+
+/* The error condition of a failed IQ (or why there is none) and its text. */
+static void
+describe_error(xmpp_stanza_t *reply, int err, char *cond, size_t condsize,
+    char *text, size_t textsize)
+{
+	xmpp_stanza_t *e = reply != NULL ?
+	    xmpp_stanza_get_child_by_name(reply, "error") : NULL;
+	const char *stanza_cond = NULL, *app_cond = NULL;
+	char *t = NULL;
+
+	text[0] = '\0';
+	if (e == NULL) {
+		(void)snprintf(cond, condsize, "%s", err == MW_OMEMO_E_TIMEOUT ?
+		    "timeout" : err == 0 ? "unexpected-answer" : "no-error-element");
+		return;
+	}
+	for (xmpp_stanza_t *c = xmpp_stanza_get_children(e); c != NULL;
+	    c = xmpp_stanza_get_next(c)) {
+		const char *name = xmpp_stanza_get_name(c), *ns = xmpp_stanza_get_ns(c);
+
+		if (name == NULL || ns == NULL || !xmpp_stanza_is_tag(c))
+			continue;
+		if (strcmp(ns, NS_STANZAS) == 0 && strcmp(name, "text") == 0) {
+			if (t == NULL)
+				t = xmpp_stanza_get_text(c);
+		} else if (strcmp(ns, NS_STANZAS) == 0) {
+			if (stanza_cond == NULL)
+				stanza_cond = name;
+		} else if (app_cond == NULL)
+			app_cond = name;
+	}
+	(void)snprintf(cond, condsize, "%s%s%s", stanza_cond != NULL ?
+	    stanza_cond : "undefined-condition", app_cond != NULL ? "/" : "",
+	    app_cond != NULL ? app_cond : "");
+	clean_text(text, textsize, t);
+	if (t != NULL)
+		xmpp_free(xmpp_stanza_get_context(e), t);
+}
+
+/*
+ * A step of the publication failed: say so loudly and restart the whole
+ * chain after the backoff (doubling, capped, with up to 25 % jitter).  The
+ * generation moves on, so answers still in flight are ignored.
+ */
+static void
+pub_fail(struct mw_omemo *o, const char *op, const char *node,
+    const char *cond, const char *text)
+{
+	int64_t delay = o->pub_backoff_ms > 0 ? o->pub_backoff_ms : backoff_min(o);
+	uint32_t r = 0;
+
+	if (omemo_random(&r, sizeof(r)) == 0)
+		delay += (int64_t)(r % (uint32_t)(delay / 4 + 1));
+	o->pub_gen++;
+	o->pub_state = OMEMO_PUB_WAIT_RETRY;
+	o->pub_retry_at_ms = omemo_mono_ms() + delay;
+	o->pub_backoff_ms = delay * 2 > PUB_BACKOFF_MAX_MS ? PUB_BACKOFF_MAX_MS :
+	    delay * 2;
+	pep_log(o, "omemo-publish-failed", "node=%s op=%s condition=%s "
+	    "text=\"%s\" retry_in_ms=%" PRId64, node, op, cond,
+	    text != NULL ? text : "", delay);
+}
+
+static void
+pub_fail_iq(struct mw_omemo *o, const char *op, const char *node,
+    xmpp_stanza_t *reply, int err)
+{
+	char cond[96], text[200];
+
+	describe_error(reply, err, cond, sizeof(cond), text, sizeof(text));
+	pub_fail(o, op, node, cond, text);
+}
+
+/* Whether q belongs to a publication chain that has been superseded. */
+static bool
+stale(const struct mw_omemo *o, const struct omemo_iq *q)
+{
+	return q->chain && q->gen != o->pub_gen;
+}
+
 /* ---- publishing ---- */
 
 static void publish_cb(struct mw_omemo *o, struct omemo_iq *q,
@@ -211,17 +367,21 @@ static void publish_cb(struct mw_omemo *o, struct omemo_iq *q,
 /* Publishes a copy of payload as item 'current' of node. */
 static int
 publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload,
-    bool retried, bool then_list)
+    enum pub_opts opts, bool configured, bool then_list, bool chain,
+    unsigned gen)
 {
-	xmpp_stanza_t *iq, *ps, *pub, *item, *opts;
+	xmpp_stanza_t *iq, *ps, *pub, *item, *optel;
 	struct omemo_iq *q;
 
 	if (o->send_fn == NULL)
 		return MW_OMEMO_E_OFFLINE;
 	if ((q = iq_new(IQ_PUBLISH, publish_cb, NULL, node)) == NULL)
 		return MW_OMEMO_E_NOMEM;
-	q->retried = retried;
+	q->configured = configured;
+	q->opts = opts;
 	q->then_list = then_list;
+	q->chain = chain;
+	q->gen = gen;
 	if ((q->payload = xmpp_stanza_copy(payload)) == NULL ||
 	    (iq = iq_pubsub(o, "set", NULL, NS_PUBSUB, &ps)) == NULL) {
 		iq_free(q);
@@ -238,10 +398,10 @@ publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload,
 	    xmpp_stanza_set_attribute(item, "id", "current") != XMPP_EOK ||
 	    omemo_adopt(item, xmpp_stanza_copy(payload)) != 0)
 		goto fail;
-	if ((opts = omemo_new_elem(o->xctx, "publish-options", NULL)) == NULL ||
-	    omemo_adopt(ps, opts) != 0 ||
-	    omemo_adopt(opts, data_form(o,
-	    NS_PUBSUB "#publish-options")) != 0)
+	if ((optel = omemo_new_elem(o->xctx, "publish-options", NULL)) == NULL ||
+	    omemo_adopt(ps, optel) != 0 ||
+	    omemo_adopt(optel, data_form(o,
+	    NS_PUBSUB "#publish-options", q->opts)) != 0)
 		goto fail;
 	return iq_send(o, iq, q);
 fail:
@@ -254,8 +414,18 @@ static void
 configure_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
     int err)
 {
-	if (err == 0)
-		(void)publish(o, q->node, q->payload, true, q->then_list);
+	int rc;
+
+	if (stale(o, q))
+		return;
+	if (err != 0) {
+		pub_fail_iq(o, "configure", q->node, reply, err);
+		return;
+	}
+	if ((rc = publish(o, q->node, q->payload, q->opts, true, q->then_list,
+	    q->chain, q->gen)) != 0)
+		pub_fail(o, "publish", q->node, "local-error",
+		    mw_omemo_strerror(rc));
 }
 
 static int
@@ -267,6 +437,9 @@ configure(struct mw_omemo *o, struct omemo_iq *from)
 	if ((q = iq_new(IQ_CONFIGURE, configure_cb, NULL, from->node)) == NULL)
 		return MW_OMEMO_E_NOMEM;
 	q->then_list = from->then_list;
+	q->opts = from->opts;
+	q->chain = from->chain;
+	q->gen = from->gen;
 	q->payload = from->payload;	/* moved */
 	from->payload = NULL;
 	if ((iq = iq_pubsub(o, "set", NULL, NS_PUBSUB_OWNER, &ps)) == NULL) {
@@ -276,7 +449,8 @@ configure(struct mw_omemo *o, struct omemo_iq *from)
 	if ((cfg = omemo_new_elem(o->xctx, "configure", NULL)) == NULL ||
 	    omemo_adopt(ps, cfg) != 0 ||
 	    xmpp_stanza_set_attribute(cfg, "node", from->node) != XMPP_EOK ||
-	    omemo_adopt(cfg, data_form(o, NS_PUBSUB "#node_config")) != 0) {
+	    omemo_adopt(cfg, data_form(o, NS_PUBSUB "#node_config",
+	    q->opts)) != 0) {
 		xmpp_stanza_release(iq);
 		iq_free(q);
 		return MW_OMEMO_E_NOMEM;
@@ -284,23 +458,56 @@ configure(struct mw_omemo *o, struct omemo_iq *from)
 	return iq_send(o, iq, q);
 }
 
-static int fetch_own_list(struct mw_omemo *o);
+static int fetch_own_list(struct mw_omemo *o, unsigned gen);
+static int verify_start(struct mw_omemo *o, unsigned gen);
 
 static void
 publish_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
     int err)
 {
-	if (err == MW_OMEMO_E_IQ && !q->retried && reply != NULL &&
-	    has_error_condition(reply, "precondition-not-met", NS_PUBSUB_ERRORS)) {
-		(void)configure(o, q);
+	char cond[96], text[200];
+	int rc = 0;
+
+	if (stale(o, q))
+		return;
+	if (err == 0) {
+		if (q->then_list)
+			rc = fetch_own_list(o, q->gen);
+		else if (q->chain)
+			rc = verify_start(o, q->gen);
+		if (rc != 0)
+			pub_fail(o, q->then_list ? "fetch" : "verify",
+			    MW_OMEMO_NODE_DEVICELIST, "local-error",
+			    mw_omemo_strerror(rc));
 		return;
 	}
-	if (err == 0 && q->then_list)
-		(void)fetch_own_list(o);
+	if (err == MW_OMEMO_E_IQ && !q->configured && reply != NULL &&
+	    has_error_condition(reply, "precondition-not-met", NS_PUBSUB_ERRORS)) {
+		if ((rc = configure(o, q)) == 0)
+			return;
+		pub_fail(o, "configure", q->node, "local-error",
+		    mw_omemo_strerror(rc));
+		return;
+	}
+	if (err == MW_OMEMO_E_IQ && !q->configured && q->opts == OPTS_FULL) {
+		/* e.g. ejabberd 23.01: resource-constraint "Unknown field
+		 * 'pubsub#max_items'": once more with access_model only */
+		describe_error(reply, err, cond, sizeof(cond), text, sizeof(text));
+		pep_log(o, "omemo-publish-refused", "node=%s condition=%s "
+		    "text=\"%s\" next=publish-options-access-model-only",
+		    q->node, cond, text);
+		if ((rc = publish(o, q->node, q->payload, OPTS_ACCESS_ONLY, false,
+		    q->then_list, q->chain, q->gen)) == 0)
+			return;
+		pub_fail(o, "publish", q->node, "local-error",
+		    mw_omemo_strerror(rc));
+		return;
+	}
+	pub_fail_iq(o, "publish", q->node, reply, err);
 }
 
 static int
-publish_bundle(struct mw_omemo *o, bool then_list)
+publish_bundle(struct mw_omemo *o, bool then_list, bool chain, unsigned gen)
 {
 	xmpp_stanza_t *b = NULL;
 	char node[sizeof(MW_OMEMO_NODE_BUNDLES) + 16];
@@ -312,7 +519,7 @@ publish_bundle(struct mw_omemo *o, bool then_list)
 		return rc;
 	(void)snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
 	    o->device_id);
-	rc = publish(o, node, b, false, then_list);
+	rc = publish(o, node, b, OPTS_FULL, false, then_list, chain, gen);
 	xmpp_stanza_release(b);
 	return rc;
 }
@@ -341,30 +548,39 @@ omemo_pep_bundle_changed(struct mw_omemo *o)
 	}
 	o->bundle_publish_pending = false;
 	o->last_bundle_publish_ms = now;
-	return publish_bundle(o, false);
+	return publish_bundle(o, false, false, 0);
 }
 
-/* Publishes ids (this device added) as the own device list. */
+/* Publishes ids (this device added) as the own device list; the
+ * publication (generation gen) is confirmed once it succeeded. */
 static int
-publish_list(struct mw_omemo *o, const uint32_t *ids, size_t n)
+publish_list(struct mw_omemo *o, const uint32_t *ids, size_t n, unsigned gen)
 {
 	xmpp_stanza_t *l = NULL;
 	int rc;
 
 	if ((rc = omemo_devicelist_element(o, o->xctx, ids, n, &l)) != 0)
 		return rc;
-	rc = publish(o, MW_OMEMO_NODE_DEVICELIST, l, false, false);
+	rc = publish(o, MW_OMEMO_NODE_DEVICELIST, l, OPTS_FULL, false, false,
+	    true, gen);
 	xmpp_stanza_release(l);
 	return rc;
 }
 
-/* Stores jid's list; for the own account re-adds this device if missing. */
+/*
+ * Stores jid's list; for the own account re-adds this device if missing
+ * (*publishing set), as part of publication generation gen (0: a new one,
+ * for a push or a fetch outside the start-up chain).  MW_OMEMO_E_TXN while
+ * a transaction is open: the caller retries later.
+ */
 static int
-take_list(struct mw_omemo *o, const char *jid, const uint32_t *ids, size_t n)
+take_list(struct mw_omemo *o, const char *jid, const uint32_t *ids, size_t n,
+    unsigned gen, bool *publishing)
 {
 	bool own = strcmp(jid, o->jid) == 0, present = false;
 	int rc;
 
+	*publishing = false;
 	if (o->txn)
 		return MW_OMEMO_E_TXN;
 	if ((rc = omemo_store_devicelist(o, jid, ids, n)) != 0)
@@ -374,7 +590,24 @@ take_list(struct mw_omemo *o, const char *jid, const uint32_t *ids, size_t n)
 	for (size_t i = 0; i < n; i++)
 		if (ids[i] == o->device_id)
 			present = true;
-	return present ? 0 : publish_list(o, ids, n);
+	if (present)
+		return 0;
+	if (gen == 0) {
+		/* this device was dropped: publish and confirm again */
+		gen = ++o->pub_gen;
+		o->pub_state = OMEMO_PUB_RUNNING;
+	}
+	if ((rc = publish_list(o, ids, n, gen)) == 0)
+		*publishing = true;
+	return rc;
+}
+
+/* A failure to store or republish the own list outside a chain: retry. */
+static void
+own_list_trouble(struct mw_omemo *o, int rc)
+{
+	pub_fail(o, "store", MW_OMEMO_NODE_DEVICELIST, rc == MW_OMEMO_E_TXN ?
+	    "store-busy" : "local-error", mw_omemo_strerror(rc));
 }
 
 static void
@@ -383,14 +616,26 @@ own_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 {
 	uint32_t *ids = NULL;
 	size_t n = 0;
+	bool publishing;
+	int rc;
 
+	if (stale(o, q))
+		return;
 	if (err == 0 && omemo_parse_devicelist(reply, &ids, &n) != 0)
 		n = 0;	/* unreadable list: replace it with ours */
 	else if (err != 0 && !(err == MW_OMEMO_E_IQ && reply != NULL &&
-	    has_error_condition(reply, "item-not-found", NS_STANZAS)))
-		return;	/* server trouble: do not overwrite what may exist */
-	(void)take_list(o, o->jid, ids, n);
+	    has_error_condition(reply, "item-not-found", NS_STANZAS))) {
+		/* server trouble: do not overwrite what may exist; retry */
+		pub_fail_iq(o, "fetch", MW_OMEMO_NODE_DEVICELIST, reply, err);
+		return;
+	}
+	rc = take_list(o, o->jid, ids, n, q->gen, &publishing);
 	free(ids);
+	if (rc != 0)
+		own_list_trouble(o, rc);
+	else if (!publishing && (rc = verify_start(o, q->gen)) != 0)
+		pub_fail(o, "verify", MW_OMEMO_NODE_DEVICELIST, "local-error",
+		    mw_omemo_strerror(rc));
 }
 
 static int
@@ -416,14 +661,106 @@ fetch_items(struct mw_omemo *o, const char *to, const char *node,
 }
 
 static int
-fetch_own_list(struct mw_omemo *o)
+fetch_own_list(struct mw_omemo *o, unsigned gen)
 {
 	struct omemo_iq *q = iq_new(IQ_FETCH_LIST, own_list_cb, NULL,
 	    MW_OMEMO_NODE_DEVICELIST);
 
 	if (q == NULL)
 		return MW_OMEMO_E_NOMEM;
+	q->chain = true;
+	q->gen = gen;
 	return fetch_items(o, NULL, MW_OMEMO_NODE_DEVICELIST, q);
+}
+
+/* The first child element of the item in a pubsub items answer. */
+static xmpp_stanza_t *
+answer_payload(xmpp_stanza_t *reply)
+{
+	xmpp_stanza_t *ps, *items, *item, *c;
+
+	if ((ps = xmpp_stanza_get_child_by_name_and_ns(reply, "pubsub",
+	    NS_PUBSUB)) == NULL ||
+	    (items = xmpp_stanza_get_child_by_name(ps, "items")) == NULL ||
+	    (item = xmpp_stanza_get_child_by_name(items, "item")) == NULL)
+		return NULL;
+	for (c = xmpp_stanza_get_children(item); c != NULL;
+	    c = xmpp_stanza_get_next(c))
+		if (xmpp_stanza_is_tag(c))
+			return c;
+	return NULL;
+}
+
+/* Confirmation: the own list names this device, the bundle is served. */
+static void
+verify_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
+    int err)
+{
+	bool is_list = strcmp(q->node, MW_OMEMO_NODE_DEVICELIST) == 0, ok = false;
+	xmpp_stanza_t *p;
+
+	if (stale(o, q))
+		return;
+	if (err == 0 && is_list) {
+		uint32_t *ids = NULL;
+		size_t n = 0;
+
+		if (omemo_parse_devicelist(reply, &ids, &n) == 0)
+			for (size_t i = 0; i < n; i++)
+				ok = ok || ids[i] == o->device_id;
+		free(ids);
+	} else if (err == 0) {
+		const char *name;
+
+		ok = (p = answer_payload(reply)) != NULL &&
+		    (name = xmpp_stanza_get_name(p)) != NULL &&
+		    strcmp(name, "bundle") == 0;
+	}
+	if (!ok) {
+		if (err != 0)
+			pub_fail_iq(o, "verify", q->node, reply, err);
+		else
+			pub_fail(o, "verify", q->node, is_list ?
+			    "device-missing" : "bundle-missing", "");
+		return;
+	}
+	if (--o->verify_outstanding > 0)
+		return;
+	o->pub_state = OMEMO_PUB_CONFIRMED;
+	o->pub_backoff_ms = backoff_min(o);
+	pep_log(o, "omemo-published", "device=%u", o->device_id);
+}
+
+static int
+verify_start(struct mw_omemo *o, unsigned gen)
+{
+	char node[sizeof(MW_OMEMO_NODE_BUNDLES) + 16];
+	struct omemo_iq *q;
+	int rc;
+
+	(void)snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
+	    o->device_id);
+	o->verify_outstanding = 2;
+	for (int i = 0; i < 2; i++) {
+		const char *n = i == 0 ? MW_OMEMO_NODE_DEVICELIST : node;
+
+		if ((q = iq_new(IQ_VERIFY, verify_cb, NULL, n)) == NULL)
+			return MW_OMEMO_E_NOMEM;
+		q->chain = true;
+		q->gen = gen;
+		if ((rc = fetch_items(o, NULL, n, q)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Starts a publication generation: bundle, own list, confirmation. */
+static int
+chain_start(struct mw_omemo *o)
+{
+	o->pub_gen++;
+	o->pub_state = OMEMO_PUB_RUNNING;
+	return publish_bundle(o, true, true, o->pub_gen);
 }
 
 int
@@ -442,7 +779,11 @@ mw_omemo_start(struct mw_omemo *o)
 	 * publish carries every pending change (it does not open a debounce
 	 * window: the window is between publishes caused by changes) */
 	o->bundle_publish_pending = false;
-	return publish_bundle(o, true);
+	o->pub_backoff_ms = backoff_min(o);
+	if ((rc = chain_start(o)) != 0 && rc != MW_OMEMO_E_OFFLINE)
+		pub_fail(o, "publish", MW_OMEMO_NODE_BUNDLES, "local-error",
+		    mw_omemo_strerror(rc));
+	return rc;
 }
 
 /* ---- fetching for send/refresh ---- */
@@ -474,10 +815,14 @@ fetch_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 	const char *jid = q->jid != NULL ? q->jid : o->jid;
 
 	if (err == 0) {
+		bool publishing;
+
 		err = omemo_parse_devicelist(reply, &ids, &n);
 		if (err == 0)
-			err = take_list(o, jid, ids, n);
+			err = take_list(o, jid, ids, n, 0, &publishing);
 		free(ids);
+		if (err != 0 && strcmp(jid, o->jid) == 0)
+			own_list_trouble(o, err);
 	}
 	if (err != 0)
 		q->op->last_err = err;
@@ -722,8 +1067,13 @@ handle_event(struct mw_omemo *o, xmpp_stanza_t *st)
 	if (bare == NULL)
 		return 1;
 	if (omemo_jid_ok(bare) && omemo_parse_devicelist(items, &ids, &n) == 0) {
-		rc = take_list(o, bare, ids, n);
-		(void)rc;	/* a push we cannot store is retried by the next one */
+		bool publishing;
+
+		rc = take_list(o, bare, ids, n, 0, &publishing);
+		/* a peer's push we cannot store is retried by the next one;
+		 * the own list is fetched again by a restarted publication */
+		if (rc != 0 && strcmp(bare, o->jid) == 0)
+			own_list_trouble(o, rc);
 	}
 	free(ids);
 	xmpp_free(o->xctx, bare);
@@ -770,6 +1120,15 @@ mw_omemo_tick(struct mw_omemo *o)
 	if (o->bundle_publish_pending && !o->txn &&
 	    now - o->last_bundle_publish_ms >= o->republish_ms)
 		(void)omemo_pep_bundle_changed(o);
+	/* a failed publication starts over once its backoff has passed */
+	if (o->pub_state == OMEMO_PUB_WAIT_RETRY && o->send_fn != NULL &&
+	    !o->txn && now >= o->pub_retry_at_ms) {
+		int rc = chain_start(o);
+
+		if (rc != 0 && rc != MW_OMEMO_E_OFFLINE)
+			pub_fail(o, "publish", MW_OMEMO_NODE_BUNDLES,
+			    "local-error", mw_omemo_strerror(rc));
+	}
 }
 
 /* ---- transport ---- */

@@ -11,6 +11,9 @@ Fixtures:
   tls_prosody   the same with TLS only and a private CA (srv.cert_path);
                 prosody.register(user, password) -> "user@localhost";
                 prosody.restart() keeps the port and the data.
+  ejabberd      a fresh, started Debian ejabberd (tests/lib/ejabberd.py) with
+                the same interface as `prosody` (register, host, port,
+                domain); its logs are copied to tmp_path when it stops.
   omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind")
                 registers the account and returns a ready OmemoPeer; all are
                 closed after the test.
@@ -31,6 +34,7 @@ for _sub in ("lib", "interop"):
         sys.path.insert(0, _p)
 
 from prosody import Prosody  # noqa: E402
+from ejabberd import Ejabberd  # noqa: E402
 from peer import OmemoPeer  # noqa: E402
 from mwbinary import moonwire_path  # noqa: E402
 
@@ -73,6 +77,19 @@ def tls_prosody(request, tmp_path):
         if _failed(request):
             print("\n=== prosody diagnostics (TLS, %s:%s)\n%s" % (srv.host, srv.port,
                                                                srv.log_tail()))
+
+
+@pytest.fixture
+def ejabberd(request, tmp_path):
+    srv = Ejabberd(tmp_path)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        if _failed(request):
+            print("\n=== ejabberd diagnostics (%s:%s)\n%s" % (srv.host, srv.port,
+                                                               srv.log_tail()))
+        srv.stop()
 
 
 @pytest.fixture

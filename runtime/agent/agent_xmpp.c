@@ -422,6 +422,13 @@ schedule_reconnect(struct agent *a, bool config_error)
 		a->backoff_ms = cap;
 }
 
+/* The OMEMO layer's PEP log lines, in the agent's log format. */
+static void
+omemo_log(const char *event, const char *fields, void *arg)
+{
+	agent_log(event, "%s", fields);
+}
+
 static void
 on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
     xmpp_stream_error_t *se, void *arg)
@@ -474,7 +481,9 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	xmpp_handler_add(conn, on_iq, NULL, "iq", NULL, a);
 	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, a);
 	/* attach, then route the layer's stanzas through agent_send_stanza(), which
-	 * logs every bundle publish */
+	 * logs every bundle publish; the layer logs its publication outcome
+	 * (omemo-published / omemo-publish-failed) through omemo_log() */
+	mw_omemo_set_log(a->o, omemo_log, NULL);
 	if ((rc = mw_omemo_attach(a->o, conn)) != 0 ||
 	    (rc = mw_omemo_set_transport(a->o, a->x, agent_send_stanza, a)) != 0 ||
 	    (rc = mw_omemo_start(a->o)) != 0) {

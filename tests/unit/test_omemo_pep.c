@@ -3,13 +3,16 @@
  * server: publishing bundle and device list (with the precondition-not-met
  * reconfigure path), +notify pushes, re-adding the own device, fetching
  * lists and bundles for mw_omemo_send(), republishing after a prekey was
- * used, trusted-only encryption, and IQ timeouts.
+ * used, trusted-only encryption, and IQ timeouts; issue 11: publish-options
+ * the server does not know (ejabberd), RSM in answers, the confirmation
+ * (omemo-published), and every failure logged and retried with backoff.
  *
  * The fake server keeps one PEP item per (account, node), answers pubsub
  * IQs, pushes device-list updates to every endpoint, and routes messages;
  * stanzas travel as text through a queue, as over a socket.
  */
 #include "tests/unit/omemo_testlib.h"
+#include "omemo/omemo_int.h"	/* omemo_begin/omemo_rollback: an open txn */
 
 #define MAXEP 6
 #define MAXQ 512
@@ -37,6 +40,9 @@ static struct {
 	int configures;
 	int publishes;		/* bundle publishes of endpoint 1 (B) */
 	bool drop_iqs;		/* never answer */
+	bool refuse_max_items;	/* ejabberd 23.01: unknown publish-option */
+	bool refuse_publish;	/* every publish: forbidden */
+	bool rsm;		/* an RSM <set> before <items> (ejabberd) */
 	char inbox[MAXEP][8][256];
 	int ninbox[MAXEP];
 } S;
@@ -168,6 +174,29 @@ serve_iq(int from, xmpp_stanza_t *iq)
 		assert_non_null(xmpp_stanza_get_child_by_name(ps, "publish-options"));
 		if (from == 1 && strstr(node, "bundles") != NULL)
 			S.publishes++;
+		if (S.refuse_publish) {
+			reply(from, NULL, id, "error", "<error type='auth'>"
+			    "<forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+			    "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>"
+			    "not \"today\"</text></error>");
+			return;
+		}
+		if (S.refuse_max_items) {
+			char *opts = text_of_stanza(xmpp_stanza_get_child_by_name(ps,
+			    "publish-options"));
+			bool unknown = strstr(opts, "pubsub#max_items") != NULL;
+
+			free(opts);
+			if (unknown) {
+				reply(from, NULL, id, "error", "<error type='wait'>"
+				    "<resource-constraint xmlns='urn:ietf:params:xml:"
+				    "ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:"
+				    "xml:ns:xmpp-stanzas'>Unknown field 'pubsub#max_items'"
+				    " of type 'http://jabber.org/protocol/pubsub#"
+				    "publish-options'</text></error>");
+				return;
+			}
+		}
 		if (S.precondition_once && strstr(node, "bundles") != NULL) {
 			S.precondition_once = false;
 			reply(from, NULL, id, "error", "<error type='cancel'>"
@@ -210,8 +239,9 @@ serve_iq(int from, xmpp_stanza_t *iq)
 			return;
 		}
 		assert_int_not_equal(asprintf(&inner, "<pubsub xmlns='http://jabber.org/"
-		    "protocol/pubsub'><items node='%s'><item id='current'>%s</item>"
-		    "</items></pubsub>", node, it->xml), -1);
+		    "protocol/pubsub'>%s<items node='%s'><item id='current'>%s</item>"
+		    "</items></pubsub>", S.rsm ? "<set xmlns='http://jabber.org/"
+		    "protocol/rsm'><count>1</count></set>" : "", node, it->xml), -1);
 		reply(from, to, id, "result", inner);
 		free(inner);
 	}
@@ -518,6 +548,159 @@ test_timeout(void **state)
 	ep_open(&A);
 }
 
+/* ---- issue 11: publication confirmed, failures logged ---- */
+
+static char logged[32][512];
+static int nlogged;
+
+static void
+log_sink(const char *event, const char *fields, void *arg)
+{
+	snprintf(logged[nlogged++ % 32], 512, "%s %s", event, fields);
+}
+
+/* How many log lines contain every one of the (NULL-terminated) words. */
+static int
+log_count(const char *w1, ...)
+{
+	int n = 0;
+
+	for (int i = 0; i < nlogged && i < 32; i++) {
+		va_list ap;
+		bool all = strstr(logged[i], w1) != NULL;
+		const char *w;
+
+		va_start(ap, w1);
+		while ((w = va_arg(ap, const char *)) != NULL)
+			all = all && strstr(logged[i], w) != NULL;
+		va_end(ap);
+		n += all;
+	}
+	return n;
+}
+
+static void
+own_list_without_me(void)
+{
+	struct node_item *it = item_find(A.jid, MW_OMEMO_NODE_DEVICELIST, false);
+
+	assert_non_null(it);
+	free(it->xml);
+	it->xml = strdup("<list xmlns='eu.siacs.conversations.axolotl'>"
+	    "<device id='4242'/></list>");
+	deliver(0, "<message from='alice@example.org'><event xmlns='http://"
+	    "jabber.org/protocol/pubsub#event'><items node='eu.siacs."
+	    "conversations.axolotl.devicelist'><item id='current'><list xmlns="
+	    "'eu.siacs.conversations.axolotl'><device id='4242'/></list></item>"
+	    "</items></event></message>");
+}
+
+static void
+test_unknown_publish_option_dropped(void **state)
+{
+	char node[128], dev[48];
+
+	nlogged = 0;
+	S.refuse_max_items = true;
+	S.rsm = true;
+	mw_omemo_set_log(A.o, log_sink, NULL);
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	pump();
+	snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
+	    mw_omemo_device_id(A.o));
+	assert_non_null(item_find(A.jid, node, false));
+	assert_non_null(item_find(A.jid, MW_OMEMO_NODE_DEVICELIST, false));
+	/* both refusals said what the server said, then confirmed */
+	assert_int_equal(log_count("omemo-publish-refused", node,
+	    "condition=resource-constraint", "Unknown field 'pubsub#max_items'",
+	    NULL), 1);
+	assert_int_equal(log_count("omemo-publish-refused",
+	    "node=" MW_OMEMO_NODE_DEVICELIST " ", NULL), 1);
+	snprintf(dev, sizeof(dev), "omemo-published device=%u",
+	    mw_omemo_device_id(A.o));
+	assert_int_equal(log_count(dev, NULL), 1);
+	assert_int_equal(log_count("omemo-publish-failed", NULL), 0);
+	assert_true(mw_omemo_published(A.o));
+	/* a push that drops this device: republished, confirmed again */
+	own_list_without_me();
+	pump();
+	assert_int_equal(log_count(dev, NULL), 2);
+	assert_non_null(strstr(item_find(A.jid, MW_OMEMO_NODE_DEVICELIST,
+	    false)->xml, "4242"));
+}
+
+static void
+test_publish_failure_logged_and_retried(void **state)
+{
+	nlogged = 0;
+	S.refuse_publish = true;
+	mw_omemo_set_log(A.o, log_sink, NULL);
+	mw_omemo_set_publish_backoff(A.o, 1);
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	pump();
+	/* once with every option, once with access_model only, then loud */
+	assert_int_equal(log_count("omemo-publish-refused", "condition=forbidden",
+	    NULL), 1);
+	assert_int_equal(log_count("omemo-publish-failed", "node=" MW_OMEMO_NODE_BUNDLES,
+	    "op=publish", "condition=forbidden", "text=\"not ?today?\"",
+	    "retry_in_ms=", NULL), 1);
+	assert_false(mw_omemo_published(A.o));
+	assert_null(item_find(A.jid, MW_OMEMO_NODE_DEVICELIST, false));
+	/* the server recovers: the next tick after the backoff publishes */
+	S.refuse_publish = false;
+	usleep(20000);
+	mw_omemo_tick(A.o);
+	pump();
+	assert_true(mw_omemo_published(A.o));
+	assert_int_equal(log_count("omemo-published", NULL), 1);
+
+	/* an unanswered fetch is a failure too (condition=timeout) */
+	nlogged = 0;
+	S.drop_iqs = true;
+	mw_omemo_set_iq_timeout(A.o, 0);
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	pump();
+	mw_omemo_tick(A.o);
+	assert_int_equal(log_count("omemo-publish-failed", "condition=timeout",
+	    NULL), 1);
+	assert_false(mw_omemo_published(A.o));
+	S.drop_iqs = false;
+	mw_omemo_set_iq_timeout(A.o, 60000);
+	usleep(20000);
+	mw_omemo_tick(A.o);
+	pump();
+	assert_true(mw_omemo_published(A.o));
+}
+
+/* The own list arriving while a transaction is open (a decrypt not yet
+ * committed) cannot be stored: logged, and the publication retried. */
+static void
+test_own_list_during_txn_retried(void **state)
+{
+	nlogged = 0;
+	mw_omemo_set_log(A.o, log_sink, NULL);
+	mw_omemo_set_publish_backoff(A.o, 1);
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	pump();
+	assert_true(mw_omemo_published(A.o));
+	assert_int_equal(omemo_begin(A.o), 0);
+	own_list_without_me();
+	pump();
+	assert_int_equal(log_count("omemo-publish-failed", "condition=store-busy",
+	    NULL), 1);
+	assert_false(mw_omemo_published(A.o));
+	usleep(20000);
+	mw_omemo_tick(A.o);	/* still inside the transaction: waits */
+	pump();
+	assert_false(mw_omemo_published(A.o));
+	omemo_rollback(A.o);
+	mw_omemo_tick(A.o);
+	pump();
+	assert_true(mw_omemo_published(A.o));
+	assert_non_null(strstr(item_find(A.jid, MW_OMEMO_NODE_DEVICELIST,
+	    false)->xml, "4242"));
+}
+
 static void
 test_offline(void **state)
 {
@@ -541,6 +724,9 @@ main(void)
 		T(test_untrusted_device_skipped),
 		T(test_timeout),
 		T(test_offline),
+		T(test_unknown_publish_option_dropped),
+		T(test_publish_failure_logged_and_retried),
+		T(test_own_list_during_txn_retried),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
