@@ -81,6 +81,12 @@ def tls_prosody(request, tmp_path):
 
 @pytest.fixture
 def ejabberd(request, tmp_path):
+    # Debian's ejabberdctl runs only as root (it switches to the ejabberd
+    # user): the deployed pass, which runs as the service's user, cannot
+    # start the server.  What it would test of moonwire there is the same
+    # agent binary the Prosody suites run under those credentials.
+    if os.geteuid() != 0:
+        pytest.skip("ejabberdctl runs only as root or the ejabberd user")
     srv = Ejabberd(tmp_path)
     srv.start()
     try:
