@@ -68,11 +68,24 @@ def still_serves(d, runs=1):
 
 
 def result_body(text):
-    """Headers (dict) and output of a result message as a chat client sees it."""
-    head, _, out = text.partition("\n\n")
+    """Headers (dict) and output of a result message as a chat client sees it
+    (spec/result.md, version 2: summary line, version line, headers, blank
+    line, the output as a ``` block).  The summary is in h["summary"]."""
+    head, _, block = text.partition("\n\n")
     lines = head.split("\n")
-    assert lines[0] == "moonwire-result 1", text
-    return dict(l.split(": ", 1) for l in lines[1:]), out
+    assert lines[1] == "moonwire-result 2", text
+    h = dict(l.split(": ", 1) for l in lines[2:])
+    n = int(h["output-length"])
+    if n == 0:
+        assert block == "", text
+        out = ""
+    else:
+        raw = block.encode()           # output-length counts bytes
+        assert raw.startswith(b"```\n"), text
+        out = raw[4:4 + n].decode()
+        assert raw[4 + n:] == (b"```" if out.endswith("\n") else b"\n```"), text
+    h["summary"] = lines[0]
+    return h, out
 
 
 def write(path, text):
@@ -523,7 +536,9 @@ def test_interactive_plain_lua_from_a_chat_client(deploy):
     d.agent.start()
     pat.send(d.agent.jid, 'print("hello from chat")\nreturn 6 * 7')
     body = peer_result(pat, d.agent)
-    assert body.startswith("moonwire-result 1\n"), body
+    # a person sees the answer first, then the headers, then the output block
+    assert body.startswith("ok: 42 ("), body
+    assert "\nmoonwire-result 2\n" in body and body.endswith("\n```\nhello from chat\n```"), body
     assert "hello from chat" in body, body
     h, out = result_body(body)
     assert h["status"] == "ok" and h["values"] == "[42]" and out == "hello from chat\n", h
