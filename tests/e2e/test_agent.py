@@ -678,3 +678,73 @@ def test_offline_job_runs_when_the_agent_returns(deploy):
     r = one(res)
     assert p.returncode == 0 and r["status"] == "ok" and r["values"] == [1], r
     assert len(d.agent.grep(r"accepted job=")) == 1
+
+
+# ------------------------------------------------------- 5. signs of life (XEP-0085)
+
+def test_chat_states_composing_then_result_then_active(deploy):
+    """A chat client sees <composing/> while the job runs, then <active/> and
+    the result; the chat states are plain, body-less, no-store messages."""
+    d = deploy
+    pat = peer_allowed(d)
+    d.agent.start()
+    pat.send(d.agent.jid, d.alice.sign(d.agent, sleeper(d, "life", 1)))
+    composing = pat.expect("chat_state", sender=d.agent.jid, state="composing", timeout=20)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["values"] == '["slept"]', h
+    active = pat.expect("chat_state", sender=d.agent.jid, state="active", timeout=10)
+    for ev in (composing, active):
+        assert ev["type"] == "chat" and not ev["body"] and ev["no_store"], ev
+    # in arrival order: composing, then active just before the result
+    seq = [(e["event"], e.get("state")) for e in pat.history
+           if e.get("from") == d.agent.jid and e["event"] in ("chat_state", "message")]
+    assert seq == [("chat_state", "composing"), ("chat_state", "active"), ("message", None)], seq
+    assert os.path.exists(os.path.join(d.out, "life.finished"))
+
+
+def send_on_a_pty(d, program):
+    """`moonwire send` (text output) with stderr on a pseudo-terminal and
+    stdout on a pipe; returns (exit status, stdout, what the terminal got)."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    cmd = [d.kit.moonwire, "send", "-c", d.alice.conf, "--timeout", "30s",
+           "--to", d.agent.jid, program]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    term = b""
+    try:
+        while True:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:     # EIO: the slave side is closed
+                    break
+                if not chunk:
+                    break
+                term += chunk
+            elif p.poll() is not None:
+                break
+        out = p.stdout.read().decode()
+        rc = p.wait(timeout=60)
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+    return rc, out, term.decode("utf-8", "replace")
+
+
+def test_send_shows_running_on_a_terminal_only(deploy):
+    d = deploy
+    d.agent.start()
+    rc, out, term = send_on_a_pty(d, sleeper(d, "tty", 3))
+    assert rc == 0 and "status: ok" in out and "returned: slept" in out, (out, term)
+    assert "%s: accepted, running 1 s" % d.agent.jid in term, repr(term)
+    assert "accepted, running 2 s" in term, repr(term)
+    assert "\r\x1b[K" in term, repr(term)            # updated in place, cleared at the end
+    assert "running" not in out, out                  # never on stdout
+    # on a pipe: nothing of it
+    p, _ = d.alice.send(d.agent, sleeper(d, "pipe", 1.5), json_out=False)
+    assert p.returncode == 0 and "status: ok" in p.stdout, (p.stdout, p.stderr)
+    assert "running" not in p.stderr and "\r" not in p.stderr, repr(p.stderr)
