@@ -53,6 +53,8 @@ struct sender {
 	bool json, connected, failed, pin_refused;
 	bool progress_tty;		/* stderr is a terminal: show "running N s" */
 	bool progress_shown;		/* a progress line is on stderr now */
+	uint64_t progress_shown_s;	/* the seconds it shows */
+	size_t progress_shown_running;	/* and the number of running targets */
 	const char *config;		/* the account file, for hints */
 };
 
@@ -169,6 +171,11 @@ progress_update(struct sender *s, uint64_t now)
 		progress_clear(s);
 		return;
 	}
+	if (s->progress_shown && s->progress_shown_s == (now - since) / 1000 &&
+	    s->progress_shown_running == running)
+		return;		/* redraw only when the line changes */
+	s->progress_shown_s = (now - since) / 1000;
+	s->progress_shown_running = running;
 	if (running == 1 && s->nt == 1)
 		fprintf(stderr, "\r\033[Kmoonwire send: %s: accepted, running %" PRIu64 " s",
 		    one->jid, (now - since) / 1000);
