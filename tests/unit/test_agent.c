@@ -574,7 +574,9 @@ test_result_size_bound(void **state)
 	free(big);
 }
 
-/* A valid message from its header lines (each without "\n") and output. */
+/* A valid version-1 message (what agents before version 2 send, which
+ * `moonwire send` must still read) from its header lines (each without
+ * "\n") and output. */
 static char *
 compose(const char *const *hdrs, size_t n, const char *output)
 {
