@@ -100,13 +100,13 @@ put_one_line(struct mw_buf *b, const char *s, size_t n)
 
 /*
  * The version-2 summary line, what a person sees first in a chat client:
- *   ok: 42, "x" (12 ms)            values without the brackets
+ *   ok: 42,"x" (12 ms)             values without the brackets
  *   ok (3 ms)                      no values
- *   runtime_error: job:3: boom (5 ms)
+ *   error: job:3: boom (5 ms)      an error instead of the values
  *   refused: replay: seen before
  * Cut to MW_RESULT_SUMMARY_MAX bytes on a character boundary, then "...".
- * vals is the JSON array text (or NULL), error the cleaned error (or NULL),
- * usage NULL for a refusal.
+ * vals is the JSON array text (or NULL), error the error as given (cleaned
+ * here; or NULL), usage NULL for a refusal.
  */
 static int
 put_summary(struct mw_buf *b, const char *status, const char *refusal_name,
