@@ -215,6 +215,9 @@ int agent_db_sync(struct agent *a, bool full);
 /* agent_xmpp.c */
 void agent_send_stanza(xmpp_stanza_t *st, void *arg);
 int agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text);
+/* XEP-0085: "composing" when a job starts running, "active" with its result */
+#define MW_CHATSTATES_NS "http://jabber.org/protocol/chatstates"
+int agent_send_chat_state(struct agent *a, const char *jid, const char *state);
 void agent_mark_replied(struct agent *a, const char *signer, const char *job_id);
 void agent_flush_unreplied(struct agent *a);
 void agent_barrier_reset(struct agent *a);

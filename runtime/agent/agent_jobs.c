@@ -344,6 +344,10 @@ start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *
 	if (mw_sandbox_submit(a->sb, &job) != 0)
 		goto fail;
 	(void)mw_sandbox_flush(a->sb);
+	/* signs of life for the requester; best effort: a lost chat state
+	 * changes nothing but a progress line */
+	if (agent_send_chat_state(a, j->from_jid, "composing") != 0)
+		agent_log("chat-state-failed", "job=%s state=composing", j->job_id);
 	agent_crash_at("mid_job");
 	j->next = a->jobs;
 	a->jobs = j;
@@ -382,6 +386,9 @@ finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 	agent_log("done", "job=%s from=%s device=%u status=%s cpu_us=%" PRIu64
 	    " wall_us=%" PRIu64, j->job_id, j->from_jid, j->device,
 	    mw_job_status_name(r->status), r->usage.cpu_us, r->usage.wall_us);
+	/* "active" just before the result: the job is no longer running */
+	if (agent_send_chat_state(a, j->from_jid, "active") != 0)
+		agent_log("chat-state-failed", "job=%s state=active", j->job_id);
 	if (agent_send_encrypted(a, j->from_jid, j->device, text) == 0) {
 		t_sent = agent_now_us();
 		agent_crash_at("after_reply");

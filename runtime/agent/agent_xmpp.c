@@ -80,6 +80,44 @@ agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const ch
 	return 0;
 }
 
+/*
+ * Sends a XEP-0085 chat state ("composing" while a job runs, "active" with
+ * its result) to jid: a plain <message type='chat'> with the state element
+ * and a no-store hint, no <body>.  It carries no secret, only that a job is
+ * running -- which the result message reveals anyway (spec/agent.md) -- so
+ * it is not encrypted.  0 when handed to the connection.
+ */
+int
+agent_send_chat_state(struct agent *a, const char *jid, const char *state)
+{
+	xmpp_stanza_t *msg = NULL, *state_el = NULL, *hint = NULL;
+	int rc = -1;
+
+	if (!a->connected || a->conn == NULL)
+		return -1;
+	if ((msg = xmpp_message_new(a->x, "chat", jid, NULL)) == NULL ||
+	    (state_el = xmpp_stanza_new(a->x)) == NULL ||
+	    (hint = xmpp_stanza_new(a->x)) == NULL)
+		goto out;
+	if (xmpp_stanza_set_name(state_el, state) != XMPP_EOK ||
+	    xmpp_stanza_set_ns(state_el, MW_CHATSTATES_NS) != XMPP_EOK ||
+	    xmpp_stanza_add_child(msg, state_el) != XMPP_EOK ||
+	    xmpp_stanza_set_name(hint, "no-store") != XMPP_EOK ||
+	    xmpp_stanza_set_ns(hint, "urn:xmpp:hints") != XMPP_EOK ||
+	    xmpp_stanza_add_child(msg, hint) != XMPP_EOK)
+		goto out;
+	xmpp_send(a->conn, msg);
+	rc = 0;
+out:
+	if (hint != NULL)
+		xmpp_stanza_release(hint);
+	if (state_el != NULL)
+		xmpp_stanza_release(state_el);
+	if (msg != NULL)
+		xmpp_stanza_release(msg);
+	return rc;
+}
+
 /* ---- delivery barrier ----
  *
  * A stanza handed to libstrophe may still die in its queue or on a

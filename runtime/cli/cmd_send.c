@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -37,6 +38,7 @@ struct target {
 	int presence;			/* 0 unknown, 1 available, -1 unavailable */
 	char iq_error[64];		/* condition of the last IQ error about it */
 	char iq_error_text[256];	/* and its <text>, when the server gave one */
+	uint64_t running_since_ms;	/* when its composing chat state came; 0: not yet */
 };
 
 struct sender {
@@ -49,6 +51,10 @@ struct sender {
 	size_t nt;
 	size_t remaining;
 	bool json, connected, failed, pin_refused;
+	bool progress_tty;		/* stderr is a terminal: show "running N s" */
+	bool progress_shown;		/* a progress line is on stderr now */
+	uint64_t progress_shown_s;	/* the seconds it shows */
+	size_t progress_shown_running;	/* and the number of running targets */
 	const char *config;		/* the account file, for hints */
 };
 
@@ -115,6 +121,91 @@ read_file(const char *path, size_t max, char **out, size_t *len)
 	*out = buf;
 	*len = n;
 	return 0;
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- progress: "accepted, running N s" on a terminal ----
+ *
+ * The agent sends a XEP-0085 <composing/> chat state when it starts a job
+ * (spec/agent.md).  It is not encrypted, so it is only ever shown, never
+ * trusted: it does not end or change any target's wait. */
+
+static void
+progress_clear(struct sender *s)
+{
+	if (!s->progress_shown)
+		return;
+	fputs("\r\033[K", stderr);
+	fflush(stderr);
+	s->progress_shown = false;
+}
+
+/* Redraws the progress line in place when a job has run over a second. */
+static void
+progress_update(struct sender *s, uint64_t now)
+{
+	size_t running = 0;
+	uint64_t since = 0;
+	const struct target *one = NULL;
+
+	if (!s->progress_tty)
+		return;
+	for (size_t i = 0; i < s->nt; i++) {
+		const struct target *t = &s->t[i];
+		if (t->done || t->running_since_ms == 0)
+			continue;
+		running++;
+		one = t;
+		if (since == 0 || t->running_since_ms < since)
+			since = t->running_since_ms;
+	}
+	if (running == 0 || now < since + 1000) {
+		progress_clear(s);
+		return;
+	}
+	if (s->progress_shown && s->progress_shown_s == (now - since) / 1000 &&
+	    s->progress_shown_running == running)
+		return;		/* redraw only when the line changes */
+	s->progress_shown_s = (now - since) / 1000;
+	s->progress_shown_running = running;
+	if (running == 1 && s->nt == 1)
+		fprintf(stderr, "\r\033[Kmoonwire send: %s: accepted, running %" PRIu64 " s",
+		    one->jid, (now - since) / 1000);
+	else
+		fprintf(stderr, "\r\033[Kmoonwire send: %zu of %zu accepted, running %" PRIu64 " s",
+		    running, s->nt, (now - since) / 1000);
+	fflush(stderr);
+	s->progress_shown = true;
+}
+
+/* A <message> with a XEP-0085 chat state from a target: composing marks it
+ * running.  1 when st was a chat state (it has no body to look at). */
+static int
+note_chat_state(struct sender *s, xmpp_stanza_t *st)
+{
+	xmpp_stanza_t *composing = xmpp_stanza_get_child_by_name_and_ns(st, "composing",
+	    "http://jabber.org/protocol/chatstates");
+	const char *from = xmpp_stanza_get_from(st);
+	size_t bare_len;
+
+	if (composing == NULL || from == NULL)
+		return 0;
+	bare_len = strcspn(from, "/");
+	for (size_t i = 0; i < s->nt; i++) {
+		struct target *t = &s->t[i];
+		if (!t->done && t->sent && t->running_since_ms == 0 &&
+		    strlen(t->jid) == bare_len && strncmp(t->jid, from, bare_len) == 0)
+			t->running_since_ms = now_ms();
+	}
+	return 1;
 }
 
 /* ---- results ---- */
@@ -202,8 +293,10 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	int rc;
 
 	(void)conn;
-	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL)
+	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL) {
+		(void)note_chat_state(s, st);
 		return 1;
+	}
 	rc = mw_omemo_decrypt(s->o, st, &m);
 	if (rc == MW_OMEMO_OK)
 		rc = mw_omemo_commit(s->o);	/* nothing of ours to add */
@@ -228,6 +321,7 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 				    m.device, m.from);
 				break;
 			}
+			progress_clear(s);
 			print_result(s, t, &r);
 			target_done(s, t, mw_result_msg_exit(&r));
 			break;
@@ -760,6 +854,7 @@ mw_cmd_send(int argc, char **argv)
 	 * ones offline for the next `send` to see again. */
 	xmpp_conn_set_flags(s.conn, xmpp_conn_get_flags(s.conn) | XMPP_CONN_FLAG_DISABLE_SM);
 	s.remaining = s.nt;
+	s.progress_tty = isatty(STDERR_FILENO) == 1;
 	if (xmpp_connect_client(s.conn, s.acct.host, s.acct.port, on_conn, &s) != XMPP_EOK) {
 		fprintf(stderr, "moonwire send: cannot connect\n");
 		goto out;
@@ -783,7 +878,9 @@ mw_cmd_send(int argc, char **argv)
 		t = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 		if (s.remaining == 0 || s.failed || t >= deadline)
 			break;
+		progress_update(&s, t);
 	}
+	progress_clear(&s);
 	rc = MW_EXIT_OK;
 	for (size_t i = 0; i < s.nt; i++) {
 		struct target *t = &s.t[i];

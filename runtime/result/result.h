@@ -18,7 +18,14 @@
 
 /* ---- the result message (spec/result.md) ---- */
 
-#define MW_RESULT_MAGIC "moonwire-result 1"
+/* Version 1 (older agents: headers first) is still read; version 2 (a
+ * one-line summary first, the output as a XEP-0393 preformatted block) is
+ * what this agent writes. */
+#define MW_RESULT_MAGIC_V1 "moonwire-result 1"
+#define MW_RESULT_MAGIC_V2 "moonwire-result 2"
+#define MW_RESULT_FENCE "```"
+/* longest summary line, in bytes, before its "..." */
+#define MW_RESULT_SUMMARY_MAX 160
 
 /* Renders a sandbox result (refusal == 0) or a refusal (refusal < 0, r may
  * be NULL) as the result message text; output is cut to max_output bytes
@@ -28,6 +35,7 @@ char *mw_result_message(const char *job_id, const struct mw_result *r,
     int refusal, const char *reason, uint32_t max_output);
 
 struct mw_result_msg {
+	int version;			/* 1 or 2 */
 	char *job_id;
 	char *status;			/* a job status name or "refused" */
 	char *refusal;			/* refusal code when status is refused */
@@ -38,7 +46,7 @@ struct mw_result_msg {
 	bool output_truncated;
 	struct mw_usage usage;
 };
-/* 0, or -1 when text is not a result message. */
+/* 0, or -1 when text is not a result message (either version). */
 int mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m);
 void mw_result_msg_free(struct mw_result_msg *m);
 /* JSON for `moonwire send --json` (spec/result.md); malloc'ed. */

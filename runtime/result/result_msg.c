@@ -1,10 +1,13 @@
 /*
  * result_msg.c: the result message the agent sends back over OMEMO
- * (spec/result.md).  It is text shaped like an HTTP response -- header
- * lines, a blank line, then the program's output -- so a person reading it
- * in an ordinary OMEMO chat client sees the status and the output, and a
- * program can parse it exactly: every header is one line, values that may
- * hold arbitrary text are JSON, and the output is counted in bytes.
+ * (spec/result.md).  Version 2 is a one-line summary for people (status,
+ * values or error, wall time), then text shaped like an HTTP response --
+ * the version line, header lines, a blank line, then the program's output
+ * as a XEP-0393 preformatted block -- so a person reading it in an
+ * ordinary OMEMO chat client sees the answer first, and a program can
+ * parse it exactly: every header is one line, values that may hold
+ * arbitrary text are JSON, and the output is counted in bytes.  Version 1
+ * (no summary, the bare output after the blank line) is still parsed.
  *
  * Invariant: the text is XML-safe UTF-8 (no control characters but TAB and
  * LF), because it travels in an XMPP <body>, and it never exceeds
@@ -82,6 +85,71 @@ json_xml_safe(char *json)
 	return out;
 }
 
+/*
+ * Appends s[0..n) to the summary line: TAB and LF (the only controls a
+ * cleaned text has) become spaces, so the summary stays one line.
+ */
+static int
+put_one_line(struct mw_buf *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (mw_buf_put_u8(b, s[i] == '\n' || s[i] == '\t' ? ' ' : (uint8_t)s[i]) != 0)
+			return -1;
+	return 0;
+}
+
+/*
+ * The version-2 summary line, what a person sees first in a chat client:
+ *   ok: 42,"x" (12 ms)             values without the brackets
+ *   ok (3 ms)                      no values
+ *   error: job:3: boom (5 ms)      an error instead of the values
+ *   refused: replay: seen before
+ * Cut to MW_RESULT_SUMMARY_MAX bytes on a character boundary, then "...".
+ * vals is the JSON array text (or NULL), error the error as given (cleaned
+ * here; or NULL), usage NULL for a refusal.
+ */
+static int
+put_summary(struct mw_buf *b, const char *status, const char *refusal_name,
+    const char *error, const char *vals, const struct mw_usage *usage)
+{
+	struct mw_buf line;
+	char *clean_error = NULL;
+	size_t clean_error_len = 0, keep;
+	int rc = -1;
+
+	mw_buf_init(&line, MW_OMEMO_MAX_PLAINTEXT);
+	if (error != NULL && (clean_error = mw_text_clean((const uint8_t *)error,
+	    strlen(error), true, &clean_error_len)) == NULL)
+		goto out;
+	if (mw_buf_putf(&line, "%s", status) != 0)
+		goto out;
+	if (refusal_name != NULL && mw_buf_putf(&line, ": %s", refusal_name) != 0)
+		goto out;
+	if (clean_error != NULL) {
+		if (mw_buf_putf(&line, ": ") != 0 ||
+		    put_one_line(&line, clean_error, clean_error_len) != 0)
+			goto out;
+	} else if (vals != NULL && strlen(vals) > 2) {
+		if (mw_buf_putf(&line, ": ") != 0 ||
+		    put_one_line(&line, vals + 1, strlen(vals) - 2) != 0)
+			goto out;
+	}
+	if (usage != NULL && mw_buf_putf(&line, " (%" PRIu64 " ms)",
+	    (usage->wall_us + 500) / 1000) != 0)
+		goto out;
+	keep = utf8_prefix((const char *)mw_buf_ptr(&line), mw_buf_avail(&line),
+	    MW_RESULT_SUMMARY_MAX);
+	if (mw_buf_put(b, mw_buf_ptr(&line), keep) != 0 ||
+	    (keep < mw_buf_avail(&line) && mw_buf_putf(b, "...") != 0) ||
+	    mw_buf_put_u8(b, '\n') != 0)
+		goto out;
+	rc = 0;
+out:
+	free(clean_error);
+	mw_buf_free(&line);
+	return rc;
+}
+
 char *
 mw_result_message(const char *job_id, const struct mw_result *r,
     int refusal, const char *reason, uint32_t max_output)
@@ -94,6 +162,7 @@ mw_result_message(const char *job_id, const struct mw_result *r,
 	const char *status = refusal < 0 ? "refused" :
 	    mw_job_status_name(r != NULL ? r->status : MW_JOB_INTERNAL_ERROR);
 	const char *error = refusal < 0 ? reason : (r != NULL ? r->error : "no result");
+	const char *summary_error = error;
 
 	mw_buf_init(&b, MW_OMEMO_MAX_PLAINTEXT + 1);
 	if (error != NULL) {
@@ -120,11 +189,15 @@ mw_result_message(const char *job_id, const struct mw_result *r,
 		vals = strdup("[]");
 		free(err_json);
 		err_json = strdup("\"returned values too large for one message\"");
+		summary_error = "returned values too large for one message";
 		status = mw_job_status_name(MW_JOB_RESULT_LIMIT);
 		if (vals == NULL || err_json == NULL)
 			goto out;
 	}
-	if (mw_buf_putf(&b, "%s\njob-id: %s\nstatus: %s\n", MW_RESULT_MAGIC,
+	if (put_summary(&b, status, refusal < 0 ? mw_refusal_name(refusal) : NULL,
+	    err_json != NULL ? summary_error : NULL, vals, refusal < 0 || r == NULL ? NULL : &r->usage) != 0)
+		goto out;
+	if (mw_buf_putf(&b, "%s\njob-id: %s\nstatus: %s\n", MW_RESULT_MAGIC_V2,
 	    job_id != NULL && job_id[0] != '\0' ? job_id : "-", status) != 0)
 		goto out;
 	if (refusal < 0 && mw_buf_putf(&b, "refusal: %s\n", mw_refusal_name(refusal)) != 0)
@@ -142,7 +215,8 @@ mw_result_message(const char *job_id, const struct mw_result *r,
 	/* the output gets what is left, up to max_output */
 	olen = clean_len;
 	{
-		size_t room = MW_OMEMO_MAX_PLAINTEXT - mw_buf_avail(&b) - 96;
+		size_t room = MW_OMEMO_MAX_PLAINTEXT - mw_buf_avail(&b) - 96 -
+		    2 * sizeof(MW_RESULT_FENCE) - 2;
 		size_t cap = max_output < room ? max_output : room;
 		size_t keep = utf8_prefix(clean ? clean : "", clean_len, cap);
 		if (keep < clean_len)
@@ -151,7 +225,10 @@ mw_result_message(const char *job_id, const struct mw_result *r,
 	}
 	if (mw_buf_putf(&b, "output-length: %zu\noutput-truncated: %s\n\n", olen,
 	    truncated ? "yes" : "no") != 0 ||
-	    (olen > 0 && mw_buf_put(&b, clean, olen) != 0) ||
+	    (olen > 0 && (mw_buf_put(&b, MW_RESULT_FENCE "\n", strlen(MW_RESULT_FENCE) + 1) != 0 ||
+	    mw_buf_put(&b, clean, olen) != 0 ||
+	    (clean[olen - 1] != '\n' && mw_buf_put_u8(&b, '\n') != 0) ||
+	    mw_buf_put(&b, MW_RESULT_FENCE, strlen(MW_RESULT_FENCE)) != 0)) ||
 	    mw_buf_put_u8(&b, 0) != 0)
 		goto out;
 	out = strdup((const char *)mw_buf_ptr(&b));
@@ -208,6 +285,40 @@ parse_usage(const char *v, struct mw_usage *u)
 	return v == NULL ? 0 : -1;
 }
 
+/*
+ * Where the output lies in what follows the blank line, which must be
+ * exactly: version 1, the olen bytes of output; version 2, nothing when
+ * olen is 0, else the fence line, the output, an LF unless the output
+ * ends with one, and the closing fence (nothing after it).
+ */
+static int
+body_output(const struct mw_buf *b, int version, uint64_t olen, const uint8_t **out)
+{
+	const uint8_t *p = mw_buf_ptr(b);
+	size_t n = mw_buf_avail(b), fl = strlen(MW_RESULT_FENCE);
+
+	if (version == 1 || olen == 0) {
+		*out = p;
+		return olen == n ? 0 : -1;
+	}
+	if (n < fl + 1 || memcmp(p, MW_RESULT_FENCE "\n", fl + 1) != 0)
+		return -1;
+	p += fl + 1;
+	n -= fl + 1;
+	if (olen > n)
+		return -1;
+	*out = p;
+	p += olen;
+	n -= (size_t)olen;
+	if (p[-1] != '\n') {
+		if (n < 1 || *p != '\n')
+			return -1;
+		p++;
+		n--;
+	}
+	return n == fl && memcmp(p, MW_RESULT_FENCE, fl) == 0 ? 0 : -1;
+}
+
 int
 mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m)
 {
@@ -215,13 +326,21 @@ mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m)
 	const uint8_t *lp;
 	size_t ll;
 	uint64_t olen = 0;
+	const uint8_t *out = NULL;
 	bool have_len = false, have_trunc = false, have_usage = false;
 	char line[8192];
+	int version;
 
 	memset(m, 0, sizeof(*m));
 	mw_buf_view(&b, text, len);
-	if (mw_buf_get_line(&b, &lp, &ll) != 0 || ll != strlen(MW_RESULT_MAGIC) ||
-	    memcmp(lp, MW_RESULT_MAGIC, ll) != 0)
+	if (mw_buf_get_line(&b, &lp, &ll) != 0)
+		return -1;
+	if (ll == strlen(MW_RESULT_MAGIC_V1) && memcmp(lp, MW_RESULT_MAGIC_V1, ll) == 0)
+		version = 1;
+	else if (ll > 0 && mw_buf_get_line(&b, &lp, &ll) == 0 &&
+	    ll == strlen(MW_RESULT_MAGIC_V2) && memcmp(lp, MW_RESULT_MAGIC_V2, ll) == 0)
+		version = 2;	/* line 1 was the summary, for people only */
+	else
 		return -1;
 	for (;;) {
 		char *k, *v;
@@ -281,11 +400,12 @@ mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m)
 	if (m->job_id == NULL || m->status == NULL || m->values == NULL ||
 	    !have_len || !have_trunc || !have_usage ||
 	    (strcmp(m->status, "refused") == 0) != (m->refusal != NULL) ||
-	    olen != mw_buf_avail(&b))
+	    body_output(&b, version, olen, &out) != 0)
 		goto bad;
 	if ((m->output = malloc(olen + 1)) == NULL)
 		goto bad;
-	memcpy(m->output, mw_buf_ptr(&b), olen);
+	m->version = version;
+	memcpy(m->output, out, olen);
 	m->output[olen] = '\0';
 	m->output_len = olen;
 	return 0;

@@ -68,11 +68,24 @@ def still_serves(d, runs=1):
 
 
 def result_body(text):
-    """Headers (dict) and output of a result message as a chat client sees it."""
-    head, _, out = text.partition("\n\n")
+    """Headers (dict) and output of a result message as a chat client sees it
+    (spec/result.md, version 2: summary line, version line, headers, blank
+    line, the output as a ``` block).  The summary is in h["summary"]."""
+    head, _, block = text.partition("\n\n")
     lines = head.split("\n")
-    assert lines[0] == "moonwire-result 1", text
-    return dict(l.split(": ", 1) for l in lines[1:]), out
+    assert lines[1] == "moonwire-result 2", text
+    h = dict(l.split(": ", 1) for l in lines[2:])
+    n = int(h["output-length"])
+    if n == 0:
+        assert block == "", text
+        out = ""
+    else:
+        raw = block.encode()           # output-length counts bytes
+        assert raw.startswith(b"```\n"), text
+        out = raw[4:4 + n].decode()
+        assert raw[4 + n:] == (b"```" if out.endswith("\n") else b"\n```"), text
+    h["summary"] = lines[0]
+    return h, out
 
 
 def write(path, text):
@@ -523,7 +536,9 @@ def test_interactive_plain_lua_from_a_chat_client(deploy):
     d.agent.start()
     pat.send(d.agent.jid, 'print("hello from chat")\nreturn 6 * 7')
     body = peer_result(pat, d.agent)
-    assert body.startswith("moonwire-result 1\n"), body
+    # a person sees the answer first, then the headers, then the output block
+    assert body.startswith("ok: 42 ("), body
+    assert "\nmoonwire-result 2\n" in body and body.endswith("\n```\nhello from chat\n```"), body
     assert "hello from chat" in body, body
     h, out = result_body(body)
     assert h["status"] == "ok" and h["values"] == "[42]" and out == "hello from chat\n", h
@@ -663,3 +678,73 @@ def test_offline_job_runs_when_the_agent_returns(deploy):
     r = one(res)
     assert p.returncode == 0 and r["status"] == "ok" and r["values"] == [1], r
     assert len(d.agent.grep(r"accepted job=")) == 1
+
+
+# ------------------------------------------------------- 5. signs of life (XEP-0085)
+
+def test_chat_states_composing_then_result_then_active(deploy):
+    """A chat client sees <composing/> while the job runs, then <active/> and
+    the result; the chat states are plain, body-less, no-store messages."""
+    d = deploy
+    pat = peer_allowed(d)
+    d.agent.start()
+    pat.send(d.agent.jid, d.alice.sign(d.agent, sleeper(d, "life", 1)))
+    composing = pat.expect("chat_state", sender=d.agent.jid, state="composing", timeout=20)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["values"] == '["slept"]', h
+    active = pat.expect("chat_state", sender=d.agent.jid, state="active", timeout=10)
+    for ev in (composing, active):
+        assert ev["type"] == "chat" and not ev["body"] and ev["no_store"], ev
+    # in arrival order: composing, then active just before the result
+    seq = [(e["event"], e.get("state")) for e in pat.history
+           if e.get("from") == d.agent.jid and e["event"] in ("chat_state", "message")]
+    assert seq == [("chat_state", "composing"), ("chat_state", "active"), ("message", None)], seq
+    assert os.path.exists(os.path.join(d.out, "life.finished"))
+
+
+def send_on_a_pty(d, program):
+    """`moonwire send` (text output) with stderr on a pseudo-terminal and
+    stdout on a pipe; returns (exit status, stdout, what the terminal got)."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    cmd = [d.kit.moonwire, "send", "-c", d.alice.conf, "--timeout", "30s",
+           "--to", d.agent.jid, program]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    term = b""
+    try:
+        while True:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:     # EIO: the slave side is closed
+                    break
+                if not chunk:
+                    break
+                term += chunk
+            elif p.poll() is not None:
+                break
+        out = p.stdout.read().decode()
+        rc = p.wait(timeout=60)
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+    return rc, out, term.decode("utf-8", "replace")
+
+
+def test_send_shows_running_on_a_terminal_only(deploy):
+    d = deploy
+    d.agent.start()
+    rc, out, term = send_on_a_pty(d, sleeper(d, "tty", 3))
+    assert rc == 0 and "status: ok" in out and "returned: slept" in out, (out, term)
+    assert "%s: accepted, running 1 s" % d.agent.jid in term, repr(term)
+    assert "accepted, running 2 s" in term, repr(term)
+    assert "\r\x1b[K" in term, repr(term)            # updated in place, cleared at the end
+    assert "running" not in out, out                  # never on stdout
+    # on a pipe: nothing of it
+    p, _ = d.alice.send(d.agent, sleeper(d, "pipe", 1.5), json_out=False)
+    assert p.returncode == 0 and "status: ok" in p.stdout, (p.stdout, p.stderr)
+    assert "running" not in p.stderr and "\r" not in p.stderr, repr(p.stderr)

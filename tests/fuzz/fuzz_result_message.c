@@ -7,8 +7,11 @@
  * Invariants beyond "no crash":
  *  - failure: -1 and the struct zeroed;
  *  - success: job_id, status, values (a JSON array) are set; refusal is set
- *    exactly when status is "refused"; output holds output_len bytes, is
- *    NUL-terminated, and lies at the end of the input;
+ *    exactly when status is "refused"; version is 1 or 2; output holds
+ *    output_len bytes, is NUL-terminated, and lies where its version puts
+ *    it: version 1 at the end of the input, version 2 (when not empty)
+ *    right before the closing "```" (and the LF added when the output does
+ *    not end with one), which ends the input;
  *  - the JSON rendering parses back as an object whose job_id, status,
  *    output_truncated and usage equal the parsed ones, and whose values
  *    array has as many elements;
@@ -35,7 +38,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(m.job_id != NULL && m.status != NULL && cJSON_IsArray(m.values));
 	FUZZ_CHECK((strcmp(m.status, "refused") == 0) == (m.refusal != NULL));
 	FUZZ_CHECK(m.output != NULL && m.output[m.output_len] == '\0');
-	FUZZ_CHECK(m.output_len <= size && memcmp(m.output, text + size - m.output_len, m.output_len) == 0);
+	FUZZ_CHECK(m.version == 1 || m.version == 2);
+	{
+		size_t tail = 0;
+		if (m.version == 2 && m.output_len > 0) {
+			size_t fl = strlen(MW_RESULT_FENCE);
+			tail = fl + (m.output[m.output_len - 1] != '\n');
+			FUZZ_CHECK(size >= tail && memcmp(text + size - fl, MW_RESULT_FENCE, fl) == 0);
+		}
+		FUZZ_CHECK(m.output_len + tail <= size &&
+		    memcmp(m.output, text + size - tail - m.output_len, m.output_len) == 0);
+	}
 
 	char *json = mw_result_msg_json(&m, "agent@example.org");
 	FUZZ_CHECK(json != NULL);

@@ -22,6 +22,8 @@ stdout, one JSON object per line:
   {"event":"message","from":BARE,"device_id":N,"body":S,"encrypted":true,
       "id":ID,"trust":"trusted|undecided|distrusted","delayed":bool}
   {"event":"message","from":BARE,"body":S,"encrypted":false,"id":ID,...}
+  {"event":"chat_state","from":BARE,"state":"composing"|"active"|...,"body":BOOL,
+   "no_store":BOOL,...}   one per XEP-0085 element, before its stanza's message
   {"event":"key_transport","from":BARE,"device_id":N,"id":ID}   an OMEMO
       message without payload (decrypted, ratchet advanced, no body)
   {"event":"decrypt_error","from":BARE,"device_id":N|null,"id":ID,"reason":S}
@@ -101,6 +103,9 @@ IQ_TIMEOUT = 10
 STORAGE_FILE = "omemo-storage.json"
 
 log = logging.getLogger("omemo_peer")
+
+
+CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
 
 
 def emit(obj):
@@ -523,6 +528,13 @@ class Peer:
                   "body": plaintext.decode("utf-8", "replace"), "encrypted": True,
                   "id": sid, "type": mtype, "trust": trust.name.lower(), "delayed": delayed})
             return
+
+        for child in stanza.xml:
+            if child.tag.startswith("{%s}" % CHATSTATES_NS):
+                emit({"event": "chat_state", "from": sender, "id": sid, "type": mtype,
+                      "state": child.tag.split("}", 1)[1],
+                      "body": stanza.xml.find("{jabber:client}body") is not None,
+                      "no_store": stanza.xml.find("{urn:xmpp:hints}no-store") is not None})
 
         body = stanza.xml.find("{jabber:client}body")
         if body is not None:

@@ -182,9 +182,14 @@ render_parse(const char *job_id, const struct mw_result *r, int refusal,
 	char *text = mw_result_message(job_id, r, refusal, reason, max_output);
 	assert_non_null(text);
 	assert_true(strlen(text) <= MW_OMEMO_MAX_PLAINTEXT);
-	assert_memory_equal(text, MW_RESULT_MAGIC "\n", strlen(MW_RESULT_MAGIC) + 1);
+	/* version 2: one summary line, then the version line */
+	const char *nl = strchr(text, '\n');
+	assert_non_null(nl);
+	assert_true(nl - text > 0 && nl - text <= MW_RESULT_SUMMARY_MAX + 3);
+	assert_memory_equal(nl + 1, MW_RESULT_MAGIC_V2 "\n", strlen(MW_RESULT_MAGIC_V2) + 1);
 	assert_xml_safe(text);
 	assert_int_equal(mw_result_message_parse(text, strlen(text), m), 0);
+	assert_int_equal(m->version, 2);
 	return text;
 }
 
@@ -235,8 +240,11 @@ test_result_ok_roundtrip(void **state)
 	assert_int_equal(m.usage.wall_us, 5678);
 	assert_true(m.usage.instructions == 9000000000ull);
 	assert_int_equal(m.usage.memory_peak, 65536);
-	/* the text ends with the output, exactly */
-	assert_string_equal(text + strlen(text) - strlen(out), out);
+	/* version 2: the summary first, the output as a preformatted block */
+	assert_memory_equal(text, "ok: \"h\xC3\xA9llo\",42,1.5,true,[10,20],{\"a\":\"x\"} (6 ms)\n",
+	    strlen("ok: \"h\xC3\xA9llo\",42,1.5,true,[10,20],{\"a\":\"x\"} (6 ms)\n"));
+	assert_non_null(strstr(text, "\n\n```\nline one\nline\ttwo\n```"));
+	assert_string_equal(text + strlen(text) - strlen(out) - 3, "line one\nline\ttwo\n```");
 
 	assert_true(cJSON_IsArray(m.values));
 	assert_int_equal(cJSON_GetArraySize(m.values), 6);
@@ -566,16 +574,18 @@ test_result_size_bound(void **state)
 	free(big);
 }
 
-/* A valid message from its header lines (each without "\n") and output. */
+/* A valid version-1 message (what agents before version 2 send, which
+ * `moonwire send` must still read) from its header lines (each without
+ * "\n") and output. */
 static char *
 compose(const char *const *hdrs, size_t n, const char *output)
 {
-	size_t len = strlen(MW_RESULT_MAGIC) + 2 + strlen(output);
+	size_t len = strlen(MW_RESULT_MAGIC_V1) + 2 + strlen(output);
 	for (size_t i = 0; i < n; i++)
 		len += strlen(hdrs[i]) + 1;
 	char *t = malloc(len + 1), *p = t;
 	assert_non_null(t);
-	p += sprintf(p, "%s\n", MW_RESULT_MAGIC);
+	p += sprintf(p, "%s\n", MW_RESULT_MAGIC_V1);
 	for (size_t i = 0; i < n; i++)
 		p += sprintf(p, "%s\n", hdrs[i]);
 	p += sprintf(p, "\n%s", output);
@@ -625,7 +635,7 @@ test_result_parse_rejects(void **state)
 
 	/* wrong magic, no magic */
 	t = compose(base_hdrs, NHDR, "hello");
-	t[strlen(MW_RESULT_MAGIC) - 1] = '2';
+	t[strlen(MW_RESULT_MAGIC_V1) - 1] = '2';
 	assert_int_equal(parse_text(t), -1);
 	free(t);
 	assert_int_equal(parse_text("job-id: j1\n\n"), -1);
@@ -758,10 +768,94 @@ test_result_parse_rejects(void **state)
 	free(t);
 
 	/* no blank line before the output, or headers cut off */
-	assert_int_equal(parse_text(MW_RESULT_MAGIC "\njob-id: j1\nstatus: ok\n"), -1);
+	assert_int_equal(parse_text(MW_RESULT_MAGIC_V1 "\njob-id: j1\nstatus: ok\n"), -1);
 	t = compose(base_hdrs, NHDR, "hello");
 	assert_int_equal(mw_result_message_parse(t, 60, &(struct mw_result_msg){0}), -1);
 	free(t);
+}
+
+/* Version 2 (spec/result.md): the summary line for people, the output as a
+ * XEP-0393 block whose fences must be exactly where the spec puts them. */
+static void
+test_result_v2_format(void **state)
+{
+	(void)state;
+	struct mw_result r;
+	struct mw_result_msg m;
+	char *text;
+	static const char v2_head[] = "ok: 7 (1 ms)\n" MW_RESULT_MAGIC_V2 "\n"
+	    "job-id: j2\nstatus: ok\nvalues: [7]\n"
+	    "usage: cpu_us=1 wall_us=900 instructions=0 memory_peak=4\n";
+
+	/* an error: status and error on one line, newlines flattened */
+	memset(&r, 0, sizeof(r));
+	r.status = MW_JOB_ERROR;
+	r.error = (char *)"job:3: boom\nstack";
+	r.usage.wall_us = 4600;
+	r.output = (char *)"no newline";
+	r.output_len = strlen(r.output);
+	text = render_parse("j1", &r, 0, NULL, 1024, &m);
+	assert_memory_equal(text, "error: job:3: boom stack (5 ms)\n",
+	    strlen("error: job:3: boom stack (5 ms)\n"));
+	assert_string_equal(text + strlen(text) - strlen("```\nno newline\n```"),
+	    "```\nno newline\n```");
+	assert_string_equal(m.output, "no newline");
+	mw_result_msg_free(&m);
+	free(text);
+
+	/* a refusal: no output, no block, no time */
+	text = render_parse("j1", NULL, MW_REFUSE_REPLAY, "seen before", 1024, &m);
+	assert_memory_equal(text, "refused: replay: seen before\n", strlen("refused: replay: seen before\n"));
+	assert_string_equal(text + strlen(text) - 2, "\n\n");
+	mw_result_msg_free(&m);
+	free(text);
+
+	/* a long error is cut in the summary, whole in its header */
+	{
+		char err[600];
+		memset(err, 'e', sizeof(err) - 1);
+		err[sizeof(err) - 1] = '\0';
+		r.error = err;
+		text = render_parse("j1", &r, 0, NULL, 1024, &m);
+		assert_true(strchr(text, '\n') - text == MW_RESULT_SUMMARY_MAX + 3);
+		assert_string_equal(m.error, err);
+		mw_result_msg_free(&m);
+		free(text);
+	}
+
+	/* hand-made version-2 texts: the fences are exact */
+	static const struct { const char *body; int rc; } cases[] = {
+		{ "output-length: 2\noutput-truncated: no\n\n```\nhi\n```", 0 },
+		{ "output-length: 3\noutput-truncated: no\n\n```\nhi\n```", 0 },
+		{ "output-length: 0\noutput-truncated: no\n\n", 0 },
+		{ "output-length: 0\noutput-truncated: no\n\n```\n```", -1 },
+		{ "output-length: 2\noutput-truncated: no\n\nhi", -1 },
+		{ "output-length: 2\noutput-truncated: no\n\n```\nhi```", -1 },
+		{ "output-length: 2\noutput-truncated: no\n\n```\nhi\n```\n", -1 },
+		{ "output-length: 2\noutput-truncated: no\n\n```\nhi\n", -1 },
+		{ "output-length: 9\noutput-truncated: no\n\n```\nhi\n```", -1 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char t[512];
+		snprintf(t, sizeof(t), "%s%s", v2_head, cases[i].body);
+		if (parse_text(t) != cases[i].rc)
+			fail_msg("case %zu: expected %d", i, cases[i].rc);
+	}
+	/* no summary line, or the version line not second */
+	assert_int_equal(parse_text("\n" MW_RESULT_MAGIC_V2 "\njob-id: j\n"), -1);
+	assert_int_equal(parse_text("a\nb\n" MW_RESULT_MAGIC_V2 "\n"), -1);
+	assert_int_equal(parse_text(MW_RESULT_MAGIC_V2 "\njob-id: j2\nstatus: ok\nvalues: []\n"
+	    "usage: cpu_us=1 wall_us=900 instructions=0 memory_peak=4\n"
+	    "output-length: 0\noutput-truncated: no\n\n"), -1);
+	{
+		char t[512];
+		snprintf(t, sizeof(t), "%s%s", v2_head,
+		    "output-length: 3\noutput-truncated: no\n\n```\nhi\n```");
+		assert_int_equal(mw_result_message_parse(t, strlen(t), &m), 0);
+		assert_int_equal(m.version, 2);
+		assert_string_equal(m.output, "hi\n");
+		mw_result_msg_free(&m);
+	}
 }
 
 static void
@@ -1599,6 +1693,7 @@ main(void)
 		cmocka_unit_test(test_result_refusal_and_job_id),
 		cmocka_unit_test(test_result_size_bound),
 		cmocka_unit_test(test_result_parse_rejects),
+		cmocka_unit_test(test_result_v2_format),
 		cmocka_unit_test(test_result_exit_codes),
 		cmocka_unit_test(test_journal_schema),
 		cmocka_unit_test(test_journal_accept_lookup),
