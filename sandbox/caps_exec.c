@@ -81,6 +81,9 @@ kill_children(pid_t self)
 	return n;
 }
 
+/* How long after the command's deadline its reaper ends it by itself. */
+#define REAPER_GRACE_US 200000u
+
 static void __attribute__((noreturn))
 command_reaper(char **argv, int outw, int errw, uint64_t deadline_us)
 {
@@ -303,7 +306,9 @@ cap_exec(const struct mw_cap_ctx *ctx, struct cap_args *A, struct mw_buf *reply,
 		deadline = ctx->wall_deadline_us;
 	pid_t pid = fork();
 	if (pid == 0)
-		command_reaper(argv, outp[1], errp[1], deadline);
+		/* the reaper's own deadline is the backstop: a little after
+		 * the supervisor's, whose SIGTERM normally ends the command */
+		command_reaper(argv, outp[1], errp[1], deadline + REAPER_GRACE_US);
 	int fork_errno = errno;
 	if (sigprocmask(SIG_SETMASK, &old, NULL) != 0 && pid > 0) {
 		fork_errno = errno;

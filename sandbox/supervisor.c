@@ -747,6 +747,10 @@ reap_children(void)
 		if (job == NULL)
 			continue;
 		job->async.exited = true;
+		/* ended at or after its deadline: by the supervisor's SIGTERM or
+		 * by its reaper's own backstop -- timed out either way */
+		if (job->async.kind == MW_ASYNC_EXEC && mw_now_us() >= job->async.deadline_us)
+			job->async.timed_out = true;
 		job->async.wstatus = st;
 		job->async.pid = -1;
 		if (job->async.out_fd < 0 && job->async.err_fd < 0)
