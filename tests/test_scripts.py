@@ -184,3 +184,12 @@ def test_counter_persists(tmp_path):
     # Another scope has its own counter; another state dir starts over.
     assert run_json(["--kv-scope", "other"] + args)["values"] == [1]
     assert run_json(["--kv", "--state", str(tmp_path / "fresh"), script("counter.lua")])["values"] == [1]
+
+
+def test_small_job_instruction_count_is_not_zero_in_text():
+    # The count hook adds 1,000 at a time: a small job says "under 1000",
+    # a bigger one the range its count lies in, never a bare "0 instructions".
+    p = subprocess.run([MOONWIRE, "run", script("hello.lua")], capture_output=True, text=True,
+                       timeout=30)
+    assert "under 1000 instructions" in p.stdout, p.stdout
+    assert " 0 instructions" not in p.stdout

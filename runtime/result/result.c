@@ -344,9 +344,17 @@ mw_result_print_text(FILE *f, const struct mw_result *r)
 		if (r->output_truncated)
 			fprintf(f, "(output truncated)\n");
 	}
-	fprintf(f, "usage: cpu %.3f ms, wall %.3f ms, %llu instructions, %llu bytes peak Lua memory\n",
-	    (double)r->usage.cpu_us / 1000.0, (double)r->usage.wall_us / 1000.0,
-	    (unsigned long long)r->usage.instructions,
+	/* The count hook adds 1,000 at a time (sandbox.md): say so rather
+	 * than print "0 instructions" for every small job. */
+	char instr[48];
+	if (r->usage.instructions < 1000)
+		snprintf(instr, sizeof(instr), "under 1000 instructions");
+	else
+		snprintf(instr, sizeof(instr), "%llu-%llu instructions",
+		    (unsigned long long)r->usage.instructions,
+		    (unsigned long long)r->usage.instructions + 999);
+	fprintf(f, "usage: cpu %.3f ms, wall %.3f ms, %s, %llu bytes peak Lua memory\n",
+	    (double)r->usage.cpu_us / 1000.0, (double)r->usage.wall_us / 1000.0, instr,
 	    (unsigned long long)r->usage.memory_peak);
 	cJSON_Delete(o);
 }
