@@ -474,8 +474,17 @@ test_republish_debounced(void **state)
 	mw_omemo_tick(B.o);
 	pump();
 	it = item_find(B.jid, node, false);
+	/* A2 and A3 each picked a random prekey from the same bundle: one
+	 * time in a hundred they pick the same one, and B can decrypt only
+	 * the first of the two (the second names a used prekey).  Count the
+	 * first contacts B really took. */
+	int taken = 0;
+	for (int i = 0; i < S.ninbox[1]; i++)
+		taken += strcmp(S.inbox[1][i], "two") == 0 || strcmp(S.inbox[1][i], "three") == 0;
+	assert_true(taken >= 1);
 	assert_non_null(strstr(it->xml, "preKeyId=\"102\""));
-	assert_non_null(strstr(it->xml, "preKeyId=\"103\""));
+	if (taken == 2)
+		assert_non_null(strstr(it->xml, "preKeyId=\"103\""));
 	assert_int_equal(S.publishes, pubs + 2);
 }
 
