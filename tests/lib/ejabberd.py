@@ -28,12 +28,11 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
-from prosody import LOOPBACK, die_with_parent, free_port
+from prosody import LOOPBACK, die_with_parent, free_port, stream_features_ok
 
 EJABBERDCTL = "/usr/sbin/ejabberdctl"
 RUN_USER = "ejabberd"
@@ -187,25 +186,7 @@ class Ejabberd:
         return self
 
     def _stream_features_ok(self, timeout):
-        try:
-            with socket.create_connection((self.host, self.port), timeout=timeout) as s:
-                s.settimeout(timeout)
-                s.sendall((
-                    "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
-                    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-                    % self.domain).encode())
-                buf = b""
-                end = time.monotonic() + timeout
-                while time.monotonic() < end:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        return False
-                    buf += chunk
-                    if b"</stream:features>" in buf:
-                        return True
-                return False
-        except OSError:
-            return False
+        return stream_features_ok(self.host, self.port, self.domain, timeout)
 
     def _ctl(self, *args, timeout=60.0):
         try:

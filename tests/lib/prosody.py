@@ -127,6 +127,34 @@ def _pid_cmdline(pid):
         return []
 
 
+def stream_features_ok(host, port, domain, timeout):
+    """True once a real stream header to domain on host:port gets
+    <stream:features/> back: the server serves c2s, not only listens."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall((
+                "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
+                "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+                % domain).encode())
+            buf = b""
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return False
+                buf += chunk
+                if b"</stream:features>" in buf or b"<stream:features/>" in buf:
+                    try:
+                        s.sendall(b"</stream:stream>")
+                    except OSError:
+                        pass
+                    return True
+            return False
+    except OSError:
+        return False
+
+
 class Prosody:
     """One private Prosody instance rooted in `workdir`.
 
@@ -338,30 +366,7 @@ class Prosody:
             time.sleep(0.02)
 
     def _stream_features_ok(self, timeout):
-        """True once a real stream header gets <stream:features/> back."""
-        try:
-            with socket.create_connection((self.host, self.port), timeout=timeout) as s:
-                s.settimeout(timeout)
-                s.sendall((
-                    "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
-                    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-                    % self.domain).encode())
-                buf = b""
-                end = time.monotonic() + timeout
-                while time.monotonic() < end:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        return False
-                    buf += chunk
-                    if b"</stream:features>" in buf or b"<stream:features/>" in buf:
-                        try:
-                            s.sendall(b"</stream:stream>")
-                        except OSError:
-                            pass
-                        return True
-                return False
-        except OSError:
-            return False
+        return stream_features_ok(self.host, self.port, self.domain, timeout)
 
     def running(self):
         if self.proc is not None:
