@@ -270,14 +270,37 @@ def loadavg():
 
 
 def run_path_part(build_dir, moonwire, bench, args):
-    """Issue 5: the whole path through Prosody (tests/bench/path_suite.py)."""
-    log("bench: path (Prosody, agents, floor, ssh)")
-    try:
-        return path_suite.run_path(build_dir, moonwire, bench, args)
-    except Exception as e:     # report, never fail the bench for this part
-        import traceback
-        traceback.print_exc()
-        return [("path benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
+    """Issues 5 and 13: the whole path through each server of --servers
+    (tests/bench/path_suite.py), ssh once, then the servers side by side.
+    Returns (rows, {"servers": {name: raw}, "ssh": ...}, {name: summary})."""
+    raws, rows, ssh = {}, [], None
+    for server in [s for s in args.servers.split(",") if s]:
+        if server == "ejabberd":
+            why = path_suite.ejabberd_unavailable()
+            if why:
+                rows.append(("PATH through ejabberd", "not run: " + why, "", ""))
+                raws[server] = {"server": server, "unavailable": why}
+                continue
+        log(f"bench: path through {server} (agents, floor{', ssh' if ssh is None else ''})")
+        try:
+            _, raw = path_suite.run_path(build_dir, moonwire, bench, args, server=server,
+                                         with_ssh=ssh is None)
+        except Exception as e:     # report, never fail the bench for this part
+            import traceback
+            traceback.print_exc()
+            rows.append((f"path benchmark through {server}", f"cannot run: {e}"[:200], "", ""))
+            raws[server] = {"server": server, "error": str(e)}
+            continue
+        if ssh is None:
+            ssh = raw.pop("ssh", None) or {}
+        raws[server] = raw
+    ran = {s: r for s, r in raws.items() if "error" not in r and "unavailable" not in r}
+    for raw in ran.values():
+        rows.extend(path_suite.rows_for(raw, ssh or {}))
+    if len(ran) > 1:
+        rows.extend(path_suite.compare_rows(ran))
+    summaries = {s: path_suite.summary(r, ssh or {}) for s, r in ran.items()}
+    return rows, {"servers": raws, "ssh": ssh}, summaries
 
 
 def print_table(rows, title):
@@ -308,7 +331,7 @@ def host_info():
 
 
 def main_path_only(args, moonwire, build_dir, bench, load_before, t_start):
-    rows, raw = run_path_part(build_dir, moonwire, bench, args)
+    rows, raw, summaries = run_path_part(build_dir, moonwire, bench, args)
     load_after = loadavg()
     print_table(rows, f"moonwire path benchmark  ({platform.node()}, {os.cpu_count()} cpus, "
                 f"kernel {platform.release()}, loadavg before {' '.join(load_before or ['?'])}, "
@@ -319,7 +342,7 @@ def main_path_only(args, moonwire, build_dir, bench, load_before, t_start):
                "git": git_rev(), "host": dict(host_info(), loadavg_before=load_before,
                                                loadavg_after=load_after),
                "config": vars(args), "program": TRIVIAL, "path": raw,
-               "targets": {"path": path_suite.summary(raw) if "error" not in raw else None},
+               "targets": {"path": summaries},
                "elapsed_s": elapsed}
     with open(args.output, "w") as f:
         json.dump(results, f, indent=2)
@@ -357,6 +380,8 @@ def main():
     ap.add_argument("--path-warmup", type=int, default=100)
     ap.add_argument("--path-seconds", type=float, default=5, help="path throughput run length")
     ap.add_argument("--fanout-agents", type=int, default=50)
+    ap.add_argument("--servers", default="prosody,ejabberd",
+                    help="XMPP servers the path part runs through, in order")
     ap.add_argument("--fanout-rounds", type=int, default=5, help="established fan-out rounds")
     ap.add_argument("--durability", default="full", choices=("full", "normal"),
                     help="the bench agents' durability setting")
@@ -498,7 +523,7 @@ def main():
     except CannotRun as e:
         omemo_rows, omemo_raw = [("OMEMO benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
     rows.extend(omemo_rows)
-    path_rows, path_raw = run_path_part(build_dir, moonwire, bench, args)
+    path_rows, path_raw, path_summaries = run_path_part(build_dir, moonwire, bench, args)
     rows.extend(path_rows)
     load_after = loadavg()
 
@@ -538,7 +563,7 @@ def main():
         "omemo": omemo_raw,
         "path": path_raw,
         "targets": {
-            "path": path_suite.summary(path_raw) if "error" not in path_raw else None,
+            "path": path_summaries,
             "latency_median_us": {"target": "<= 100", "value": mw_med,
                                   "verdict": verdict(mw_med, TARGETS["latency_median_us"], False)},
             "fork_exec_ratio": {"target": ">= 10", "value": vs_lua,
