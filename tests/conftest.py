@@ -14,6 +14,8 @@ Fixtures:
   ejabberd      a fresh, started Debian ejabberd (tests/lib/ejabberd.py) with
                 the same interface as `prosody` (register, host, port,
                 domain); its logs are copied to tmp_path when it stops.
+  ejabberd_cluster  two such nodes joined into one cluster (join_cluster);
+                the interface of node 0, .nodes[i] for each node.
   omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind")
                 registers the account and returns a ready OmemoPeer; all are
                 closed after the test.
@@ -34,7 +36,7 @@ for _sub in ("lib", "interop"):
         sys.path.insert(0, _p)
 
 from prosody import Prosody  # noqa: E402
-from ejabberd import Ejabberd  # noqa: E402
+from ejabberd import Ejabberd, EjabberdCluster  # noqa: E402
 from peer import OmemoPeer  # noqa: E402
 from mwbinary import moonwire_path  # noqa: E402
 
@@ -96,6 +98,22 @@ def ejabberd(request, tmp_path):
             print("\n=== ejabberd diagnostics (%s:%s)\n%s" % (srv.host, srv.port,
                                                                srv.log_tail()))
         srv.stop()
+
+
+@pytest.fixture
+def ejabberd_cluster(request, tmp_path):
+    """Two ejabberd nodes on this machine joined into one cluster (root
+    only, as the ejabberd fixture)."""
+    if os.geteuid() != 0:
+        pytest.skip("ejabberdctl runs only as root or the ejabberd user")
+    cl = EjabberdCluster(2, tmp_path / "cluster")
+    cl.start()
+    try:
+        yield cl
+    finally:
+        if _failed(request):
+            print("\n=== ejabberd cluster diagnostics %s\n%s" % (cl.info(), cl.log_tail()))
+        cl.stop()
 
 
 @pytest.fixture

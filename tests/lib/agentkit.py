@@ -59,6 +59,9 @@ class Identity:
         self.user = user
         self.password = password
         self.jid = kit.prosody.register(user, password)
+        # the server (node) this identity connects to: the kit's, or one
+        # node of an ejabberd cluster
+        self.server = kit.prosody
         self.dir = os.path.join(kit.workdir, user)
         os.makedirs(self.dir, exist_ok=True)
         self.db = os.path.join(self.dir, "identity.db")
@@ -68,8 +71,8 @@ class Identity:
     def account_lines(self):
         return ("jid = %s\npassword = %s\nhost = %s\nport = %d\n"
                 "allow_plaintext = yes\ndb = %s\n" % (
-                    self.jid, self.password, self.kit.prosody.host,
-                    self.kit.prosody.port, self.db))
+                    self.jid, self.password, self.server.host,
+                    self.server.port, self.db))
 
     def write_conf(self):
         with open(self.conf, "w") as f:

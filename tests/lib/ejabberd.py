@@ -12,6 +12,14 @@ agentkit.Kit can run a deployment through it.
         srv.register("alice", "pw")       # ejabberdctl register
         srv.host, srv.port, srv.domain    # "127.0.0.1", 4xxxx, "localhost"
 
+EjabberdCluster(n) starts n such nodes on this machine and joins them
+into one cluster (`ejabberdctl join_cluster`: Erlang distribution on
+loopback, the ejabberd user's one cookie, Mnesia tables copied), each with
+its own c2s port; accounts and PEP nodes are shared, and a stanza to a
+user connected to another node crosses the cluster.  It has the server
+interface of node 0, so agentkit.Kit can run over it; an Identity's
+`server` picks another node.
+
 Choices: one Erlang node `mwtest<PORT>@localhost` started with
 `ejabberdctl -n NODE -c CTLCFG -f CONFIG.yml -s SPOOL -l LOGS foreground`
 (as root it switches to the `ejabberd` user, so the work directory is a
@@ -270,3 +278,99 @@ class Ejabberd:
 
     def info(self):
         return {"host": self.host, "port": self.port, "domain": self.domain}
+
+
+class EjabberdCluster:
+    """n ejabberd nodes on one machine, joined into one cluster.  Has the
+    server interface of nodes[0] (host, port, domain, register(), jid());
+    nodes[i] is each node."""
+
+    def __init__(self, n=2, workdir_hint=None, domain="localhost"):
+        if n < 2:
+            raise ValueError("a cluster has at least two nodes")
+        self.nodes = [Ejabberd(workdir_hint=(os.path.join(str(workdir_hint), "node%d" % i)
+                                             if workdir_hint is not None else None),
+                               domain=domain) for i in range(n)]
+        self.domain = domain
+        self.host = LOOPBACK
+
+    @property
+    def port(self):
+        return self.nodes[0].port
+
+    @property
+    def proc(self):
+        return self.nodes[0].proc
+
+    @property
+    def config_path(self):
+        return self.nodes[0].config_path
+
+    def start(self, timeout=60.0):
+        try:
+            for node in self.nodes:
+                if node.hint:
+                    os.makedirs(node.hint, exist_ok=True)
+                node.start(timeout=timeout)
+            for node in self.nodes[1:]:
+                r = node._ctl("join_cluster", self.nodes[0].node, timeout=120)
+                if r.returncode != 0:
+                    raise EjabberdError("%s: join_cluster %s failed (%d): %s\n%s" % (
+                        node.node, self.nodes[0].node, r.returncode,
+                        r.stdout.decode(errors="replace"), node.log_tail()))
+            members = self.members()
+            missing = [x.node for x in self.nodes if x.node not in members]
+            if missing:
+                raise EjabberdError("not in the cluster after join_cluster: %s (members: %s)"
+                                    % (", ".join(missing), ", ".join(members)))
+            # join_cluster restarts the joining node's applications: wait
+            # until each serves c2s again
+            deadline = time.monotonic() + timeout
+            for node in self.nodes:
+                while not node._stream_features_ok(0.5):
+                    if time.monotonic() >= deadline:
+                        raise EjabberdError("%s does not serve c2s after joining\n%s"
+                                            % (node.node, node.log_tail()))
+                    time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def members(self):
+        """The running nodes node 0 sees in its cluster."""
+        r = self.nodes[0]._ctl("list_cluster", timeout=60)
+        if r.returncode != 0:
+            raise EjabberdError("list_cluster failed: %s" % r.stdout.decode(errors="replace"))
+        return r.stdout.decode().split()
+
+    def stop(self, timeout=20.0):
+        for node in reversed(self.nodes):
+            node.stop(timeout=timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def jid(self, user):
+        return self.nodes[0].jid(user)
+
+    def register(self, user, password):
+        return self.nodes[0].register(user, password)
+
+    @property
+    def users(self):
+        return self.nodes[0].users
+
+    def log_tail(self, lines=40):
+        return "\n".join("=== %s\n%s" % (n.node, n.log_tail(lines)) for n in self.nodes)
+
+    def diagnostics(self):
+        return self.log_tail()
+
+    def info(self):
+        return {"host": self.host, "ports": [n.port for n in self.nodes],
+                "domain": self.domain, "nodes": [n.node for n in self.nodes]}
