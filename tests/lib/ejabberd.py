@@ -27,15 +27,18 @@ fresh mkdtemp() owned by that user, not the caller's tmp_path, which it
 could not enter).  c2s only, on 127.0.0.1 and a free port, no TLS (SCRAM
 over plaintext, as the Prosody fixture), Erlang distribution and epmd on
 loopback.  Modules: roster, disco, caps, offline, ping, stream management,
-pubsub with the flat and pep plugins.  Limits for test accounts: the c2s
+pubsub with the flat and pep plugins, in-band registration from loopback
+only (how register() creates accounts: ejabberdctl takes 1.5 s each).  Limits for test accounts: the c2s
 shaper is `none` (Debian's "normal" is 3000 B/s), max_user_sessions 10,
 offline storage 5000, stanzas up to 256 KiB (ejabberd's default).
 """
 
 import os
 import pwd
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -80,6 +83,10 @@ access_rules:
     allow: all
   pubsub_createnode:
     allow: local
+  register:
+    allow: all
+  loopback_only:
+    allow: loopback
 shaper:
   normal:
     rate: 3000
@@ -91,6 +98,7 @@ shaper_rules:
   # "normal", 3000 B/s)
   c2s_shaper: none
 auth_method: internal
+registration_timeout: infinity
 auth_password_format: plain
 default_db: mnesia
 modules:
@@ -100,6 +108,12 @@ modules:
     access_max_user_messages: max_user_offline_messages
   mod_ping: {{}}
   mod_roster: {{}}
+  # in-band registration from loopback only, for the tests' accounts
+  # (ejabberdctl register starts an Erlang VM: 1.5 s an account)
+  mod_register:
+    access: register
+    ip_access: loopback_only
+    welcome_message: {{}}
   mod_stream_mgmt: {{}}
   mod_pubsub:
     access_createnode: pubsub_createnode
@@ -251,12 +265,41 @@ class Ejabberd:
     def register(self, user, password):
         if not user or any(c in user for c in "@/ \t\n") or "\n" in password:
             raise ValueError("bad user name or password: %r" % user)
-        r = self._ctl("register", user, self.domain, password)
-        if r.returncode != 0 and b"already registered" not in r.stdout:
-            raise EjabberdError("ejabberdctl register %s failed (%d): %s"
-                                % (user, r.returncode, r.stdout.decode(errors="replace")))
+        answer = self._register_inband(user, password)
+        if "type='result'" not in answer and "<conflict" not in answer:
+            raise EjabberdError("in-band registration of %s refused: %s" % (user, answer))
         self.users[user] = password
         return self.jid(user)
+
+    def _register_inband(self, user, password, timeout=10.0):
+        """XEP-0077 before authentication, as the config allows from
+        loopback; returns the server's answer to the registration IQ."""
+        esc = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"}
+        q = lambda s: "".join(esc.get(c, c) for c in s)  # noqa: E731
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall((
+                "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
+                "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+                % self.domain).encode())
+            buf, end = b"", time.monotonic() + timeout
+            while b"</stream:features>" not in buf:
+                chunk = s.recv(4096)
+                if not chunk or time.monotonic() > end:
+                    raise EjabberdError("no stream features before registration: %r" % buf)
+                buf += chunk
+            s.sendall(("<iq type='set' id='mwreg'><query xmlns='jabber:iq:register'>"
+                       "<username>%s</username><password>%s</password></query></iq>"
+                       % (q(user), q(password))).encode())
+            buf = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk or time.monotonic() > end:
+                    raise EjabberdError("no answer to the registration of %s: %r" % (user, buf))
+                buf += chunk
+                m = re.search(rb"<iq[^>]*id='mwreg'[^>]*(?:/>|>.*?</iq>)", buf, re.S)
+                if m:
+                    return m.group(0).decode(errors="replace")
 
     # ------------------------------------------------------------ diagnostics
 
