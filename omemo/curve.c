@@ -24,10 +24,18 @@
  * closed (-1, mypublic zeroed): the library's two callers check the
  * result and report an error, so a malicious ratchet key can never
  * produce a predictable shared secret.
+ *
+ * An agreement loads the private key with a placeholder public half
+ * (EVP_PKEY_fromdata with both halves): EVP_PKEY_new_raw_private_key
+ * would compute the public key, a second scalar multiplication that the
+ * derivation never reads (X25519 derive uses only our private and the
+ * peer's public key).  Issue 13: an agreement costs one scalar
+ * multiplication, not two.  The key object never leaves this function.
  */
 #include <stdint.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -42,6 +50,30 @@ unsigned long
 omemo_curve_calls(void)
 {
 	return curve_calls;
+}
+
+/* The private key for an agreement only; its public half is a
+ * placeholder that nothing reads (see above). */
+static EVP_PKEY *
+agreement_key(const uint8_t *secret)
+{
+	static const uint8_t placeholder[32];
+	EVP_PKEY_CTX *ctx;
+	EVP_PKEY *key = NULL;
+	OSSL_PARAM params[3];
+
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY,
+	    (void *)(uintptr_t)secret, 32);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
+	    (void *)(uintptr_t)placeholder, 32);
+	params[2] = OSSL_PARAM_construct_end();
+	if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL)) == NULL)
+		return NULL;
+	if (EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_KEYPAIR, params) != 1)
+		key = NULL;
+	EVP_PKEY_CTX_free(ctx);
+	return key;
 }
 
 int
@@ -65,7 +97,7 @@ curve25519_donna(uint8_t *mypublic, const uint8_t *secret, const uint8_t *basepo
 			rc = -1;
 		goto done;
 	}
-	if ((priv = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, secret, 32)) == NULL ||
+	if ((priv = agreement_key(secret)) == NULL ||
 	    (peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, basepoint, 32)) == NULL ||
 	    (ctx = EVP_PKEY_CTX_new(priv, NULL)) == NULL ||
 	    EVP_PKEY_derive_init(ctx) != 1 ||
