@@ -35,15 +35,13 @@ offline storage 5000, stanzas up to 256 KiB (ejabberd's default).
 
 import os
 import pwd
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
-from prosody import LOOPBACK, die_with_parent, free_port, stream_features_ok
+from prosody import LOOPBACK, die_with_parent, free_port, register_inband, stream_features_ok
 
 EJABBERDCTL = "/usr/sbin/ejabberdctl"
 RUN_USER = "ejabberd"
@@ -265,41 +263,11 @@ class Ejabberd:
     def register(self, user, password):
         if not user or any(c in user for c in "@/ \t\n") or "\n" in password:
             raise ValueError("bad user name or password: %r" % user)
-        answer = self._register_inband(user, password)
+        answer = register_inband(self.host, self.port, self.domain, user, password)
         if "type='result'" not in answer and "<conflict" not in answer:
             raise EjabberdError("in-band registration of %s refused: %s" % (user, answer))
         self.users[user] = password
         return self.jid(user)
-
-    def _register_inband(self, user, password, timeout=10.0):
-        """XEP-0077 before authentication, as the config allows from
-        loopback; returns the server's answer to the registration IQ."""
-        esc = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"}
-        q = lambda s: "".join(esc.get(c, c) for c in s)  # noqa: E731
-        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            s.sendall((
-                "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
-                "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-                % self.domain).encode())
-            buf, end = b"", time.monotonic() + timeout
-            while b"</stream:features>" not in buf:
-                chunk = s.recv(4096)
-                if not chunk or time.monotonic() > end:
-                    raise EjabberdError("no stream features before registration: %r" % buf)
-                buf += chunk
-            s.sendall(("<iq type='set' id='mwreg'><query xmlns='jabber:iq:register'>"
-                       "<username>%s</username><password>%s</password></query></iq>"
-                       % (q(user), q(password))).encode())
-            buf = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk or time.monotonic() > end:
-                    raise EjabberdError("no answer to the registration of %s: %r" % (user, buf))
-                buf += chunk
-                m = re.search(rb"<iq[^>]*id='mwreg'[^>]*(?:/>|>.*?</iq>)", buf, re.S)
-                if m:
-                    return m.group(0).decode(errors="replace")
 
     # ------------------------------------------------------------ diagnostics
 
