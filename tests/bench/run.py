@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 
+import fleet_suite
 import path_suite
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -303,6 +304,48 @@ def run_path_part(build_dir, moonwire, bench, args):
     return rows, {"servers": raws, "ssh": ssh}, summaries
 
 
+def run_fleet_part(build_dir, moonwire, args):
+    """Issue 11: N agents through each server of --fleet-servers."""
+    rows, raws = [], {}
+    if args.fleet_agents <= 0:
+        return rows, {"skipped": "--fleet-agents 0"}
+    for server in [s for s in args.fleet_servers.split(",") if s]:
+        if server == "ejabberd":
+            why = path_suite.ejabberd_unavailable()
+            if why:
+                rows.append(("FLEET through ejabberd", "not run: " + why, "", ""))
+                raws[server] = {"unavailable": why}
+                continue
+        try:
+            r, raw = fleet_suite.run_fleet(build_dir, moonwire, args, server=server)
+        except Exception as e:     # report, never fail the bench for this part
+            import traceback
+            traceback.print_exc()
+            r, raw = [(f"fleet through {server}", f"cannot run: {e}"[:200], "", "")], \
+                {"error": str(e)}
+        rows.extend(r)
+        raws[server] = raw
+    return rows, raws
+
+
+def main_fleet_only(args, moonwire, build_dir, load_before, t_start):
+    rows, raw = run_fleet_part(build_dir, moonwire, args)
+    load_after = loadavg()
+    print_table(rows or [("fleet", "nothing run", "", "")],
+                f"moonwire fleet benchmark  ({platform.node()}, {os.cpu_count()} cpus, "
+                f"loadavg before {' '.join(load_before or ['?'])}, "
+                f"after {' '.join(load_after or ['?'])})")
+    elapsed = time.monotonic() - t_start
+    print(f"total bench time {elapsed:.1f} s; raw figures in {args.output}")
+    with open(args.output, "w") as f:
+        json.dump({"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                   "git": git_rev(), "host": dict(host_info(), loadavg_before=load_before,
+                                                   loadavg_after=load_after),
+                   "config": vars(args), "fleet": raw, "elapsed_s": elapsed}, f, indent=2)
+        f.write("\n")
+    return 0
+
+
 def print_table(rows, title):
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
@@ -390,7 +433,18 @@ def main():
     ap.add_argument("--ssh-fresh-n", type=int, default=50)
     ap.add_argument("--ssh-mux-n", type=int, default=500)
     ap.add_argument("--keep-path-workdir", action="store_true")
-    ap.add_argument("--only", default="all", choices=("all", "sandbox", "omemo", "path"),
+    ap.add_argument("--fleet-agents", type=int, default=1000,
+                    help="agents of the fleet part (0: skip it)")
+    ap.add_argument("--fleet-servers", default="prosody,ejabberd",
+                    help="servers of the fleet part (ejabberd: a two-node cluster)")
+    ap.add_argument("--fleet-idle-workers", type=int, default=None,
+                    help="idle_workers of the fleet's agents (default: the agent's)")
+    ap.add_argument("--fleet-storm-timeout", type=float, default=900,
+                    help="seconds the start-up storm may take")
+    ap.add_argument("--fleet-send-timeout", type=int, default=120,
+                    help="--timeout of the fleet sends, seconds")
+    ap.add_argument("--only", default="all",
+                    choices=("all", "sandbox", "omemo", "path", "fleet"),
                     help="run one part only (development)")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench-results.json"))
     args = ap.parse_args()
@@ -403,6 +457,8 @@ def main():
     log("bench: compiling sandbox_bench")
     bench = build_bench(build_dir)
     load_before = loadavg()
+    if args.only == "fleet":
+        return main_fleet_only(args, moonwire, build_dir, load_before, t_start)
     if args.only == "path":
         return main_path_only(args, moonwire, build_dir, bench, load_before, t_start)
 
@@ -525,6 +581,8 @@ def main():
     rows.extend(omemo_rows)
     path_rows, path_raw, path_summaries = run_path_part(build_dir, moonwire, bench, args)
     rows.extend(path_rows)
+    fleet_rows, fleet_raw = run_fleet_part(build_dir, moonwire, args)
+    rows.extend(fleet_rows)
     load_after = loadavg()
 
     w0 = max(len(r[0]) for r in rows)
@@ -562,6 +620,7 @@ def main():
         "ratios": {"fork_exec_over_moonwire": vs_lua, "bwrap_over_moonwire": vs_bw},
         "omemo": omemo_raw,
         "path": path_raw,
+        "fleet": fleet_raw,
         "targets": {
             "path": path_summaries,
             "latency_median_us": {"target": "<= 100", "value": mw_med,
