@@ -964,7 +964,11 @@ supervisor_run(int fd, void (*body)(int))
 		return 1;
 	}
 	if (mw_filter_build(&filter) != 0) {
-		logmsg("cannot build the seccomp filter");
+		if (filter.missing != NULL)
+			logmsg("cannot build the seccomp filter: this architecture has no "
+			    "syscall '%s'", filter.missing);
+		else
+			logmsg("cannot build the seccomp filter");
 		return 1;
 	}
 	sigemptyset(&mask);
