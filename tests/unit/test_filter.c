@@ -17,7 +17,10 @@
  *    allows what spec/sandbox.md says with that architecture's numbers and
  *    kills the rest, other architectures' calls included;
  *  - the filter a build makes for itself is for the architecture it was
- *    compiled for.
+ *    compiled for;
+ *  - spec/sandbox.md's table of numbers says what libseccomp says (the
+ *    test runs from the repository root, as make unit and make cross-test
+ *    run it).
  * It prints the policy's syscall table for both architectures.
  */
 #include <errno.h>
@@ -347,9 +350,10 @@ test_program_per_arch(void **state)
 		d.nr = nr_on(other, "read");
 		d.args[0] = MW_WORKER_FD;
 		uint32_t got = bpf_run(&f, &d);
+		char *here = seccomp_syscall_resolve_num_arch(t, d.nr);	/* malloc'd */
 		printf("# %s: number %d (read on %s) is %s here: %s\n", arches[a].name, d.nr,
-		    arch_name(other), seccomp_syscall_resolve_num_arch(t, d.nr) ?: "nothing",
-		    action_name(got));
+		    arch_name(other), here != NULL ? here : "nothing", action_name(got));
+		free(here);
 		assert_int_equal(got & SECCOMP_RET_ACTION_FULL, KILL);
 		if (t == SCMP_ARCH_X86_64) {
 			/* x32 uses the x86-64 audit arch with bit 30 set in nr. */
@@ -386,6 +390,40 @@ test_native_filter_is_for_build_arch(void **state)
 	mw_filter_free(&e);
 }
 
+/* spec/sandbox.md, "One architecture per filter": one row per policy
+ * name, "| name | x86-64 number | aarch64 number |". */
+static void
+test_spec_table(void **state)
+{
+	(void)state;
+	FILE *fp = fopen("spec/sandbox.md", "r");
+	if (fp == NULL)
+		fail_msg("spec/sandbox.md: %s (run from the repository root)", strerror(errno));
+	static char spec[256 * 1024];
+	size_t n = fread(spec, 1, sizeof(spec) - 1, fp);
+	assert_false(ferror(fp));
+	assert_true(feof(fp));
+	fclose(fp);
+	spec[n] = '\0';
+
+	const char *name;
+	for (size_t i = 0; (name = mw_filter_rule_name(i, NULL)) != NULL; i++) {
+#ifdef __SANITIZE_ADDRESS__
+		/* The ASan-only rules are listed in the spec by name only. */
+		if (strcmp(name, "sigaltstack") == 0 || strcmp(name, "rt_sigprocmask") == 0 ||
+		    strcmp(name, "getpid") == 0 || strcmp(name, "gettid") == 0 ||
+		    strcmp(name, "sched_yield") == 0 || strcmp(name, "futex") == 0)
+			continue;
+#endif
+		char row[128];
+		snprintf(row, sizeof(row), "\n| %s | %d | %d |\n", name,
+		    nr_on(SCMP_ARCH_X86_64, name), nr_on(SCMP_ARCH_AARCH64, name));
+		if (strstr(spec, row) == NULL)
+			fail_msg("spec/sandbox.md has no row '%.*s' (its table of numbers per "
+			    "architecture is out of date)", (int)strlen(row) - 2, row + 1);
+	}
+}
+
 int
 main(void)
 {
@@ -394,6 +432,7 @@ main(void)
 		cmocka_unit_test(test_x86_64_names_aarch64_lacks),
 		cmocka_unit_test(test_program_per_arch),
 		cmocka_unit_test(test_native_filter_is_for_build_arch),
+		cmocka_unit_test(test_spec_table),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
