@@ -164,13 +164,15 @@ clean:
 # ARCH=arm64` (ARCH defaults to arm64, the only target so far) installs what
 # it needs, as `make deps` does (tests/lib/install-cross-deps.sh: dpkg
 # --add-architecture, Debian's cross compiler, the target's -dev packages of
-# every library we link, qemu-user), builds moonwire and the unit tests
-# for the target in build-$(ARCH) (never mixed with the native build/),
-# checks with file(1) that every binary is for the target, and runs the unit
-# tests under qemu-user (tests/lib/cross-test.sh: test_sandbox is skipped,
-# with its reason printed, as qemu-user runs no seccomp filter).
+# every library we link, qemu-user and qemu-system), builds moonwire and the
+# unit tests for the target in build-$(ARCH) (never mixed with the native
+# build/), checks with file(1) that every binary is for the target, runs
+# the unit tests under qemu-user (tests/lib/cross-test.sh: test_sandbox is
+# skipped there, with its reason printed, as qemu-user runs no seccomp
+# filter), and then test_filter and test_sandbox in a throwaway VM with
+# Debian's kernel for the target (tests/lib/cross-vm.sh).
 # pkg-config reads the target's multiarch directory only.
-# cross-build and cross-test do the parts alone, without installing.
+# cross-build, cross-test and cross-vm do the parts alone, without installing.
 ARCH ?= arm64
 CROSS_ARCHES          = arm64
 CROSS_TRIPLET_arm64   = aarch64-linux-gnu
@@ -179,13 +181,13 @@ CROSS_FILE_arm64      = ARM aarch64
 CROSS_TRIPLET  = $(CROSS_TRIPLET_$(ARCH))
 CROSS_BUILD    = build-$(ARCH)
 CROSS_PKG_CONFIG_LIBDIR = /usr/lib/$(CROSS_TRIPLET)/pkgconfig:/usr/share/pkgconfig
-CROSS_DEB_PKGS = gcc-$(CROSS_TRIPLET) file qemu-user \
+CROSS_DEB_PKGS = gcc-$(CROSS_TRIPLET) file qemu-user qemu-system-arm cpio \
 	$(addsuffix :$(ARCH),libc6-dev libstrophe-dev libomemo-c-dev liblua5.4-dev \
 	libseccomp-dev libssl-dev libsqlite3-dev libcjson-dev libcmocka-dev)
 CROSS_ENV = env -u PKG_CONFIG_PATH -u PKG_CONFIG_SYSROOT_DIR \
 	PKG_CONFIG_LIBDIR=$(CROSS_PKG_CONFIG_LIBDIR)
 
-.PHONY: cross cross-deps cross-build cross-test cross-check-arch
+.PHONY: cross cross-deps cross-build cross-test cross-vm cross-check-arch
 cross-check-arch:
 	@case " $(CROSS_ARCHES) " in *" $(ARCH) "*) ;; *) \
 		echo "make cross: ARCH=$(ARCH) is not a cross target (known: $(CROSS_ARCHES))" >&2; \
@@ -194,6 +196,7 @@ cross-check-arch:
 cross: cross-deps
 	$(MAKE) cross-build ARCH=$(ARCH)
 	$(MAKE) cross-test ARCH=$(ARCH)
+	$(MAKE) cross-vm ARCH=$(ARCH)
 
 cross-deps: cross-check-arch
 	@./tests/lib/install-cross-deps.sh $(ARCH) $(CROSS_DEB_PKGS)
@@ -210,6 +213,10 @@ cross-build: cross-check-arch
 
 cross-test: cross-check-arch
 	@./tests/lib/cross-test.sh $(CURDIR)/$(CROSS_BUILD) $(CROSS_QEMU_$(ARCH))
+
+CROSS_VM_TESTS ?= test_filter test_sandbox
+cross-vm: cross-check-arch
+	@./tests/lib/cross-vm.sh $(CURDIR)/$(CROSS_BUILD) $(ARCH) $(CROSS_VM_TESTS)
 
 # Installation (issue 14).  PREFIX (default /usr/local) and DESTDIR as
 # usual; the binary is taken from $(BUILD)/moonwire, built when missing

@@ -203,6 +203,7 @@ signame(int sig)
 	case SIGBUS: return "SIGBUS";
 	case SIGABRT: return "SIGABRT";
 	case SIGILL: return "SIGILL";
+	case SIGTRAP: return "SIGTRAP";	/* aarch64's __builtin_trap (brk) */
 	case SIGFPE: return "SIGFPE";
 	case SIGKILL: return "SIGKILL";
 	case SIGSYS: return "SIGSYS";

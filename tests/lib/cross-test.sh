@@ -28,7 +28,8 @@ skip_reason() {
 		     "(ENOSYS), so libseccomp finds API level 1 (no KILL_PROCESS), the" \
 		     "supervisor cannot build its filter and refuses to start (fail closed)," \
 		     "and prctl(PR_SET_SECCOMP) is EINVAL; test_filter checks the target's" \
-		     "filter program instead, and test_sandbox must run on a real $(basename "$build" | sed 's/^build-//') kernel"
+		     "filter program here, and make cross-vm runs test_sandbox in a real" \
+		     "$(basename "$build" | sed 's/^build-//') kernel"
 		;;
 	*) return 1 ;;
 	esac
