@@ -93,4 +93,4 @@ if [ -n "$failed" ]; then
 	echo "cross-vm: FAILED in the $arch VM:$failed (console: $log)" >&2
 	exit 1
 fi
-echo "cross-vm: $tests passed in a $arch kernel"
+echo "cross-vm: $tests passed in the $arch VM"
