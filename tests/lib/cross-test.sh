@@ -16,6 +16,9 @@ qemu=$2
 # One binary at most this long (qemu-user is slower than native, not hung).
 limit=${CROSS_TEST_TIMEOUT:-600}
 
+# Every binary skip_reason names.
+skipped_list="test_sandbox"
+
 skip_reason() {
 	case "$1" in
 	test_sandbox)
@@ -35,7 +38,7 @@ skip_reason() {
 	esac
 }
 
-for listed in test_sandbox; do
+for listed in $skipped_list; do
 	if [ ! -x "$build/tests/$listed" ]; then
 		echo "cross-test: $listed is listed as skipped but $build/tests/$listed does not exist" >&2
 		exit 1
