@@ -202,6 +202,8 @@ cross-deps: cross-check-arch
 	@./tests/lib/install-cross-deps.sh $(ARCH) $(CROSS_DEB_PKGS)
 
 cross-build: cross-check-arch
+	@command -v $(CROSS_TRIPLET)-gcc >/dev/null || { echo "make cross-build: no" \
+		"$(CROSS_TRIPLET)-gcc (make cross ARCH=$(ARCH) installs it)" >&2; exit 1; }
 	@missing=$$(for p in $(PKGS) cmocka; do $(CROSS_ENV) pkg-config --exists $$p || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "make cross-build: no $(ARCH) pkg-config file for:" \
 		$$missing "(make cross ARCH=$(ARCH) installs them)" >&2; exit 1; fi

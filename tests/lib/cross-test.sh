@@ -16,6 +16,12 @@ qemu=$2
 # One binary at most this long (qemu-user is slower than native, not hung).
 limit=${CROSS_TEST_TIMEOUT:-600}
 
+if [ ! -x "$build/moonwire" ]; then
+	echo "cross-test: no $build/moonwire (make cross-build ARCH=... builds it)" >&2
+	exit 1
+fi
+command -v "$qemu" >/dev/null || { echo "cross-test: $qemu missing (make cross-deps installs qemu-user)" >&2; exit 1; }
+
 # Every binary skip_reason names.
 skipped_list="test_sandbox"
 
