@@ -167,7 +167,67 @@ fuzz-smoke:
 	FUZZ_SEED=$${FUZZ_SEED:-1} $(MAKE) fuzz FUZZ_SECONDS=10
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz $(addprefix build-,$(CROSS_ARCHES))
+
+# Cross builds (issue 14; README "Building for arm64").  `make cross
+# ARCH=arm64` (ARCH defaults to arm64, the only target so far) installs what
+# it needs, as `make deps` does (tests/lib/install-cross-deps.sh: dpkg
+# --add-architecture, Debian's cross compiler, the target's -dev packages of
+# every library we link, qemu-user and qemu-system), builds moonwire and the
+# unit tests for the target in build-$(ARCH) (never mixed with the native
+# build/), checks with file(1) that every binary is for the target, runs
+# the unit tests under qemu-user (tests/lib/cross-test.sh: test_sandbox is
+# skipped there, with its reason printed, as qemu-user runs no seccomp
+# filter), and then test_filter and test_sandbox in a throwaway VM with
+# Debian's kernel for the target (tests/lib/cross-vm.sh).
+# pkg-config reads the target's multiarch directory only.
+# cross-build, cross-test and cross-vm do the parts alone, without installing.
+ARCH ?= arm64
+CROSS_ARCHES          = arm64
+CROSS_TRIPLET_arm64   = aarch64-linux-gnu
+CROSS_QEMU_arm64      = qemu-aarch64
+CROSS_FILE_arm64      = ARM aarch64
+CROSS_TRIPLET  = $(CROSS_TRIPLET_$(ARCH))
+CROSS_BUILD    = build-$(ARCH)
+CROSS_PKG_CONFIG_LIBDIR = /usr/lib/$(CROSS_TRIPLET)/pkgconfig:/usr/share/pkgconfig
+CROSS_DEB_PKGS = gcc-$(CROSS_TRIPLET) file qemu-user qemu-system-arm cpio \
+	$(addsuffix :$(ARCH),libc6-dev libstrophe-dev libomemo-c-dev liblua5.4-dev \
+	libseccomp-dev libssl-dev libsqlite3-dev libcjson-dev libcmocka-dev)
+CROSS_ENV = env -u PKG_CONFIG_PATH -u PKG_CONFIG_SYSROOT_DIR \
+	PKG_CONFIG_LIBDIR=$(CROSS_PKG_CONFIG_LIBDIR)
+
+.PHONY: cross cross-deps cross-build cross-test cross-vm cross-check-arch
+cross-check-arch:
+	@case " $(CROSS_ARCHES) " in *" $(ARCH) "*) ;; *) \
+		echo "make cross: ARCH=$(ARCH) is not a cross target (known: $(CROSS_ARCHES))" >&2; \
+		exit 1;; esac
+
+cross: cross-deps
+	$(MAKE) cross-build ARCH=$(ARCH)
+	$(MAKE) cross-test ARCH=$(ARCH)
+	$(MAKE) cross-vm ARCH=$(ARCH)
+
+cross-deps: cross-check-arch
+	@./tests/lib/install-cross-deps.sh $(ARCH) $(CROSS_DEB_PKGS)
+
+cross-build: cross-check-arch
+	@command -v $(CROSS_TRIPLET)-gcc >/dev/null || { echo "make cross-build: no" \
+		"$(CROSS_TRIPLET)-gcc (make cross ARCH=$(ARCH) installs it)" >&2; exit 1; }
+	@missing=$$(for p in $(PKGS) cmocka; do $(CROSS_ENV) pkg-config --exists $$p || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "make cross-build: no $(ARCH) pkg-config file for:" \
+		$$missing "(make cross ARCH=$(ARCH) installs them)" >&2; exit 1; fi
+	$(CROSS_ENV) $(MAKE) BUILD=$(CROSS_BUILD) CC=$(CROSS_TRIPLET)-gcc all
+	@set -e; for b in $(CROSS_BUILD)/moonwire $(CROSS_BUILD)/tests/test_*; do \
+		f=$$(file -b $$b); case "$$f" in *"$(CROSS_FILE_$(ARCH))"*) ;; *) \
+		echo "make cross-build: $$b is not a $(ARCH) executable: $$f" >&2; exit 1;; esac; done; \
+	echo "make cross-build: $(CROSS_BUILD)/moonwire: $$(file -b $(CROSS_BUILD)/moonwire | cut -d, -f1-2)"
+
+cross-test: cross-check-arch
+	@./tests/lib/cross-test.sh $(CURDIR)/$(CROSS_BUILD) $(CROSS_QEMU_$(ARCH))
+
+CROSS_VM_TESTS ?= test_filter test_sandbox
+cross-vm: cross-check-arch
+	@./tests/lib/cross-vm.sh $(CURDIR)/$(CROSS_BUILD) $(ARCH) $(CROSS_VM_TESTS)
 
 # Installation (issue 14).  PREFIX (default /usr/local) and DESTDIR as
 # usual; the binary is taken from $(BUILD)/moonwire, built when missing

@@ -1,14 +1,8 @@
 /*
  * confine.c: everything that takes privilege away.
  *
- * The seccomp filter is compiled once, in the supervisor, into a BPF program
- * that each worker loads with one prctl: a worker never runs libseccomp's
- * compiler and the filter is identical for every job.  Default action and
- * bad-architecture action are both KILL_PROCESS (libseccomp's default for a
- * bad arch kills only the thread), so an x32 or i386 syscall from an x86-64
- * worker ends it.  Allowed: read/write on the worker's socket only, memory
- * management without PROT_EXEC, clocks, getrandom, lowering RLIMIT_CPU of
- * itself, exit.  Rules are added by name so the filter builds on aarch64 too.
+ * The seccomp filter itself is built in filter.c; a worker loads the
+ * compiled program with one prctl, last.
  *
  * Order inside a worker matters: fds and environment first, then rlimits,
  * then the unprivileged uid (which makes RLIMIT_NPROC bite), then
@@ -35,83 +29,12 @@
 #include <linux/securebits.h>
 
 #include <linux/seccomp.h>
-#include <seccomp.h>
 
 #include "sandbox/sandbox_int.h"
 
 
 #define NOBODY_UID 65534
 #define NOBODY_GID 65534
-
-int
-mw_filter_build(struct mw_filter *f)
-{
-	scmp_filter_ctx ctx;
-	int rc = -1, mfd = -1;
-
-	memset(f, 0, sizeof(*f));
-	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
-		return -1;
-	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0)
-		goto out;
-#define ALLOW(name, ...) \
-	if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), __VA_ARGS__) != 0) \
-		goto out
-	ALLOW(read, 1, SCMP_A0(SCMP_CMP_EQ, MW_WORKER_FD));
-	ALLOW(write, 1, SCMP_A0(SCMP_CMP_EQ, MW_WORKER_FD));
-	ALLOW(mmap, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-	ALLOW(munmap, 0);
-	ALLOW(mremap, 0);
-	ALLOW(madvise, 0);
-	ALLOW(brk, 0);
-	ALLOW(clock_gettime, 0);
-	ALLOW(gettimeofday, 0);
-	ALLOW(getrandom, 0);
-	ALLOW(setitimer, 1, SCMP_A0(SCMP_CMP_EQ, ITIMER_PROF));
-	ALLOW(setitimer, 1, SCMP_A0(SCMP_CMP_EQ, ITIMER_REAL));
-	ALLOW(prlimit64, 2, SCMP_A0(SCMP_CMP_EQ, 0), SCMP_A1(SCMP_CMP_EQ, RLIMIT_CPU));
-	ALLOW(exit_group, 0);
-	ALLOW(exit, 0);
-#ifdef __SANITIZE_ADDRESS__
-	/* ASan's runtime needs a little more to report, never in release. */
-	ALLOW(sigaltstack, 0);
-	ALLOW(rt_sigprocmask, 0);
-	ALLOW(getpid, 0);
-	ALLOW(gettid, 0);
-	ALLOW(sched_yield, 0);
-	ALLOW(futex, 0);
-#endif
-#undef ALLOW
-	if ((mfd = memfd_create("mw-filter", MFD_CLOEXEC)) < 0)
-		goto out;
-	if (seccomp_export_bpf(ctx, mfd) != 0)
-		goto out;
-	off_t size = lseek(mfd, 0, SEEK_END);
-	if (size <= 0 || size % (off_t)sizeof(struct sock_filter) != 0 ||
-	    size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS)
-		goto out;
-	if ((f->insns = malloc((size_t)size)) == NULL)
-		goto out;
-	if (pread(mfd, f->insns, (size_t)size, 0) != size) {
-		free(f->insns);
-		f->insns = NULL;
-		goto out;
-	}
-	f->len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
-	rc = 0;
-out:
-	if (mfd >= 0)
-		close(mfd);
-	seccomp_release(ctx);
-	return rc;
-}
-
-void
-mw_filter_free(struct mw_filter *f)
-{
-	free(f->insns);
-	memset(f, 0, sizeof(*f));
-}
 
 static int
 set_limit(int resource, rlim_t v)

@@ -71,13 +71,26 @@ struct mw_supervisor_hello {
 	uint32_t n_protected;
 };
 
-/* Seccomp and confinement (confine.c). */
+/* The seccomp filter (filter.c).  arch is a libseccomp SCMP_ARCH_* token
+ * (an AUDIT_ARCH_* value); 0 is the architecture moonwire was built for,
+ * the only one a worker's filter is ever built for: other values are for
+ * tests, which compare the policy across architectures.  On failure
+ * because the architecture lacks a syscall of the policy, missing names it. */
 struct mw_filter {
 	struct sock_filter *insns;
 	unsigned short len;
+	uint32_t arch;
+	const char *missing;
 };
 int mw_filter_build(struct mw_filter *f);
+int mw_filter_build_arch(struct mw_filter *f, uint32_t arch);
 void mw_filter_free(struct mw_filter *f);
+/* The policy's i-th rule's syscall name, NULL past the last; *only_arch is
+ * 0, or the one architecture that has the syscall (the rule is left out
+ * elsewhere).  A name may occur in several rules. */
+const char *mw_filter_rule_name(size_t i, uint32_t *only_arch);
+
+/* Confinement (confine.c). */
 /* In a freshly forked worker: keep only sock (as MW_WORKER_FD), clear the
  * environment, set rlimits, drop privileges, no_new_privs, load the filter.
  * Returns 0 or -1; on -1 the worker must _exit. */

@@ -203,6 +203,7 @@ signame(int sig)
 	case SIGBUS: return "SIGBUS";
 	case SIGABRT: return "SIGABRT";
 	case SIGILL: return "SIGILL";
+	case SIGTRAP: return "SIGTRAP";	/* aarch64's __builtin_trap (brk) */
 	case SIGFPE: return "SIGFPE";
 	case SIGKILL: return "SIGKILL";
 	case SIGSYS: return "SIGSYS";
@@ -964,7 +965,11 @@ supervisor_run(int fd, void (*body)(int))
 		return 1;
 	}
 	if (mw_filter_build(&filter) != 0) {
-		logmsg("cannot build the seccomp filter");
+		if (filter.missing != NULL)
+			logmsg("cannot build the seccomp filter: this architecture has no "
+			    "syscall '%s'", filter.missing);
+		else
+			logmsg("cannot build the seccomp filter");
 		return 1;
 	}
 	sigemptyset(&mask);

@@ -3,9 +3,14 @@
 # of them are present already (make deps must be an idempotent no-op).
 set -eu
 missing=""
+native=$(dpkg --print-architecture)
 for p in "$@"; do
-	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-	[ "$st" = installed ] || missing="$missing $p"
+	case "$p" in *:*) arch=${p#*:} ;; *) arch=$native ;; esac
+	# With a foreign architecture enabled (make cross), a library can be
+	# installed once per architecture: only the one asked for counts
+	# (PKG means the native one, PKG:ARCH that one; "all" fits either).
+	dpkg-query -W -f='${Architecture} ${db:Status-Status}\n' "$p" 2>/dev/null |
+		grep -Eqx "($arch|all) installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -1,0 +1,155 @@
+/*
+ * filter.c: the worker's seccomp policy, as data, and its compilation.
+ *
+ * Why a table: a syscall's number differs between architectures, and some
+ * x86-64 names (open, stat, fork, poll, select, dup2, ...) do not exist at
+ * all on aarch64.  libseccomp's SCMP_SYS(name) compiles to a pseudo number
+ * for a name the build architecture lacks, and a rule on it is accepted and
+ * never matches: a policy name missing on the target would silently allow
+ * nothing instead of failing.  So every rule names its syscall as a string,
+ * resolved for the filter's architecture when the filter is built, and a
+ * name the architecture lacks fails the build unless its rule says it
+ * exists on one architecture only (spec/sandbox.md, "The seccomp filter";
+ * tests/unit/test_filter.c checks every name on x86-64 and aarch64).
+ *
+ * The filter is compiled once, in the supervisor, into a BPF program that
+ * each worker loads with one prctl (confine.c): a worker never runs
+ * libseccomp's compiler.  Default action and bad-architecture action are
+ * both KILL_PROCESS (libseccomp's default for a bad arch kills only the
+ * thread), so an x32 or i386 syscall from an x86-64 worker ends it, and so
+ * does any syscall made with another architecture's convention.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <linux/seccomp.h>
+#include <seccomp.h>
+
+#include "sandbox/sandbox_int.h"
+
+#define ARG(n, cmp, a, b) { .arg = (n), .op = (cmp), .datum_a = (a), .datum_b = (b) }
+
+struct rule {
+	const char *name;
+	uint32_t only_arch;	/* 0: exists on every architecture we build for */
+	unsigned argc;
+	struct scmp_arg_cmp args[2];
+};
+
+/* Allowed: read/write on the worker's socket only, memory management
+ * without PROT_EXEC, clocks, getrandom, its own timers, lowering
+ * RLIMIT_CPU of itself, exit.  Every name exists on x86-64 and aarch64. */
+static const struct rule rules[] = {
+	{ "read", 0, 1, { ARG(0, SCMP_CMP_EQ, MW_WORKER_FD, 0) } },
+	{ "write", 0, 1, { ARG(0, SCMP_CMP_EQ, MW_WORKER_FD, 0) } },
+	{ "mmap", 0, 1, { ARG(2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0) } },
+	{ "munmap", 0, 0, { { 0 } } },
+	{ "mremap", 0, 0, { { 0 } } },
+	{ "madvise", 0, 0, { { 0 } } },
+	{ "brk", 0, 0, { { 0 } } },
+	{ "clock_gettime", 0, 0, { { 0 } } },
+	{ "gettimeofday", 0, 0, { { 0 } } },
+	{ "getrandom", 0, 0, { { 0 } } },
+	{ "setitimer", 0, 1, { ARG(0, SCMP_CMP_EQ, ITIMER_PROF, 0) } },
+	{ "setitimer", 0, 1, { ARG(0, SCMP_CMP_EQ, ITIMER_REAL, 0) } },
+	{ "prlimit64", 0, 2, { ARG(0, SCMP_CMP_EQ, 0, 0), ARG(1, SCMP_CMP_EQ, RLIMIT_CPU, 0) } },
+	{ "exit_group", 0, 0, { { 0 } } },
+	{ "exit", 0, 0, { { 0 } } },
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan's runtime needs a little more to report, never in release. */
+	{ "sigaltstack", 0, 0, { { 0 } } },
+	{ "rt_sigprocmask", 0, 0, { { 0 } } },
+	{ "getpid", 0, 0, { { 0 } } },
+	{ "gettid", 0, 0, { { 0 } } },
+	{ "sched_yield", 0, 0, { { 0 } } },
+	{ "futex", 0, 0, { { 0 } } },
+#endif
+};
+
+const char *
+mw_filter_rule_name(size_t i, uint32_t *only_arch)
+{
+	if (i >= sizeof(rules) / sizeof(rules[0]))
+		return NULL;
+	if (only_arch != NULL)
+		*only_arch = rules[i].only_arch;
+	return rules[i].name;
+}
+
+int
+mw_filter_build_arch(struct mw_filter *f, uint32_t arch)
+{
+	scmp_filter_ctx ctx;
+	int rc = -1, mfd = -1;
+	uint32_t native = seccomp_arch_native();
+
+	memset(f, 0, sizeof(*f));
+	if (arch == 0)
+		arch = native;
+	f->arch = arch;
+	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
+		return -1;
+	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0)
+		goto out;
+	/* A context starts with the native architecture; a filter for another
+	 * one (tests) holds that architecture only. */
+	if (arch != native &&
+	    (seccomp_arch_add(ctx, arch) != 0 || seccomp_arch_remove(ctx, SCMP_ARCH_NATIVE) != 0))
+		goto out;
+	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+		const struct rule *r = &rules[i];
+		if (r->only_arch != 0 && r->only_arch != arch)
+			continue;
+		if (seccomp_syscall_resolve_name_arch(arch, r->name) < 0) {
+			f->missing = r->name;
+			goto out;
+		}
+		/* libseccomp takes the native number (or its pseudo number)
+		 * and translates it by name; _exact fails instead of dropping
+		 * a rule it cannot place. */
+		int nr = seccomp_syscall_resolve_name(r->name);
+		if (nr == __NR_SCMP_ERROR ||
+		    seccomp_rule_add_exact_array(ctx, SCMP_ACT_ALLOW, nr, r->argc, r->args) != 0)
+			goto out;
+	}
+	if ((mfd = memfd_create("mw-filter", MFD_CLOEXEC)) < 0)
+		goto out;
+	if (seccomp_export_bpf(ctx, mfd) != 0)
+		goto out;
+	off_t size = lseek(mfd, 0, SEEK_END);
+	if (size <= 0 || size % (off_t)sizeof(struct sock_filter) != 0 ||
+	    size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS)
+		goto out;
+	if ((f->insns = malloc((size_t)size)) == NULL)
+		goto out;
+	if (pread(mfd, f->insns, (size_t)size, 0) != size) {
+		free(f->insns);
+		f->insns = NULL;
+		goto out;
+	}
+	f->len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
+	rc = 0;
+out:
+	if (mfd >= 0)
+		close(mfd);
+	seccomp_release(ctx);
+	return rc;
+}
+
+int
+mw_filter_build(struct mw_filter *f)
+{
+	return mw_filter_build_arch(f, 0);
+}
+
+void
+mw_filter_free(struct mw_filter *f)
+{
+	free(f->insns);
+	memset(f, 0, sizeof(*f));
+}
