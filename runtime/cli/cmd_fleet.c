@@ -85,7 +85,10 @@ static int
 fleet_edit(struct mw_fleet_conn *c, struct mw_fleet_roster *r, bool add,
     char *const *groups, size_t ngroups, const struct mw_fleet_targets *jids)
 {
-	char err[1200];
+	struct mw_fleet_change *ch = NULL;
+	bool *same = NULL;
+	size_t nch = 0;
+	int rc = MW_EXIT_OK;
 
 	if (!add) {
 		/* all or nothing: every JID must be in every named group */
@@ -101,35 +104,55 @@ fleet_edit(struct mw_fleet_conn *c, struct mw_fleet_roster *r, bool add,
 				}
 		}
 	}
+	if ((ch = calloc(jids->n + 1, sizeof(*ch))) == NULL ||
+	    (same = calloc(jids->n + 1, sizeof(*same))) == NULL) {
+		fprintf(stderr, "moonwire fleet: out of memory\n");
+		free(ch);
+		return MW_EXIT_UNAVAILABLE;
+	}
 	for (size_t i = 0; i < jids->n; i++) {
 		struct mw_fleet_item *it = mw_fleet_roster_find(r, jids->jid[i]);
-		struct mw_fleet_item fresh = { .jid = jids->jid[i] }, edited;
+		struct mw_fleet_item fresh = { .jid = jids->jid[i] };
 		bool changed;
-		int rc;
 
-		if (edit_groups(it != NULL ? it : &fresh, groups, ngroups, add, &edited,
-		    &changed) != 0) {
+		if (edit_groups(it != NULL ? it : &fresh, groups, ngroups, add,
+		    &ch[nch].item, &changed) != 0) {
 			fprintf(stderr, "moonwire fleet: out of memory\n");
-			return MW_EXIT_UNAVAILABLE;
+			rc = MW_EXIT_UNAVAILABLE;
+			goto out;
 		}
-		if (!add && edited.ngroups == 0)
-			rc = mw_fleet_roster_remove(c, edited.jid, err, sizeof(err));
-		else if (changed || it == NULL)
-			rc = mw_fleet_roster_set(c, &edited, err, sizeof(err));
-		else
-			rc = MW_FLEET_OK;
-		if (rc == MW_FLEET_OK)
-			printf("%s %s\n", add ? (changed ? "added" : "already in the groups:") :
-			    (edited.ngroups == 0 ? "removed (no group left):" : "removed:"),
-			    jids->jid[i]);
-		free(edited.groups);
-		if (rc != MW_FLEET_OK) {
-			fprintf(stderr, "moonwire fleet: %s\n", err);
-			return MW_EXIT_UNAVAILABLE;
+		ch[nch].item.jid = jids->jid[i];	/* the folded form */
+		ch[nch].remove = !add && ch[nch].item.ngroups == 0;
+		if (changed || it == NULL)
+			nch++;
+		else {
+			free(ch[nch].item.groups);
+			memset(&ch[nch], 0, sizeof(ch[nch]));
+			same[i] = true;
 		}
 	}
+	(void)mw_fleet_roster_apply(c, ch, nch);
+	for (size_t i = 0, k = 0; i < jids->n; i++) {
+		if (same[i]) {
+			printf("already in the groups: %s\n", jids->jid[i]);
+			continue;
+		}
+		if (ch[k].rc != MW_FLEET_OK) {
+			fflush(stdout);
+			fprintf(stderr, "moonwire fleet: %s\n", ch[k].err);
+			rc = MW_EXIT_UNAVAILABLE;
+		} else
+			printf("%s %s\n", add ? "added" : ch[k].remove ?
+			    "removed (no group left):" : "removed:", jids->jid[i]);
+		k++;
+	}
 	fflush(stdout);
-	return MW_EXIT_OK;
+out:
+	for (size_t i = 0; i < jids->n; i++)
+		free(ch[i].item.groups);
+	free(ch);
+	free(same);
+	return rc;
 }
 
 struct member {

@@ -743,6 +743,7 @@ mw_cmd_send(int argc, char **argv)
 	struct mw_fleet_targets list;	/* --to, --targets, --group: folded */
 	char *groups[SEND_MAX_GROUPS];
 	size_t ngroups = 0, max_targets = 0;
+	bool targets_file = false;
 	int ch, rc = MW_EXIT_USAGE;
 
 	memset(&s, 0, sizeof(s));
@@ -765,6 +766,7 @@ mw_cmd_send(int argc, char **argv)
 				    "moonwire send: nothing was signed or sent\n", err);
 				goto out;
 			}
+			targets_file = true;
 			break;
 		case OPT_GROUP:
 			if (mw_fleet_group_check(optarg, err, sizeof(err)) != 0 ||
@@ -815,6 +817,11 @@ mw_cmd_send(int argc, char **argv)
 		case 'h': send_usage(stdout); rc = MW_EXIT_OK; goto out;
 		default: send_usage(stderr); goto out;
 		}
+	}
+	if (targets_file && list.given == 0 && ngroups == 0) {
+		fprintf(stderr, "moonwire send: no targets: the targets file names "
+		    "no JID\n");
+		goto out;
 	}
 	if (config == NULL || (list.given == 0 && ngroups == 0) ||
 	    (envelope_path == NULL) != (optind == argc - 1) ||

@@ -124,12 +124,32 @@ int mw_fleet_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
 void mw_fleet_close(struct mw_fleet_conn *c);
 int mw_fleet_roster_get(struct mw_fleet_conn *c, struct mw_fleet_roster *r,
     char *err, size_t errlen);
-/* Sets it (jid, name, groups) as the whole item, replacing the server's. */
-int mw_fleet_roster_set(struct mw_fleet_conn *c, const struct mw_fleet_item *it,
-    char *err, size_t errlen);
-/* Removes the roster item of jid (subscription="remove"). */
-int mw_fleet_roster_remove(struct mw_fleet_conn *c, const char *jid,
-    char *err, size_t errlen);
+/*
+ * One roster change: item (jid, name, groups) set as the whole item,
+ * replacing the server's, or with remove the roster item of item.jid
+ * removed (subscription="remove").  rc and err are the outcome; id is
+ * mw_fleet_roster_apply's.
+ */
+struct mw_fleet_change {
+	struct mw_fleet_item item;
+	bool remove;
+	bool done;
+	int rc;
+	char err[256];
+	char id[32];
+};
+/*
+ * Applies changes pipelined (MW_FLEET_WINDOW roster sets in flight: one
+ * round trip per set would cost a round trip plus the server's and our
+ * TCP delays each), then waits for every answer.  Every change gets its
+ * own outcome; returns MW_FLEET_OK when all succeeded, else the first
+ * failure's rc.  The timeout runs from the last answer; a change without
+ * an answer by then failed (MW_FLEET_E_XMPP), although the server may
+ * still apply it.
+ */
+#define MW_FLEET_WINDOW 64
+int mw_fleet_roster_apply(struct mw_fleet_conn *c, struct mw_fleet_change *ch,
+    size_t n);
 
 /*
  * The members of group in r (sorted by JID: the server's roster order is

@@ -463,37 +463,84 @@ add_item(struct mw_fleet_conn *c, xmpp_stanza_t *q, const struct mw_fleet_item *
 	return ok ? 0 : -1;
 }
 
-int
-mw_fleet_roster_set(struct mw_fleet_conn *c, const struct mw_fleet_item *it,
-    char *err, size_t errlen)
+static int
+on_change_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct mw_fleet_change *ch = arg;
+	const char *type = xmpp_stanza_get_type(st);
+
+	(void)conn;
+	ch->done = true;
+	if (type != NULL && strcmp(type, "result") == 0)
+		ch->rc = MW_FLEET_OK;
+	else
+		ch->rc = fail(ch->err, sizeof(ch->err), MW_FLEET_E_XMPP, "roster %s %s: "
+		    "the server answered %s", ch->remove ? "remove" : "set", ch->item.jid,
+		    type != NULL && strcmp(type, "error") == 0 ? error_condition(st) :
+		    "neither result nor error");
+	return 0;
+}
+
+/* Sends the roster set of ch; its answer comes to on_change_reply. */
+static int
+change_send(struct mw_fleet_conn *c, struct mw_fleet_change *ch)
 {
 	xmpp_stanza_t *q, *iq = roster_iq(c, "set", &q);
-	char what[64 + 2 * MW_FLEET_PART_MAX];
 
-	snprintf(what, sizeof(what), "roster set %s", it->jid);
-	if (iq == NULL || add_item(c, q, it, NULL) != 0) {
+	snprintf(ch->id, sizeof(ch->id), "mw-fleet-%u", ++c->seq);
+	if (iq == NULL || add_item(c, q, &ch->item, ch->remove ? "remove" : NULL) != 0 ||
+	    xmpp_stanza_set_id(iq, ch->id) != XMPP_EOK) {
 		if (iq != NULL)
 			xmpp_stanza_release(iq);
-		return fail(err, errlen, MW_FLEET_E_NOMEM, "%s: out of memory", what);
+		ch->done = true;
+		return ch->rc = fail(ch->err, sizeof(ch->err), MW_FLEET_E_NOMEM,
+		    "roster set %s: out of memory", ch->item.jid);
 	}
-	return iq_call(c, iq, what, err, errlen);
+	xmpp_id_handler_add(c->conn, on_change_reply, ch->id, ch);
+	xmpp_send(c->conn, iq);
+	xmpp_stanza_release(iq);
+	return 0;
 }
 
 int
-mw_fleet_roster_remove(struct mw_fleet_conn *c, const char *jid, char *err,
-    size_t errlen)
+mw_fleet_roster_apply(struct mw_fleet_conn *c, struct mw_fleet_change *ch, size_t n)
 {
-	xmpp_stanza_t *q, *iq = roster_iq(c, "set", &q);
-	struct mw_fleet_item it = { .jid = (char *)jid };
-	char what[64 + 2 * MW_FLEET_PART_MAX];
+	size_t sent = 0, done = 0;
+	uint64_t deadline = now_ms() + c->timeout_ms;
+	int rc = MW_FLEET_OK;
 
-	snprintf(what, sizeof(what), "roster remove %s", jid);
-	if (iq == NULL || add_item(c, q, &it, "remove") != 0) {
-		if (iq != NULL)
-			xmpp_stanza_release(iq);
-		return fail(err, errlen, MW_FLEET_E_NOMEM, "%s: out of memory", what);
+	for (size_t i = 0; i < n; i++) {
+		ch[i].done = false;
+		ch[i].rc = MW_FLEET_E_XMPP;
+		ch[i].err[0] = '\0';
+		ch[i].id[0] = '\0';
 	}
-	return iq_call(c, iq, what, err, errlen);
+	/* the timeout is for the server's next answer, not for all of them: a
+	 * server that stores the whole roster per set slows as it grows */
+	while (done < n && !c->failed && now_ms() < deadline) {
+		size_t before = done;
+
+		while (sent < n && sent - done < MW_FLEET_WINDOW)
+			(void)change_send(c, &ch[sent++]);
+		xmpp_run_once(c->x, 50);
+		for (done = 0; done < n && ch[done].done; done++)
+			;
+		if (done > before)
+			deadline = now_ms() + c->timeout_ms;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!ch[i].done) {
+			if (ch[i].id[0] != '\0')
+				xmpp_id_handler_delete(c->conn, on_change_reply, ch[i].id);
+			fail(ch[i].err, sizeof(ch[i].err), MW_FLEET_E_XMPP, "roster %s %s: %s",
+			    ch[i].remove ? "remove" : "set", ch[i].item.jid, c->failed ?
+			    c->why : "no answer from the server in time");
+			ch[i].rc = MW_FLEET_E_XMPP;
+		}
+		if (rc == MW_FLEET_OK && ch[i].rc != MW_FLEET_OK)
+			rc = ch[i].rc;
+	}
+	return rc;
 }
 
 int

@@ -14,6 +14,7 @@ only believes it changed the roster fails.
 
 import os
 import re
+import time
 
 from agentkit import json_lines, run
 
@@ -232,8 +233,61 @@ def test_target_cap(kit):
     assert p.returncode == 2, p.stderr
     assert "3 targets (3 given, duplicates folded) is more than the cap of 2" in p.stderr
     assert "nothing was signed or sent" in p.stderr
+    # a targets file that names nobody
+    empty = program(kit, "empty.txt", "# nobody yet\n\n")
+    p, _ = alice.send([], prog, extra=["--targets", empty])
+    assert p.returncode == 2 and "no targets: the targets file names no JID" in p.stderr
     # the default is 1024
     many = program(kit, "many.txt", "".join("agent%d@localhost\n" % i for i in range(1025)))
     p, _ = alice.send([], prog, extra=["--targets", many])
     assert p.returncode == 2 and "1025 targets (1025 given, duplicates folded) is more " \
         "than the cap of 1024" in p.stderr, p.stderr
+
+
+def write_stored_roster(kit, op, items):
+    """Writes op's roster into Prosody's storage ({jid: groups}), as
+    Prosody itself writes it; op must be offline (Prosody reads the file at
+    the next login)."""
+    path = os.path.join(kit.prosody.data_dir, kit.prosody.domain.replace(".", "%2e"),
+                        "roster", op.user + ".dat")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    out = ['return {\n\t[false] = {\n\t\t["version"] = 1;\n\t\t["pending"] = {};\n\t};\n']
+    for jid, groups in items.items():
+        out.append('\t["%s"] = {\n\t\t["subscription"] = "none";\n\t\t["groups"] = {\n%s'
+                   '\t\t};\n\t};\n' % (jid, "".join('\t\t\t["%s"] = true;\n' % g
+                                                   for g in sorted(groups))))
+    out.append("};\n")
+    with open(path, "w") as f:
+        f.write("".join(out))
+
+
+def test_large_groups(kit):
+    """Fleet sizes through the roster.  200 members added by `fleet add`
+    (pipelined roster sets; Prosody rewrites the whole roster file for each
+    set, so adding is the server's O(n^2): ~13 s for 300, ~70 s for 1,000
+    on the test server), then 1,000 members as Prosody stores them: listed
+    and counted exactly.  Figures go to stdout for -s, never asserted."""
+    alice = kit.operator("alice")
+    jids = ["agent%04d@localhost" % i for i in range(1000)]
+    t0 = time.monotonic()
+    p = fleet(kit, alice, "add", "--group", "fleet", *jids[:200])
+    t1 = time.monotonic()
+    assert p.returncode == 0 and p.stdout.count("added ") == 200, p.stderr
+    assert stored_roster(kit, alice) == {j: {"fleet"} for j in jids[:200]}
+    p = fleet(kit, alice, "list", "--group", "fleet", "--json")
+    assert [o["jid"] for o in json_lines(p.stdout)] == jids[:200]
+
+    write_stored_roster(kit, alice, {j: {"fleet"} for j in jids})
+    t2 = time.monotonic()
+    p = fleet(kit, alice, "list", "--group", "fleet", "--json")
+    t3 = time.monotonic()
+    assert [o["jid"] for o in json_lines(p.stdout)] == jids
+    # the group is read and counted before anything is signed
+    p, _ = alice.send([], program(kit, "count.lua"),
+                      extra=["--group", "fleet", "--to", jids[0], "--max-targets", "999"])
+    t4 = time.monotonic()
+    assert p.returncode == 2, p.stderr
+    assert "1000 targets (1001 given, duplicates folded) is more than the cap of 999" \
+        in p.stderr, p.stderr
+    print("\nfleet add 200: %.2f s; fleet list 1000: %.2f s; send --group 1000 to the "
+          "cap error: %.2f s" % (t1 - t0, t3 - t2, t4 - t3))
