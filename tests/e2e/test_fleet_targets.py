@@ -17,6 +17,7 @@ import re
 import time
 
 from agentkit import json_lines, run
+from test_first_hour import over_tls, tls_kit  # noqa: F401 (a fixture)
 
 COUNT = 'local n = tonumber(kv.get("runs") or "0") + 1\nkv.put("runs", tostring(n))\nreturn n\n'
 
@@ -291,3 +292,33 @@ def test_large_groups(kit):
         in p.stderr, p.stderr
     print("\nfleet add 200: %.2f s; fleet list 1000: %.2f s; send --group 1000 to the "
           "cap error: %.2f s" % (t1 - t0, t3 - t2, t4 - t3))
+
+
+def test_fleet_and_group_send_over_tls(tls_kit):
+    """The roster connection is a second TLS connection of the process
+    before send's own: both verified the same way (here the operator pins
+    the certificate, the agent uses the CA file); a wrong pin is refused
+    before login."""
+    kit = tls_kit
+    alice = over_tls(kit.operator("alice"), trust="pin")
+    a1 = over_tls(kit.agent("agent1"))
+    a1.allow(alice)
+    kit.trust(a1, alice)
+    over_tls(a1)
+    a1.start()
+    p = fleet(kit, alice, "add", "--group", "edge", a1.jid)
+    assert p.returncode == 0, p.stderr
+    p = fleet(kit, alice, "list", "--group", "edge")
+    assert p.returncode == 0 and p.stdout == "edge (1)\n  %s\n" % a1.jid, (p.stdout, p.stderr)
+    p, res = alice.send([], program(kit, "count.lua"), extra=["--group", "edge"])
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert [(r["from"], r["values"]) for r in res] == [(a1.jid, [1])], res
+
+    over_tls(alice, trust="pin", cert_pin_sha256="ab" * 32)
+    p = fleet(kit, alice, "list")
+    assert p.returncode == 6, (p.stdout, p.stderr)
+    assert "moonwire fleet: server certificate does not match cert_pin_sha256" in p.stderr
+    p, res = alice.send([], program(kit, "count.lua"), extra=["--group", "edge"])
+    assert p.returncode == 6 and res == [], p.stderr
+    assert "server certificate does not match cert_pin_sha256" in p.stderr
+    assert "nothing was signed or sent" in p.stderr
