@@ -127,8 +127,8 @@ int mw_fleet_roster_get(struct mw_fleet_conn *c, struct mw_fleet_roster *r,
 /*
  * One roster change: item (jid, name, groups) set as the whole item,
  * replacing the server's, or with remove the roster item of item.jid
- * removed (subscription="remove").  rc and err are the outcome; id is
- * mw_fleet_roster_apply's.
+ * removed (subscription="remove").  rc and err are the outcome; id and
+ * conn are mw_fleet_roster_apply's.
  */
 struct mw_fleet_change {
 	struct mw_fleet_item item;
@@ -137,6 +137,7 @@ struct mw_fleet_change {
 	int rc;
 	char err[256];
 	char id[32];
+	struct mw_fleet_conn *conn;
 };
 /*
  * Applies changes pipelined (MW_FLEET_WINDOW roster sets in flight: one

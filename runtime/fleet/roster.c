@@ -149,21 +149,36 @@ mw_fleet_targets_add_group(struct mw_fleet_targets *t,
 
 /* ---- the connection ---- */
 
+/*
+ * Whether st comes from our own account (no 'from', our bare JID or one of
+ * its resources): roster answers and pushes come only from there (RFC 6121
+ * 2.1.5, 2.1.6); anything else that matches an id is ignored.
+ */
+static bool
+from_own_account(const struct mw_fleet_conn *c, xmpp_stanza_t *st)
+{
+	const char *from = xmpp_stanza_get_from(st);
+	char own[2 * MW_FLEET_PART_MAX + 2], f[2 * MW_FLEET_PART_MAX + 2];
+	size_t n;
+
+	if (from == NULL)
+		return true;
+	n = strcspn(from, "/");
+	normal_form(c->acct->jid, own, sizeof(own));
+	if (mw_fleet_jid_normalize(from, n, f, sizeof(f), NULL, 0) != MW_FLEET_OK)
+		return false;
+	return own[0] != '\0' && strcmp(own, f) == 0;
+}
+
 static int
 on_push(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 {
 	struct mw_fleet_conn *c = arg;
-	const char *from = xmpp_stanza_get_from(st), *id = xmpp_stanza_get_id(st);
-	char own[2 * MW_FLEET_PART_MAX + 2], f[2 * MW_FLEET_PART_MAX + 2];
+	const char *id = xmpp_stanza_get_id(st);
 	xmpp_stanza_t *res;
 
-	/* RFC 6121 2.1.6: a push from anyone but our own account is ignored */
-	if (from != NULL) {
-		normal_form(c->acct->jid, own, sizeof(own));
-		normal_form(from, f, sizeof(f));
-		if (own[0] == '\0' || strcmp(own, f) != 0)
-			return 1;
-	}
+	if (!from_own_account(c, st))
+		return 1;	/* RFC 6121 2.1.6: ignored */
 	if (id != NULL && (res = xmpp_iq_new(c->x, "result", id)) != NULL) {
 		xmpp_send(conn, res);
 		xmpp_stanza_release(res);
@@ -266,8 +281,12 @@ on_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	struct mw_fleet_conn *c = arg;
 
 	(void)conn;
-	if (c->reply == NULL)
-		c->reply = xmpp_stanza_copy(st);
+	if (!from_own_account(c, st))
+		return 1;	/* not the answer: keep waiting for it */
+	if (c->reply == NULL && (c->reply = xmpp_stanza_copy(st)) == NULL) {
+		snprintf(c->why, sizeof(c->why), "out of memory");
+		c->failed = true;
+	}
 	return 0;
 }
 
@@ -470,6 +489,8 @@ on_change_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	const char *type = xmpp_stanza_get_type(st);
 
 	(void)conn;
+	if (!from_own_account(ch->conn, st))
+		return 1;	/* not the answer: keep waiting for it */
 	ch->done = true;
 	if (type != NULL && strcmp(type, "result") == 0)
 		ch->rc = MW_FLEET_OK;
@@ -496,6 +517,7 @@ change_send(struct mw_fleet_conn *c, struct mw_fleet_change *ch)
 		return ch->rc = fail(ch->err, sizeof(ch->err), MW_FLEET_E_NOMEM,
 		    "roster set %s: out of memory", ch->item.jid);
 	}
+	ch->conn = c;
 	xmpp_id_handler_add(c->conn, on_change_reply, ch->id, ch);
 	xmpp_send(c->conn, iq);
 	xmpp_stanza_release(iq);
