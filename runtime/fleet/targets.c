@@ -97,7 +97,8 @@ mw_fleet_jid_normalize(const char *s, size_t n, char *out, size_t outlen,
 		if (strchr("\"&'/<>@\\", dom[i]) != NULL)
 			return fail(why, wl, MW_FLEET_E_JID, "'%c' is not allowed in "
 			    "the domain", dom[i]);
-		if (dom[i] == '.' && (i == 0 || dom[i - 1] == '.'))
+		/* (after the one trailing dot went, a dot may not end it either) */
+		if (dom[i] == '.' && (i == 0 || dom[i - 1] == '.' || i == dlen - 1))
 			return fail(why, wl, MW_FLEET_E_JID, "empty label in the domain");
 	}
 	if (local + 1 + dlen + 1 > outlen)

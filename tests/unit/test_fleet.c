@@ -72,6 +72,8 @@ test_bad_jids(void **state)
 		{ "r@x\\y", "'\\' is not allowed in the domain" },
 		{ "r@a..b", "empty label in the domain" },
 		{ "r@.a", "empty label in the domain" },
+		{ "r@a..", "empty label in the domain" },	/* fuzz_targets found it */
+		{ "r@a.b..", "empty label in the domain" },
 		{ "r\xc3@x", "not valid UTF-8" },
 		{ "r\xc0\x80@x", "not valid UTF-8" },
 	};
