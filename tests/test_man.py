@@ -194,5 +194,7 @@ def test_completion_works_in_plain_bash(moonwire_bin):
     assert set(_complete("")) >= set(commands(moonwire_bin))
     assert _complete("run", "--write-t") == ["--write-total"]
     assert _complete("send", "--limit", "write") == ["write_total="]
+    assert _complete("fleet", "l") == ["list"]
+    assert _complete("fleet", "add", "--gr") == ["--group"]
     assert "scripts/hello.lua" in _complete("run", "scripts/he")
     assert _complete("run", "--read", "scrip") == ["scripts"]

@@ -24,12 +24,13 @@
 #include <strophe.h>
 
 #include "runtime/agent/agent.h"
+#include "runtime/fleet/fleet.h"
 #include "wire/mw_wire.h"
 
-#define SEND_MAX_TARGETS 1024
+#define SEND_MAX_GROUPS 64
 
 struct target {
-	const char *jid;
+	const char *jid;		/* owned by the target list */
 	char job_id[MW_JOB_ID_MAX + 1];
 	char *envelope;
 	size_t envelope_len;
@@ -62,13 +63,19 @@ static void
 send_usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: moonwire send -c CONFIG --to JID [--to JID ...] [options] FILE.lua\n"
+	    "usage: moonwire send -c CONFIG (--to JID | --targets FILE | --group NAME)...\n"
+	    "                     [options] FILE.lua\n"
 	    "       moonwire send -c CONFIG --to JID --envelope ENVELOPE\n"
 	    "\n"
 	    "Signs FILE.lua for each agent, sends it over OMEMO, waits for the results.\n"
 	    "\n"
 	    "  -c CONFIG           the operator's account file (and its signing_key)\n"
 	    "  --to JID            an agent's bare JID; repeat for a fleet (run in parallel)\n"
+	    "  --targets FILE      the agents' JIDs from FILE, one a line (# comments)\n"
+	    "  --group NAME        the members of the operator's roster group NAME\n"
+	    "                      (repeatable; `moonwire fleet` edits the groups)\n"
+	    "  --max-targets N     refuse more than N targets (default: max_targets in\n"
+	    "                      CONFIG, else 1024); duplicates are folded first\n"
 	    "  -k, --key KEY       OpenSSH Ed25519 private key, or KEY.pub held by ssh-agent\n"
 	    "                      (default: `signing_key` in CONFIG)\n"
 	    "  --ttl DURATION      how long the job stays valid (default 5m)\n"
@@ -658,14 +665,65 @@ prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *progr
 	return 0;
 }
 
+/*
+ * The targets: --to and --targets (already in list), then the members of
+ * each --group from the operator's roster, folded and capped
+ * (spec/cli.md "Targets"); s->t points into list.  0, or the exit status
+ * after saying why.  Nothing has been signed or sent yet.
+ */
+static int
+send_targets(struct sender *s, struct mw_fleet_targets *list, char *const *groups,
+    size_t ngroups, size_t max)
+{
+	char err[1400], *v = NULL;
+	int rc;
+
+	if (max == 0 && (v = mw_config_value(s->config, "max_targets")) != NULL &&
+	    mw_fleet_parse_cap(v, &max) != 0) {
+		fprintf(stderr, "moonwire send: %s: max_targets = %s: a number from 1 "
+		    "to %d\n", s->config, v, MW_FLEET_MAX_TARGETS_LIMIT);
+		free(v);
+		return MW_EXIT_USAGE;
+	}
+	free(v);
+	if (max == 0)
+		max = MW_FLEET_MAX_TARGETS_DEFAULT;
+	/* over the cap already: refused before connecting for the groups */
+	rc = mw_fleet_targets_check_cap(list, max, err, sizeof(err));
+	if (rc == 0 && ngroups > 0 && (rc = mw_fleet_targets_add_groups(list, &s->acct,
+	    groups, ngroups, 30000, err, sizeof(err))) != 0) {
+		fprintf(stderr, "moonwire send: %s\nmoonwire send: nothing was signed "
+		    "or sent\n", err);
+		return rc == MW_FLEET_E_GROUP ? MW_EXIT_USAGE : MW_EXIT_UNAVAILABLE;
+	}
+	if (rc == 0)
+		rc = mw_fleet_targets_check_cap(list, max, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "moonwire send: %s: raise it with --max-targets N or "
+		    "`max_targets = N` in %s\nmoonwire send: nothing was signed or "
+		    "sent\n", err, s->config);
+		return MW_EXIT_USAGE;
+	}
+	if ((s->t = calloc(list->n, sizeof(*s->t))) == NULL)
+		return MW_EXIT_UNAVAILABLE;
+	for (size_t i = 0; i < list->n; i++)
+		s->t[i].jid = list->jid[i];
+	s->nt = list->n;
+	return 0;
+}
+
 int
 mw_cmd_send(int argc, char **argv)
 {
-	enum { OPT_TO = 256, OPT_TTL, OPT_LIMIT, OPT_ENVELOPE, OPT_TIMEOUT, OPT_JSON, OPT_ARG };
+	enum { OPT_TO = 256, OPT_TTL, OPT_LIMIT, OPT_ENVELOPE, OPT_TIMEOUT, OPT_JSON, OPT_ARG,
+	    OPT_TARGETS, OPT_GROUP, OPT_MAX_TARGETS };
 	static const struct option lo[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "to", required_argument, NULL, OPT_TO },
+		{ "targets", required_argument, NULL, OPT_TARGETS },
+		{ "group", required_argument, NULL, OPT_GROUP },
+		{ "max-targets", required_argument, NULL, OPT_MAX_TARGETS },
 		{ "ttl", required_argument, NULL, OPT_TTL },
 		{ "limit", required_argument, NULL, OPT_LIMIT },
 		{ "arg", required_argument, NULL, OPT_ARG },
@@ -682,30 +740,49 @@ mw_cmd_send(int argc, char **argv)
 	uint64_t ttl_ms = 300000, timeout_ms = 60000, deadline;
 	struct mw_ssh_signer *key = NULL;
 	struct mw_job_args args;
+	struct mw_fleet_targets list;	/* --to, --targets, --group: folded */
+	char *groups[SEND_MAX_GROUPS];
+	size_t ngroups = 0, max_targets = 0;
+	bool targets_file = false;
 	int ch, rc = MW_EXIT_USAGE;
 
 	memset(&s, 0, sizeof(s));
 	memset(&args, 0, sizeof(args));
-	if ((s.t = calloc(SEND_MAX_TARGETS, sizeof(*s.t))) == NULL)
-		return MW_EXIT_UNAVAILABLE;
+	mw_fleet_targets_init(&list);
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "+c:k:h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config = optarg; break;
 		case 'k': free(keypath); keypath = strdup(optarg); break;
 		case OPT_TO:
-			if (s.nt == SEND_MAX_TARGETS) {
-				fprintf(stderr, "moonwire send: at most %d --to\n",
-				    SEND_MAX_TARGETS);
+			if (mw_fleet_targets_add(&list, optarg, err, sizeof(err)) != 0) {
+				fprintf(stderr, "moonwire send: --to %s: %s\n", optarg, err);
 				goto out;
 			}
-			if (strchr(optarg, '@') == NULL || strchr(optarg, '/') != NULL ||
-			    strpbrk(optarg, " \t") != NULL) {
-				fprintf(stderr, "moonwire send: --to %s: not a bare JID "
-				    "(user@domain, no /resource)\n", optarg);
+			break;
+		case OPT_TARGETS:
+			if (mw_fleet_targets_load(&list, optarg, err, sizeof(err)) != 0) {
+				fprintf(stderr, "moonwire send: %s\n"
+				    "moonwire send: nothing was signed or sent\n", err);
 				goto out;
 			}
-			s.t[s.nt++].jid = optarg;
+			targets_file = true;
+			break;
+		case OPT_GROUP:
+			if (mw_fleet_group_check(optarg, err, sizeof(err)) != 0 ||
+			    ngroups == SEND_MAX_GROUPS) {
+				fprintf(stderr, "moonwire send: --group: %s\n", ngroups ==
+				    SEND_MAX_GROUPS ? "too many" : err);
+				goto out;
+			}
+			groups[ngroups++] = optarg;
+			break;
+		case OPT_MAX_TARGETS:
+			if (mw_fleet_parse_cap(optarg, &max_targets) != 0) {
+				fprintf(stderr, "moonwire send: --max-targets: a number from "
+				    "1 to %d\n", MW_FLEET_MAX_TARGETS_LIMIT);
+				goto out;
+			}
 			break;
 		case OPT_TTL:
 			if (mw_parse_duration_ms(optarg, &ttl_ms) != 0 || ttl_ms < 1000 ||
@@ -741,7 +818,13 @@ mw_cmd_send(int argc, char **argv)
 		default: send_usage(stderr); goto out;
 		}
 	}
-	if (config == NULL || s.nt == 0 || (envelope_path == NULL) != (optind == argc - 1) ||
+	if (targets_file && list.given == 0 && ngroups == 0) {
+		fprintf(stderr, "moonwire send: no targets: the targets file names "
+		    "no JID\n");
+		goto out;
+	}
+	if (config == NULL || (list.given == 0 && ngroups == 0) ||
+	    (envelope_path == NULL) != (optind == argc - 1) ||
 	    (envelope_path != NULL && optind != argc)) {
 		send_usage(stderr);
 		goto out;
@@ -768,6 +851,9 @@ mw_cmd_send(int argc, char **argv)
 		free(v);
 		free(pw);
 	}
+	if ((rc = send_targets(&s, &list, groups, ngroups, max_targets)) != 0)
+		goto out;
+	rc = MW_EXIT_USAGE;
 	if (envelope_path != NULL) {
 		struct mw_envelope env;
 
@@ -919,6 +1005,7 @@ out:
 	for (size_t i = 0; i < s.nt; i++)
 		free(s.t[i].envelope);
 	free(s.t);
+	mw_fleet_targets_free(&list);
 	free(program);
 	free(keypath);
 	mw_ssh_signer_free(key);

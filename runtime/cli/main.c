@@ -24,7 +24,8 @@ struct mw_command {
 static const struct mw_command commands[] = {
 	{ "run", mw_cmd_run, "run [grants] [limits] [--json] FILE.lua" },
 	{ "agent", mw_cmd_agent, "agent -c CONFIG [--check]" },
-	{ "send", mw_cmd_send, "send -c CONFIG --to JID [--to JID ...] [options] FILE.lua" },
+	{ "send", mw_cmd_send, "send -c CONFIG (--to JID | --targets FILE | --group NAME)... [options] FILE.lua" },
+	{ "fleet", mw_cmd_fleet, "fleet (add | remove | list) -c CONFIG [--group NAME ...] [JID...]" },
 	{ "fingerprint", mw_cmd_fingerprint, "fingerprint (-c CONFIG | --db PATH)" },
 	{ "devices", mw_cmd_devices, "devices (-c CONFIG | --db PATH) JID" },
 	{ "trust", mw_cmd_trust, "trust (-c CONFIG | --db PATH) JID FINGERPRINT" },

@@ -11,8 +11,9 @@ _moonwire_opts() {
 			"--depth --calls --write-total --json --state --kv-scope --arg --help" ;;
 	agent) echo "-c --check" ;;
 	send)
-		echo "-c --config --to -k --key --ttl --limit --arg --envelope --timeout" \
-			"--json --help" ;;
+		echo "-c --config --to --targets --group --max-targets -k --key --ttl" \
+			"--limit --arg --envelope --timeout --json --help" ;;
+	fleet) echo "-c --config --group --json --help" ;;
 	sign)
 		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;
@@ -48,7 +49,11 @@ _moonwire() {
 		esac
 	done
 	if [ -z "$cmd" ]; then
-		COMPREPLY=($(compgen -W "run agent send sign verify fingerprint devices trust distrust init --help" -- "$cur"))
+		COMPREPLY=($(compgen -W "run agent send fleet sign verify fingerprint devices trust distrust init --help" -- "$cur"))
+		return 0
+	fi
+	if [ "$cmd" = fleet ] && [ $((i + 1)) -ge "$COMP_CWORD" ]; then
+		COMPREPLY=($(compgen -W "add remove list --help" -- "$cur"))
 		return 0
 	fi
 	if [ "$cmd" = init ]; then
@@ -63,7 +68,7 @@ _moonwire() {
 	case "$prev" in
 	--read|--write|--state|--dir|--state-dir)
 		COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
-	-c|--config|--policy|-k|--key|--envelope|--signature|-f|--allowed-signers|--db|--signing-key|--password-file|--ca-file|--file)
+	-c|--config|--policy|-k|--key|--envelope|--targets|--signature|-f|--allowed-signers|--db|--signing-key|--password-file|--ca-file|--file)
 		COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
 	--allowed-signer)
 		COMPREPLY=($(compgen -f -X '!*.pub' -- "$cur") $(compgen -d -- "$cur")); return 0 ;;
@@ -75,7 +80,7 @@ _moonwire() {
 		COMPREPLY=($(compgen -S = -W "instructions memory cpu wall output program result depth calls write_total" -- "$cur"))
 		compopt -o nospace 2>/dev/null
 		return 0 ;;
-	--profile|--exec|--sleep|--instructions|--memory|--cpu|--wall|--output|--program|--result|--depth|--calls|--write-total|--kv-scope|--arg|--to|--ttl|--job-id|--timeout|--audience|--at)
+	--profile|--exec|--sleep|--instructions|--memory|--cpu|--wall|--output|--program|--result|--depth|--calls|--write-total|--kv-scope|--arg|--to|--ttl|--job-id|--timeout|--audience|--at|--group|--max-targets)
 		return 0 ;;
 	esac
 	if [[ "$cur" == -* ]]; then
