@@ -25,6 +25,8 @@ static const struct mw_command commands[] = {
 	{ "run", mw_cmd_run, "run [grants] [limits] [--json] FILE.lua" },
 	{ "agent", mw_cmd_agent, "agent -c CONFIG [--check]" },
 	{ "send", mw_cmd_send, "send -c CONFIG --to JID [--to JID ...] [options] FILE.lua" },
+	{ "results", mw_cmd_results, "results -c CONFIG [--json] [--wait DURATION] JOB" },
+	{ "jobs", mw_cmd_jobs, "jobs -c CONFIG [--json] [--limit N]" },
 	{ "fingerprint", mw_cmd_fingerprint, "fingerprint (-c CONFIG | --db PATH)" },
 	{ "devices", mw_cmd_devices, "devices (-c CONFIG | --db PATH) JID" },
 	{ "trust", mw_cmd_trust, "trust (-c CONFIG | --db PATH) JID FINGERPRINT" },
