@@ -216,6 +216,7 @@ struct mw_fleet {
 	bool json, print_results;	/* print each result as it arrives */
 	bool quiet_unknown;		/* no note for results of unknown jobs */
 	bool connected, failed, pin_refused, collected;
+	bool closing;			/* our own disconnect: not "connection lost" */
 	char barrier_id[40];		/* collect: the ping after our presence */
 	struct mw_fleet_progress progress;
 };

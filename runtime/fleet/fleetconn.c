@@ -558,7 +558,7 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			    sizeof(why));
 			mw_fleet_progress_clear(&f->progress);
 			fprintf(stderr, "moonwire %s: %s\n", f->cmd, why);
-		} else if (f->connected && !f->failed && f->remaining > 0) {
+		} else if (f->connected && !f->failed && !f->closing && f->remaining > 0) {
 			(void)mw_omemo_account_describe_failure(f->acct, conn, error, se, why,
 			    sizeof(why));
 			mw_fleet_progress_clear(&f->progress);
@@ -790,6 +790,7 @@ void
 mw_fleet_close(struct mw_fleet *f)
 {
 	if (f->connected) {
+		f->closing = true;
 		xmpp_disconnect(f->conn);
 		for (int i = 0; i < 20 && !xmpp_conn_is_disconnected(f->conn); i++)
 			xmpp_run_once(f->x, 50);

@@ -14,6 +14,7 @@ operator SIGKILLed in the middle of its wait.
 
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -310,3 +311,41 @@ def test_retention_prunes_old_jobs(kit):
     assert json_lines(moonwire(kit, "jobs", "-c", alice.conf, "--json").stdout) == []
     p = moonwire(kit, "results", "-c", alice.conf, job)
     assert p.returncode == 2 and "no job" in p.stderr, p.stderr
+
+
+def test_progress_line_on_a_terminal_only(kit):
+    alice = kit.operator("alice")
+    agents = [kit.agent("agent%d" % i) for i in (1, 2)]
+    for a in agents:
+        sleeper_policy(a)
+        a.allow(alice)
+        kit.trust(a, alice)
+        a.start()
+    prog = write(os.path.join(kit.workdir, "slow.lua"), 'sleep(2.5)\nreturn 1\n')
+    cmd = [kit.moonwire, "send", "-c", alice.conf, "--timeout", "30s",
+           "--to", agents[0].jid, "--to", agents[1].jid, prog]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:         # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    out, _ = proc.communicate(timeout=30)
+    err = err.decode()
+    assert proc.returncode == 0, (out, err)
+    # drawn in place, then erased: the terminal is left clean
+    assert re.search(r"\r\x1b\[Kmoonwire send: 2 targeted, 0 ok, 0 error, 0 refused, "
+                     r"2 pending \(\d running\), 1 s", err), repr(err)
+    assert "(2 running)" in err, repr(err)
+    assert err.endswith("\r\x1b[K"), repr(err)
+    assert re.search(r"^job \S+: 2 targeted, 2 ok, 0 failed", out, re.M), out
+    # on a pipe: nothing of it
+    p = run(cmd, check=False)
+    assert p.returncode == 0 and p.stderr == "", repr(p.stderr)
