@@ -13,6 +13,8 @@ _moonwire_opts() {
 	send)
 		echo "-c --config --to -k --key --ttl --limit --arg --envelope --timeout" \
 			"--json --help" ;;
+	results) echo "-c --config --json --wait --help" ;;
+	jobs) echo "-c --config --json --limit --help" ;;
 	sign)
 		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;
@@ -48,7 +50,7 @@ _moonwire() {
 		esac
 	done
 	if [ -z "$cmd" ]; then
-		COMPREPLY=($(compgen -W "run agent send sign verify fingerprint devices trust distrust init --help" -- "$cur"))
+		COMPREPLY=($(compgen -W "run agent send results jobs sign verify fingerprint devices trust distrust init --help" -- "$cur"))
 		return 0
 	fi
 	if [ "$cmd" = init ]; then
