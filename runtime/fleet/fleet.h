@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <sqlite3.h>
 #include <strophe.h>
@@ -78,7 +79,8 @@ struct mw_fleet_job_info {
 int mw_jobtable_init(sqlite3 *db);
 /* The job and its targets (in this order), one transaction, committed when
  * it returns 0.  A job id already in the table (the same envelope sent
- * again) keeps its rows and adds the targets it lacks.  envelope_sha256: of
+ * again) keeps its rows and results, adds the targets it lacks, and makes
+ * targets whose send failed pending again.  envelope_sha256: of
  * the envelope when there is one for all targets, else of the program. */
 int mw_jobtable_create(sqlite3 *db, const char *job_id,
     const uint8_t envelope_sha256[32], int64_t now_ms, char *const *jids, size_t n);
@@ -229,7 +231,10 @@ int mw_fleet_open(struct mw_fleet *f, const char *cmd, const char *config,
 /* Loads the rows of f->job_id (created before) into f->rows/t/nt, with
  * no envelopes, and indexes them.  0, or -1 with a message printed. */
 int mw_fleet_load(struct mw_fleet *f);
-/* Connects; on login every target with an envelope gets it.  0, or -1. */
+/* The index of the target with that bare JID, or -1.  O(log n). */
+ssize_t mw_fleet_find(const struct mw_fleet *f, const char *jid);
+/* Connects; on login every pending target with an envelope gets it.
+ * 0, or -1. */
 int mw_fleet_connect(struct mw_fleet *f);
 /* Waits for outcomes (collect_only: until the server's stored messages
  * are in, then up to timeout_ms more for rows still pending) and prints

@@ -170,6 +170,12 @@ find(const struct mw_fleet *f, const char *from, size_t n)
 	return -1;
 }
 
+ssize_t
+mw_fleet_find(const struct mw_fleet *f, const char *jid)
+{
+	return find(f, jid, strlen(jid));
+}
+
 static ssize_t
 find_from(const struct mw_fleet *f, const char *from)
 {

@@ -157,8 +157,11 @@ mw_jobtable_create(sqlite3 *db, const char *job_id, const uint8_t envelope_sha25
 	    sqlite3_step(cnt) != SQLITE_ROW)
 		goto fail;
 	base = sqlite3_column_int64(cnt, 0);
+	/* a target whose send failed before is tried again; one with a
+	 * result keeps it */
 	if (sqlite3_prepare_v2(db, "INSERT INTO fleet_targets(job_id, idx, jid) "
-	    "VALUES (?, ?, ?) ON CONFLICT(job_id, jid) DO NOTHING", -1, &tgt,
+	    "VALUES (?, ?, ?) ON CONFLICT(job_id, jid) DO UPDATE SET state = 0, "
+	    "detail = NULL, done_ms = 0 WHERE state = 1", -1, &tgt,
 	    NULL) != SQLITE_OK ||
 	    sqlite3_bind_text(tgt, 1, job_id, -1, SQLITE_STATIC) != SQLITE_OK)
 		goto fail;

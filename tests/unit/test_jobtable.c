@@ -284,6 +284,17 @@ test_result_recorded_by_job_id(void **state)
 	assert_int_equal(rows[0].state, MW_FLEET_UNSENT);
 	assert_string_equal(rows[0].detail, "no trusted device");
 	mw_fleet_rows_free(rows, n);
+	/* the same envelope sent again (after `moonwire trust`): the failed
+	 * target is pending again, the results stay */
+	assert_int_equal(mw_jobtable_create(db, "job1", HASH, 8000, JIDS, 3), 0);
+	assert_int_equal(mw_jobtable_rows(waiter, "job1", &rows, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(rows[0].state, MW_FLEET_PENDING);
+	assert_null(rows[0].detail);
+	assert_int_equal(rows[1].state, MW_FLEET_RESULT);
+	assert_string_equal(rows[1].status, "ok");
+	assert_int_equal(rows[2].state, MW_FLEET_RESULT);
+	mw_fleet_rows_free(rows, n);
 	sqlite3_close(waiter);
 	sqlite3_close(db);
 }
