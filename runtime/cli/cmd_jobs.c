@@ -143,9 +143,8 @@ mw_cmd_results(int argc, char **argv)
 	if (f.remaining > 0) {
 		enum mw_fleet_stop why;
 
-		if (mw_fleet_connect(&f) != 0)
-			goto out;
-		why = mw_fleet_wait(&f, wait_ms, true);
+		why = mw_fleet_connect(&f) != 0 ? MW_FLEET_CONN_FAILED :
+		    mw_fleet_wait(&f, wait_ms, true);
 		if (why == MW_FLEET_CONN_FAILED || why == MW_FLEET_TIMEOUT)
 			fprintf(stderr, "moonwire results: could not collect what the server "
 			    "kept; the summary shows the job table as it is\n");

@@ -262,17 +262,6 @@ run_job(struct sender *s, bool given_envelope, const char *program, size_t plen,
 			f.t[k].envelope_len = s->t[i].envelope_len;
 		}
 	}
-	/* the same envelope sent again: results it already has are shown */
-	for (size_t k = 0; k < f.nt; k++) {
-		struct mw_result_msg m;
-
-		if (f.rows[k].state == MW_FLEET_RESULT && mw_result_message_parse(
-		    f.rows[k].result, strlen(f.rows[k].result), &m) == 0) {
-			mw_fleet_result_print(stdout, f.rows[k].jid, &m, f.json, f.nt > 1);
-			mw_result_msg_free(&m);
-			f.t[k].shown = true;
-		}
-	}
 	if (mw_fleet_connect(&f) != 0)
 		goto out;
 	why = mw_fleet_wait(&f, timeout_ms, false);

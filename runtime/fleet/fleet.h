@@ -27,7 +27,7 @@
 
 /* ==================================================================
  * Jobs, results, progress and the summary (jobtable.c, summary.c,
- * progress.c, fleetconn.c)
+ * progress.c, fleetconn.c, explain.c)
  * ================================================================== */
 
 /* ---- the job table (jobtable.c), in the operator's identity database ----
@@ -79,8 +79,8 @@ struct mw_fleet_job_info {
 int mw_jobtable_init(sqlite3 *db);
 /* The job and its targets (in this order), one transaction, committed when
  * it returns 0.  A job id already in the table (the same envelope sent
- * again) keeps its rows and results, adds the targets it lacks, and makes
- * targets whose send failed pending again.  envelope_sha256: of
+ * again) keeps its other rows, adds the targets it lacks, and makes the
+ * given targets pending again (a new attempt).  envelope_sha256: of
  * the envelope when there is one for all targets, else of the program. */
 int mw_jobtable_create(sqlite3 *db, const char *job_id,
     const uint8_t envelope_sha256[32], int64_t now_ms, char *const *jids, size_t n);
@@ -243,6 +243,10 @@ enum mw_fleet_stop mw_fleet_wait(struct mw_fleet *f, uint64_t timeout_ms,
     bool collect_only);
 /* Writes what was seen (presence, sent times) to the table. */
 void mw_fleet_flush(struct mw_fleet *f);
+/* explain.c: what the server's IQ error about target t (jid) means, for
+ * a send (one line into buf). */
+void mw_fleet_explain_iq_error(const struct mw_fleet *f,
+    const struct mw_fleet_target *t, const char *jid, char *buf, size_t len);
 /* Why a target may not have answered (stderr), after a wait. */
 void mw_fleet_explain_missing(struct mw_fleet *f);
 /* `moonwire results -c CONFIG JOB`, the hint printed when a wait ends with

@@ -10,7 +10,8 @@
  *   - (job_id, jid) is unique: a result is matched by its job id and the
  *     JID that sent it, never by which process is waiting;
  *   - a row with a result keeps it (first wins: a duplicate delivery is the
- *     same bytes, byte for byte, spec/result.md);
+ *     same bytes, byte for byte, spec/result.md) until the job is sent to
+ *     that target again, which makes the row wait for the new answer;
  *   - seq grows with every change of a row, across all jobs, so a waiting
  *     process reads only what changed since its last look.
  */
@@ -157,11 +158,12 @@ mw_jobtable_create(sqlite3 *db, const char *job_id, const uint8_t envelope_sha25
 	    sqlite3_step(cnt) != SQLITE_ROW)
 		goto fail;
 	base = sqlite3_column_int64(cnt, 0);
-	/* a target whose send failed before is tried again; one with a
-	 * result keeps it */
+	/* the job sent to a target again is a new attempt: the row waits for
+	 * its answer (an agent answers a duplicate with the stored result) */
 	if (sqlite3_prepare_v2(db, "INSERT INTO fleet_targets(job_id, idx, jid) "
 	    "VALUES (?, ?, ?) ON CONFLICT(job_id, jid) DO UPDATE SET state = 0, "
-	    "detail = NULL, done_ms = 0 WHERE state = 1", -1, &tgt,
+	    "detail = NULL, status = NULL, result = NULL, done_ms = 0, seen = 0, "
+	    "sent_ms = 0", -1, &tgt,
 	    NULL) != SQLITE_OK ||
 	    sqlite3_bind_text(tgt, 1, job_id, -1, SQLITE_STATIC) != SQLITE_OK)
 		goto fail;

@@ -174,9 +174,9 @@ test_job_durable_before_send(void **state)
 	mw_fleet_rows_free(rows, n);
 	/* the same job sent again: rows kept, a new target appended */
 	{
-		char *again[] = { "c@example.org", "d@example.org" };
+		char *again[] = { "d@example.org" };
 
-		assert_int_equal(mw_jobtable_create(db, "job1", HASH, 9999, again, 2), 0);
+		assert_int_equal(mw_jobtable_create(db, "job1", HASH, 9999, again, 1), 0);
 	}
 	assert_int_equal(mw_jobtable_rows(other, "job1", &rows, &n), 0);
 	assert_int_equal(n, 4);
@@ -284,17 +284,19 @@ test_result_recorded_by_job_id(void **state)
 	assert_int_equal(rows[0].state, MW_FLEET_UNSENT);
 	assert_string_equal(rows[0].detail, "no trusted device");
 	mw_fleet_rows_free(rows, n);
-	/* the same envelope sent again (after `moonwire trust`): the failed
-	 * target is pending again, the results stay */
-	assert_int_equal(mw_jobtable_create(db, "job1", HASH, 8000, JIDS, 3), 0);
+	/* the same envelope sent again to a and b (after `moonwire trust`):
+	 * both wait for the new answers, c keeps its result */
+	assert_int_equal(mw_jobtable_create(db, "job1", HASH, 8000, JIDS, 2), 0);
 	assert_int_equal(mw_jobtable_rows(waiter, "job1", &rows, &n), 0);
 	assert_int_equal(n, 3);
 	assert_int_equal(rows[0].state, MW_FLEET_PENDING);
 	assert_null(rows[0].detail);
-	assert_int_equal(rows[1].state, MW_FLEET_RESULT);
-	assert_string_equal(rows[1].status, "ok");
+	assert_int_equal(rows[1].state, MW_FLEET_PENDING);
+	assert_null(rows[1].result);
 	assert_int_equal(rows[2].state, MW_FLEET_RESULT);
+	assert_string_equal(rows[2].status, "refused");
 	mw_fleet_rows_free(rows, n);
+	assert_int_equal(record(db, "job1", "b@example.org", "ok"), 1);
 	sqlite3_close(waiter);
 	sqlite3_close(db);
 }
