@@ -216,7 +216,6 @@ struct mw_fleet {
 	int64_t seq;			/* job table changes seen */
 	bool poll_now;			/* this process recorded something */
 	bool json, print_results;	/* print each result as it arrives */
-	bool quiet_unknown;		/* no note for results of unknown jobs */
 	bool connected, failed, pin_refused, collected;
 	bool closing;			/* our own disconnect: not "connection lost" */
 	char barrier_id[40];		/* collect: the ping after our presence */
@@ -237,8 +236,9 @@ ssize_t mw_fleet_find(const struct mw_fleet *f, const char *jid);
  * 0, or -1. */
 int mw_fleet_connect(struct mw_fleet *f);
 /* Waits for outcomes (collect_only: until the server's stored messages
- * are in, then up to timeout_ms more for rows still pending) and prints
- * each result as it lands in the table.  SIGINT/SIGTERM end the wait. */
+ * are in and, for rows still pending, until timeout_ms from the start) and
+ * prints each result as it lands in the table.  SIGINT/SIGTERM end the
+ * wait. */
 enum mw_fleet_stop mw_fleet_wait(struct mw_fleet *f, uint64_t timeout_ms,
     bool collect_only);
 /* Writes what was seen (presence, sent times) to the table. */

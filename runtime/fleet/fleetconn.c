@@ -349,8 +349,7 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	} else if (rec == 1) {
 		if (strcmp(r.job_id, f->job_id) == 0)
 			f->poll_now = true;
-	} else if (rec == 0 && r.job_id != NULL && !f->quiet_unknown &&
-	    m.trust == MW_OMEMO_TRUST_VERIFIED) {
+	} else if (rec == 0 && r.job_id != NULL && m.trust == MW_OMEMO_TRUST_VERIFIED) {
 		mw_fleet_progress_clear(&f->progress);
 		fprintf(stderr, "moonwire %s: result for job %s from %s: no such job in "
 		    "this account's job table (pruned, or not sent from here): dropped\n",
