@@ -230,6 +230,9 @@ int mw_fleet_open(struct mw_fleet *f, const char *cmd, const char *config,
 /* Loads the rows of f->job_id (created before) into f->rows/t/nt, with
  * no envelopes, and indexes them.  0, or -1 with a message printed. */
 int mw_fleet_load(struct mw_fleet *f);
+/* Keeps only the targets named in jids (a command about some targets of
+ * a job, e.g. a cancellation with --to), in their order.  0, or -1. */
+int mw_fleet_keep(struct mw_fleet *f, char *const *jids, size_t n);
 /* The index of the target with that bare JID, or -1.  O(log n). */
 ssize_t mw_fleet_find(const struct mw_fleet *f, const char *jid);
 /* Connects; on login every pending target with an envelope gets it.

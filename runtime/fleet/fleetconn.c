@@ -182,6 +182,35 @@ find_from(const struct mw_fleet *f, const char *from)
 	return from == NULL ? -1 : find(f, from, strcspn(from, "/"));
 }
 
+int
+mw_fleet_keep(struct mw_fleet *f, char *const *jids, size_t n)
+{
+	bool *keep = calloc(f->nt ? f->nt : 1, sizeof(*keep));
+	size_t k = 0;
+
+	if (keep == NULL)
+		return -1;
+	for (size_t j = 0; j < n; j++) {
+		ssize_t i = mw_fleet_find(f, jids[j]);
+
+		if (i >= 0)
+			keep[i] = true;
+	}
+	for (size_t i = 0; i < f->nt; i++) {
+		if (!keep[i]) {
+			mw_fleet_row_free(&f->rows[i]);
+			free(f->t[i].unsent_why);
+			continue;
+		}
+		f->rows[k] = f->rows[i];
+		f->t[k] = f->t[i];
+		k++;
+	}
+	free(keep);
+	f->nt = k;
+	return build_index(f);
+}
+
 /* ---- what lands in the table ---- */
 
 /* A changed row of our job, from any process: take it, print a result. */

@@ -418,6 +418,55 @@ test_seen_and_sent_times(void **state)
 	sqlite3_close(db);
 }
 
+static void
+test_fleet_load_keep_find(void **state)
+{
+	struct mw_omemo_account acct;
+	struct mw_fleet f;
+	char conf[PATH_MAX + 64], db[PATH_MAX + 64];
+	char *big[1000], *some[3];
+	FILE *cf;
+
+	(void)state;
+	snprintf(conf, sizeof(conf), "%s/op.conf", tmpdir);
+	snprintf(db, sizeof(db), "%s/op.db", tmpdir);
+	assert_non_null(cf = fopen(conf, "w"));
+	fprintf(cf, "jid = op@example.org\ndb = %s\n", db);
+	fclose(cf);
+	memset(&acct, 0, sizeof(acct));
+	acct.jid = "op@example.org";
+	acct.db = db;
+	memset(&f, 0, sizeof(f));
+	/* the job table of a new account, as `send` opens it */
+	assert_int_equal(mw_fleet_open(&f, "send", conf, &acct), 0);
+	for (size_t i = 0; i < 1000; i++)
+		assert_true(asprintf(&big[i], "agent%04zu@example.org", 999 - i) > 0);
+	assert_int_equal(mw_jobtable_create(f.db, "fleetjob", HASH, 1, big, 1000), 0);
+	snprintf(f.job_id, sizeof(f.job_id), "fleetjob");
+	assert_int_equal(mw_fleet_load(&f), 0);
+	assert_int_equal(f.nt, 1000);
+	assert_int_equal(f.remaining, 1000);
+	assert_string_equal(f.rows[0].jid, "agent0999@example.org");	/* target order */
+	for (size_t i = 0; i < 1000; i++)
+		assert_int_equal(mw_fleet_find(&f, big[i]), (ssize_t)i);
+	assert_int_equal(mw_fleet_find(&f, "agent0999@example.or"), -1);
+	assert_int_equal(mw_fleet_find(&f, "nobody@example.org"), -1);
+	/* some of the targets (a command with --to), in target order */
+	some[0] = big[10];
+	some[1] = big[3];
+	some[2] = "nobody@example.org";
+	assert_int_equal(mw_fleet_keep(&f, some, 3), 0);
+	assert_int_equal(f.nt, 2);
+	assert_int_equal(f.remaining, 2);
+	assert_string_equal(f.rows[0].jid, big[3]);
+	assert_string_equal(f.rows[1].jid, big[10]);
+	assert_int_equal(mw_fleet_find(&f, big[10]), 1);
+	assert_int_equal(mw_fleet_find(&f, big[4]), -1);
+	mw_fleet_close(&f);
+	for (size_t i = 0; i < 1000; i++)
+		free(big[i]);
+}
+
 int
 main(void)
 {
@@ -428,6 +477,7 @@ main(void)
 		cmocka_unit_test(test_unknown_job_id),
 		cmocka_unit_test(test_retention_pruning),
 		cmocka_unit_test(test_seen_and_sent_times),
+		cmocka_unit_test(test_fleet_load_keep_find),
 	};
 
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
