@@ -251,7 +251,9 @@ run_job(struct sender *s, bool given_envelope, const char *program, size_t plen,
 		    "was sent\n", s->acct.db, sqlite3_errmsg(f.db));
 		goto out;
 	}
-	if (mw_fleet_load(&f) != 0)
+	/* the job's rows of this send only (a job id sent before may have
+	 * had other targets) */
+	if (mw_fleet_load(&f) != 0 || mw_fleet_keep(&f, jids, s->nt) != 0)
 		goto out;
 	/* each target's envelope goes with its row (a repeated --to is one) */
 	for (size_t i = 0; i < s->nt; i++) {
