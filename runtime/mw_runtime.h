@@ -36,6 +36,8 @@ int mw_cmd_omemo_client(int argc, char **argv);
 int mw_cmd_agent(int argc, char **argv);
 int mw_cmd_send(int argc, char **argv);
 int mw_cmd_fleet(int argc, char **argv);
+int mw_cmd_results(int argc, char **argv);
+int mw_cmd_jobs(int argc, char **argv);
 int mw_cmd_sign(int argc, char **argv);
 int mw_cmd_verify(int argc, char **argv);
 int mw_cmd_init(int argc, char **argv);

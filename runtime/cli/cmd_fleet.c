@@ -82,7 +82,7 @@ edit_groups(const struct mw_fleet_item *it, char *const *want, size_t nwant,
 }
 
 static int
-fleet_edit(struct mw_fleet_conn *c, struct mw_fleet_roster *r, bool add,
+fleet_edit(struct mw_roster_conn *c, struct mw_fleet_roster *r, bool add,
     char *const *groups, size_t ngroups, const struct mw_fleet_targets *jids)
 {
 	struct mw_fleet_change *ch = NULL;
@@ -263,7 +263,7 @@ mw_cmd_fleet(int argc, char **argv)
 	bool json = false;
 	struct mw_omemo_account acct;
 	struct mw_fleet_targets jids;
-	struct mw_fleet_conn *c = NULL;
+	struct mw_roster_conn *c = NULL;
 	struct mw_fleet_roster r;
 	int ch, rc = MW_EXIT_USAGE;
 
@@ -322,7 +322,7 @@ mw_cmd_fleet(int argc, char **argv)
 		goto out;
 	}
 	rc = MW_EXIT_UNAVAILABLE;
-	if (mw_fleet_connect(&acct, FLEET_TIMEOUT_MS, &c, err, sizeof(err)) != MW_FLEET_OK ||
+	if (mw_roster_connect(&acct, FLEET_TIMEOUT_MS, &c, err, sizeof(err)) != MW_FLEET_OK ||
 	    mw_fleet_roster_get(c, &r, err, sizeof(err)) != MW_FLEET_OK) {
 		fprintf(stderr, "moonwire fleet: %s\n", err);
 		goto out;
@@ -332,7 +332,7 @@ mw_cmd_fleet(int argc, char **argv)
 	else
 		rc = fleet_edit(c, &r, strcmp(action, "add") == 0, groups, ngroups, &jids);
 out:
-	mw_fleet_close(c);
+	mw_roster_close(c);
 	mw_fleet_roster_free(&r);
 	mw_fleet_targets_free(&jids);
 	mw_omemo_account_free(&acct);

@@ -5,9 +5,12 @@
  *
  * Many --to run in parallel over one connection: every envelope is sent
  * at once and results are printed as they arrive, so a fleet of 50 agents
- * costs one round trip, not 50.  The exit status is that of the first
- * target (in --to order) whose result was not ok, so scripts can rely on
- * `moonwire send` like on `ssh host command`.
+ * costs one round trip, not 50.  All envelopes of one send carry the same
+ * job id (the replay cache is per agent): it names the job in the
+ * operator's job table, which is committed before anything is sent.  The
+ * waiting, the table and the summary are runtime/fleet's.  The exit status
+ * is that of the first target (in --to order) whose result was not ok, so
+ * scripts can rely on `moonwire send` like on `ssh host command`.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +24,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <openssl/sha.h>
 #include <strophe.h>
 
 #include "runtime/agent/agent.h"
@@ -34,28 +38,14 @@ struct target {
 	char job_id[MW_JOB_ID_MAX + 1];
 	char *envelope;
 	size_t envelope_len;
-	bool sent, done;
-	int exit;
-	int presence;			/* 0 unknown, 1 available, -1 unavailable */
-	char iq_error[64];		/* condition of the last IQ error about it */
-	char iq_error_text[256];	/* and its <text>, when the server gave one */
-	uint64_t running_since_ms;	/* when its composing chat state came; 0: not yet */
 };
 
+/* What the options ask for; runtime/fleet does the sending and waiting. */
 struct sender {
 	struct mw_omemo_account acct;
-	sqlite3 *db;
-	struct mw_omemo *o;
-	xmpp_ctx_t *x;
-	xmpp_conn_t *conn;
 	struct target *t;
 	size_t nt;
-	size_t remaining;
-	bool json, connected, failed, pin_refused;
-	bool progress_tty;		/* stderr is a terminal: show "running N s" */
-	bool progress_shown;		/* a progress line is on stderr now */
-	uint64_t progress_shown_s;	/* the seconds it shows */
-	size_t progress_shown_running;	/* and the number of running targets */
+	bool json;
 	const char *config;		/* the account file, for hints */
 };
 
@@ -83,14 +73,20 @@ send_usage(FILE *f)
 	    "  --arg NAME=VALUE    a signed argument the program reads as args.NAME (repeatable)\n"
 	    "  --envelope FILE     send an envelope signed elsewhere (`moonwire sign`)\n"
 	    "  --timeout DURATION  how long to wait for results (default 60s)\n"
-	    "  --json              one JSON object per result, one per line\n"
+	    "  --json              one JSON object per result, one per line, then a summary\n"
+	    "\n"
+	    "With several targets a table (one line per target) and the totals follow\n"
+	    "the results.  The job is recorded in CONFIG's database before anything is\n"
+	    "sent; when the wait ends early (--timeout, Ctrl-C) the job id is printed:\n"
+	    "`moonwire results -c CONFIG JOB` collects what returns later.\n"
 	    "\n"
 	    "The program is compiled locally first: a syntax error is reported with the\n"
 	    "file name and nothing is signed or sent (exit 3).  A job whose send timed\n"
 	    "out may still run when the agent connects, until its --ttl has passed.\n"
 	    "\n"
-	    "exit status: that of the first target whose result was not ok (as `moonwire run`),\n"
-	    "7 if an agent refused the job, 6 if no result came in time, 2 usage.\n");
+	    "exit status: that of the first target (in --to order) whose outcome was not ok\n"
+	    "(as `moonwire run`), 7 if it refused the job, 6 if it was not sent or no result\n"
+	    "came in time; 0 when all are ok; 2 usage.\n");
 }
 
 
@@ -128,432 +124,6 @@ read_file(const char *path, size_t max, char **out, size_t *len)
 	*out = buf;
 	*len = n;
 	return 0;
-}
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* ---- progress: "accepted, running N s" on a terminal ----
- *
- * The agent sends a XEP-0085 <composing/> chat state when it starts a job
- * (spec/agent.md).  It is not encrypted, so it is only ever shown, never
- * trusted: it does not end or change any target's wait. */
-
-static void
-progress_clear(struct sender *s)
-{
-	if (!s->progress_shown)
-		return;
-	fputs("\r\033[K", stderr);
-	fflush(stderr);
-	s->progress_shown = false;
-}
-
-/* Redraws the progress line in place when a job has run over a second. */
-static void
-progress_update(struct sender *s, uint64_t now)
-{
-	size_t running = 0;
-	uint64_t since = 0;
-	const struct target *one = NULL;
-
-	if (!s->progress_tty)
-		return;
-	for (size_t i = 0; i < s->nt; i++) {
-		const struct target *t = &s->t[i];
-		if (t->done || t->running_since_ms == 0)
-			continue;
-		running++;
-		one = t;
-		if (since == 0 || t->running_since_ms < since)
-			since = t->running_since_ms;
-	}
-	if (running == 0 || now < since + 1000) {
-		progress_clear(s);
-		return;
-	}
-	if (s->progress_shown && s->progress_shown_s == (now - since) / 1000 &&
-	    s->progress_shown_running == running)
-		return;		/* redraw only when the line changes */
-	s->progress_shown_s = (now - since) / 1000;
-	s->progress_shown_running = running;
-	if (running == 1 && s->nt == 1)
-		fprintf(stderr, "\r\033[Kmoonwire send: %s: accepted, running %" PRIu64 " s",
-		    one->jid, (now - since) / 1000);
-	else
-		fprintf(stderr, "\r\033[Kmoonwire send: %zu of %zu accepted, running %" PRIu64 " s",
-		    running, s->nt, (now - since) / 1000);
-	fflush(stderr);
-	s->progress_shown = true;
-}
-
-/* A <message> with a XEP-0085 chat state from a target: composing marks it
- * running.  1 when st was a chat state (it has no body to look at). */
-static int
-note_chat_state(struct sender *s, xmpp_stanza_t *st)
-{
-	xmpp_stanza_t *composing = xmpp_stanza_get_child_by_name_and_ns(st, "composing",
-	    "http://jabber.org/protocol/chatstates");
-	const char *from = xmpp_stanza_get_from(st);
-	size_t bare_len;
-
-	if (composing == NULL || from == NULL)
-		return 0;
-	bare_len = strcspn(from, "/");
-	for (size_t i = 0; i < s->nt; i++) {
-		struct target *t = &s->t[i];
-		if (!t->done && t->sent && t->running_since_ms == 0 &&
-		    strlen(t->jid) == bare_len && strncmp(t->jid, from, bare_len) == 0)
-			t->running_since_ms = now_ms();
-	}
-	return 1;
-}
-
-/* ---- results ---- */
-
-static void
-print_result(struct sender *s, struct target *t, const struct mw_result_msg *m)
-{
-	if (s->json) {
-		char *j = mw_result_msg_json(m, t->jid);
-		if (j != NULL) {
-			printf("%s\n", j);
-			free(j);
-		}
-		fflush(stdout);
-		return;
-	}
-	if (s->nt > 1)
-		printf("== %s\n", t->jid);
-	if (m->refusal != NULL)
-		printf("refused: %s: %s\n", m->refusal, m->error ? m->error : "");
-	else {
-		printf("status: %s\n", m->status);
-		if (m->error != NULL)
-			printf("error: %s\n", m->error);
-	}
-	for (int i = 0; i < cJSON_GetArraySize(m->values); i++) {
-		cJSON *v = cJSON_GetArrayItem(m->values, i);
-		char *p = cJSON_IsString(v) ? NULL : cJSON_PrintUnformatted(v);
-		const char *text = cJSON_IsString(v) ? cJSON_GetStringValue(v) : p;
-
-		if (cJSON_GetArraySize(m->values) > 1)
-			printf("returned #%d: %s\n", i + 1, text ? text : "?");
-		else
-			printf("returned: %s\n", text ? text : "?");
-		free(p);
-	}
-	if (m->output_len > 0) {
-		printf("output:\n");
-		fwrite(m->output, 1, m->output_len, stdout);
-		if (m->output[m->output_len - 1] != '\n')
-			putchar('\n');
-		if (m->output_truncated)
-			printf("(output truncated)\n");
-	}
-	if (m->refusal == NULL)
-		printf("usage: cpu %.3f ms, wall %.3f ms, %" PRIu64 " bytes peak Lua memory\n",
-		    (double)m->usage.cpu_us / 1000.0, (double)m->usage.wall_us / 1000.0,
-		    m->usage.memory_peak);
-	fflush(stdout);
-}
-
-static void
-print_no_answer(const struct target *t)
-{
-	cJSON *o = cJSON_CreateObject();
-	char *j = NULL;
-
-	if (o != NULL && cJSON_AddStringToObject(o, "from", t->jid) != NULL &&
-	    cJSON_AddStringToObject(o, "job_id", t->job_id) != NULL &&
-	    cJSON_AddStringToObject(o, "status", "no_answer") != NULL)
-		j = cJSON_PrintUnformatted(o);
-	if (j != NULL)
-		printf("%s\n", j);
-	free(j);
-	cJSON_Delete(o);
-	fflush(stdout);
-}
-
-static void
-target_done(struct sender *s, struct target *t, int exit_status)
-{
-	if (t->done)
-		return;
-	t->done = true;
-	t->exit = exit_status;
-	s->remaining--;
-}
-
-static int
-on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
-{
-	struct sender *s = arg;
-	struct mw_omemo_msg m;
-	struct mw_result_msg r;
-	int rc;
-
-	(void)conn;
-	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL) {
-		(void)note_chat_state(s, st);
-		return 1;
-	}
-	rc = mw_omemo_decrypt(s->o, st, &m);
-	if (rc == MW_OMEMO_OK)
-		rc = mw_omemo_commit(s->o);	/* nothing of ours to add */
-	if (rc != MW_OMEMO_OK) {
-		/* duplicates: a result the server kept from an earlier run */
-		if (rc != MW_OMEMO_DROPPED && rc != MW_OMEMO_E_DUPLICATE)
-			fprintf(stderr, "moonwire send: message from %s: %s\n",
-			    m.from ? m.from : "?", mw_omemo_strerror(rc));
-		mw_omemo_msg_free(&m);
-		return 1;
-	}
-	if (mw_result_message_parse((const char *)m.plaintext, m.len, &r) == 0) {
-		for (size_t i = 0; i < s->nt; i++) {
-			struct target *t = &s->t[i];
-
-			if (t->done || strcmp(t->jid, m.from) != 0 ||
-			    strcmp(t->job_id, r.job_id) != 0)
-				continue;
-			if (m.trust != MW_OMEMO_TRUST_VERIFIED) {
-				fprintf(stderr, "moonwire send: result for %s from an "
-				    "unverified device %u of %s: ignored\n", t->job_id,
-				    m.device, m.from);
-				break;
-			}
-			progress_clear(s);
-			print_result(s, t, &r);
-			target_done(s, t, mw_result_msg_exit(&r));
-			break;
-		}
-		mw_result_msg_free(&r);
-	}
-	mw_omemo_msg_free(&m);
-	return 1;
-}
-
-/* Remembers the condition of every IQ error (the OMEMO layer reports only
- * that there was one), to say what it means. */
-static int
-on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
-{
-	struct sender *s = arg;
-	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
-	const char *from = xmpp_stanza_get_from(st), *cond = "undefined-condition";
-	xmpp_stanza_t *text_el = NULL;
-	char *text = NULL;
-	size_t n;
-
-	if (from == NULL)
-		return 1;	/* about our own account */
-	for (c = e ? xmpp_stanza_get_children(e) : NULL; c != NULL;
-	    c = xmpp_stanza_get_next(c)) {
-		const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
-
-		if (name == NULL || ns == NULL ||
-		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0)
-			continue;
-		if (strcmp(name, "text") == 0)
-			text_el = c;
-		else if (strcmp(cond, "undefined-condition") == 0)
-			cond = name;
-	}
-	if (text_el != NULL)
-		text = xmpp_stanza_get_text(text_el);
-	/* the target's bare JID, or its domain (a server answering for it) */
-	n = strcspn(from, "/");
-	for (size_t i = 0; i < s->nt; i++) {
-		const char *jid = s->t[i].jid, *domain = strchr(jid, '@') + 1;
-
-		if ((strlen(jid) == n && strncmp(jid, from, n) == 0) ||
-		    (strlen(domain) == n && strncmp(domain, from, n) == 0)) {
-			snprintf(s->t[i].iq_error, sizeof(s->t[i].iq_error), "%s", cond);
-			snprintf(s->t[i].iq_error_text, sizeof(s->t[i].iq_error_text), "%s",
-			    text != NULL ? text : "");
-		}
-	}
-	if (text != NULL)
-		xmpp_free(xmpp_conn_get_context(conn), text);
-	return 1;
-}
-
-/* Presence of a target, when the operator's account may see it. */
-static int
-on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
-{
-	struct sender *s = arg;
-	const char *from = xmpp_stanza_get_from(st), *type = xmpp_stanza_get_type(st);
-	size_t n;
-
-	(void)conn;
-	if (from == NULL)
-		return 1;
-	n = strcspn(from, "/");
-	for (size_t i = 0; i < s->nt; i++)
-		if (strlen(s->t[i].jid) == n && strncmp(s->t[i].jid, from, n) == 0) {
-			if (type == NULL)
-				s->t[i].presence = 1;
-			else if (strcmp(type, "unavailable") == 0 && s->t[i].presence != 1)
-				s->t[i].presence = -1;
-		}
-	return 1;
-}
-
-/* What an IQ error condition means for a `send` to t->jid. */
-static void
-explain_iq_error(const struct sender *s, const struct target *t, char *buf,
-    size_t len)
-{
-	const char *c = t->iq_error, *jid = t->jid, *domain = strchr(jid, '@') + 1;
-	const char *own_domain = strchr(s->acct.jid, '@') + 1;
-	char text[300] = "";
-
-	if (t->iq_error_text[0] != '\0')
-		snprintf(text, sizeof(text), ": %s", t->iq_error_text);
-	if (c[0] == '\0')
-		snprintf(buf, len, "the server returned an error about %s", jid);
-	else if (strcmp(domain, own_domain) != 0 &&
-	    (strcmp(c, "remote-server-not-found") == 0 ||
-	    strcmp(c, "remote-server-timeout") == 0 || strcmp(c, "not-allowed") == 0 ||
-	    strcmp(c, "service-unavailable") == 0))
-		snprintf(buf, len, "remote domain %s unreachable (%s%s): check the JID, "
-		    "or the servers cannot reach each other", domain, c, text);
-	else if (strcmp(c, "item-not-found") == 0 || strcmp(c, "forbidden") == 0)
-		/* Prosody answers forbidden alike for an account that does not
-		 * exist and one that never published OMEMO keys */
-		snprintf(buf, len, "no OMEMO device list published for %s (%s): the "
-		    "account does not exist, or the agent has never connected with it",
-		    jid, c);
-	else if (strcmp(c, "service-unavailable") == 0 ||
-	    strcmp(c, "recipient-unavailable") == 0)
-		snprintf(buf, len, "no such account %s (%s%s)", jid, c, text);
-	else if (strcmp(c, "remote-server-not-found") == 0 ||
-	    strcmp(c, "remote-server-timeout") == 0)
-		snprintf(buf, len, "remote domain %s unreachable (%s%s)", domain, c, text);
-	else
-		snprintf(buf, len, "the server answered %s%s about %s", c, text, jid);
-}
-
-static struct sender *g_sender;	/* for on_sent's explanation */
-
-/* Whether jid has a cached device whose key this identity verified. */
-static bool
-has_verified_device(struct sender *s, const char *jid)
-{
-	struct mw_omemo_device *d = NULL;
-	size_t n = 0;
-	bool found = false;
-
-	if (mw_omemo_devices(s->o, jid, &d, &n) != 0)
-		return true;	/* unknown: do not claim otherwise */
-	for (size_t k = 0; k < n; k++)
-		if (d[k].has_key && d[k].trust == MW_OMEMO_TRUST_VERIFIED)
-			found = true;
-	free(d);
-	return found;
-}
-
-static void
-on_sent(struct mw_omemo *o, int err, void *arg)
-{
-	struct target *t = arg;
-	char why[1400];
-
-	(void)o;
-	if (err != 0) {
-		/* an IQ error not about the target (our own device list on a
-		 * first run) with nothing verified: the missing trust is the cause */
-		if (err == MW_OMEMO_E_IQ && g_sender != NULL && t->iq_error[0] == '\0' &&
-		    !has_verified_device(g_sender, t->jid))
-			err = MW_OMEMO_E_NO_DEVICES;
-		if (err == MW_OMEMO_E_IQ && g_sender != NULL)
-			explain_iq_error(g_sender, t, why, sizeof(why));
-		else if (err == MW_OMEMO_E_NO_DEVICES && g_sender != NULL)
-			snprintf(why, sizeof(why), "%s: verify the agent's fingerprint first: "
-			    "moonwire trust -c %s %s FINGERPRINT (the agent's owner reads it "
-			    "with `moonwire fingerprint -c AGENT_CONFIG`)",
-			    mw_omemo_strerror(err), g_sender->config, t->jid);
-		else
-			snprintf(why, sizeof(why), "%s%s", mw_omemo_strerror(err),
-			    err == MW_OMEMO_E_NO_DEVICES ? " (verify the agent's fingerprint "
-			    "with `moonwire trust` first)" : "");
-		fprintf(stderr, "moonwire send: %s: %s\n", t->jid, why);
-		t->exit = MW_EXIT_UNAVAILABLE;
-		t->sent = false;
-	} else
-		t->sent = true;
-}
-
-static void
-send_stanza(xmpp_stanza_t *st, void *arg)
-{
-	struct sender *s = arg;
-
-	if (s->conn != NULL && s->connected)
-		xmpp_send(s->conn, st);
-}
-
-static void
-on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
-    xmpp_stream_error_t *se, void *arg)
-{
-	struct sender *s = arg;
-	xmpp_stanza_t *p;
-	int rc;
-
-	if (ev != XMPP_CONN_CONNECT) {
-		char why[768];
-
-		if (!s->connected && !s->pin_refused) {
-			(void)mw_omemo_account_describe_failure(&s->acct, conn, error, se, why,
-			    sizeof(why));
-			fprintf(stderr, "moonwire send: %s\n", why);
-		} else if (s->connected && !s->failed && s->remaining > 0) {
-			(void)mw_omemo_account_describe_failure(&s->acct, conn, error, se, why,
-			    sizeof(why));
-			fprintf(stderr, "moonwire send: connection lost: %s\n", why);
-		}
-		s->connected = false;
-		s->failed = true;
-		return;
-	}
-	if (mw_omemo_account_check_pin(&s->acct, conn) != 0) {
-		fprintf(stderr, "moonwire send: server certificate does not match "
-		    "cert_pin_sha256 (check the pin, or the server's certificate changed)\n");
-		s->failed = true;
-		s->pin_refused = true;
-		xmpp_disconnect(conn);
-		return;
-	}
-	s->connected = true;
-	xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
-	xmpp_handler_add(conn, on_iq_error, NULL, "iq", "error", s);
-	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, s);
-	if ((rc = mw_omemo_attach(s->o, conn)) != 0 || (rc = mw_omemo_start(s->o)) != 0) {
-		fprintf(stderr, "moonwire send: omemo: %s\n", mw_omemo_strerror(rc));
-		s->failed = true;
-		xmpp_disconnect(conn);
-		return;
-	}
-	if ((p = xmpp_presence_new(s->x)) != NULL) {
-		xmpp_send(conn, p);
-		xmpp_stanza_release(p);
-	}
-	for (size_t i = 0; i < s->nt; i++) {
-		struct target *t = &s->t[i];
-
-		t->exit = 0;
-		rc = mw_omemo_send(s->o, t->jid, t->envelope, t->envelope_len, on_sent, t);
-		if (rc != 0)
-			on_sent(s->o, rc, t);
-	}
 }
 
 /* ---- preparing envelopes ---- */
@@ -604,31 +174,6 @@ check_syntax(const char *path, const char *program, size_t plen)
 	return 0;
 }
 
-/* Why a target may not have answered, for the operator who waited. */
-static void
-explain_no_answer(struct sender *s, const struct target *t)
-{
-	char fp[MW_OMEMO_FP_HEXLEN + 1], g[72];
-
-	if (t->presence == -1)
-		fprintf(stderr, "moonwire send: %s is offline (its presence is "
-		    "unavailable): the job waits on the server until the agent connects "
-		    "and may still run then, unless it expires first (--ttl)\n", t->jid);
-	else if (t->presence == 1)
-		fprintf(stderr, "moonwire send: %s is online but did not answer\n", t->jid);
-	fprintf(stderr, "moonwire send: likely causes: the agent is offline or busy; "
-	    "or it has not verified this device (it ignores jobs from unverified "
-	    "devices without answering); or %s is in no `allow` line of its policy\n",
-	    s->acct.jid);
-	if (s->o != NULL && mw_omemo_own_fingerprint(s->o, fp) == 0) {
-		mw_omemo_fp_group(fp, '-', g);
-		fprintf(stderr, "moonwire send: this device: %s device %u fingerprint %s\n"
-		    "moonwire send: the agent's owner verifies it with:\n"
-		    "    moonwire trust -c AGENT_CONFIG %s %s\n", s->acct.jid,
-		    mw_omemo_device_id(s->o), g, s->acct.jid, g);
-	}
-}
-
 static int
 prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *program,
     size_t plen, const char *limits, const struct mw_job_args *args, uint64_t ttl_ms)
@@ -648,6 +193,7 @@ prepare_envelopes(struct sender *s, struct mw_ssh_signer *key, const char *progr
 		f.not_after = now + (int64_t)(ttl_ms / 1000);
 		f.limits_text = limits;
 		f.args = args;
+		f.job_id = i > 0 ? s->t[0].job_id : NULL;	/* one job id for all */
 		if (mw_envelope_build(&f, (const uint8_t *)program, plen, &part, &partlen,
 		    t->job_id, err, sizeof(err)) != 0 ||
 		    mw_sshsig_sign(key, MW_JOB_NAMESPACE, (const uint8_t *)part, partlen,
@@ -712,6 +258,81 @@ send_targets(struct sender *s, struct mw_fleet_targets *list, char *const *group
 	return 0;
 }
 
+/* A SHA-256 for the job row: of the envelope when one was given, else of
+ * the program (each target's envelope differs by its audience). */
+static void
+job_hash(const struct sender *s, bool given_envelope, const char *program,
+    size_t plen, uint8_t out[32])
+{
+	if (given_envelope)
+		SHA256((const unsigned char *)s->t[0].envelope, s->t[0].envelope_len, out);
+	else
+		SHA256((const unsigned char *)program, plen, out);
+}
+
+/*
+ * Records the job, sends every envelope over one connection, waits, prints
+ * the summary.  The job's rows are committed before the connection is even
+ * opened.  Returns the exit status.
+ */
+static int
+run_job(struct sender *s, bool given_envelope, const char *program, size_t plen,
+    uint64_t timeout_ms)
+{
+	struct mw_fleet f;
+	enum mw_fleet_stop why;
+	uint8_t hash[32];
+	char **jids = NULL;
+	int rc = MW_EXIT_UNAVAILABLE;
+	struct timespec now;
+
+	memset(&f, 0, sizeof(f));
+	f.json = s->json;
+	f.print_results = true;
+	if (mw_fleet_open(&f, "send", s->config, &s->acct) != 0)
+		goto out;
+	snprintf(f.job_id, sizeof(f.job_id), "%s", s->t[0].job_id);
+	job_hash(s, given_envelope, program, plen, hash);
+	if ((jids = calloc(s->nt, sizeof(*jids))) == NULL)
+		goto out;
+	for (size_t i = 0; i < s->nt; i++)
+		jids[i] = (char *)s->t[i].jid;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (mw_jobtable_create(f.db, f.job_id, hash, (int64_t)now.tv_sec * 1000 +
+	    now.tv_nsec / 1000000, jids, s->nt) != 0) {
+		fprintf(stderr, "moonwire send: %s: cannot record the job: %s; nothing "
+		    "was sent\n", s->acct.db, sqlite3_errmsg(f.db));
+		goto out;
+	}
+	/* the job's rows of this send only (a job id sent before may have
+	 * had other targets) */
+	if (mw_fleet_load(&f) != 0 || mw_fleet_keep(&f, jids, s->nt) != 0)
+		goto out;
+	/* each target's envelope goes with its row (a repeated --to is one) */
+	for (size_t i = 0; i < s->nt; i++) {
+		ssize_t k = mw_fleet_find(&f, s->t[i].jid);
+
+		if (k >= 0) {
+			f.t[k].envelope = s->t[i].envelope;
+			f.t[k].envelope_len = s->t[i].envelope_len;
+		}
+	}
+	if (mw_fleet_connect(&f) != 0)
+		goto out;
+	why = mw_fleet_wait(&f, timeout_ms, false);
+	if (why != MW_FLEET_ALL_DONE)
+		mw_fleet_explain_missing(&f);
+	if (f.json || f.nt > 1)
+		mw_fleet_summary_print(stdout, f.job_id, f.rows, f.nt, f.json, !f.json);
+	if (why != MW_FLEET_ALL_DONE)
+		mw_fleet_hint_later(&f, why);
+	rc = mw_fleet_exit(f.rows, f.nt);
+out:
+	free(jids);
+	mw_fleet_close(&f);
+	return rc;
+}
+
 int
 mw_cmd_send(int argc, char **argv)
 {
@@ -737,7 +358,7 @@ mw_cmd_send(int argc, char **argv)
 	const char *config = NULL, *envelope_path = NULL;
 	char *keypath = NULL, *program = NULL, limits[512] = "", err[512];
 	size_t plen = 0;
-	uint64_t ttl_ms = 300000, timeout_ms = 60000, deadline;
+	uint64_t ttl_ms = 300000, timeout_ms = 60000;
 	struct mw_ssh_signer *key = NULL;
 	struct mw_job_args args;
 	struct mw_fleet_targets list;	/* --to, --targets, --group: folded */
@@ -911,97 +532,8 @@ mw_cmd_send(int argc, char **argv)
 		if (prepare_envelopes(&s, key, program, plen, limits, &args, ttl_ms) != 0)
 			goto out;
 	}
-	rc = MW_EXIT_UNAVAILABLE;
-	if (s.acct.db == NULL) {
-		fprintf(stderr, "moonwire send: %s: no `db` setting\n", config);
-		goto out;
-	}
-	if (mw_omemo_account_private_db(s.acct.db, true, err, sizeof(err)) != 0) {
-		fprintf(stderr, "moonwire send: %s\n", err);
-		goto out;
-	}
-	if (mw_omemo_db_open(s.acct.db, true, &s.db) != 0 ||
-	    mw_omemo_open(&s.o, s.db, s.acct.jid) != 0) {
-		fprintf(stderr, "moonwire send: %s: cannot open the identity database\n",
-		    s.acct.db);
-		goto out;
-	}
-	xmpp_initialize();
-	g_sender = &s;
-	if ((s.x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
-	    (s.conn = xmpp_conn_new(s.x)) == NULL ||
-	    mw_omemo_account_apply(&s.acct, s.conn) != 0 ||
-	    mw_omemo_set_transport(s.o, s.x, send_stanza, &s) != 0) {
-		fprintf(stderr, "moonwire send: cannot set up the connection\n");
-		goto out;
-	}
-	/* A short-lived client: without stream management the server counts a
-	 * result as delivered once written to us, instead of storing unacked
-	 * ones offline for the next `send` to see again. */
-	xmpp_conn_set_flags(s.conn, xmpp_conn_get_flags(s.conn) | XMPP_CONN_FLAG_DISABLE_SM);
-	s.remaining = s.nt;
-	s.progress_tty = isatty(STDERR_FILENO) == 1;
-	if (xmpp_connect_client(s.conn, s.acct.host, s.acct.port, on_conn, &s) != XMPP_EOK) {
-		fprintf(stderr, "moonwire send: cannot connect\n");
-		goto out;
-	}
-	{
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		deadline = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + timeout_ms;
-	}
-	for (;;) {
-		struct timespec ts;
-		uint64_t t;
-
-		xmpp_run_once(s.x, 100);	/* returns as soon as data arrives */
-		mw_omemo_tick(s.o);
-		/* a failed send is a terminal result for that target */
-		for (size_t i = 0; i < s.nt; i++)
-			if (!s.t[i].done && !s.t[i].sent && s.t[i].exit == MW_EXIT_UNAVAILABLE)
-				target_done(&s, &s.t[i], MW_EXIT_UNAVAILABLE);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		t = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-		if (s.remaining == 0 || s.failed || t >= deadline)
-			break;
-		progress_update(&s, t);
-	}
-	progress_clear(&s);
-	rc = MW_EXIT_OK;
-	for (size_t i = 0; i < s.nt; i++) {
-		struct target *t = &s.t[i];
-
-		if (!t->done) {
-			fprintf(stderr, "moonwire send: %s: no result for job %s %s\n", t->jid,
-			    t->job_id, s.failed ? "(connection failed)" : "in time");
-			if (!s.failed && t->sent)
-				explain_no_answer(&s, t);
-			if (s.json)
-				print_no_answer(t);
-			t->exit = MW_EXIT_UNAVAILABLE;
-		}
-		if (rc == MW_EXIT_OK && t->exit != MW_EXIT_OK)
-			rc = t->exit;
-	}
-	if (s.connected) {
-		xmpp_disconnect(s.conn);
-		for (int i = 0; i < 20 && !xmpp_conn_is_disconnected(s.conn); i++)
-			xmpp_run_once(s.x, 50);
-	}
+	rc = run_job(&s, envelope_path != NULL, program, plen, timeout_ms);
 out:
-	if (s.o != NULL)
-		mw_omemo_close(s.o);
-	if (s.conn != NULL) {
-		mw_omemo_account_release(s.conn);
-		xmpp_conn_release(s.conn);
-	}
-	g_sender = NULL;
-	if (s.x != NULL) {
-		xmpp_ctx_free(s.x);
-		xmpp_shutdown();
-	}
-	if (s.db != NULL)
-		sqlite3_close(s.db);
 	for (size_t i = 0; i < s.nt; i++)
 		free(s.t[i].envelope);
 	free(s.t);

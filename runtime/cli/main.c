@@ -25,6 +25,8 @@ static const struct mw_command commands[] = {
 	{ "run", mw_cmd_run, "run [grants] [limits] [--json] FILE.lua" },
 	{ "agent", mw_cmd_agent, "agent -c CONFIG [--check]" },
 	{ "send", mw_cmd_send, "send -c CONFIG (--to JID | --targets FILE | --group NAME)... [options] FILE.lua" },
+	{ "results", mw_cmd_results, "results -c CONFIG [--json] [--wait DURATION] JOB" },
+	{ "jobs", mw_cmd_jobs, "jobs -c CONFIG [--json] [--limit N]" },
 	{ "fleet", mw_cmd_fleet, "fleet (add | remove | list) -c CONFIG [--group NAME ...] [JID...]" },
 	{ "fingerprint", mw_cmd_fingerprint, "fingerprint (-c CONFIG | --db PATH)" },
 	{ "devices", mw_cmd_devices, "devices (-c CONFIG | --db PATH) JID" },

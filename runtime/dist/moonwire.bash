@@ -14,6 +14,8 @@ _moonwire_opts() {
 		echo "-c --config --to --targets --group --max-targets -k --key --ttl" \
 			"--limit --arg --envelope --timeout --json --help" ;;
 	fleet) echo "-c --config --group --json --help" ;;
+	results) echo "-c --config --json --wait --help" ;;
+	jobs) echo "-c --config --json --limit --help" ;;
 	sign)
 		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;
@@ -49,7 +51,7 @@ _moonwire() {
 		esac
 	done
 	if [ -z "$cmd" ]; then
-		COMPREPLY=($(compgen -W "run agent send fleet sign verify fingerprint devices trust distrust init --help" -- "$cur"))
+		COMPREPLY=($(compgen -W "run agent send results jobs fleet sign verify fingerprint devices trust distrust init --help" -- "$cur"))
 		return 0
 	fi
 	if [ "$cmd" = fleet ] && [ $((i + 1)) -ge "$COMP_CWORD" ]; then

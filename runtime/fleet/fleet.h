@@ -1,19 +1,34 @@
 /*
- * fleet.h: the runtime's fleet room -- who a job goes to.  Target lists
- * (targets.c: JIDs from --to, a targets file and roster groups, checked,
- * folded and capped before anything is signed) and the operator's XMPP
- * roster as the fleet inventory (roster.c: RFC 6121 roster get/set over a
- * short libstrophe connection of the operator's account).  Private to
- * runtime/; spec/cli.md ("Targets", `moonwire fleet`) describes the rules.
+ * fleet.h: the runtime's fleet room -- who a job goes to, and what the
+ * operator's side needs to send one job to many agents and never lose what
+ * comes back.  Sections, one seam each:
+ *   - target lists (targets.c: JIDs from --to, a targets file and roster
+ *     groups, checked, folded and capped before anything is signed);
+ *   - the operator's XMPP roster as the fleet inventory (roster.c: RFC 6121
+ *     roster get/set over a short connection of the operator's account);
+ *   - the job table (jobtable.c), outcomes and the summary (summary.c),
+ *     the live line (progress.c), the fan-out connection (fleetconn.c) and
+ *     what failures mean (explain.c).
+ * Private to runtime/; spec/cli.md ("Targets", send, results, jobs,
+ * `moonwire fleet`) and spec/result.md (the JSON objects) describe them.
  */
 #ifndef MW_FLEET_H
 #define MW_FLEET_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <sqlite3.h>
+#include <strophe.h>
 
 #include "omemo/mw_omemo.h"
+#include "runtime/job/job.h"
+#include "runtime/mw_runtime.h"
+#include "runtime/result/result.h"
 
 #define MW_FLEET_MAX_TARGETS_DEFAULT	1024	/* --max-targets, max_targets */
 #define MW_FLEET_MAX_TARGETS_LIMIT	1000000	/* highest cap one may set */
@@ -118,11 +133,11 @@ bool mw_fleet_item_in_group(const struct mw_fleet_item *it, const char *group);
  * timeout_ms for its answer.  Errors are for people ("login refused: ...",
  * "roster get: the server answered forbidden").
  */
-struct mw_fleet_conn;
-int mw_fleet_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
-    struct mw_fleet_conn **out, char *err, size_t errlen);
-void mw_fleet_close(struct mw_fleet_conn *c);
-int mw_fleet_roster_get(struct mw_fleet_conn *c, struct mw_fleet_roster *r,
+struct mw_roster_conn;
+int mw_roster_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
+    struct mw_roster_conn **out, char *err, size_t errlen);
+void mw_roster_close(struct mw_roster_conn *c);
+int mw_fleet_roster_get(struct mw_roster_conn *c, struct mw_fleet_roster *r,
     char *err, size_t errlen);
 /*
  * One roster change: item (jid, name, groups) set as the whole item,
@@ -137,7 +152,7 @@ struct mw_fleet_change {
 	int rc;
 	char err[256];
 	char id[32];
-	struct mw_fleet_conn *conn;
+	struct mw_roster_conn *conn;
 };
 /*
  * Applies changes pipelined (MW_FLEET_WINDOW roster sets in flight: one
@@ -149,7 +164,7 @@ struct mw_fleet_change {
  * still apply it.
  */
 #define MW_FLEET_WINDOW 64
-int mw_fleet_roster_apply(struct mw_fleet_conn *c, struct mw_fleet_change *ch,
+int mw_fleet_roster_apply(struct mw_roster_conn *c, struct mw_fleet_change *ch,
     size_t n);
 
 /*
@@ -168,5 +183,239 @@ int mw_fleet_targets_add_group(struct mw_fleet_targets *t,
 int mw_fleet_targets_add_groups(struct mw_fleet_targets *t,
     const struct mw_omemo_account *a, char *const *groups, size_t ngroups,
     uint64_t timeout_ms, char *err, size_t errlen);
+
+/* ==== the job table, the summary and the fan-out connection ==== */
+
+/* ==================================================================
+ * Jobs, results, progress and the summary (jobtable.c, summary.c,
+ * progress.c, fleetconn.c, explain.c)
+ * ================================================================== */
+
+/* ---- the job table (jobtable.c), in the operator's identity database ----
+ *
+ * One row per job (fleet_jobs) and one per target (fleet_targets), written
+ * and committed before the first message of the job leaves.  Every result
+ * any moonwire process of the account decrypts is recorded in the same
+ * transaction that advances the OMEMO ratchet past it, by (job id, sender
+ * JID), whichever process started the job; the process that waits polls
+ * its rows.  So a result is durable before it is shown, and one process
+ * decrypting another's reply loses nothing. */
+
+enum mw_fleet_state {
+	MW_FLEET_PENDING = 0,		/* committed; sent or about to be */
+	MW_FLEET_UNSENT = 1,		/* could not be sent: detail says why */
+	MW_FLEET_RESULT = 2,		/* a result message is stored */
+};
+
+/* What the operator's process saw of a target (never trusted, only shown:
+ * presence and chat states are not encrypted). */
+enum mw_fleet_seen {
+	MW_FLEET_SEEN_NOTHING = 0,	/* no available presence seen */
+	MW_FLEET_SEEN_ONLINE = 1,	/* available presence */
+	MW_FLEET_SEEN_RUNNING = 2,	/* its composing chat state: job accepted */
+};
+
+struct mw_fleet_row {
+	char *jid;
+	enum mw_fleet_state state;
+	enum mw_fleet_seen seen;
+	int64_t sent_ms;		/* Unix ms when handed to the connection; 0 not known */
+	int64_t done_ms;		/* result recorded / send failed; 0 none */
+	char *status;			/* RESULT: status name or "refused" */
+	char *detail;			/* UNSENT: why */
+	char *result;			/* RESULT: the result message text */
+	int64_t seq;			/* bumped by every state change (polling) */
+};
+void mw_fleet_row_free(struct mw_fleet_row *r);
+
+struct mw_fleet_job_info {
+	char job_id[MW_JOB_ID_MAX + 1];
+	int64_t created_ms;
+	uint8_t envelope_sha256[32];
+	size_t targeted, ok, failed, refused, pending;
+};
+
+/* Creates or migrates the fleet_* tables (mw_schema component "fleet").
+ * 0, or -1 (a database error, or a schema from a newer moonwire). */
+int mw_jobtable_init(sqlite3 *db);
+/* The job and its targets (in this order), one transaction, committed when
+ * it returns 0.  A job id already in the table (the same envelope sent
+ * again) keeps its other rows, adds the targets it lacks, and makes the
+ * given targets pending again (a new attempt).  envelope_sha256: of
+ * the envelope when there is one for all targets, else of the program. */
+int mw_jobtable_create(sqlite3 *db, const char *job_id,
+    const uint8_t envelope_sha256[32], int64_t now_ms, char *const *jids, size_t n);
+/*
+ * Inside the caller's open transaction (the decrypt's): stores the result
+ * message text for (job_id, jid).  1 recorded; 0 no such job or target
+ * (nothing written); 2 the row already has a result (kept: a duplicate
+ * delivery is the same bytes); -1 database error.
+ */
+int mw_jobtable_record(sqlite3 *db, const char *job_id, const char *jid,
+    const char *text, size_t len, int64_t now_ms);
+/* Own transaction: the target could not be sent to (why: one line). */
+int mw_jobtable_unsent(sqlite3 *db, const char *job_id, const char *jid,
+    const char *why, int64_t now_ms);
+/* Inside the caller's transaction: what was seen of a pending target and
+ * when it was sent (sent_ms 0 keeps the stored time). */
+int mw_jobtable_seen(sqlite3 *db, const char *job_id, const char *jid,
+    enum mw_fleet_seen seen, int64_t sent_ms);
+/* 1 and *info filled, 0 no such job, -1 error. */
+int mw_jobtable_job(sqlite3 *db, const char *job_id, struct mw_fleet_job_info *info);
+/* The target rows of a job, in the order they were created: *rows malloc'ed
+ * (mw_fleet_rows_free).  0, or -1. */
+int mw_jobtable_rows(sqlite3 *db, const char *job_id, struct mw_fleet_row **rows,
+    size_t *n);
+void mw_fleet_rows_free(struct mw_fleet_row *rows, size_t n);
+/* Rows of job_id changed after seq `after` (by any process), oldest change
+ * first; *last is the highest seq seen.  cb returns 0 to go on.  0, or -1. */
+int mw_jobtable_changes(sqlite3 *db, const char *job_id, int64_t after,
+    int (*cb)(void *arg, const struct mw_fleet_row *r), void *arg, int64_t *last);
+/* The newest jobs first, at most max, with their counts. *out malloc'ed. */
+int mw_jobtable_list(sqlite3 *db, size_t max, struct mw_fleet_job_info **out,
+    size_t *n);
+/* Deletes jobs created before cutoff_ms, with their rows.  Count or -1. */
+int mw_jobtable_prune(sqlite3 *db, int64_t cutoff_ms);
+
+/* `job_retention_days` of an account file: days (default 30, 0 keeps jobs
+ * forever); -1 with err when the value is not a number of days. */
+#define MW_FLEET_RETENTION_DEFAULT_DAYS 30
+#define MW_FLEET_RETENTION_MAX_DAYS 3650
+int mw_fleet_retention_days(const char *config, char *err, size_t errlen);
+
+/* ---- the summary (summary.c) ---- */
+
+enum mw_fleet_outcome {
+	MW_FLEET_OUT_OK,
+	MW_FLEET_OUT_FAILED,		/* a result that is not ok, or not sent */
+	MW_FLEET_OUT_REFUSED,
+	MW_FLEET_OUT_OFFLINE,		/* did not return; no sign of the agent */
+	MW_FLEET_OUT_SILENT,		/* did not return; online or running */
+};
+struct mw_fleet_totals {
+	size_t targeted, ok, failed, refused, offline, silent;
+};
+/* The outcome of one row; with m (optional) the parsed result when there
+ * is one (m->job_id NULL otherwise; mw_result_msg_free it). */
+enum mw_fleet_outcome mw_fleet_outcome(const struct mw_fleet_row *r,
+    struct mw_result_msg *m);
+void mw_fleet_totals(const struct mw_fleet_row *rows, size_t n,
+    struct mw_fleet_totals *t);
+/* The exit status of a fleet: that of the first row (in target order)
+ * whose outcome is not ok -- the result's (as `moonwire run`), 7 refused,
+ * 6 not sent or did not return -- or 0 (spec/cli.md). */
+int mw_fleet_exit(const struct mw_fleet_row *rows, size_t n);
+/* The table (one line per target, with rows_too) and the totals line; or
+ * with json the object of each target (without rows_too only those that
+ * have no result: the others were printed as they arrived) and the
+ * summary object (spec/result.md).  O(n). */
+void mw_fleet_summary_print(FILE *f, const char *job_id,
+    const struct mw_fleet_row *rows, size_t n, bool json, bool rows_too);
+/* One result as `moonwire send` prints it when it arrives: the readable
+ * block (with "== JID" first when multi) or its JSON object. */
+void mw_fleet_result_print(FILE *f, const char *jid, const struct mw_result_msg *m,
+    bool json, bool multi);
+
+/* ---- the live line on a terminal (progress.c) ---- */
+
+struct mw_fleet_progress {
+	bool tty;			/* stderr is a terminal: draw; else never */
+	bool shown;			/* a line is on stderr now */
+	uint64_t start_ms;		/* monotonic */
+	uint64_t drawn_ms;		/* last redraw */
+	char last[160];			/* the line drawn */
+};
+void mw_fleet_progress_init(struct mw_fleet_progress *p, uint64_t now_ms);
+/* Redraws at most every 200 ms, and only when the line changes. */
+void mw_fleet_progress_update(struct mw_fleet_progress *p, const char *cmd,
+    const struct mw_fleet_row *rows, size_t n, uint64_t now_ms);
+void mw_fleet_progress_clear(struct mw_fleet_progress *p);
+
+/* ---- one connection that sends envelopes and collects results (fleetconn.c) ----
+ *
+ * Used by `send` (envelopes to send), `results` (nothing to send: collect
+ * what the server stored) and any later command that sends a signed
+ * message to a job's targets (a cancellation: other envelopes, the same
+ * targets and job id).  Whatever it decrypts goes to the job table. */
+
+struct mw_fleet;
+/* Target i of a connection; its job table row is rows[i]. */
+struct mw_fleet_target {
+	struct mw_fleet *fleet;		/* for the send callback */
+	const char *envelope;		/* to send on connect; NULL: collect only */
+	size_t envelope_len;
+	bool shown;			/* its result was printed */
+	bool dirty;			/* seen/sent_ms to write to the table */
+	bool sent;			/* handed to the connection */
+	char *unsent_why;		/* the send failed: to record (malloc'ed) */
+	char iq_error[64];		/* condition of the last IQ error about it */
+	char iq_error_text[256];
+};
+
+enum mw_fleet_stop {
+	MW_FLEET_ALL_DONE,		/* every target has an outcome */
+	MW_FLEET_TIMEOUT,
+	MW_FLEET_SIGNAL,		/* SIGINT or SIGTERM */
+	MW_FLEET_CONN_FAILED,
+	MW_FLEET_COLLECTED,		/* collect-only: the server's stored messages are in */
+};
+
+struct mw_fleet {
+	const char *cmd;		/* "send", "results": prefix of messages */
+	const char *config;		/* the account file, for hints */
+	struct mw_omemo_account *acct;
+	sqlite3 *db;
+	struct mw_omemo *o;
+	xmpp_ctx_t *x;
+	xmpp_conn_t *conn;
+	char job_id[MW_JOB_ID_MAX + 1];
+	struct mw_fleet_row *rows;	/* mirrors the job table, in target order */
+	struct mw_fleet_target *t;	/* t[i] goes with rows[i] */
+	size_t nt;
+	size_t *by_jid;			/* indexes sorted by JID, for lookups */
+	size_t remaining;		/* targets without an outcome */
+	int64_t seq;			/* job table changes seen */
+	bool poll_now;			/* this process recorded something */
+	bool json, print_results;	/* print each result as it arrives */
+	bool connected, failed, pin_refused, collected;
+	bool closing;			/* our own disconnect: not "connection lost" */
+	char barrier_id[40];		/* collect: the ping after our presence */
+	struct mw_fleet_progress progress;
+};
+
+/* Opens the identity database (created private if missing), the OMEMO
+ * state and the job table, and prunes jobs past the retention.  0, or -1
+ * with a message printed. */
+int mw_fleet_open(struct mw_fleet *f, const char *cmd, const char *config,
+    struct mw_omemo_account *acct);
+/* Loads the rows of f->job_id (created before) into f->rows/t/nt, with
+ * no envelopes, and indexes them.  0, or -1 with a message printed. */
+int mw_fleet_load(struct mw_fleet *f);
+/* Keeps only the targets named in jids (a command about some targets of
+ * a job, e.g. a cancellation with --to), in their order.  0, or -1. */
+int mw_fleet_keep(struct mw_fleet *f, char *const *jids, size_t n);
+/* The index of the target with that bare JID, or -1.  O(log n). */
+ssize_t mw_fleet_find(const struct mw_fleet *f, const char *jid);
+/* Connects; on login every pending target with an envelope gets it.
+ * 0, or -1. */
+int mw_fleet_connect(struct mw_fleet *f);
+/* Waits for outcomes (collect_only: until the server's stored messages
+ * are in and, for rows still pending, until timeout_ms from the start) and
+ * prints each result as it lands in the table.  SIGINT/SIGTERM end the
+ * wait. */
+enum mw_fleet_stop mw_fleet_wait(struct mw_fleet *f, uint64_t timeout_ms,
+    bool collect_only);
+/* Writes what was seen (presence, sent times) to the table. */
+void mw_fleet_flush(struct mw_fleet *f);
+/* explain.c: what the server's IQ error about target t (jid) means, for
+ * a send (one line into buf). */
+void mw_fleet_explain_iq_error(const struct mw_fleet *f,
+    const struct mw_fleet_target *t, const char *jid, char *buf, size_t len);
+/* Why a target may not have answered (stderr), after a wait. */
+void mw_fleet_explain_missing(struct mw_fleet *f);
+/* `moonwire results -c CONFIG JOB`, the hint printed when a wait ends with
+ * targets still out. */
+void mw_fleet_hint_later(struct mw_fleet *f, enum mw_fleet_stop why);
+void mw_fleet_close(struct mw_fleet *f);
 
 #endif

@@ -20,7 +20,7 @@
 #define ROSTER_NS "jabber:iq:roster"
 #define STANZAS_NS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
-struct mw_fleet_conn {
+struct mw_roster_conn {
 	const struct mw_omemo_account *acct;	/* borrowed: outlives c */
 	xmpp_ctx_t *x;
 	xmpp_conn_t *conn;
@@ -155,7 +155,7 @@ mw_fleet_targets_add_group(struct mw_fleet_targets *t,
  * 2.1.5, 2.1.6); anything else that matches an id is ignored.
  */
 static bool
-from_own_account(const struct mw_fleet_conn *c, xmpp_stanza_t *st)
+from_own_account(const struct mw_roster_conn *c, xmpp_stanza_t *st)
 {
 	const char *from = xmpp_stanza_get_from(st);
 	char own[2 * MW_FLEET_PART_MAX + 2], f[2 * MW_FLEET_PART_MAX + 2];
@@ -173,7 +173,7 @@ from_own_account(const struct mw_fleet_conn *c, xmpp_stanza_t *st)
 static int
 on_push(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 {
-	struct mw_fleet_conn *c = arg;
+	struct mw_roster_conn *c = arg;
 	const char *id = xmpp_stanza_get_id(st);
 	xmpp_stanza_t *res;
 
@@ -190,7 +190,7 @@ static void
 on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
     xmpp_stream_error_t *se, void *arg)
 {
-	struct mw_fleet_conn *c = arg;
+	struct mw_roster_conn *c = arg;
 
 	if (ev != XMPP_CONN_CONNECT) {
 		if (!c->connected && !c->failed)
@@ -214,7 +214,7 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 }
 
 void
-mw_fleet_close(struct mw_fleet_conn *c)
+mw_roster_close(struct mw_roster_conn *c)
 {
 	if (c == NULL)
 		return;
@@ -236,10 +236,10 @@ mw_fleet_close(struct mw_fleet_conn *c)
 }
 
 int
-mw_fleet_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
-    struct mw_fleet_conn **out, char *err, size_t errlen)
+mw_roster_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
+    struct mw_roster_conn **out, char *err, size_t errlen)
 {
-	struct mw_fleet_conn *c;
+	struct mw_roster_conn *c;
 	uint64_t deadline;
 
 	*out = NULL;
@@ -251,14 +251,14 @@ mw_fleet_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
 	if ((c->x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
 	    (c->conn = xmpp_conn_new(c->x)) == NULL ||
 	    mw_omemo_account_apply(a, c->conn) != 0) {
-		mw_fleet_close(c);
+		mw_roster_close(c);
 		return fail(err, errlen, MW_FLEET_E_XMPP, "cannot set up the connection");
 	}
 	/* short-lived and roster-only: nothing for stream management to keep */
 	xmpp_conn_set_flags(c->conn, xmpp_conn_get_flags(c->conn) |
 	    XMPP_CONN_FLAG_DISABLE_SM);
 	if (xmpp_connect_client(c->conn, a->host, a->port, on_conn, c) != XMPP_EOK) {
-		mw_fleet_close(c);
+		mw_roster_close(c);
 		return fail(err, errlen, MW_FLEET_E_XMPP, "cannot connect");
 	}
 	deadline = now_ms() + timeout_ms;
@@ -268,7 +268,7 @@ mw_fleet_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
 		int rc = fail(err, errlen, MW_FLEET_E_XMPP, "%s", c->failed ? c->why :
 		    "connecting timed out");
 
-		mw_fleet_close(c);
+		mw_roster_close(c);
 		return rc;
 	}
 	*out = c;
@@ -278,7 +278,7 @@ mw_fleet_connect(const struct mw_omemo_account *a, uint64_t timeout_ms,
 static int
 on_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 {
-	struct mw_fleet_conn *c = arg;
+	struct mw_roster_conn *c = arg;
 
 	(void)conn;
 	if (!from_own_account(c, st))
@@ -313,7 +313,7 @@ error_condition(xmpp_stanza_t *st)
  * MW_FLEET_E_XMPP with "WHAT: reason" in err.
  */
 static int
-iq_call(struct mw_fleet_conn *c, xmpp_stanza_t *iq, const char *what, char *err,
+iq_call(struct mw_roster_conn *c, xmpp_stanza_t *iq, const char *what, char *err,
     size_t errlen)
 {
 	uint64_t deadline = now_ms() + c->timeout_ms;
@@ -348,7 +348,7 @@ iq_call(struct mw_fleet_conn *c, xmpp_stanza_t *iq, const char *what, char *err,
 
 /* A new <iq type=TYPE><query xmlns=jabber:iq:roster/></iq>; the query in *q. */
 static xmpp_stanza_t *
-roster_iq(struct mw_fleet_conn *c, const char *type, xmpp_stanza_t **q)
+roster_iq(struct mw_roster_conn *c, const char *type, xmpp_stanza_t **q)
 {
 	xmpp_stanza_t *iq = xmpp_iq_new(c->x, type, "0"), *query = xmpp_stanza_new(c->x);
 
@@ -405,7 +405,7 @@ parse_item(xmpp_stanza_t *el, struct mw_fleet_item *it)
 }
 
 int
-mw_fleet_roster_get(struct mw_fleet_conn *c, struct mw_fleet_roster *r, char *err,
+mw_fleet_roster_get(struct mw_roster_conn *c, struct mw_fleet_roster *r, char *err,
     size_t errlen)
 {
 	xmpp_stanza_t *q, *iq = roster_iq(c, "get", &q), *query;
@@ -463,7 +463,7 @@ add_text_child(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
 
 /* <item jid=JID [name=NAME] [subscription=SUB]> and its groups, in q. */
 static int
-add_item(struct mw_fleet_conn *c, xmpp_stanza_t *q, const struct mw_fleet_item *it,
+add_item(struct mw_roster_conn *c, xmpp_stanza_t *q, const struct mw_fleet_item *it,
     const char *sub)
 {
 	xmpp_stanza_t *el = xmpp_stanza_new(c->x);
@@ -504,7 +504,7 @@ on_change_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 
 /* Sends the roster set of ch; its answer comes to on_change_reply. */
 static int
-change_send(struct mw_fleet_conn *c, struct mw_fleet_change *ch)
+change_send(struct mw_roster_conn *c, struct mw_fleet_change *ch)
 {
 	xmpp_stanza_t *q, *iq = roster_iq(c, "set", &q);
 
@@ -525,7 +525,7 @@ change_send(struct mw_fleet_conn *c, struct mw_fleet_change *ch)
 }
 
 int
-mw_fleet_roster_apply(struct mw_fleet_conn *c, struct mw_fleet_change *ch, size_t n)
+mw_fleet_roster_apply(struct mw_roster_conn *c, struct mw_fleet_change *ch, size_t n)
 {
 	size_t sent = 0, done = 0;
 	uint64_t deadline = now_ms() + c->timeout_ms;
@@ -570,14 +570,14 @@ mw_fleet_targets_add_groups(struct mw_fleet_targets *t,
     const struct mw_omemo_account *a, char *const *groups, size_t ngroups,
     uint64_t timeout_ms, char *err, size_t errlen)
 {
-	struct mw_fleet_conn *c;
+	struct mw_roster_conn *c;
 	struct mw_fleet_roster r;
 	int rc;
 
-	if ((rc = mw_fleet_connect(a, timeout_ms, &c, err, errlen)) != MW_FLEET_OK)
+	if ((rc = mw_roster_connect(a, timeout_ms, &c, err, errlen)) != MW_FLEET_OK)
 		return rc;
 	rc = mw_fleet_roster_get(c, &r, err, errlen);
-	mw_fleet_close(c);
+	mw_roster_close(c);
 	if (rc != MW_FLEET_OK)
 		return rc;
 	for (size_t i = 0; i < ngroups && rc == MW_FLEET_OK; i++)

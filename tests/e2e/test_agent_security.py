@@ -8,12 +8,11 @@ grant, what an unverified device of a policy JID can make the agent spend,
 and who receives a stored result.
 """
 
-import json
 import os
 import re
 import time
 
-from agentkit import run
+from agentkit import json_lines, run
 
 
 def one(results):
@@ -80,7 +79,7 @@ def second_device(d, op, name):
 def send_envelope(d, conf, env_path, timeout):
     p = run([d.kit.moonwire, "send", "-c", conf, "--timeout", timeout, "--json",
              "--to", d.agent.jid, "--envelope", env_path], check=False, timeout=120)
-    return p, [json.loads(l) for l in p.stdout.splitlines() if l.strip().startswith("{")]
+    return p, json_lines(p.stdout)
 
 
 def test_duplicate_result_goes_only_to_the_requesting_device(deploy):

@@ -39,15 +39,21 @@ def run(cmd, check=True, **kw):
     return p
 
 
-def json_lines(out):
+def json_lines(out, summary=False):
     """`moonwire send --json` output: JSON Lines (spec/result.md), one
-    compact object per line and nothing else on stdout."""
-    results = []
+    compact object per line and nothing else on stdout.  The per-target
+    objects; the final summary object (`"summary": true`) is checked to be
+    last and exactly one, and returned too with summary=True."""
+    results, summaries = [], []
     for line in out.splitlines():
         obj = json.loads(line)
         assert isinstance(obj, dict) and line == line.strip(), line
         assert not re.search(r"\s", re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)), line
-        results.append(obj)
+        assert not summaries, "a line after the summary object: %r" % line
+        (summaries if obj.get("summary") is True else results).append(obj)
+    assert len(summaries) <= 1, summaries
+    if summary:
+        return results, (summaries[0] if summaries else None)
     return results
 
 

@@ -1,0 +1,731 @@
+/*
+ * fleetconn.c: the operator's connection for a fleet job -- send each
+ * target its envelope, decrypt whatever comes back into the job table, and
+ * wait on the job's rows there (fleet.h).
+ *
+ * Why results go through the table and not straight to the screen: every
+ * `moonwire` process of an operator account shares one OMEMO device and
+ * its ratchet, and the server hands a reply to whichever of them is
+ * connected (to all of them; the first to decrypt advances the ratchet, the
+ * others then see a duplicate).  So the process that decrypts a result
+ * records it by job id, in the decrypt's own transaction, and each waiting
+ * process shows what lands in its rows: two `send` at once both get their
+ * results, a result for a job whose `send` is gone is kept for `moonwire
+ * results`, and nothing is shown before it is durable.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime/agent/agent.h"
+#include "runtime/fleet/fleet.h"
+
+#define POLL_MS		200	/* other processes' records: looked for this often */
+#define BARRIER_MAX_MS	30000	/* collect: the server answers our ping by then */
+
+static volatile sig_atomic_t fleet_stop;
+
+static void
+on_stop_signal(int sig)
+{
+	(void)sig;
+	fleet_stop = 1;
+}
+
+static uint64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- opening ---- */
+
+int
+mw_fleet_open(struct mw_fleet *f, const char *cmd, const char *config,
+    struct mw_omemo_account *acct)
+{
+	char err[512];
+	int days;
+
+	f->cmd = cmd;
+	f->config = config;
+	f->acct = acct;
+	f->progress.tty = isatty(STDERR_FILENO) == 1;
+	if ((days = mw_fleet_retention_days(config, err, sizeof(err))) < 0) {
+		fprintf(stderr, "moonwire %s: %s\n", cmd, err);
+		return -1;
+	}
+	if (acct->db == NULL) {
+		fprintf(stderr, "moonwire %s: %s: no `db` setting\n", cmd, config);
+		return -1;
+	}
+	if (mw_omemo_account_private_db(acct->db, true, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire %s: %s\n", cmd, err);
+		return -1;
+	}
+	if (mw_omemo_db_open(acct->db, true, &f->db) != 0 ||
+	    mw_omemo_open(&f->o, f->db, acct->jid) != 0) {
+		fprintf(stderr, "moonwire %s: %s: cannot open the identity database\n", cmd,
+		    acct->db);
+		return -1;
+	}
+	if (mw_jobtable_init(f->db) != 0) {
+		fprintf(stderr, "moonwire %s: %s: cannot create or read the job table "
+		    "(%s)\n", cmd, acct->db, sqlite3_errmsg(f->db));
+		return -1;
+	}
+	if (days > 0 && mw_jobtable_prune(f->db, wall_ms() -
+	    (int64_t)days * 86400 * 1000) < 0)
+		fprintf(stderr, "moonwire %s: %s: pruning old jobs failed (%s)\n", cmd,
+		    acct->db, sqlite3_errmsg(f->db));
+	return 0;
+}
+
+static int
+by_jid_cmp(const void *a, const void *b, void *arg)
+{
+	const struct mw_fleet *f = arg;
+
+	return strcmp(f->rows[*(const size_t *)a].jid, f->rows[*(const size_t *)b].jid);
+}
+
+static int
+build_index(struct mw_fleet *f)
+{
+	free(f->by_jid);
+	if ((f->by_jid = calloc(f->nt ? f->nt : 1, sizeof(*f->by_jid))) == NULL)
+		return -1;
+	for (size_t i = 0; i < f->nt; i++)
+		f->by_jid[i] = i;
+	qsort_r(f->by_jid, f->nt, sizeof(*f->by_jid), by_jid_cmp, f);
+	f->remaining = 0;
+	for (size_t i = 0; i < f->nt; i++) {
+		f->t[i].fleet = f;
+		if (f->rows[i].state == MW_FLEET_PENDING)
+			f->remaining++;
+	}
+	return 0;
+}
+
+int
+mw_fleet_load(struct mw_fleet *f)
+{
+	struct mw_fleet_row *rows = NULL;
+	size_t n = 0;
+
+	if (mw_jobtable_rows(f->db, f->job_id, &rows, &n) != 0 ||
+	    (f->t = calloc(n ? n : 1, sizeof(*f->t))) == NULL) {
+		fprintf(stderr, "moonwire %s: %s: cannot read job %s\n", f->cmd,
+		    f->acct->db, f->job_id);
+		mw_fleet_rows_free(rows, n);
+		return -1;
+	}
+	f->rows = rows;
+	f->nt = n;
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].seq > f->seq)
+			f->seq = rows[i].seq;
+	if (build_index(f) != 0) {
+		fprintf(stderr, "moonwire %s: out of memory\n", f->cmd);
+		return -1;
+	}
+	return 0;
+}
+
+/* The target whose JID is the bare part of from (n bytes), or -1. */
+static ssize_t
+find(const struct mw_fleet *f, const char *from, size_t n)
+{
+	size_t lo = 0, hi = f->nt;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *jid = f->rows[f->by_jid[mid]].jid;
+		int c = strncmp(jid, from, n);
+
+		if (c == 0)
+			c = jid[n] == '\0' ? 0 : 1;
+		if (c == 0)
+			return (ssize_t)f->by_jid[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+ssize_t
+mw_fleet_find(const struct mw_fleet *f, const char *jid)
+{
+	return find(f, jid, strlen(jid));
+}
+
+static ssize_t
+find_from(const struct mw_fleet *f, const char *from)
+{
+	return from == NULL ? -1 : find(f, from, strcspn(from, "/"));
+}
+
+int
+mw_fleet_keep(struct mw_fleet *f, char *const *jids, size_t n)
+{
+	bool *keep = calloc(f->nt ? f->nt : 1, sizeof(*keep));
+	size_t k = 0;
+
+	if (keep == NULL)
+		return -1;
+	for (size_t j = 0; j < n; j++) {
+		ssize_t i = mw_fleet_find(f, jids[j]);
+
+		if (i >= 0)
+			keep[i] = true;
+	}
+	for (size_t i = 0; i < f->nt; i++) {
+		if (!keep[i]) {
+			mw_fleet_row_free(&f->rows[i]);
+			free(f->t[i].unsent_why);
+			continue;
+		}
+		f->rows[k] = f->rows[i];
+		f->t[k] = f->t[i];
+		k++;
+	}
+	free(keep);
+	f->nt = k;
+	return build_index(f);
+}
+
+/* ---- what lands in the table ---- */
+
+/* A changed row of our job, from any process: take it, print a result. */
+static int
+on_change(void *arg, const struct mw_fleet_row *r)
+{
+	struct mw_fleet *f = arg;
+	ssize_t i = find(f, r->jid, strlen(r->jid));
+	struct mw_fleet_row *mine;
+	struct mw_result_msg m;
+
+	if (i < 0)
+		return 0;	/* a target added by a later send of the same job */
+	mine = &f->rows[i];
+	if (mine->state != MW_FLEET_PENDING || r->state == MW_FLEET_PENDING)
+		return 0;
+	free(mine->status);
+	free(mine->detail);
+	free(mine->result);
+	mine->status = r->status ? strdup(r->status) : NULL;
+	mine->detail = r->detail ? strdup(r->detail) : NULL;
+	mine->result = r->result ? strdup(r->result) : NULL;
+	mine->done_ms = r->done_ms;
+	mine->state = r->state;
+	if ((r->status != NULL && mine->status == NULL) ||
+	    (r->detail != NULL && mine->detail == NULL) ||
+	    (r->result != NULL && mine->result == NULL)) {
+		/* out of memory: the row is in the table; show it as unreadable */
+		free(mine->result);
+		mine->result = NULL;
+	}
+	f->remaining--;
+	if (f->print_results && mine->state == MW_FLEET_RESULT && !f->t[i].shown &&
+	    mine->result != NULL &&
+	    mw_result_message_parse(mine->result, strlen(mine->result), &m) == 0) {
+		mw_fleet_progress_clear(&f->progress);
+		mw_fleet_result_print(stdout, mine->jid, &m, f->json, f->nt > 1);
+		mw_result_msg_free(&m);
+		f->t[i].shown = true;
+	}
+	return 0;
+}
+
+static void
+poll_table(struct mw_fleet *f)
+{
+	int64_t last;
+
+	f->poll_now = false;
+	if (mw_jobtable_changes(f->db, f->job_id, f->seq, on_change, f, &last) != 0) {
+		fprintf(stderr, "moonwire %s: reading the job table: %s\n", f->cmd,
+		    sqlite3_errmsg(f->db));
+		return;
+	}
+	f->seq = last;
+}
+
+/* Send failures noted by on_sent, into the table (outside any omemo
+ * transaction: on_sent may run inside one). */
+static void
+record_unsent(struct mw_fleet *f)
+{
+	for (size_t i = 0; i < f->nt; i++) {
+		struct mw_fleet_target *t = &f->t[i];
+
+		if (t->unsent_why == NULL || f->rows[i].state != MW_FLEET_PENDING)
+			continue;
+		if (mw_jobtable_unsent(f->db, f->job_id, f->rows[i].jid, t->unsent_why,
+		    wall_ms()) != 0)
+			fprintf(stderr, "moonwire %s: %s: cannot record the failed send: %s\n",
+			    f->cmd, f->rows[i].jid, sqlite3_errmsg(f->db));
+		f->poll_now = true;
+		free(t->unsent_why);
+		t->unsent_why = NULL;
+		t->dirty = false;
+	}
+}
+
+void
+mw_fleet_flush(struct mw_fleet *f)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < f->nt && !any; i++)
+		any = f->t[i].dirty;
+	if (!any || !sqlite3_get_autocommit(f->db))
+		return;
+	if (sqlite3_exec(f->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return;
+	for (size_t i = 0; i < f->nt; i++) {
+		if (!f->t[i].dirty)
+			continue;
+		if (mw_jobtable_seen(f->db, f->job_id, f->rows[i].jid, f->rows[i].seen,
+		    f->rows[i].sent_ms) != 0) {
+			(void)sqlite3_exec(f->db, "ROLLBACK", NULL, NULL, NULL);
+			return;
+		}
+	}
+	if (sqlite3_exec(f->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		(void)sqlite3_exec(f->db, "ROLLBACK", NULL, NULL, NULL);
+		return;
+	}
+	for (size_t i = 0; i < f->nt; i++)
+		f->t[i].dirty = false;
+}
+
+/* ---- stanzas ---- */
+
+/* A XEP-0085 chat state from a target: composing marks it running. */
+static void
+note_chat_state(struct mw_fleet *f, xmpp_stanza_t *st)
+{
+	ssize_t i;
+
+	if (xmpp_stanza_get_child_by_name_and_ns(st, "composing",
+	    "http://jabber.org/protocol/chatstates") == NULL ||
+	    (i = find_from(f, xmpp_stanza_get_from(st))) < 0)
+		return;
+	if (f->rows[i].state == MW_FLEET_PENDING &&
+	    f->rows[i].seen != MW_FLEET_SEEN_RUNNING) {
+		f->rows[i].seen = MW_FLEET_SEEN_RUNNING;
+		f->t[i].dirty = true;
+	}
+}
+
+static int
+on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct mw_fleet *f = arg;
+	struct mw_omemo_msg m;
+	struct mw_result_msg r;
+	int rc, rec = 0;
+
+	(void)conn;
+	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL) {
+		note_chat_state(f, st);
+		return 1;
+	}
+	rc = mw_omemo_decrypt(f->o, st, &m);
+	if (rc != MW_OMEMO_OK) {
+		/* duplicates: a message another process of this account decrypted */
+		if (rc != MW_OMEMO_DROPPED && rc != MW_OMEMO_E_DUPLICATE)
+			fprintf(stderr, "moonwire %s: message from %s: %s\n", f->cmd,
+			    m.from ? m.from : "?", mw_omemo_strerror(rc));
+		mw_omemo_msg_free(&m);
+		return 1;
+	}
+	memset(&r, 0, sizeof(r));
+	if (mw_result_message_parse((const char *)m.plaintext, m.len, &r) == 0) {
+		if (m.trust != MW_OMEMO_TRUST_VERIFIED)
+			fprintf(stderr, "moonwire %s: result for %s from an unverified device "
+			    "%u of %s: ignored\n", f->cmd, r.job_id, m.device, m.from);
+		else
+			rec = mw_jobtable_record(f->db, r.job_id, m.from,
+			    (const char *)m.plaintext, m.len, wall_ms());
+	}
+	if (rec < 0) {
+		/* fail closed: the ratchet stays where it was, nothing is shown */
+		fprintf(stderr, "moonwire %s: result for %s from %s: cannot store it: %s\n",
+		    f->cmd, r.job_id, m.from, sqlite3_errmsg(f->db));
+		(void)mw_omemo_rollback(f->o);
+	} else if ((rc = mw_omemo_commit(f->o)) != MW_OMEMO_OK) {
+		fprintf(stderr, "moonwire %s: message from %s: %s\n", f->cmd, m.from,
+		    mw_omemo_strerror(rc));
+	} else if (rec == 1) {
+		if (strcmp(r.job_id, f->job_id) == 0)
+			f->poll_now = true;
+	} else if (rec == 0 && r.job_id != NULL && m.trust == MW_OMEMO_TRUST_VERIFIED) {
+		mw_fleet_progress_clear(&f->progress);
+		fprintf(stderr, "moonwire %s: result for job %s from %s: no such job in "
+		    "this account's job table (pruned, or not sent from here): dropped\n",
+		    f->cmd, r.job_id, m.from);
+	}
+	if (r.job_id != NULL)
+		mw_result_msg_free(&r);
+	mw_omemo_msg_free(&m);
+	return 1;
+}
+
+/* Remembers the condition of every IQ error (the OMEMO layer reports only
+ * that there was one), to say what it means. */
+static int
+on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct mw_fleet *f = arg;
+	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
+	const char *from = xmpp_stanza_get_from(st), *cond = "undefined-condition";
+	xmpp_stanza_t *text_el = NULL;
+	char *text = NULL;
+	ssize_t hit;
+	size_t n;
+
+	if (from == NULL)
+		return 1;	/* about our own account */
+	for (c = e ? xmpp_stanza_get_children(e) : NULL; c != NULL;
+	    c = xmpp_stanza_get_next(c)) {
+		const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
+
+		if (name == NULL || ns == NULL ||
+		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0)
+			continue;
+		if (strcmp(name, "text") == 0)
+			text_el = c;
+		else if (strcmp(cond, "undefined-condition") == 0)
+			cond = name;
+	}
+	if (text_el != NULL)
+		text = xmpp_stanza_get_text(text_el);
+	n = strcspn(from, "/");
+	if ((hit = find(f, from, n)) >= 0) {
+		snprintf(f->t[hit].iq_error, sizeof(f->t[hit].iq_error), "%s", cond);
+		snprintf(f->t[hit].iq_error_text, sizeof(f->t[hit].iq_error_text), "%s",
+		    text != NULL ? text : "");
+	} else if (memchr(from, '@', n) == NULL) {
+		/* a server answering for its users: every target of that domain */
+		for (size_t i = 0; i < f->nt; i++) {
+			const char *domain = strchr(f->rows[i].jid, '@') + 1;
+
+			if (strlen(domain) == n && strncmp(domain, from, n) == 0) {
+				snprintf(f->t[i].iq_error, sizeof(f->t[i].iq_error), "%s", cond);
+				snprintf(f->t[i].iq_error_text, sizeof(f->t[i].iq_error_text),
+				    "%s", text != NULL ? text : "");
+			}
+		}
+	}
+	if (text != NULL)
+		xmpp_free(xmpp_conn_get_context(conn), text);
+	return 1;
+}
+
+/* Presence of a target, when the operator's account may see it. */
+static int
+on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct mw_fleet *f = arg;
+	const char *type = xmpp_stanza_get_type(st);
+	ssize_t i = find_from(f, xmpp_stanza_get_from(st));
+	enum mw_fleet_seen seen;
+
+	(void)conn;
+	if (i < 0 || f->rows[i].state != MW_FLEET_PENDING ||
+	    f->rows[i].seen == MW_FLEET_SEEN_RUNNING)
+		return 1;
+	if (type == NULL)
+		seen = MW_FLEET_SEEN_ONLINE;
+	else if (strcmp(type, "unavailable") == 0)
+		seen = MW_FLEET_SEEN_NOTHING;
+	else
+		return 1;
+	if (f->rows[i].seen != seen) {
+		f->rows[i].seen = seen;
+		f->t[i].dirty = true;
+	}
+	return 1;
+}
+
+/* Whether jid has a cached device whose key this identity verified. */
+static bool
+has_verified_device(struct mw_fleet *f, const char *jid)
+{
+	struct mw_omemo_device *d = NULL;
+	size_t n = 0;
+	bool found = false;
+
+	if (mw_omemo_devices(f->o, jid, &d, &n) != 0)
+		return true;	/* unknown: do not claim otherwise */
+	for (size_t k = 0; k < n; k++)
+		if (d[k].has_key && d[k].trust == MW_OMEMO_TRUST_VERIFIED)
+			found = true;
+	free(d);
+	return found;
+}
+
+static void
+on_sent(struct mw_omemo *o, int err, void *arg)
+{
+	struct mw_fleet_target *t = arg;
+	struct mw_fleet *f = t->fleet;
+	size_t i = (size_t)(t - f->t);
+	const char *jid = f->rows[i].jid;
+	char why[1400];
+
+	(void)o;
+	if (t->sent || t->unsent_why != NULL)
+		return;		/* told once already */
+	if (err == 0) {
+		t->sent = true;
+		f->rows[i].sent_ms = wall_ms();
+		t->dirty = true;
+		return;
+	}
+	/* an IQ error not about the target (our own device list on a first
+	 * run) with nothing verified: the missing trust is the cause */
+	if (err == MW_OMEMO_E_IQ && t->iq_error[0] == '\0' && !has_verified_device(f, jid))
+		err = MW_OMEMO_E_NO_DEVICES;
+	if (err == MW_OMEMO_E_IQ)
+		mw_fleet_explain_iq_error(f, t, jid, why, sizeof(why));
+	else if (err == MW_OMEMO_E_NO_DEVICES)
+		snprintf(why, sizeof(why), "%s: verify the agent's fingerprint first: "
+		    "moonwire trust -c %s %s FINGERPRINT (the agent's owner reads it "
+		    "with `moonwire fingerprint -c AGENT_CONFIG`)",
+		    mw_omemo_strerror(err), f->config, jid);
+	else
+		snprintf(why, sizeof(why), "%s", mw_omemo_strerror(err));
+	mw_fleet_progress_clear(&f->progress);
+	fprintf(stderr, "moonwire %s: %s: %s\n", f->cmd, jid, why);
+	if ((t->unsent_why = strdup(why)) == NULL)
+		t->unsent_why = strdup("not sent");
+}
+
+static void
+send_stanza(xmpp_stanza_t *st, void *arg)
+{
+	struct mw_fleet *f = arg;
+
+	if (f->conn != NULL && f->connected)
+		xmpp_send(f->conn, st);
+}
+
+static int
+on_barrier(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
+{
+	struct mw_fleet *f = arg;
+
+	(void)conn;
+	(void)st;
+	f->collected = true;
+	return 0;
+}
+
+static void
+on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
+    xmpp_stream_error_t *se, void *arg)
+{
+	struct mw_fleet *f = arg;
+	xmpp_stanza_t *p, *ping;
+	int rc;
+
+	if (ev != XMPP_CONN_CONNECT) {
+		char why[768];
+
+		if (!f->connected && !f->pin_refused) {
+			(void)mw_omemo_account_describe_failure(f->acct, conn, error, se, why,
+			    sizeof(why));
+			mw_fleet_progress_clear(&f->progress);
+			fprintf(stderr, "moonwire %s: %s\n", f->cmd, why);
+		} else if (f->connected && !f->failed && !f->closing && f->remaining > 0) {
+			(void)mw_omemo_account_describe_failure(f->acct, conn, error, se, why,
+			    sizeof(why));
+			mw_fleet_progress_clear(&f->progress);
+			fprintf(stderr, "moonwire %s: connection lost: %s\n", f->cmd, why);
+		}
+		f->connected = false;
+		f->failed = true;
+		return;
+	}
+	if (mw_omemo_account_check_pin(f->acct, conn) != 0) {
+		fprintf(stderr, "moonwire %s: server certificate does not match "
+		    "cert_pin_sha256 (check the pin, or the server's certificate changed)\n",
+		    f->cmd);
+		f->failed = true;
+		f->pin_refused = true;
+		xmpp_disconnect(conn);
+		return;
+	}
+	f->connected = true;
+	xmpp_handler_add(conn, on_message, NULL, "message", NULL, f);
+	xmpp_handler_add(conn, on_iq_error, NULL, "iq", "error", f);
+	xmpp_handler_add(conn, on_presence, NULL, "presence", NULL, f);
+	if ((rc = mw_omemo_attach(f->o, conn)) != 0 || (rc = mw_omemo_start(f->o)) != 0) {
+		fprintf(stderr, "moonwire %s: omemo: %s\n", f->cmd, mw_omemo_strerror(rc));
+		f->failed = true;
+		xmpp_disconnect(conn);
+		return;
+	}
+	/* initial presence: the server delivers what it stored for us now,
+	 * before it answers the ping that follows */
+	if ((p = xmpp_presence_new(f->x)) != NULL) {
+		xmpp_send(conn, p);
+		xmpp_stanza_release(p);
+	}
+	snprintf(f->barrier_id, sizeof(f->barrier_id), "mw-collect-%ld", (long)getpid());
+	if ((ping = xmpp_iq_new(f->x, "get", f->barrier_id)) != NULL) {
+		xmpp_stanza_t *q = xmpp_stanza_new(f->x);
+
+		if (q != NULL && xmpp_stanza_set_name(q, "ping") == XMPP_EOK &&
+		    xmpp_stanza_set_ns(q, "urn:xmpp:ping") == XMPP_EOK &&
+		    xmpp_stanza_add_child(ping, q) == XMPP_EOK) {
+			xmpp_id_handler_add(conn, on_barrier, f->barrier_id, f);
+			xmpp_send(conn, ping);
+		}
+		if (q != NULL)
+			xmpp_stanza_release(q);
+		xmpp_stanza_release(ping);
+	}
+	for (size_t i = 0; i < f->nt; i++) {
+		struct mw_fleet_target *t = &f->t[i];
+
+		if (t->envelope == NULL || f->rows[i].state != MW_FLEET_PENDING)
+			continue;
+		rc = mw_omemo_send(f->o, f->rows[i].jid, t->envelope, t->envelope_len,
+		    on_sent, t);
+		if (rc != 0)
+			on_sent(f->o, rc, t);
+	}
+}
+
+int
+mw_fleet_connect(struct mw_fleet *f)
+{
+	xmpp_initialize();
+	if ((f->x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
+	    (f->conn = xmpp_conn_new(f->x)) == NULL ||
+	    mw_omemo_account_apply(f->acct, f->conn) != 0 ||
+	    mw_omemo_set_transport(f->o, f->x, send_stanza, f) != 0) {
+		fprintf(stderr, "moonwire %s: cannot set up the connection\n", f->cmd);
+		return -1;
+	}
+	/* A short-lived client: without stream management the server counts a
+	 * message as delivered once written to us, instead of keeping unacked
+	 * ones for a later connection to see again; a result is durable in the
+	 * job table as soon as it is decrypted. */
+	xmpp_conn_set_flags(f->conn, xmpp_conn_get_flags(f->conn) |
+	    XMPP_CONN_FLAG_DISABLE_SM);
+	if (xmpp_connect_client(f->conn, f->acct->host, f->acct->port, on_conn, f) !=
+	    XMPP_EOK) {
+		fprintf(stderr, "moonwire %s: cannot connect\n", f->cmd);
+		return -1;
+	}
+	return 0;
+}
+
+enum mw_fleet_stop
+mw_fleet_wait(struct mw_fleet *f, uint64_t timeout_ms, bool collect_only)
+{
+	struct sigaction sa, old_int, old_term;
+	uint64_t start = mono_ms(), deadline = start + timeout_ms, next_poll = 0;
+	enum mw_fleet_stop why;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sa.sa_flags = SA_RESETHAND;	/* a second Ctrl-C ends the process */
+	sigemptyset(&sa.sa_mask);
+	fleet_stop = 0;
+	(void)sigaction(SIGINT, &sa, &old_int);
+	(void)sigaction(SIGTERM, &sa, &old_term);
+	mw_fleet_progress_init(&f->progress, start);
+	for (;;) {
+		uint64_t now;
+
+		xmpp_run_once(f->x, 100);	/* returns as soon as data arrives */
+		mw_omemo_tick(f->o);
+		record_unsent(f);
+		now = mono_ms();
+		if (f->poll_now || now >= next_poll) {
+			poll_table(f);
+			mw_fleet_flush(f);
+			next_poll = now + POLL_MS;
+		}
+		if (!collect_only && f->remaining == 0) {
+			why = MW_FLEET_ALL_DONE;
+			break;
+		}
+		if (collect_only && f->collected && (f->remaining == 0 || now >= deadline)) {
+			why = MW_FLEET_COLLECTED;
+			break;
+		}
+		if (f->failed) {
+			why = MW_FLEET_CONN_FAILED;
+			break;
+		}
+		if (fleet_stop) {
+			why = MW_FLEET_SIGNAL;
+			break;
+		}
+		if (now >= deadline && (!collect_only || now >= start + BARRIER_MAX_MS)) {
+			why = MW_FLEET_TIMEOUT;
+			break;
+		}
+		mw_fleet_progress_update(&f->progress, f->cmd, f->rows, f->nt, now);
+	}
+	(void)sigaction(SIGINT, &old_int, NULL);
+	(void)sigaction(SIGTERM, &old_term, NULL);
+	record_unsent(f);
+	poll_table(f);
+	mw_fleet_flush(f);
+	mw_fleet_progress_clear(&f->progress);
+	return why;
+}
+
+void
+mw_fleet_close(struct mw_fleet *f)
+{
+	if (f->connected) {
+		f->closing = true;
+		xmpp_disconnect(f->conn);
+		for (int i = 0; i < 20 && !xmpp_conn_is_disconnected(f->conn); i++)
+			xmpp_run_once(f->x, 50);
+	}
+	if (f->o != NULL)
+		mw_omemo_close(f->o);
+	if (f->conn != NULL) {
+		mw_omemo_account_release(f->conn);
+		xmpp_conn_release(f->conn);
+	}
+	if (f->x != NULL) {
+		xmpp_ctx_free(f->x);
+		xmpp_shutdown();
+	}
+	if (f->db != NULL)
+		sqlite3_close(f->db);
+	for (size_t i = 0; f->t != NULL && i < f->nt; i++)
+		free(f->t[i].unsent_why);
+	mw_fleet_rows_free(f->rows, f->nt);
+	free(f->t);
+	free(f->by_jid);
+	memset(f, 0, sizeof(*f));
+}
