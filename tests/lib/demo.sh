@@ -11,8 +11,10 @@ PY=/usr/bin/python3
 top=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d /tmp/moonwire-demo.XXXXXX)
 agent_pid=
+fleet_pids=
 cleanup() {
 	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+	for p in $fleet_pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
 	$PY "$top/tests/lib/prosody.py" stop "$tmp/prosody" >/dev/null 2>&1 || true
 	rm -rf "$tmp"
 }
@@ -23,7 +25,8 @@ show() { printf '$ %s\n' "$*"; "$@" || echo "(exit status $?)"; }
 
 say "a throwaway XMPP server on loopback, with two accounts"
 server=$($PY "$top/tests/lib/prosody.py" start "$tmp/prosody" \
-	--user agent:agent-pw --user alice:alice-pw)
+	--user agent:agent-pw --user alice:alice-pw \
+	--user web1:web1-pw --user web2:web2-pw --user web3:web3-pw)
 port=$(echo "$server" | $PY -c 'import json,sys; print(json.load(sys.stdin)["port"])')
 echo "prosody on 127.0.0.1:$port (domain localhost)"
 
@@ -104,6 +107,38 @@ send --limit cpu=200ms "$tmp/spin.lua"
 	| sed 's/local name = "moonwire"/local name = "mallory!"/' > "$tmp/tampered.job"
 echo "(an envelope whose program was changed after signing)"
 send --envelope "$tmp/tampered.job"
+
+say "a small fleet: three more agents, kept as a group in alice's roster"
+wait_connected() {
+	i=0
+	until grep -q "moonwire-agent: connected" "$1"; do
+		i=$((i + 1))
+		if [ $i -gt 200 ]; then cat "$1"; echo "an agent did not connect"; exit 1; fi
+		sleep 0.05
+	done
+}
+for a in web1 web2 web3; do
+	mkdir -p "$tmp/$a/state"
+	cp "$tmp/agent/allowed_signers" "$tmp/$a/allowed_signers"
+	cp "$tmp/agent/policy" "$tmp/$a/policy"
+	sed -e "s#agent@localhost#$a@localhost#" -e "s#agent-pw#$a-pw#" \
+		-e "s#$tmp/agent/#$tmp/$a/#g" "$tmp/agent/agent.conf" > "$tmp/$a/agent.conf"
+	afp=$(fp "$tmp/$a/agent.conf")	# creates its identity
+	"$MW" trust -c "$tmp/$a/agent.conf" alice@localhost "$(fp "$tmp/alice/alice.conf")" >/dev/null
+	"$MW" trust -c "$tmp/alice/alice.conf" "$a@localhost" "$afp" >/dev/null
+	"$MW" agent -c "$tmp/$a/agent.conf" > "$tmp/$a/log" 2>&1 &
+	fleet_pids="$fleet_pids $!"
+done
+for a in web1 web2 web3; do wait_connected "$tmp/$a/log"; done
+echo "(web1, web2, web3: set up as above, fingerprints verified, started)"
+show "$MW" fleet add -c "$tmp/alice/alice.conf" --group web \
+	web1@localhost web2@localhost web3@localhost
+show "$MW" fleet list -c "$tmp/alice/alice.conf"
+echo "(one job to the whole group; one result block per agent, then the summary)"
+show "$MW" send -c "$tmp/alice/alice.conf" --group web --timeout 20s "$top/scripts/system-status.lua"
+show "$MW" jobs -c "$tmp/alice/alice.conf" --limit 3
+for p in $fleet_pids; do kill -TERM "$p"; wait "$p" || true; done
+fleet_pids=
 
 say "the agent's log: one line per event, refusals as audit lines"
 kill -TERM "$agent_pid"; wait "$agent_pid" || true; agent_pid=
