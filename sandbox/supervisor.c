@@ -586,6 +586,50 @@ handle_job(struct mw_buf *p)
 	S.queued++;
 }
 
+/*
+ * A cancellation from the caller: a queued job never starts, a running one
+ * is killed through job_kill() like a limit (its worker and, through the
+ * async abort, its command's reaper); both end with one MW_JOB_CANCELLED
+ * result.  An id the supervisor does not hold (already answered) is
+ * ignored: its result stands.
+ */
+static int
+handle_cancel(struct mw_buf *p)
+{
+	char *id = NULL, *why = NULL;
+	int rc = -1;
+
+	if (mw_buf_get_cstring(p, &id, 256) != 0 ||
+	    mw_buf_get_cstring(p, &why, 256) != 0 || mw_buf_avail(p) != 0)
+		goto out;
+	rc = 0;
+	for (struct sv_job **pp = &S.queue_head, *prev = NULL; *pp != NULL;
+	    prev = *pp, pp = &(*pp)->next) {
+		struct sv_job *job = *pp;
+		char msg[200];
+
+		if (strcmp(job->j.id, id) != 0)
+			continue;
+		*pp = job->next;
+		if (S.queue_tail == job)
+			S.queue_tail = prev;
+		S.queued--;
+		snprintf(msg, sizeof(msg), "%s (before it started)", why);
+		send_simple_result(job->j.id, MW_JOB_CANCELLED, msg);
+		job_free(job);
+		goto out;
+	}
+	for (struct sv_worker *w = S.workers; w != NULL; w = w->next)
+		if (w->job != NULL && strcmp(w->job->j.id, id) == 0) {
+			job_kill(w->job, MW_JOB_CANCELLED, "%s (while running)", why);
+			break;
+		}
+out:
+	free(id);
+	free(why);
+	return rc;
+}
+
 static int
 handle_hello(struct mw_buf *p)
 {
@@ -641,6 +685,11 @@ caller_readable(void)
 			return -1;
 		if (!S.hello) {
 			if (type != MW_F_HELLO || handle_hello(&p) != 0)
+				return -1;
+			continue;
+		}
+		if (type == MW_F_CANCEL) {
+			if (handle_cancel(&p) != 0)
 				return -1;
 			continue;
 		}

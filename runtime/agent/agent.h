@@ -81,6 +81,8 @@ struct mw_journal_entry {
 	enum mw_journal_state state;
 	char *result;			/* result message text when DONE */
 	bool replied;			/* handed to a connection at least once */
+	bool cancel_requested;		/* a signed cancellation was accepted for it */
+	uint8_t cancel_sha256[32];	/* of that cancellation's text */
 };
 void mw_journal_entry_free(struct mw_journal_entry *e);
 
@@ -91,6 +93,11 @@ int mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
     struct mw_journal_entry *e);
 /* Inside the caller's open transaction. */
 int mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now);
+/* Inside the caller's open transaction: records a cancellation on an
+ * ACCEPTED row not yet cancelled.  0, or -1 (no such row, or a database
+ * error).  mw_journal_recover() then ends the row `cancelled`. */
+int mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
+    const uint8_t cancel_sha256[32]);
 /* Own transaction (autocommit mode): state DONE with its result text. */
 int mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
     const char *result, int64_t now);
@@ -102,7 +109,8 @@ int mw_journal_confirm(sqlite3 *db, const char *signer, const char *job_id);
  * how many, or -1. */
 int mw_journal_resend_unconfirmed(sqlite3 *db);
 /* After a restart: every ACCEPTED job becomes DONE with an "interrupted"
- * result; returns how many, or -1. */
+ * result (`cancelled` when a cancellation was recorded for it); returns
+ * how many, or -1. */
 int mw_journal_recover(sqlite3 *db, int64_t now);
 /* DONE and not replied, oldest first; *out malloc'ed array. */
 int mw_journal_unreplied(sqlite3 *db, struct mw_journal_entry **out, size_t *n);
@@ -137,6 +145,8 @@ struct running_job {
 	uint64_t t_verify_us;		/* envelope, signature, policy */
 	uint64_t t_commit_us;		/* journal row + ratchet commit */
 	uint64_t t_submitted_us;	/* clock when handed to the sandbox */
+	char *cancel_from;		/* a journaled cancellation came from this JID ... */
+	uint32_t cancel_device;		/* ... and device (NULL: not cancelled) */
 };
 
 /* A result handed to the connection, waiting for the server to confirm it. */
@@ -231,5 +241,13 @@ void agent_read_results(struct agent *a);
 void agent_interrupt_all(struct agent *a, const char *why);
 void agent_running_free(struct running_job *j);
 void agent_unlink_job(struct agent *a, struct running_job *j);
+void agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result *r);
+bool agent_rate_allow(struct agent *a, const char *jid);
+bool agent_rate_refusal_reply_due(struct agent *a, const char *jid);
+
+/* agent_cancel.c: a decrypted signed cancellation (spec/agent.md,
+ * "Cancellation"), with the decrypt transaction open; commits or rolls
+ * it back. */
+void agent_handle_cancel(struct agent *a, const struct mw_omemo_msg *m);
 
 #endif

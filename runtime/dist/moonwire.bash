@@ -14,7 +14,7 @@ _moonwire_opts() {
 		echo "-c --config --to -k --key --ttl --limit --arg --envelope --timeout" \
 			"--json --help" ;;
 	sign)
-		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --help" ;;
+		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --cancel --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;
 	fingerprint|devices|trust|distrust) echo "-c --config --db --help" ;;
 	init)

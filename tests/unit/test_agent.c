@@ -982,18 +982,18 @@ test_journal_schema(void **state)
 	assert_int_equal(mw_journal_init(db), 0);	/* idempotent */
 	assert_true(sqlite3_get_autocommit(db));	/* no transaction left open */
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'journal'"), 1);
+	    "component = 'journal'"), 2);
 	assert_int_equal(query_int(db, "SELECT count(*) FROM mw_schema"), 1);
 	accept_committed(db, "SHA256:k", "j", 1);
 	assert_int_equal(mw_journal_init(db), 0);	/* keeps the rows */
 	assert_int_equal(mw_journal_count(db, MW_JOURNAL_ACCEPTED), 1);
 
 	/* written by a newer moonwire: refused, nothing changed */
-	exec_ok(db, "UPDATE mw_schema SET version = 2 WHERE component = 'journal'");
+	exec_ok(db, "UPDATE mw_schema SET version = 3 WHERE component = 'journal'");
 	assert_int_equal(mw_journal_init(db), -1);
 	assert_true(sqlite3_get_autocommit(db));
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'journal'"), 2);
+	    "component = 'journal'"), 3);
 	assert_int_equal(query_int(db, "SELECT count(*) FROM mw_jobs"), 1);
 	sqlite3_close(db);
 
@@ -1003,7 +1003,7 @@ test_journal_schema(void **state)
 	assert_int_equal(mw_omemo_open(&o, db, "agent@example.org"), MW_OMEMO_OK);
 	assert_int_equal(mw_journal_init(db), 0);
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'journal'"), 1);
+	    "component = 'journal'"), 2);
 	assert_true(query_int(db, "SELECT version FROM mw_schema WHERE "
 	    "component = 'omemo'") >= 1);
 	mw_omemo_close(o);
