@@ -137,7 +137,9 @@ void mw_result_free(struct mw_result *r);
 
 struct mw_sandbox_config {
 	unsigned parallel;	/* jobs running at once (default: 2) */
-	unsigned pool;		/* idle pre-forked workers kept ready (default: parallel) */
+	unsigned pool;		/* idle pre-forked workers kept ready (0: as many as
+				 * parallel; MW_SANDBOX_POOL_NONE: none, a worker is
+				 * forked when a job needs one) */
 	unsigned queue_max;	/* jobs waiting beyond those running (default: 64) */
 	const char *state_dir;	/* where the kv store lives; NULL: kv unavailable */
 	const char *exe;	/* binary to exec as supervisor; NULL: /proc/self/exe */
@@ -153,6 +155,8 @@ struct mw_sandbox_config {
 	 * instead of the Lua runtime. */
 	void (*test_worker)(int fd);
 };
+
+#define MW_SANDBOX_POOL_NONE	0xffffffffu
 
 struct mw_sandbox;
 

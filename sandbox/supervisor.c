@@ -526,8 +526,14 @@ schedule(void)
 		job->next = NULL;
 		job_start(job, w);
 	}
-	/* Keep the pool full; a pool that keeps dying idle is broken. */
-	while (S.idle + S.forking < S.cfg.pool && S.idle_failures < 8) {
+	/* Keep the pool full, and fork what the waiting jobs need beyond it
+	 * (pool 0: workers are forked per job); a pool that keeps dying idle
+	 * is broken. */
+	unsigned want = S.cfg.pool, slots = S.cfg.parallel > S.running ?
+	    S.cfg.parallel - S.running : 0;
+	if (want < (S.queued < slots ? S.queued : slots))
+		want = S.queued < slots ? S.queued : slots;
+	while (S.idle + S.forking < want && S.idle_failures < 8) {
 		if (mw_zygote_request(S.zfd) != 0)
 			break;
 		S.forking++;
@@ -657,7 +663,9 @@ handle_hello(struct mw_buf *p)
 	}
 	if (S.cfg.parallel == 0 || S.cfg.parallel > 256)
 		S.cfg.parallel = 2;
-	if (S.cfg.pool == 0 || S.cfg.pool > 256)
+	if (S.cfg.pool == MW_SANDBOX_POOL_NONE)
+		S.cfg.pool = 0;
+	else if (S.cfg.pool == 0 || S.cfg.pool > 256)
 		S.cfg.pool = S.cfg.parallel;
 	if (S.cfg.queue_max > 100000)
 		S.cfg.queue_max = 100000;

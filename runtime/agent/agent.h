@@ -26,6 +26,8 @@
 
 /* ---- configuration (`moonwire agent -c CONFIG`) ---- */
 
+#define MW_AGENT_FAILOVER_MAX	7	/* servers after `host` */
+
 struct mw_agent_config {
 	struct mw_omemo_account account;	/* jid, password, host, TLS, db */
 	char *allowed_signers;
@@ -45,6 +47,12 @@ struct mw_agent_config {
 	unsigned new_session_burst;		/* default 5 */
 	uint32_t new_session_global_per_minute;	/* all senders (default 60) */
 	unsigned new_session_global_burst;	/* default 20 */
+	uint32_t omemo_recheck_ms;	/* periodic publication re-check (0: off; default 1h) */
+	int idle_workers;		/* sandbox pool; -1: as many as parallel */
+	/* `failover`: servers tried after host:port, in turn */
+	char *failover_host[MW_AGENT_FAILOVER_MAX];
+	unsigned short failover_port[MW_AGENT_FAILOVER_MAX];	/* 0: the `port` setting */
+	unsigned n_failover;
 };
 /* Every error is "FILE:LINE: reason" (or "FILE: reason"); the agent does
  * not start. */
@@ -187,6 +195,9 @@ struct agent {
 	uint64_t stop_deadline_ms;
 	unsigned backoff_ms;
 	uint64_t reconnect_at_ms;
+	/* which server the next attempt goes to: 0 `host`, i > 0 failover
+	 * server i - 1; moves on after a failed attempt, stays after success */
+	unsigned server_idx;
 	uint64_t next_tick_ms;
 	uint64_t next_ping_ms;
 	uint64_t ping_sent_ms;		/* 0: no ping outstanding */

@@ -460,6 +460,41 @@ schedule_reconnect(struct agent *a, bool config_error)
 		a->backoff_ms = cap;
 }
 
+/*
+ * Failover (spec/agent.md): an attempt that did not get connected moves
+ * on to the next server of host + failover, round and round; the delay
+ * between attempts stays the jittered backoff, so a fleet whose server
+ * restarts spreads its reconnections and the next server does not get
+ * every agent in the same second.  A lost connection tries its own server
+ * once more first (the session may resume there).
+ */
+static void
+current_server(const struct agent *a, const char **host, unsigned short *port)
+{
+	*host = a->cfg.account.host;
+	*port = a->cfg.account.port;
+	if (a->server_idx > 0 && a->server_idx <= a->cfg.n_failover) {
+		*host = a->cfg.failover_host[a->server_idx - 1];
+		if (a->cfg.failover_port[a->server_idx - 1] != 0)
+			*port = a->cfg.failover_port[a->server_idx - 1];
+	}
+}
+
+static void
+next_server(struct agent *a)
+{
+	unsigned n = a->cfg.n_failover + 1;
+
+	if (n < 2)
+		return;
+	const char *host;
+	unsigned short port;
+
+	a->server_idx = (a->server_idx + 1) % n;
+	current_server(a, &host, &port);
+	agent_log("server-failover", "next=%s:%u", host, port ? port : 5222);
+}
+
 /* The OMEMO layer's PEP log lines, in the agent's log format. */
 static void
 omemo_log(const char *event, const char *fields, void *arg)
@@ -487,9 +522,16 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			    "cert_pin_sha256 (check the pin, or the server's certificate "
 			    "changed)");
 			config_error = true;
-		} else
-			config_error = mw_omemo_account_describe_failure(&a->cfg.account,
+		} else {
+			/* named after the server this attempt went to */
+			struct mw_omemo_account acc = a->cfg.account;
+			const char *h;
+
+			current_server(a, &h, &acc.port);
+			acc.host = (char *)h;
+			config_error = mw_omemo_account_describe_failure(&acc,
 			    conn, error, se, why, sizeof(why)) == MW_OMEMO_FAIL_CONFIG;
+		}
 		a->pin_refused = false;
 		/* a configuration error is named each time it happens */
 		agent_log(was ? "disconnected" : "connect-failed",
@@ -501,6 +543,8 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			if (a->sm != NULL)
 				xmpp_free_sm_state(a->sm);
 			a->sm = xmpp_conn_get_sm_state(conn);
+			if (!was)
+				next_server(a);
 			schedule_reconnect(a, config_error && !was);
 		}
 		return;
@@ -574,14 +618,21 @@ agent_start_connection(struct agent *a)
 		if (xmpp_conn_set_sm_state(a->conn, a->sm) == XMPP_EOK)
 			a->sm = NULL;
 	}
-	if (xmpp_connect_client(a->conn, a->cfg.account.host, a->cfg.account.port,
-	    on_conn, a) != XMPP_EOK) {
+	const char *host;
+	unsigned short port;
+	current_server(a, &host, &port);
+	if (xmpp_connect_client(a->conn, host, port, on_conn, a) != XMPP_EOK) {
 		agent_log("connect-failed", "host=%s reason=\"cannot start connecting\"",
-		    a->cfg.account.host ? a->cfg.account.host : "-");
+		    host ? host : "-");
+		next_server(a);
 		schedule_reconnect(a, false);
 		return 0;
 	}
-	agent_log("connecting", "jid=%s", a->cfg.account.jid);
+	if (a->cfg.n_failover > 0)
+		agent_log("connecting", "jid=%s server=%s:%u", a->cfg.account.jid, host,
+		    port ? port : 5222);
+	else
+		agent_log("connecting", "jid=%s", a->cfg.account.jid);
 	return 0;
 }
 
