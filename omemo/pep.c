@@ -4,7 +4,8 @@
  * a node reconfiguration and one retry on precondition-not-met, and one
  * retry without the publish-options a server may not know on any other
  * error), confirms the publication by fetching both back (logging every
- * failure and restarting with backoff until confirmed), follows
+ * failure and restarting with backoff until confirmed), re-checks both
+ * periodically once confirmed (mw_omemo_set_recheck), follows
  * device-list pushes (re-adding this device when an update lacks it),
  * fetches peers' device lists and bundles, and drives mw_omemo_send():
  * device lists -> missing bundles -> encrypt -> send.
