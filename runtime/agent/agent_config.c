@@ -209,9 +209,9 @@ parse_failover(struct mw_agent_config *c, const char *v, char *why, size_t wl)
 			*close = '\0';
 			if (close[1] == ':')
 				port = close + 2;
-		} else if ((port = strchr(t, ':')) != NULL) {
-			if (strchr(port + 1, ':') != NULL)
-				return cfail(why, wl, "failover: write an IPv6 address as [%s]:PORT", t);
+		} else if ((port = strchr(t, ':')) != NULL && strchr(port + 1, ':') != NULL) {
+			port = NULL;	/* an IPv6 address without a port */
+		} else if (port != NULL) {
 			*port++ = '\0';
 		}
 		if (*host == '\0' || strpbrk(host, "/@") != NULL)

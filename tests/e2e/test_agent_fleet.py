@@ -64,7 +64,7 @@ def test_failover_config_errors(deploy):
     d.agent.write_conf()
     p = run([d.kit.moonwire, "agent", "-c", d.agent.conf, "--check"], check=False)
     assert p.returncode == 2 and "failover" in p.stderr and "example.org" in p.stderr, p.stderr
-    for bad, why in (("127.0.0.1:0", "port"), ("::1:5222", "IPv6"), ("[::1", "IPv6"),
+    for bad, why in (("127.0.0.1:0", "port"), ("[::1]5222", "IPv6"), ("[::1", "IPv6"),
                      ("a@b", "host")):
         d.agent.settings["failover"] = bad
         d.agent.write_conf()

@@ -1407,6 +1407,33 @@ test_config_valid(void **state)
 	    sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_int_equal(c.parallel, 5);
+	/* fleet settings: defaults */
+	assert_int_equal(c.omemo_recheck_ms, 3600 * 1000);
+	assert_int_equal(c.idle_workers, -1);
+	assert_int_equal(c.n_failover, 0);
+	mw_agent_config_free(&c);
+
+	/* fleet settings: failover servers, re-check, idle pool */
+	if (load_config(BASE_CONFIG "failover = localhost, 127.0.0.1:5299 [::1]:5300 ::1\n"
+	    "omemo_recheck = 90s\nidle_workers = 0\n", &c, path, sizeof(path), err,
+	    sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.n_failover, 4);
+	assert_string_equal(c.failover_host[0], "localhost");
+	assert_int_equal(c.failover_port[0], 0);
+	assert_string_equal(c.failover_host[1], "127.0.0.1");
+	assert_int_equal(c.failover_port[1], 5299);
+	assert_string_equal(c.failover_host[2], "::1");
+	assert_int_equal(c.failover_port[2], 5300);
+	assert_string_equal(c.failover_host[3], "::1");	/* an address without a port */
+	assert_int_equal(c.omemo_recheck_ms, 90000);
+	assert_int_equal(c.idle_workers, 0);
+	mw_agent_config_free(&c);
+	assert_int_equal(c.n_failover, 0);
+	if (load_config(BASE_CONFIG "omemo_recheck = off\n", &c, path, sizeof(path), err,
+	    sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.omemo_recheck_ms, 0);
 	mw_agent_config_free(&c);
 }
 
@@ -1466,6 +1493,18 @@ test_config_errors(void **state)
 		{ "jid = agent@example.org\npassword = x\ndb = /nonexistent/dir/x.db\n", 3,
 		  "directory /nonexistent/dir" },
 		{ BASE_CONFIG "queue = 4097\n", 8, "4097" },
+		{ BASE_CONFIG "failover = a:0\n", 8, "failover: port" },
+		{ BASE_CONFIG "failover = [::1]5222\n", 8, "IPv6" },
+		{ BASE_CONFIG "failover = [::1\n", 8, "IPv6" },
+		{ BASE_CONFIG "failover = , ,\n", 8, "no server" },
+		{ BASE_CONFIG "failover = a@b\n", 8, "host name" },
+		{ BASE_CONFIG "failover = a b c d e f g h\n", 8, "at most 7" },
+		{ BASE_CONFIG "failover = xmpp.example.org\n", 8, "every failover server" },
+		{ "jid = agent@example.org\npassword = x\ndb = %D\nallowed_signers = %S\n"
+		  "policy = %P\nfailover = 127.0.0.1\n", 6, "needs host" },
+		{ BASE_CONFIG "omemo_recheck = 0s\n", 8, "omemo_recheck" },
+		{ BASE_CONFIG "omemo_recheck = 8d\n", 8, "omemo_recheck" },
+		{ BASE_CONFIG "idle_workers = 65\n", 8, "" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\n"
 		  "allowed_signers = /nonexistent/mw/signers\npolicy = %P\n", 4,
 		  "/nonexistent/mw/signers" },
