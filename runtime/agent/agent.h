@@ -4,7 +4,8 @@
  * (journal.c), which `moonwire send`, `init` and the tests use too; and
  * what the service's own files share (agent.c: start-up, the loop,
  * signals and the log; agent_xmpp.c: the connection, stanzas and the
- * delivery barrier; agent_jobs.c: budgets, authorization, running jobs).
+ * delivery barrier; agent_jobs.c: budgets, authorization, running jobs;
+ * agent_cancel.c: signed cancellations).
  * Private to runtime/; spec/agent.md describes the behaviour.
  */
 #ifndef MW_AGENT_H

@@ -1,6 +1,7 @@
 /*
  * job.h: the runtime's job room -- what makes a signed job: envelopes v1
- * (with their signed arguments), OpenSSH signatures (SSHSIG), the
+ * (with their signed arguments), signed cancellations (cancel.c),
+ * OpenSSH signatures (SSHSIG), the
  * allowed_signers file, and the policy (policy.c; its API is in
  * mw_runtime.h, which other components use).  Private to runtime/ (the
  * agent, `moonwire sign`,
