@@ -65,7 +65,7 @@ static const char *const agent_keys[] = {
 	"parallel", "queue", "shutdown_grace", "rate_limit", "rate_burst",
 	"durability", "new_session_rate", "new_session_burst",
 	"new_session_rate_global", "new_session_burst_global", "omemo_recheck",
-	"idle_workers", "failover", NULL
+	"idle_workers", "failover", "reconnect_spread", NULL
 };
 
 static int
@@ -315,6 +315,14 @@ agent_setting(struct mw_agent_config *c, const char *file, const char *k,
 		c->omemo_recheck_ms = (uint32_t)n;
 		return 0;
 	}
+	if (strcmp(k, "reconnect_spread") == 0) {
+		/* extra random delay, up to this, before reconnecting after a
+		 * lost connection */
+		if (mw_parse_duration_ms(v, &n) != 0 || n > 600 * 1000)
+			return cfail(why, wl, "reconnect_spread: '%s' is not a duration up to 10m", v);
+		c->reconnect_spread_ms = (uint32_t)n;
+		return 0;
+	}
 	if (strcmp(k, "idle_workers") == 0) {
 		/* pre-forked confined workers kept ready; 0: fork per job */
 		if (set_uint(v, 0, 64, &n, why, wl) != 0)
@@ -351,6 +359,7 @@ config_defaults(struct mw_agent_config *c)
 	c->new_session_global_burst = 20;
 	c->omemo_recheck_ms = 3600 * 1000;
 	c->idle_workers = -1;		/* as many as parallel */
+	c->reconnect_spread_ms = 5000;
 }
 
 int

@@ -435,10 +435,13 @@ on_socket(xmpp_conn_t *conn, void *sock)
  * Exponential backoff with +-20% jitter: network errors from 1 s to 2 min;
  * configuration errors (refused login, untrusted or mismatched certificate,
  * unusable ca_file) from 1 min to 10 min, since only a change of the file
- * or the server can fix them.
+ * or the server can fix them.  The first attempt after a connection that
+ * was up is lost waits up to reconnect_spread more, drawn uniformly: when
+ * a server restarts, its whole fleet loses the connection in the same
+ * instant, and the spread keeps it from coming back in the same second.
  */
 static void
-schedule_reconnect(struct agent *a, bool config_error)
+schedule_reconnect(struct agent *a, bool config_error, bool lost)
 {
 	unsigned char r;
 	double jitter;
@@ -453,6 +456,13 @@ schedule_reconnect(struct agent *a, bool config_error)
 		r = 128;
 	jitter = 0.8 + 0.4 * ((double)r / 255.0);	/* +-20% */
 	a->reconnect_at_ms = agent_now_ms() + (uint64_t)((double)a->backoff_ms * jitter);
+	if (lost && a->cfg.reconnect_spread_ms > 0) {
+		uint32_t u;
+
+		if (RAND_bytes((unsigned char *)&u, sizeof(u)) != 1)
+			u = 0x7fffffffu;
+		a->reconnect_at_ms += (uint64_t)u % ((uint64_t)a->cfg.reconnect_spread_ms + 1);
+	}
 	agent_log("reconnect-scheduled", "in_ms=%" PRIu64 " kind=%s",
 	    a->reconnect_at_ms - agent_now_ms(), config_error ? "configuration" : "network");
 	a->backoff_ms = (unsigned)((double)a->backoff_ms * (config_error ? 2.0 : 1.6));
@@ -545,7 +555,7 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			a->sm = xmpp_conn_get_sm_state(conn);
 			if (!was)
 				next_server(a);
-			schedule_reconnect(a, config_error && !was);
+			schedule_reconnect(a, config_error && !was, was);
 		}
 		return;
 	}
@@ -597,19 +607,19 @@ agent_start_connection(struct agent *a)
 	a->pin_refused = false;
 	if ((a->conn = xmpp_conn_new(a->x)) == NULL) {
 		agent_log("connect-failed", "reason=\"out of memory\"");
-		schedule_reconnect(a, false);
+		schedule_reconnect(a, false, false);
 		return -1;
 	}
 	if (a->cfg.account.ca_file != NULL &&
 	    mw_omemo_account_check_ca_file(a->cfg.account.ca_file, why, sizeof(why)) != 0) {
 		/* libstrophe 0.12 crashes on a CA file it cannot load */
 		agent_log("connect-failed", "reason=\"ca_file %s\"", why);
-		schedule_reconnect(a, true);
+		schedule_reconnect(a, true, false);
 		return -1;
 	}
 	if (mw_omemo_account_apply(&a->cfg.account, a->conn) != 0) {
 		agent_log("connect-failed", "reason=\"account settings refused\"");
-		schedule_reconnect(a, true);
+		schedule_reconnect(a, true, false);
 		return -1;
 	}
 	xmpp_conn_set_sockopt_callback(a->conn, on_socket);
@@ -625,7 +635,7 @@ agent_start_connection(struct agent *a)
 		agent_log("connect-failed", "host=%s reason=\"cannot start connecting\"",
 		    host ? host : "-");
 		next_server(a);
-		schedule_reconnect(a, false);
+		schedule_reconnect(a, false, false);
 		return 0;
 	}
 	if (a->cfg.n_failover > 0)

@@ -73,6 +73,31 @@ def test_failover_config_errors(deploy):
                                                p.stderr), (bad, p.stderr)
 
 
+def test_server_restart_spreads_reconnections(deploy):
+    """After a server restart the first reconnection of each agent waits
+    the backoff (1 s +-20 %) plus a uniform 0..reconnect_spread; with 0
+    only the backoff.  The delays are the agent's own logged choices."""
+    d = deploy
+    wide = d.kit.agent("wide")
+    wide.policy_text = d.agent.policy_text
+    wide.allow(d.alice)
+    d.kit.trust(wide, d.alice)
+    wide.settings["reconnect_spread"] = "20s"
+    d.agent.settings["reconnect_spread"] = "0s"
+    d.agent.start()
+    wide.start()
+    d.kit.prosody.restart()
+    ms = {}
+    for a in (d.agent, wide):
+        line = a.wait_log(r"reconnect-scheduled in_ms=\d+ kind=network", timeout=30)
+        ms[a.user] = int(re.search(r"in_ms=(\d+)", line).group(1))
+    assert 800 <= ms["agent"] <= 1200, ms
+    assert 800 <= ms["wide"] <= 21200, ms
+    d.agent.wait_log(r"connected jid=", timeout=30)
+    wide.wait_log(r"connected jid=", timeout=60)
+    job_runs(d, "after-restart")
+
+
 def test_periodic_recheck_republishes(deploy):
     d = deploy
     pat = d.kit.peer("pat")
