@@ -50,7 +50,7 @@ struct mw_agent_config {
 	unsigned new_session_global_burst;	/* default 20 */
 	uint32_t omemo_recheck_ms;	/* periodic publication re-check (0: off; default 1h) */
 	int idle_workers;		/* sandbox pool; -1: as many as parallel */
-	uint32_t reconnect_spread_ms;	/* up to this much more before the first reconnect (default 5 s) */
+	uint32_t reconnect_spread_ms;	/* up to this much more before the first reconnect (default 0) */
 	/* `failover`: servers tried after host:port, in turn */
 	char *failover_host[MW_AGENT_FAILOVER_MAX];
 	unsigned short failover_port[MW_AGENT_FAILOVER_MAX];	/* 0: the `port` setting */

@@ -359,7 +359,7 @@ config_defaults(struct mw_agent_config *c)
 	c->new_session_global_burst = 20;
 	c->omemo_recheck_ms = 3600 * 1000;
 	c->idle_workers = -1;		/* as many as parallel */
-	c->reconnect_spread_ms = 5000;
+	c->reconnect_spread_ms = 0;	/* off: a lone device reconnects at once */
 }
 
 int

@@ -1411,12 +1411,12 @@ test_config_valid(void **state)
 	assert_int_equal(c.omemo_recheck_ms, 3600 * 1000);
 	assert_int_equal(c.idle_workers, -1);
 	assert_int_equal(c.n_failover, 0);
-	assert_int_equal(c.reconnect_spread_ms, 5000);
+	assert_int_equal(c.reconnect_spread_ms, 0);
 	mw_agent_config_free(&c);
 
 	/* fleet settings: failover servers, re-check, idle pool */
 	if (load_config(BASE_CONFIG "failover = localhost, 127.0.0.1:5299 [::1]:5300 ::1\n"
-	    "omemo_recheck = 90s\nidle_workers = 0\nreconnect_spread = 0s\n", &c, path, sizeof(path), err,
+	    "omemo_recheck = 90s\nidle_workers = 0\nreconnect_spread = 1m\n", &c, path, sizeof(path), err,
 	    sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_int_equal(c.n_failover, 4);
@@ -1429,7 +1429,7 @@ test_config_valid(void **state)
 	assert_string_equal(c.failover_host[3], "::1");	/* an address without a port */
 	assert_int_equal(c.omemo_recheck_ms, 90000);
 	assert_int_equal(c.idle_workers, 0);
-	assert_int_equal(c.reconnect_spread_ms, 0);
+	assert_int_equal(c.reconnect_spread_ms, 60000);
 	mw_agent_config_free(&c);
 	assert_int_equal(c.n_failover, 0);
 	if (load_config(BASE_CONFIG "omemo_recheck = off\n", &c, path, sizeof(path), err,
