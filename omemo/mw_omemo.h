@@ -308,6 +308,12 @@ bool mw_omemo_published(const struct mw_omemo *o);
 /* The first retry delay after a failed publication (default 1000 ms;
  * doubles up to 60 s). */
 void mw_omemo_set_publish_backoff(struct mw_omemo *o, unsigned ms);	/* tests */
+/* Once confirmed, fetch the own device list and bundle back again every
+ * interval_ms (+-25 % jitter, so a fleet does not check in step; 0: never,
+ * the default): `omemo-recheck device=N result=ok` when both still hold,
+ * otherwise `omemo-publish-failed ... op=recheck` and the whole
+ * publication starts again with its backoff. */
+void mw_omemo_set_recheck(struct mw_omemo *o, unsigned interval_ms);
 /* Asks for jid's device list; with fetch_bundles also fetches the bundle
  * of every device with unknown key.  done is called once. */
 typedef void (*mw_omemo_done_fn)(struct mw_omemo *o, int err, void *arg);

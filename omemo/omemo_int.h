@@ -79,6 +79,10 @@ struct mw_omemo {
 	int64_t pub_backoff_ms;		/* the next retry's delay */
 	int64_t pub_backoff_min_ms;	/* tests may shorten it */
 	int verify_outstanding;		/* confirmation fetches in flight */
+	/* periodic re-check of a confirmed publication (0: off); the next one
+	 * is due at next_recheck_ms (monotonic; 0: none scheduled) */
+	int64_t recheck_ms;
+	int64_t next_recheck_ms;
 	bool verify_failed;
 };
 

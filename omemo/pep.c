@@ -4,7 +4,8 @@
  * a node reconfiguration and one retry on precondition-not-met, and one
  * retry without the publish-options a server may not know on any other
  * error), confirms the publication by fetching both back (logging every
- * failure and restarting with backoff until confirmed), follows
+ * failure and restarting with backoff until confirmed), re-checks both
+ * periodically once confirmed (mw_omemo_set_recheck), follows
  * device-list pushes (re-adding this device when an update lacks it),
  * fetches peers' device lists and bundles, and drives mw_omemo_send():
  * device lists -> missing bundles -> encrypt -> send.
@@ -244,6 +245,31 @@ mw_omemo_set_publish_backoff(struct mw_omemo *o, unsigned ms)
 {
 	if (o != NULL)
 		o->pub_backoff_min_ms = ms;
+}
+
+void
+mw_omemo_set_recheck(struct mw_omemo *o, unsigned interval_ms)
+{
+	if (o == NULL)
+		return;
+	o->recheck_ms = interval_ms;
+	o->next_recheck_ms = 0;
+}
+
+/* The next periodic re-check: interval_ms, -25 % .. +25 %. */
+static void
+schedule_recheck(struct mw_omemo *o)
+{
+	int64_t d = o->recheck_ms;
+	uint32_t r = 0;
+
+	if (d <= 0) {
+		o->next_recheck_ms = 0;
+		return;
+	}
+	if (omemo_random(&r, sizeof(r)) == 0)
+		d = d - d / 4 + (int64_t)(r % (uint32_t)(d / 2 + 1));
+	o->next_recheck_ms = omemo_mono_ms() + (d > 0 ? d : 1);
 }
 
 static int64_t
@@ -697,6 +723,8 @@ verify_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
     int err)
 {
 	bool is_list = strcmp(q->node, MW_OMEMO_NODE_DEVICELIST) == 0, ok = false;
+	/* a periodic re-check runs while the publication stays confirmed */
+	bool recheck = o->pub_state == OMEMO_PUB_CONFIRMED;
 	xmpp_stanza_t *p;
 
 	if (stale(o, q))
@@ -717,10 +745,12 @@ verify_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 		    strcmp(name, "bundle") == 0;
 	}
 	if (!ok) {
+		const char *op = recheck ? "recheck" : "verify";
+
 		if (err != 0)
-			pub_fail_iq(o, "verify", q->node, reply, err);
+			pub_fail_iq(o, op, q->node, reply, err);
 		else
-			pub_fail(o, "verify", q->node, is_list ?
+			pub_fail(o, op, q->node, is_list ?
 			    "device-missing" : "bundle-missing", "");
 		return;
 	}
@@ -728,7 +758,11 @@ verify_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 		return;
 	o->pub_state = OMEMO_PUB_CONFIRMED;
 	o->pub_backoff_ms = backoff_min(o);
-	pep_log(o, "omemo-published", "device=%u", o->device_id);
+	if (recheck)
+		pep_log(o, "omemo-recheck", "device=%u result=ok", o->device_id);
+	else
+		pep_log(o, "omemo-published", "device=%u", o->device_id);
+	schedule_recheck(o);
 }
 
 static int
@@ -1120,6 +1154,18 @@ mw_omemo_tick(struct mw_omemo *o)
 	if (o->bundle_publish_pending && !o->txn &&
 	    now - o->last_bundle_publish_ms >= o->republish_ms)
 		(void)omemo_pep_bundle_changed(o);
+	/* the periodic re-check of a confirmed publication: fetch both back;
+	 * a failure restarts the publication (verify_cb) */
+	if (o->pub_state == OMEMO_PUB_CONFIRMED && o->next_recheck_ms != 0 &&
+	    o->send_fn != NULL && !o->txn && now >= o->next_recheck_ms) {
+		int rc;
+
+		o->next_recheck_ms = 0;
+		o->pub_gen++;
+		if ((rc = verify_start(o, o->pub_gen)) != 0 && rc != MW_OMEMO_E_OFFLINE)
+			pub_fail(o, "recheck", MW_OMEMO_NODE_DEVICELIST, "local-error",
+			    mw_omemo_strerror(rc));
+	}
 	/* a failed publication starts over once its backoff has passed */
 	if (o->pub_state == OMEMO_PUB_WAIT_RETRY && o->send_fn != NULL &&
 	    !o->txn && now >= o->pub_retry_at_ms) {

@@ -142,6 +142,24 @@ mw_sandbox_submit(struct mw_sandbox *sb, const struct mw_job *job)
 	return 0;
 }
 
+int
+mw_sandbox_cancel(struct mw_sandbox *sb, const char *id, const char *why)
+{
+	size_t before = mw_buf_avail(&sb->out), start;
+	char w[161];
+
+	snprintf(w, sizeof(w), "%s", why != NULL ? why : "cancelled");
+	if (mw_frame_begin(&sb->out, MW_F_CANCEL, &start) != 0 ||
+	    mw_buf_put_cstring(&sb->out, id) != 0 ||
+	    mw_buf_put_cstring(&sb->out, w) != 0 ||
+	    mw_frame_end(&sb->out, start) != 0) {
+		sb->out.len = sb->out.off + before;
+		return -1;
+	}
+	mw_sandbox_flush(sb);
+	return 0;
+}
+
 bool
 mw_sandbox_want_write(const struct mw_sandbox *sb)
 {

@@ -43,7 +43,8 @@ enum mw_job_status {
 	MW_JOB_BUSY = 14,		/* the queue was full; nothing ran */
 	MW_JOB_INTERRUPTED = 15,	/* the agent stopped before the job ended */
 	MW_JOB_INTERNAL_ERROR = 16,	/* the sandbox itself failed */
-	MW_JOB_STATUS_MAX = 16
+	MW_JOB_CANCELLED = 17,		/* a signed cancellation ended it, or it never started */
+	MW_JOB_STATUS_MAX = 17
 };
 const char *mw_job_status_name(enum mw_job_status s);
 /* Returns -1 for an unknown name. */
@@ -136,7 +137,9 @@ void mw_result_free(struct mw_result *r);
 
 struct mw_sandbox_config {
 	unsigned parallel;	/* jobs running at once (default: 2) */
-	unsigned pool;		/* idle pre-forked workers kept ready (default: parallel) */
+	unsigned pool;		/* idle pre-forked workers kept ready (0: as many as
+				 * parallel; MW_SANDBOX_POOL_NONE: none, a worker is
+				 * forked when a job needs one) */
 	unsigned queue_max;	/* jobs waiting beyond those running (default: 64) */
 	const char *state_dir;	/* where the kv store lives; NULL: kv unavailable */
 	const char *exe;	/* binary to exec as supervisor; NULL: /proc/self/exe */
@@ -153,6 +156,8 @@ struct mw_sandbox_config {
 	void (*test_worker)(int fd);
 };
 
+#define MW_SANDBOX_POOL_NONE	0xffffffffu
+
 struct mw_sandbox;
 
 int mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out);
@@ -160,6 +165,16 @@ int mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **ou
 int mw_sandbox_fd(const struct mw_sandbox *sb);
 /* Queues a job for sending; never blocks.  0 or -1 (encoding failed). */
 int mw_sandbox_submit(struct mw_sandbox *sb, const struct mw_job *job);
+/*
+ * Queues a cancellation of job `id` (the id given to mw_sandbox_submit);
+ * never blocks.  A queued job is dropped without running; a running one is
+ * killed the way a limit kills it (worker and its commands).  Either way
+ * its one result has status MW_JOB_CANCELLED and error `why` (cut to 160
+ * bytes), with " (before it started)" or " (while running)" added.  A job
+ * the supervisor no longer has (its result is on the way) is left alone:
+ * that result stands.  0 or -1 (encoding failed).
+ */
+int mw_sandbox_cancel(struct mw_sandbox *sb, const char *id, const char *why);
 /* True when submitted bytes still wait to be written; poll for POLLOUT. */
 bool mw_sandbox_want_write(const struct mw_sandbox *sb);
 int mw_sandbox_flush(struct mw_sandbox *sb);

@@ -14,6 +14,7 @@
 #define MW_F_HELLO	1	/* caller -> supervisor: configuration */
 #define MW_F_JOB	2	/* caller -> supervisor */
 #define MW_F_RESULT	3	/* supervisor -> caller */
+#define MW_F_CANCEL	4	/* caller -> supervisor: cstring id, cstring why */
 /* Supervisor <-> worker: */
 #define MW_F_RUN	16	/* supervisor -> worker: program and limits */
 #define MW_F_CAP_CALL	17	/* worker -> supervisor */

@@ -27,6 +27,7 @@ static const char *const status_names[MW_JOB_STATUS_MAX + 1] = {
 	[MW_JOB_BUSY] = "busy",
 	[MW_JOB_INTERRUPTED] = "interrupted",
 	[MW_JOB_INTERNAL_ERROR] = "internal_error",
+	[MW_JOB_CANCELLED] = "cancelled",
 };
 
 const char *

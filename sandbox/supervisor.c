@@ -527,8 +527,14 @@ schedule(void)
 		job->next = NULL;
 		job_start(job, w);
 	}
-	/* Keep the pool full; a pool that keeps dying idle is broken. */
-	while (S.idle + S.forking < S.cfg.pool && S.idle_failures < 8) {
+	/* Keep the pool full, and fork what the waiting jobs need beyond it
+	 * (pool 0: workers are forked per job); a pool that keeps dying idle
+	 * is broken. */
+	unsigned want = S.cfg.pool, slots = S.cfg.parallel > S.running ?
+	    S.cfg.parallel - S.running : 0;
+	if (want < (S.queued < slots ? S.queued : slots))
+		want = S.queued < slots ? S.queued : slots;
+	while (S.idle + S.forking < want && S.idle_failures < 8) {
 		if (mw_zygote_request(S.zfd) != 0)
 			break;
 		S.forking++;
@@ -587,6 +593,50 @@ handle_job(struct mw_buf *p)
 	S.queued++;
 }
 
+/*
+ * A cancellation from the caller: a queued job never starts, a running one
+ * is killed through job_kill() like a limit (its worker and, through the
+ * async abort, its command's reaper); both end with one MW_JOB_CANCELLED
+ * result.  An id the supervisor does not hold (already answered) is
+ * ignored: its result stands.
+ */
+static int
+handle_cancel(struct mw_buf *p)
+{
+	char *id = NULL, *why = NULL;
+	int rc = -1;
+
+	if (mw_buf_get_cstring(p, &id, 256) != 0 ||
+	    mw_buf_get_cstring(p, &why, 256) != 0 || mw_buf_avail(p) != 0)
+		goto out;
+	rc = 0;
+	for (struct sv_job **pp = &S.queue_head, *prev = NULL; *pp != NULL;
+	    prev = *pp, pp = &(*pp)->next) {
+		struct sv_job *job = *pp;
+		char msg[200];
+
+		if (strcmp(job->j.id, id) != 0)
+			continue;
+		*pp = job->next;
+		if (S.queue_tail == job)
+			S.queue_tail = prev;
+		S.queued--;
+		snprintf(msg, sizeof(msg), "%s (before it started)", why);
+		send_simple_result(job->j.id, MW_JOB_CANCELLED, msg);
+		job_free(job);
+		goto out;
+	}
+	for (struct sv_worker *w = S.workers; w != NULL; w = w->next)
+		if (w->job != NULL && strcmp(w->job->j.id, id) == 0) {
+			job_kill(w->job, MW_JOB_CANCELLED, "%s (while running)", why);
+			break;
+		}
+out:
+	free(id);
+	free(why);
+	return rc;
+}
+
 static int
 handle_hello(struct mw_buf *p)
 {
@@ -614,7 +664,9 @@ handle_hello(struct mw_buf *p)
 	}
 	if (S.cfg.parallel == 0 || S.cfg.parallel > 256)
 		S.cfg.parallel = 2;
-	if (S.cfg.pool == 0 || S.cfg.pool > 256)
+	if (S.cfg.pool == MW_SANDBOX_POOL_NONE)
+		S.cfg.pool = 0;
+	else if (S.cfg.pool == 0 || S.cfg.pool > 256)
 		S.cfg.pool = S.cfg.parallel;
 	if (S.cfg.queue_max > 100000)
 		S.cfg.queue_max = 100000;
@@ -642,6 +694,11 @@ caller_readable(void)
 			return -1;
 		if (!S.hello) {
 			if (type != MW_F_HELLO || handle_hello(&p) != 0)
+				return -1;
+			continue;
+		}
+		if (type == MW_F_CANCEL) {
+			if (handle_cancel(&p) != 0)
 				return -1;
 			continue;
 		}

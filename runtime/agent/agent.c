@@ -256,6 +256,8 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	/* the supervisor first: it never sees the database or the keys */
 	memset(&sc, 0, sizeof(sc));
 	sc.parallel = a->cfg.parallel;
+	sc.pool = a->cfg.idle_workers < 0 ? 0 : a->cfg.idle_workers == 0 ?
+	    MW_SANDBOX_POOL_NONE : (unsigned)a->cfg.idle_workers;
 	sc.queue_max = a->cfg.queue_max;
 	sc.state_dir = a->cfg.state_dir;
 	for (size_t i = 0; i < a->n_protected; i++)
@@ -289,6 +291,7 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		    mw_omemo_strerror(rc));
 		return MW_EXIT_UNAVAILABLE;
 	}
+	mw_omemo_set_recheck(a->o, a->cfg.omemo_recheck_ms);
 	/* defence in depth behind the peek in agent_handle_encrypted(): the OMEMO
 	 * layer itself decrypts nothing from a key that is not verified */
 	mw_omemo_set_require_verified(a->o, true);

@@ -4,7 +4,8 @@
  * (journal.c), which `moonwire send`, `init` and the tests use too; and
  * what the service's own files share (agent.c: start-up, the loop,
  * signals and the log; agent_xmpp.c: the connection, stanzas and the
- * delivery barrier; agent_jobs.c: budgets, authorization, running jobs).
+ * delivery barrier; agent_jobs.c: budgets, authorization, running jobs;
+ * agent_cancel.c: signed cancellations).
  * Private to runtime/; spec/agent.md describes the behaviour.
  */
 #ifndef MW_AGENT_H
@@ -26,6 +27,8 @@
 
 /* ---- configuration (`moonwire agent -c CONFIG`) ---- */
 
+#define MW_AGENT_FAILOVER_MAX	7	/* servers after `host` */
+
 struct mw_agent_config {
 	struct mw_omemo_account account;	/* jid, password, host, TLS, db */
 	char *allowed_signers;
@@ -45,6 +48,13 @@ struct mw_agent_config {
 	unsigned new_session_burst;		/* default 5 */
 	uint32_t new_session_global_per_minute;	/* all senders (default 60) */
 	unsigned new_session_global_burst;	/* default 20 */
+	uint32_t omemo_recheck_ms;	/* periodic publication re-check (0: off; default 1h) */
+	int idle_workers;		/* sandbox pool; -1: as many as parallel */
+	uint32_t reconnect_spread_ms;	/* up to this much more before the first reconnect (default 0) */
+	/* `failover`: servers tried after host:port, in turn */
+	char *failover_host[MW_AGENT_FAILOVER_MAX];
+	unsigned short failover_port[MW_AGENT_FAILOVER_MAX];	/* 0: the `port` setting */
+	unsigned n_failover;
 };
 /* Every error is "FILE:LINE: reason" (or "FILE: reason"); the agent does
  * not start. */
@@ -81,6 +91,8 @@ struct mw_journal_entry {
 	enum mw_journal_state state;
 	char *result;			/* result message text when DONE */
 	bool replied;			/* handed to a connection at least once */
+	bool cancel_requested;		/* a signed cancellation was accepted for it */
+	uint8_t cancel_sha256[32];	/* of that cancellation's text */
 };
 void mw_journal_entry_free(struct mw_journal_entry *e);
 
@@ -91,6 +103,11 @@ int mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
     struct mw_journal_entry *e);
 /* Inside the caller's open transaction. */
 int mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now);
+/* Inside the caller's open transaction: records a cancellation on an
+ * ACCEPTED row not yet cancelled.  0, or -1 (no such row, or a database
+ * error).  mw_journal_recover() then ends the row `cancelled`. */
+int mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
+    const uint8_t cancel_sha256[32]);
 /* Own transaction (autocommit mode): state DONE with its result text. */
 int mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
     const char *result, int64_t now);
@@ -102,7 +119,8 @@ int mw_journal_confirm(sqlite3 *db, const char *signer, const char *job_id);
  * how many, or -1. */
 int mw_journal_resend_unconfirmed(sqlite3 *db);
 /* After a restart: every ACCEPTED job becomes DONE with an "interrupted"
- * result; returns how many, or -1. */
+ * result (`cancelled` when a cancellation was recorded for it); returns
+ * how many, or -1. */
 int mw_journal_recover(sqlite3 *db, int64_t now);
 /* DONE and not replied, oldest first; *out malloc'ed array. */
 int mw_journal_unreplied(sqlite3 *db, struct mw_journal_entry **out, size_t *n);
@@ -137,6 +155,8 @@ struct running_job {
 	uint64_t t_verify_us;		/* envelope, signature, policy */
 	uint64_t t_commit_us;		/* journal row + ratchet commit */
 	uint64_t t_submitted_us;	/* clock when handed to the sandbox */
+	char *cancel_from;		/* a journaled cancellation came from this JID ... */
+	uint32_t cancel_device;		/* ... and device (NULL: not cancelled) */
 };
 
 /* A result handed to the connection, waiting for the server to confirm it. */
@@ -177,6 +197,9 @@ struct agent {
 	uint64_t stop_deadline_ms;
 	unsigned backoff_ms;
 	uint64_t reconnect_at_ms;
+	/* which server the next attempt goes to: 0 `host`, i > 0 failover
+	 * server i - 1; moves on after a failed attempt, stays after success */
+	unsigned server_idx;
 	uint64_t next_tick_ms;
 	uint64_t next_ping_ms;
 	uint64_t ping_sent_ms;		/* 0: no ping outstanding */
@@ -231,5 +254,13 @@ void agent_read_results(struct agent *a);
 void agent_interrupt_all(struct agent *a, const char *why);
 void agent_running_free(struct running_job *j);
 void agent_unlink_job(struct agent *a, struct running_job *j);
+void agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result *r);
+bool agent_rate_allow(struct agent *a, const char *jid);
+bool agent_rate_refusal_reply_due(struct agent *a, const char *jid);
+
+/* agent_cancel.c: a decrypted signed cancellation (spec/agent.md,
+ * "Cancellation"), with the decrypt transaction open; commits or rolls
+ * it back. */
+void agent_handle_cancel(struct agent *a, const struct mw_omemo_msg *m);
 
 #endif

@@ -64,7 +64,8 @@ static const char *const agent_keys[] = {
 	"allowed_signers", "policy", "state_dir", "max_output", "clock_skew",
 	"parallel", "queue", "shutdown_grace", "rate_limit", "rate_burst",
 	"durability", "new_session_rate", "new_session_burst",
-	"new_session_rate_global", "new_session_burst_global", NULL
+	"new_session_rate_global", "new_session_burst_global", "omemo_recheck",
+	"idle_workers", "failover", "reconnect_spread", NULL
 };
 
 static int
@@ -180,6 +181,60 @@ set_uint(const char *v, uint64_t lo, uint64_t hi, uint64_t *out, char *why,
 }
 
 /* One agent setting. */
+/*
+ * `failover = HOST[:PORT] ...`: servers tried after `host` when a
+ * connection attempt fails, in order and round again (spec/agent.md).
+ * Separated by spaces or commas; an IPv6 address in brackets when it has
+ * a port ([::1]:5222); without a port, the `port` setting (or 5222).
+ */
+static int
+parse_failover(struct mw_agent_config *c, const char *v, char *why, size_t wl)
+{
+	char buf[1024], *save = NULL;
+
+	if (strlen(v) >= sizeof(buf))
+		return cfail(why, wl, "failover: too long");
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (char *t = strtok_r(buf, " \t,", &save); t != NULL; t = strtok_r(NULL, " \t,", &save)) {
+		char *host = t, *port = NULL;
+		uint64_t p = 0;
+
+		if (c->n_failover == MW_AGENT_FAILOVER_MAX)
+			return cfail(why, wl, "failover: at most %d servers", MW_AGENT_FAILOVER_MAX);
+		if (*t == '[') {
+			char *close = strchr(t, ']');
+			if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+				return cfail(why, wl, "failover: '%s' is not [IPv6]:PORT", t);
+			host = t + 1;
+			*close = '\0';
+			if (close[1] == ':')
+				port = close + 2;
+		} else if ((port = strchr(t, ':')) != NULL && strchr(port + 1, ':') != NULL) {
+			port = NULL;	/* an IPv6 address without a port */
+		} else if (port != NULL) {
+			*port++ = '\0';
+		}
+		if (*host == '\0' || strpbrk(host, "/@") != NULL)
+			return cfail(why, wl, "failover: '%s' is not a host name or address", t);
+		if (port != NULL && set_uint(port, 1, 65535, &p, why, wl) != 0)
+			return cfail(why, wl, "failover: port of '%s' is not a number from 1 to 65535",
+			    host);
+		if ((c->failover_host[c->n_failover] = strdup(host)) == NULL)
+			return cfail(why, wl, "out of memory");
+		c->failover_port[c->n_failover++] = (unsigned short)p;
+	}
+	if (c->n_failover == 0)
+		return cfail(why, wl, "failover: no server");
+	return 0;
+}
+
+static bool
+loopback(const char *h)
+{
+	return strcmp(h, "127.0.0.1") == 0 || strcmp(h, "::1") == 0 ||
+	    strcmp(h, "localhost") == 0;
+}
+
 static int
 agent_setting(struct mw_agent_config *c, const char *file, const char *k,
     const char *v, char *why, size_t wl)
@@ -247,6 +302,36 @@ agent_setting(struct mw_agent_config *c, const char *file, const char *k,
 			c->new_session_global_burst = (unsigned)n;
 		return 0;
 	}
+	if (strcmp(k, "omemo_recheck") == 0) {
+		/* how often the published device list and bundle are fetched
+		 * back; `off` never */
+		if (strcmp(v, "off") == 0) {
+			c->omemo_recheck_ms = 0;
+			return 0;
+		}
+		if (mw_parse_duration_ms(v, &n) != 0 || n < 1000 || n > 7 * 86400 * 1000ULL)
+			return cfail(why, wl, "omemo_recheck: '%s' is not a duration from 1s to 7d, "
+			    "or off", v);
+		c->omemo_recheck_ms = (uint32_t)n;
+		return 0;
+	}
+	if (strcmp(k, "reconnect_spread") == 0) {
+		/* extra random delay, up to this, before reconnecting after a
+		 * lost connection */
+		if (mw_parse_duration_ms(v, &n) != 0 || n > 600 * 1000)
+			return cfail(why, wl, "reconnect_spread: '%s' is not a duration up to 10m", v);
+		c->reconnect_spread_ms = (uint32_t)n;
+		return 0;
+	}
+	if (strcmp(k, "idle_workers") == 0) {
+		/* pre-forked confined workers kept ready; 0: fork per job */
+		if (set_uint(v, 0, 64, &n, why, wl) != 0)
+			return -1;
+		c->idle_workers = (int)n;
+		return 0;
+	}
+	if (strcmp(k, "failover") == 0)
+		return parse_failover(c, v, why, wl);
 	if (strcmp(k, "durability") == 0) {
 		if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
 			return cfail(why, wl, "durability is full or normal");
@@ -272,6 +357,9 @@ config_defaults(struct mw_agent_config *c)
 	c->new_session_burst = 5;
 	c->new_session_global_per_minute = 60;
 	c->new_session_global_burst = 20;
+	c->omemo_recheck_ms = 3600 * 1000;
+	c->idle_workers = -1;		/* as many as parallel */
+	c->reconnect_spread_ms = 0;	/* off: a lone device reconnects at once */
 }
 
 int
@@ -285,7 +373,7 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 	const uint8_t *lp;
 	size_t ll;
 	unsigned lineno = 0;
-	unsigned seen_account[16] = { 0 }, seen_agent[24] = { 0 };
+	unsigned seen_account[16] = { 0 }, seen_agent[32] = { 0 };
 	int rc;
 
 	config_defaults(c);
@@ -394,6 +482,15 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 		    path), mw_agent_config_free(c), -1;
 	if (mw_omemo_account_load_err(&c->account, path, err, errlen) != 0)
 		return mw_agent_config_free(c), -1;
+	if (c->n_failover > 0 && c->account.host == NULL)
+		return cfail(err, errlen, "%s:%u: failover needs host (the first server)", path,
+		    seen_agent[key_index(agent_keys, "failover")]), mw_agent_config_free(c), -1;
+	for (unsigned i = 0; i < c->n_failover; i++)
+		if (c->account.allow_plaintext && !loopback(c->failover_host[i]))
+			return cfail(err, errlen, "%s:%u: allow_plaintext = yes needs every failover "
+			    "server on 127.0.0.1, ::1 or localhost (test servers only), not %s", path,
+			    seen_agent[key_index(agent_keys, "failover")], c->failover_host[i]),
+			    mw_agent_config_free(c), -1;
 	if (c->state_dir == NULL) {
 		char *d = strdup(c->account.db), *dir;
 
@@ -415,6 +512,9 @@ bad:
 void
 mw_agent_config_free(struct mw_agent_config *c)
 {
+	for (unsigned i = 0; i < c->n_failover; i++)
+		free(c->failover_host[i]);
+	c->n_failover = 0;
 	mw_omemo_account_free(&c->account);
 	free(c->allowed_signers);
 	free(c->policy);

@@ -91,8 +91,8 @@ new_session_allow(struct agent *a, const char *jid, const char **which)
 	    a->cfg.new_session_global_burst, t);
 }
 
-static bool
-rate_allow(struct agent *a, const char *jid)
+bool
+agent_rate_allow(struct agent *a, const char *jid)
 {
 	struct rate_slot *s;
 	uint64_t t = agent_now_ms();
@@ -113,8 +113,8 @@ rate_allow(struct agent *a, const char *jid)
 
 /* A flood must not make the agent encrypt a refusal per message: one
  * rate_limited reply per sender per minute. */
-static bool
-rate_refusal_reply_due(struct agent *a, const char *jid)
+bool
+agent_rate_refusal_reply_due(struct agent *a, const char *jid)
 {
 	struct rate_slot *s = rate_slot_for(a, jid);
 	uint64_t t = agent_now_ms();
@@ -196,7 +196,7 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 		    "device %u of %s (fingerprint %s) is %s, not verified", m->device,
 		    m->from, g, mw_omemo_trust_name(m->trust));
 	}
-	if (!rate_allow(a, m->from)) {
+	if (!agent_rate_allow(a, m->from)) {
 		struct mw_envelope e;
 		char why[128];
 
@@ -288,6 +288,7 @@ agent_running_free(struct running_job *j)
 	free(j->signer);
 	free(j->job_id);
 	free(j->from_jid);
+	free(j->cancel_from);
 	mw_grants_free(&j->grants);
 	free(j);
 }
@@ -358,9 +359,10 @@ fail:
 	return -1;
 }
 
-/* Stores the terminal result of a job and sends it. */
-static void
-finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
+/* Stores the terminal result of a job and sends it (also to the device
+ * that cancelled it, when that is not the requester). */
+void
+agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 {
 	uint64_t t_done = agent_now_us(), t_stored, t_sent;
 	char *text = mw_result_message(j->job_id, r, 0, NULL, a->cfg.max_output);
@@ -386,6 +388,14 @@ finish_job(struct agent *a, struct running_job *j, const struct mw_result *r)
 	agent_log("done", "job=%s from=%s device=%u status=%s cpu_us=%" PRIu64
 	    " wall_us=%" PRIu64, j->job_id, j->from_jid, j->device,
 	    mw_job_status_name(r->status), r->usage.cpu_us, r->usage.wall_us);
+	if (r->status == MW_JOB_CANCELLED)
+		agent_log("cancelled", "job=%s from=%s device=%u started=%s", j->job_id,
+		    j->from_jid, j->device, r->usage.wall_us > 0 ? "yes" : "no");
+	if (j->cancel_from != NULL && (strcmp(j->cancel_from, j->from_jid) != 0 ||
+	    j->cancel_device != j->device) &&
+	    agent_send_encrypted(a, j->cancel_from, j->cancel_device, text) != 0)
+		agent_log("reply-failed", "job=%s to=%s device=%u (the cancelling device)",
+		    j->job_id, j->cancel_from, j->cancel_device);
 	/* "active" just before the result: the job is no longer running */
 	if (agent_send_chat_state(a, j->from_jid, "active") != 0)
 		agent_log("chat-state-failed", "job=%s state=active", j->job_id);
@@ -423,10 +433,13 @@ agent_interrupt_all(struct agent *a, const char *why)
 		struct mw_result r;
 
 		memset(&r, 0, sizeof(r));
-		r.status = MW_JOB_INTERRUPTED;
-		r.error = (char *)why;
+		/* a job whose cancellation is journaled ends as cancelled,
+		 * as it would after a restart */
+		r.status = j->cancel_from != NULL ? MW_JOB_CANCELLED : MW_JOB_INTERRUPTED;
+		r.error = j->cancel_from != NULL ? (char *)"cancelled; the agent stopped before "
+		    "the cancellation completed" : (char *)why;
 		agent_unlink_job(a, j);
-		finish_job(a, j, &r);
+		agent_finish_job(a, j, &r);
 		agent_running_free(j);
 	}
 }
@@ -448,7 +461,7 @@ agent_read_results(struct agent *a)
 			    r.job_id ? r.job_id : "?");
 		} else {
 			agent_unlink_job(a, j);
-			finish_job(a, j, &r);
+			agent_finish_job(a, j, &r);
 			agent_running_free(j);
 		}
 		mw_result_free(&r);
@@ -569,6 +582,11 @@ agent_handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 	}
 	/* the decrypt transaction is open from here to the commit */
 	agent_crash_at("after_decrypt");
+	if (mw_cancel_is(m.plaintext, m.len)) {
+		agent_handle_cancel(a, &m);	/* commits or rolls back */
+		mw_omemo_msg_free(&m);
+		return;
+	}
 	rc = authorize(a, &m, &d);
 	times.verify = agent_now_us() - t;
 	if (rc != 0) {
@@ -578,7 +596,7 @@ agent_handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 		/* a reply only goes where it is safe: a verified device */
 		if (d.refusal != MW_REFUSE_UNTRUSTED_DEVICE &&
 		    (d.refusal != MW_REFUSE_RATE_LIMITED ||
-		    rate_refusal_reply_due(a, m.from)))
+		    agent_rate_refusal_reply_due(a, m.from)))
 			reply_refusal(a, &m, &d);
 		goto out;
 	}
@@ -658,7 +676,7 @@ agent_handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 		memset(&r, 0, sizeof(r));
 		r.status = MW_JOB_INTERNAL_ERROR;
 		r.error = (char *)"the sandbox did not take the job";
-		finish_job(a, &j, &r);
+		agent_finish_job(a, &j, &r);
 	}
 out:
 	decision_free(&d);

@@ -435,10 +435,13 @@ on_socket(xmpp_conn_t *conn, void *sock)
  * Exponential backoff with +-20% jitter: network errors from 1 s to 2 min;
  * configuration errors (refused login, untrusted or mismatched certificate,
  * unusable ca_file) from 1 min to 10 min, since only a change of the file
- * or the server can fix them.
+ * or the server can fix them.  The first attempt after a connection that
+ * was up is lost waits up to reconnect_spread more, drawn uniformly: when
+ * a server restarts, its whole fleet loses the connection in the same
+ * instant, and the spread keeps it from coming back in the same second.
  */
 static void
-schedule_reconnect(struct agent *a, bool config_error)
+schedule_reconnect(struct agent *a, bool config_error, bool lost)
 {
 	unsigned char r;
 	double jitter;
@@ -453,11 +456,53 @@ schedule_reconnect(struct agent *a, bool config_error)
 		r = 128;
 	jitter = 0.8 + 0.4 * ((double)r / 255.0);	/* +-20% */
 	a->reconnect_at_ms = agent_now_ms() + (uint64_t)((double)a->backoff_ms * jitter);
+	if (lost && a->cfg.reconnect_spread_ms > 0) {
+		uint32_t u;
+
+		if (RAND_bytes((unsigned char *)&u, sizeof(u)) != 1)
+			u = 0x7fffffffu;
+		a->reconnect_at_ms += (uint64_t)u % ((uint64_t)a->cfg.reconnect_spread_ms + 1);
+	}
 	agent_log("reconnect-scheduled", "in_ms=%" PRIu64 " kind=%s",
 	    a->reconnect_at_ms - agent_now_ms(), config_error ? "configuration" : "network");
 	a->backoff_ms = (unsigned)((double)a->backoff_ms * (config_error ? 2.0 : 1.6));
 	if (a->backoff_ms > cap)
 		a->backoff_ms = cap;
+}
+
+/*
+ * Failover (spec/agent.md): an attempt that did not get connected moves
+ * on to the next server of host + failover, round and round; the delay
+ * between attempts stays the jittered backoff, so a fleet whose server
+ * restarts spreads its reconnections and the next server does not get
+ * every agent in the same second.  A lost connection tries its own server
+ * once more first (the session may resume there).
+ */
+static void
+current_server(const struct agent *a, const char **host, unsigned short *port)
+{
+	*host = a->cfg.account.host;
+	*port = a->cfg.account.port;
+	if (a->server_idx > 0 && a->server_idx <= a->cfg.n_failover) {
+		*host = a->cfg.failover_host[a->server_idx - 1];
+		if (a->cfg.failover_port[a->server_idx - 1] != 0)
+			*port = a->cfg.failover_port[a->server_idx - 1];
+	}
+}
+
+static void
+next_server(struct agent *a)
+{
+	unsigned n = a->cfg.n_failover + 1;
+
+	if (n < 2)
+		return;
+	const char *host;
+	unsigned short port;
+
+	a->server_idx = (a->server_idx + 1) % n;
+	current_server(a, &host, &port);
+	agent_log("server-failover", "next=%s:%u", host, port ? port : 5222);
 }
 
 /* The OMEMO layer's PEP log lines, in the agent's log format. */
@@ -487,9 +532,16 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			    "cert_pin_sha256 (check the pin, or the server's certificate "
 			    "changed)");
 			config_error = true;
-		} else
-			config_error = mw_omemo_account_describe_failure(&a->cfg.account,
+		} else {
+			/* named after the server this attempt went to */
+			struct mw_omemo_account acc = a->cfg.account;
+			const char *h;
+
+			current_server(a, &h, &acc.port);
+			acc.host = (char *)h;
+			config_error = mw_omemo_account_describe_failure(&acc,
 			    conn, error, se, why, sizeof(why)) == MW_OMEMO_FAIL_CONFIG;
+		}
 		a->pin_refused = false;
 		/* a configuration error is named each time it happens */
 		agent_log(was ? "disconnected" : "connect-failed",
@@ -501,7 +553,9 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 			if (a->sm != NULL)
 				xmpp_free_sm_state(a->sm);
 			a->sm = xmpp_conn_get_sm_state(conn);
-			schedule_reconnect(a, config_error && !was);
+			if (!was)
+				next_server(a);
+			schedule_reconnect(a, config_error && !was, was);
 		}
 		return;
 	}
@@ -553,19 +607,19 @@ agent_start_connection(struct agent *a)
 	a->pin_refused = false;
 	if ((a->conn = xmpp_conn_new(a->x)) == NULL) {
 		agent_log("connect-failed", "reason=\"out of memory\"");
-		schedule_reconnect(a, false);
+		schedule_reconnect(a, false, false);
 		return -1;
 	}
 	if (a->cfg.account.ca_file != NULL &&
 	    mw_omemo_account_check_ca_file(a->cfg.account.ca_file, why, sizeof(why)) != 0) {
 		/* libstrophe 0.12 crashes on a CA file it cannot load */
 		agent_log("connect-failed", "reason=\"ca_file %s\"", why);
-		schedule_reconnect(a, true);
+		schedule_reconnect(a, true, false);
 		return -1;
 	}
 	if (mw_omemo_account_apply(&a->cfg.account, a->conn) != 0) {
 		agent_log("connect-failed", "reason=\"account settings refused\"");
-		schedule_reconnect(a, true);
+		schedule_reconnect(a, true, false);
 		return -1;
 	}
 	xmpp_conn_set_sockopt_callback(a->conn, on_socket);
@@ -574,14 +628,21 @@ agent_start_connection(struct agent *a)
 		if (xmpp_conn_set_sm_state(a->conn, a->sm) == XMPP_EOK)
 			a->sm = NULL;
 	}
-	if (xmpp_connect_client(a->conn, a->cfg.account.host, a->cfg.account.port,
-	    on_conn, a) != XMPP_EOK) {
+	const char *host;
+	unsigned short port;
+	current_server(a, &host, &port);
+	if (xmpp_connect_client(a->conn, host, port, on_conn, a) != XMPP_EOK) {
 		agent_log("connect-failed", "host=%s reason=\"cannot start connecting\"",
-		    a->cfg.account.host ? a->cfg.account.host : "-");
-		schedule_reconnect(a, false);
+		    host ? host : "-");
+		next_server(a);
+		schedule_reconnect(a, false, false);
 		return 0;
 	}
-	agent_log("connecting", "jid=%s", a->cfg.account.jid);
+	if (a->cfg.n_failover > 0)
+		agent_log("connecting", "jid=%s server=%s:%u", a->cfg.account.jid, host,
+		    port ? port : 5222);
+	else
+		agent_log("connecting", "jid=%s", a->cfg.account.jid);
 	return 0;
 }
 

@@ -21,7 +21,7 @@
 
 #include "runtime/agent/agent.h"
 
-#define JOURNAL_VERSION 1
+#define JOURNAL_VERSION 2
 
 static int
 exec_sql(sqlite3 *db, const char *sql)
@@ -68,6 +68,11 @@ mw_journal_init(sqlite3 *db)
 	    exec_sql(db, "INSERT INTO mw_schema(component, version) VALUES "
 	    "('journal', 1) ON CONFLICT(component) DO UPDATE SET version = 1") != 0))
 		goto fail;
+	/* version 2: a signed cancellation recorded on its job's row */
+	if (version < 2 && (exec_sql(db,
+	    "ALTER TABLE mw_jobs ADD COLUMN cancel_sha256 BLOB") != 0 ||
+	    exec_sql(db, "UPDATE mw_schema SET version = 2 WHERE component = 'journal'") != 0))
+		goto fail;
 	return exec_sql(db, "COMMIT") == 0 ? 0 : (exec_sql(db, "ROLLBACK"), -1);
 fail:
 	sqlite3_finalize(st);
@@ -93,7 +98,7 @@ col_text(sqlite3_stmt *st, int i)
 }
 
 /* Fills e from a row of SELECT signer, job_id, envelope_sha256, from_jid,
- * device, state, result, replied. */
+ * device, state, result, replied, cancel_sha256. */
 static int
 row_entry(sqlite3_stmt *st, struct mw_journal_entry *e)
 {
@@ -110,6 +115,11 @@ row_entry(sqlite3_stmt *st, struct mw_journal_entry *e)
 	    MW_JOURNAL_DONE : MW_JOURNAL_ACCEPTED;
 	e->result = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : col_text(st, 6);
 	e->replied = sqlite3_column_int(st, 7) != 0;
+	h = sqlite3_column_blob(st, 8);
+	if (h != NULL && sqlite3_column_bytes(st, 8) == 32) {
+		memcpy(e->cancel_sha256, h, 32);
+		e->cancel_requested = true;
+	}
 	if (e->signer == NULL || e->job_id == NULL || e->from_jid == NULL ||
 	    (sqlite3_column_type(st, 6) != SQLITE_NULL && e->result == NULL)) {
 		mw_journal_entry_free(e);
@@ -119,7 +129,7 @@ row_entry(sqlite3_stmt *st, struct mw_journal_entry *e)
 }
 
 #define ENTRY_COLUMNS "signer, job_id, envelope_sha256, from_jid, device, " \
-	"state, result, replied"
+	"state, result, replied, cancel_sha256"
 
 int
 mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
@@ -184,6 +194,26 @@ mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
 	    sqlite3_bind_int(st, 6, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1)
 		rc = 0;
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
+    const uint8_t cancel_sha256[32])
+{
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET cancel_sha256 = ? "
+	    "WHERE signer = ? AND job_id = ? AND state = ? AND cancel_sha256 IS NULL",
+	    -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_bind_blob(st, 1, cancel_sha256, 32, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 2, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 3, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 4, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_DONE)
+		rc = sqlite3_changes(db) == 1 ? 0 : -1;
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -262,8 +292,10 @@ mw_journal_recover(sqlite3 *db, int64_t now)
 		char *text;
 
 		memset(&r, 0, sizeof(r));
-		r.status = MW_JOB_INTERRUPTED;
-		r.error = (char *)"the agent stopped while the job was running; it was not run again";
+		r.status = rows[i].cancel_requested ? MW_JOB_CANCELLED : MW_JOB_INTERRUPTED;
+		r.error = rows[i].cancel_requested ? (char *)"cancelled; the agent stopped before "
+		    "the cancellation completed, and the job was not run again" :
+		    (char *)"the agent stopped while the job was running; it was not run again";
 		if ((text = mw_result_message(rows[i].job_id, &r, 0, NULL, 0)) == NULL)
 			goto out;
 		s = mw_journal_finish(db, rows[i].signer, rows[i].job_id, text, now);

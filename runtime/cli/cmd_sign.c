@@ -1,7 +1,7 @@
 /*
  * cmd_sign.c: `moonwire sign` (a program -> a signed job envelope) and
  * `moonwire verify` (an envelope -> ok or a typed refusal), the operator
- * side of spec/envelope.md.
+ * side of spec/envelope.md; `sign --cancel` writes a signed cancellation.
  *
  * Why both: `sign` is how an operator turns a Lua file into a job with the
  * SSH key they already have (key file, ssh-agent, or ssh-keygen itself via
@@ -95,6 +95,7 @@ sign_usage(FILE *f)
 	    "       moonwire sign --prepare --to JID [--ttl DURATION] [--job-id ID] [--limit K=V ...]\n"
 	    "                     [--arg NAME=VALUE ...] FILE.lua\n"
 	    "       moonwire sign --signature FILE.sig PREPARED\n"
+	    "       moonwire sign -k KEY --cancel JOB_ID --to JID [--ttl DURATION]\n"
 	    "\n"
 	    "Writes a signed job envelope (spec/envelope.md) for the agent JID to stdout.\n"
 	    "\n"
@@ -108,7 +109,9 @@ sign_usage(FILE *f)
 	    "  --arg NAME=VALUE     a signed argument the program reads as args.NAME; repeatable\n"
 	    "  --prepare            print the unsigned part instead, for\n"
 	    "                       `ssh-keygen -Y sign -n " MW_JOB_NAMESPACE " -f KEY FILE`\n"
-	    "  --signature FILE.sig wrap the signature ssh-keygen made over PREPARED into the envelope\n");
+	    "  --signature FILE.sig wrap the signature ssh-keygen made over PREPARED into the envelope\n"
+	    "  --cancel JOB_ID      write a signed cancellation of that job instead (namespace\n"
+	    "                       " MW_CANCEL_NAMESPACE "); sign it with the key that signed the job\n");
 }
 
 static int
@@ -157,13 +160,41 @@ out:
 	return rc;
 }
 
+/* `sign --cancel`: the signed cancellation of job_id for the agent to. */
+static int
+sign_cancel(const char *key, const char *to, const char *job_id, int64_t ttl)
+{
+	struct mw_ssh_signer *signer = NULL;
+	char err[1024], *text = NULL;
+	size_t len = 0;
+	int rc = MW_EXIT_USAGE;
+
+	if (mw_ssh_signer_load(key, &signer, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire sign: %s\n", err);
+		goto out;
+	}
+	time_t now = time(NULL);
+	if (mw_cancel_sign(signer, to, job_id, (int64_t)now, (int64_t)now + ttl, &text, &len,
+	    err, sizeof(err)) != 0) {
+		fprintf(stderr, "moonwire sign: --cancel: %s\n", err);
+		rc = MW_EXIT_ERROR;
+		goto out;
+	}
+	rc = write_out("sign", text, len);
+out:
+	mw_ssh_signer_free(signer);
+	free(text);
+	return rc;
+}
+
 static int sign_program(const char *key, const char *to, const char *job_id, bool prepare,
     int64_t ttl, const char *limits, const struct mw_job_args *args, const char *file);
 
 int
 mw_cmd_sign(int argc, char **argv)
 {
-	enum { OPT_TO = 256, OPT_TTL, OPT_JOBID, OPT_LIMIT, OPT_PREPARE, OPT_SIGNATURE, OPT_ARG };
+	enum { OPT_TO = 256, OPT_TTL, OPT_JOBID, OPT_LIMIT, OPT_PREPARE, OPT_SIGNATURE, OPT_ARG,
+		OPT_CANCEL };
 	static const struct option opts[] = {
 		{ "key", required_argument, NULL, 'k' },
 		{ "to", required_argument, NULL, OPT_TO },
@@ -173,10 +204,11 @@ mw_cmd_sign(int argc, char **argv)
 		{ "arg", required_argument, NULL, OPT_ARG },
 		{ "prepare", no_argument, NULL, OPT_PREPARE },
 		{ "signature", required_argument, NULL, OPT_SIGNATURE },
+		{ "cancel", required_argument, NULL, OPT_CANCEL },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *key = NULL, *to = NULL, *job_id = NULL, *sigpath = NULL;
+	const char *key = NULL, *to = NULL, *job_id = NULL, *sigpath = NULL, *cancel = NULL;
 	bool prepare = false;
 	int64_t ttl = DEFAULT_TTL;
 	char limits[512] = "";
@@ -201,6 +233,7 @@ mw_cmd_sign(int argc, char **argv)
 		case OPT_JOBID: job_id = optarg; break;
 		case OPT_PREPARE: prepare = true; break;
 		case OPT_SIGNATURE: sigpath = optarg; break;
+		case OPT_CANCEL: cancel = optarg; break;
 		case OPT_TTL: {
 			uint64_t ms;
 			if (mw_parse_duration_ms(optarg, &ms) != 0 || ms < 1000 ||
@@ -231,6 +264,18 @@ mw_cmd_sign(int argc, char **argv)
 			sign_usage(stderr);
 			return MW_EXIT_USAGE;
 		}
+	}
+	if (cancel != NULL) {
+		bool other = prepare || sigpath != NULL || job_id != NULL || limits[0] != '\0' ||
+		    args.n > 0;
+		mw_job_args_free(&args);
+		if (other || optind != argc || key == NULL || to == NULL) {
+			fprintf(stderr, "moonwire sign: --cancel takes -k KEY, --to JID and "
+			    "optionally --ttl, and no file\n");
+			sign_usage(stderr);
+			return MW_EXIT_USAGE;
+		}
+		return sign_cancel(key, to, cancel, ttl);
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "moonwire sign: expected exactly one file\n");

@@ -17,7 +17,7 @@ _moonwire_opts() {
 	results) echo "-c --config --json --wait --help" ;;
 	jobs) echo "-c --config --json --limit --help" ;;
 	sign)
-		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --help" ;;
+		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --cancel --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;
 	fingerprint|devices|trust|distrust) echo "-c --config --db --help" ;;
 	init)

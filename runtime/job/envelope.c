@@ -36,7 +36,7 @@ static const char *const refusal_names[] = {
 	"unknown_signer", "signer_not_allowed", "untrusted_device",
 	"wrong_audience", "expired", "not_yet_valid", "validity_too_long",
 	"replay", "not_a_job", "rate_limited", "storage", "bad_limits",
-	"bad_args",
+	"bad_args", "unknown_job", "already_finished",
 };
 
 const char *
@@ -148,8 +148,8 @@ mw_time_format(int64_t t, char out[21])
 
 /* ---- field syntax ---- */
 
-static bool
-valid_job_id(const char *s, size_t n)
+bool
+mw_job_id_valid(const char *s, size_t n)
 {
 	if (n == 0 || n > MW_JOB_ID_MAX)
 		return false;
@@ -200,8 +200,8 @@ mw_utf8_check(const uint8_t *s, size_t n, bool text)
 
 /* A bare JID, [local@]domain: no resource, no whitespace or controls,
  * none of the characters RFC 7622 forbids in a localpart. */
-static bool
-valid_bare_jid(const char *s, size_t n)
+bool
+mw_bare_jid_valid(const char *s, size_t n)
 {
 	if (n == 0 || n > MW_JID_MAX || mw_utf8_check((const uint8_t *)s, n, true) != n)
 		return false;
@@ -356,13 +356,13 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 		next = f + 1;
 		switch (f) {
 		case F_AUDIENCE:
-			if (!valid_bare_jid(v, vlen))
+			if (!mw_bare_jid_valid(v, vlen))
 				return refuse(MW_REFUSE_MALFORMED, err, errlen, "audience is not a bare JID");
 			memcpy(e->audience, v, vlen);
 			e->audience[vlen] = '\0';
 			break;
 		case F_JOB_ID:
-			if (!valid_job_id(v, vlen))
+			if (!mw_job_id_valid(v, vlen))
 				return refuse(MW_REFUSE_MALFORMED, err, errlen,
 				    "job-id must be 1..64 of [A-Za-z0-9._-]");
 			memcpy(e->job_id, v, vlen);
@@ -490,13 +490,13 @@ mw_envelope_build(const struct mw_envelope_fields *f, const uint8_t *program,
 	mw_buf_init(&prog, MW_ENVELOPE_MAX);
 	mw_buf_init(&o, MW_ENVELOPE_MAX);
 
-	if (f->audience == NULL || !valid_bare_jid(f->audience, strlen(f->audience))) {
+	if (f->audience == NULL || !mw_bare_jid_valid(f->audience, strlen(f->audience))) {
 		refuse(rc, err, errlen, "audience '%.80s' is not a bare JID (user@domain, no /resource)",
 		    f->audience ? f->audience : "");
 		goto out;
 	}
 	if (f->job_id != NULL) {
-		if (!valid_job_id(f->job_id, strlen(f->job_id))) {
+		if (!mw_job_id_valid(f->job_id, strlen(f->job_id))) {
 			refuse(rc, err, errlen, "job id must be 1..64 of [A-Za-z0-9._-]");
 			goto out;
 		}
@@ -635,24 +635,31 @@ out:
 /* ---- checks shared by the agent and `moonwire verify` ---- */
 
 int
-mw_envelope_check_time(const struct mw_envelope *e, int64_t now, int64_t skew,
+mw_validity_check(int64_t issued_at, int64_t not_after, int64_t now, int64_t skew,
     int64_t max_validity, char *err, size_t errlen)
 {
 	char t[21];
-	if (now < e->issued_at - skew) {
-		mw_time_format(e->issued_at, t);
+	if (now < issued_at - skew) {
+		mw_time_format(issued_at, t);
 		return refuse(MW_REFUSE_NOT_YET_VALID, err, errlen,
 		    "issued-at %s is in the future (more than %lld s ahead)", t, (long long)skew);
 	}
-	if (now > e->not_after) {
-		mw_time_format(e->not_after, t);
+	if (now > not_after) {
+		mw_time_format(not_after, t);
 		return refuse(MW_REFUSE_EXPIRED, err, errlen, "expired at %s", t);
 	}
-	if (e->not_after - e->issued_at > max_validity)
+	if (not_after - issued_at > max_validity)
 		return refuse(MW_REFUSE_VALIDITY_TOO_LONG, err, errlen,
 		    "valid for %lld s, over the maximum of %lld s",
-		    (long long)(e->not_after - e->issued_at), (long long)max_validity);
+		    (long long)(not_after - issued_at), (long long)max_validity);
 	return 0;
+}
+
+int
+mw_envelope_check_time(const struct mw_envelope *e, int64_t now, int64_t skew,
+    int64_t max_validity, char *err, size_t errlen)
+{
+	return mw_validity_check(e->issued_at, e->not_after, now, skew, max_validity, err, errlen);
 }
 
 int

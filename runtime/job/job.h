@@ -1,6 +1,7 @@
 /*
  * job.h: the runtime's job room -- what makes a signed job: envelopes v1
- * (with their signed arguments), OpenSSH signatures (SSHSIG), the
+ * (with their signed arguments), signed cancellations (cancel.c),
+ * OpenSSH signatures (SSHSIG), the
  * allowed_signers file, and the policy (policy.c; its API is in
  * mw_runtime.h, which other components use).  Private to runtime/ (the
  * agent, `moonwire sign`,
@@ -58,7 +59,9 @@ enum mw_refusal {
 	MW_REFUSE_STORAGE = -18,		/* the journal could not record the job */
 	MW_REFUSE_BAD_LIMITS = -19,		/* requested limits line invalid */
 	MW_REFUSE_BAD_ARGS = -20,		/* args line invalid, or args the policy does not allow */
-	MW_REFUSE_MIN = -20
+	MW_REFUSE_UNKNOWN_JOB = -21,		/* cancellation: no job of that signer with that id */
+	MW_REFUSE_ALREADY_FINISHED = -22,	/* cancellation: the job already has its result */
+	MW_REFUSE_MIN = -22
 };
 const char *mw_refusal_name(int code);		/* "bad_signature", ...; "unknown" otherwise */
 int mw_refusal_from_name(const char *name);	/* 0 if unknown */
@@ -250,6 +253,60 @@ int mw_envelope_check_time(const struct mw_envelope *e, int64_t now,
 int mw_envelope_verify(const struct mw_envelope *e,
     const struct mw_allowed_signers *a, int64_t now,
     struct mw_ssh_pubkey *signer, const char **principals,
+    char *err, size_t errlen);
+
+/* Syntax of the header fields (spec/envelope.md): a bare JID, a job id. */
+bool mw_bare_jid_valid(const char *s, size_t n);
+bool mw_job_id_valid(const char *s, size_t n);
+/* The time rules above on a pair of bounds (envelopes and cancellations). */
+int mw_validity_check(int64_t issued_at, int64_t not_after, int64_t now,
+    int64_t skew, int64_t max_validity, char *err, size_t errlen);
+
+/* ---- the signed cancellation (cancel.c; spec/envelope.md, "Cancellation") ---- */
+
+#define MW_CANCEL_NAMESPACE	"moonwire-cancel"	/* SSHSIG namespace: never a job's */
+#define MW_CANCEL_MAGIC		"moonwire-cancel 1"	/* first line */
+#define MW_CANCEL_MAX		4096	/* whole cancellation text, bytes */
+
+struct mw_cancel {
+	char audience[MW_JID_MAX + 1];
+	char job_id[MW_JOB_ID_MAX + 1];		/* the job to cancel */
+	int64_t issued_at;
+	int64_t not_after;
+	const uint8_t *signed_bytes;		/* into the caller's text: magic .. not-after line */
+	size_t signed_len;
+	uint8_t *sig;				/* decoded SSHSIG blob (malloc) */
+	size_t sig_len;
+	uint8_t sha256[32];			/* of the text without trailing blanks */
+};
+/* Whether text starts like a cancellation ("moonwire-cancel "), any version:
+ * how the agent tells a cancellation from a job before parsing. */
+bool mw_cancel_is(const void *text, size_t len);
+/* Parses (no signature check); the text must outlive *c.  0 or
+ * MW_REFUSE_MALFORMED / VERSION / OVERSIZED / BAD_SIGNATURE (armor). */
+int mw_cancel_parse(const char *text, size_t len, struct mw_cancel *c,
+    char *err, size_t errlen);
+void mw_cancel_free(struct mw_cancel *c);
+/* SSHSIG in MW_CANCEL_NAMESPACE over c->signed_bytes (a job's signature is
+ * WRONG_NAMESPACE), then the key looked up in a for MW_JOB_NAMESPACE at
+ * now: only a current job signer may cancel.  As mw_envelope_verify. */
+int mw_cancel_verify(const struct mw_cancel *c, const struct mw_allowed_signers *a,
+    int64_t now, struct mw_ssh_pubkey *signer, const char **principals,
+    char *err, size_t errlen);
+/* mw_validity_check on c's bounds. */
+int mw_cancel_check_time(const struct mw_cancel *c, int64_t now, int64_t skew,
+    int64_t max_validity, char *err, size_t errlen);
+/* The signed part (magic .. not-after line), malloc'ed, NUL-terminated. */
+int mw_cancel_build(const char *audience, const char *job_id, int64_t issued_at,
+    int64_t not_after, char **out, size_t *outlen, char *err, size_t errlen);
+/*
+ * The whole signed cancellation of job_id for the agent audience, valid
+ * from issued_at to not_after (Unix seconds; `moonwire sign --cancel` uses
+ * now and now + ttl), signed with s in MW_CANCEL_NAMESPACE: malloc'ed text
+ * ready to send as one OMEMO message body.  0 or a refusal code with err.
+ */
+int mw_cancel_sign(struct mw_ssh_signer *s, const char *audience, const char *job_id,
+    int64_t issued_at, int64_t not_after, char **out, size_t *outlen,
     char *err, size_t errlen);
 
 #endif

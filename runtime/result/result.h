@@ -34,6 +34,13 @@
 char *mw_result_message(const char *job_id, const struct mw_result *r,
     int refusal, const char *reason, uint32_t max_output);
 
+/* The agent's answer to a cancellation it did not carry out (refusal < 0:
+ * already_finished, unknown_job, or why the cancellation was refused): a
+ * refusal message with the header `answer-to: cancel`, so that a reader
+ * never takes it for the result of job_id itself (spec/result.md).
+ * malloc'ed. */
+char *mw_result_cancel_answer(const char *job_id, int refusal, const char *reason);
+
 struct mw_result_msg {
 	int version;			/* 1 or 2 */
 	char *job_id;
@@ -45,6 +52,7 @@ struct mw_result_msg {
 	size_t output_len;
 	bool output_truncated;
 	struct mw_usage usage;
+	bool answer_to_cancel;		/* `answer-to: cancel`: answers a cancellation, not the job */
 };
 /* 0, or -1 when text is not a result message (either version). */
 int mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m);

@@ -241,6 +241,35 @@ out:
 	return out;
 }
 
+char *
+mw_result_cancel_answer(const char *job_id, int refusal, const char *reason)
+{
+	static const char hdr[] = "answer-to: cancel\n";
+	char *msg = mw_result_message(job_id, NULL, refusal, reason, 0), *at, *out;
+	size_t n, off;
+
+	if (msg == NULL)
+		return NULL;
+	/* right after the status line: the headers are the reader's, the
+	 * summary line keeps saying what happened */
+	if ((at = strstr(msg, "\nstatus: ")) == NULL ||
+	    (at = strchr(at + 1, '\n')) == NULL) {
+		free(msg);
+		return NULL;
+	}
+	off = (size_t)(at + 1 - msg);
+	n = strlen(msg);
+	if ((out = malloc(n + sizeof(hdr))) == NULL) {
+		free(msg);
+		return NULL;
+	}
+	memcpy(out, msg, off);
+	memcpy(out + off, hdr, sizeof(hdr) - 1);
+	memcpy(out + off + sizeof(hdr) - 1, msg + off, n - off + 1);
+	free(msg);
+	return out;
+}
+
 void
 mw_result_msg_free(struct mw_result_msg *m)
 {
@@ -372,6 +401,10 @@ mw_result_message_parse(const char *text, size_t len, struct mw_result_msg *m)
 			    (strcmp(v, "refused") != 0 && mw_job_status_from_name(v) < 0);
 		else if (strcmp(k, "refusal") == 0)
 			rc = m->refusal != NULL || (m->refusal = strdup(v)) == NULL;
+		else if (strcmp(k, "answer-to") == 0) {
+			rc = m->answer_to_cancel || strcmp(v, "cancel") != 0;
+			m->answer_to_cancel = true;
+		}
 		else if (strcmp(k, "error") == 0) {
 			cJSON *e = m->error != NULL ? NULL :
 			    cJSON_ParseWithOpts(v, NULL, 1);
@@ -441,6 +474,8 @@ mw_result_msg_json(const struct mw_result_msg *m, const char *from)
 		goto out;
 	if (m->error != NULL ? cJSON_AddStringToObject(o, "error", m->error) == NULL :
 	    cJSON_AddNullToObject(o, "error") == NULL)
+		goto out;
+	if (m->answer_to_cancel && cJSON_AddStringToObject(o, "answer_to", "cancel") == NULL)
 		goto out;
 	if ((u = cJSON_AddObjectToObject(o, "usage")) == NULL ||
 	    cJSON_AddNumberToObject(u, "cpu_us", (double)m->usage.cpu_us) == NULL ||

@@ -982,18 +982,18 @@ test_journal_schema(void **state)
 	assert_int_equal(mw_journal_init(db), 0);	/* idempotent */
 	assert_true(sqlite3_get_autocommit(db));	/* no transaction left open */
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'journal'"), 1);
+	    "component = 'journal'"), 2);
 	assert_int_equal(query_int(db, "SELECT count(*) FROM mw_schema"), 1);
 	accept_committed(db, "SHA256:k", "j", 1);
 	assert_int_equal(mw_journal_init(db), 0);	/* keeps the rows */
 	assert_int_equal(mw_journal_count(db, MW_JOURNAL_ACCEPTED), 1);
 
 	/* written by a newer moonwire: refused, nothing changed */
-	exec_ok(db, "UPDATE mw_schema SET version = 2 WHERE component = 'journal'");
+	exec_ok(db, "UPDATE mw_schema SET version = 3 WHERE component = 'journal'");
 	assert_int_equal(mw_journal_init(db), -1);
 	assert_true(sqlite3_get_autocommit(db));
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'journal'"), 2);
+	    "component = 'journal'"), 3);
 	assert_int_equal(query_int(db, "SELECT count(*) FROM mw_jobs"), 1);
 	sqlite3_close(db);
 
@@ -1003,7 +1003,7 @@ test_journal_schema(void **state)
 	assert_int_equal(mw_omemo_open(&o, db, "agent@example.org"), MW_OMEMO_OK);
 	assert_int_equal(mw_journal_init(db), 0);
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'journal'"), 1);
+	    "component = 'journal'"), 2);
 	assert_true(query_int(db, "SELECT version FROM mw_schema WHERE "
 	    "component = 'omemo'") >= 1);
 	mw_omemo_close(o);
@@ -1407,6 +1407,35 @@ test_config_valid(void **state)
 	    sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_int_equal(c.parallel, 5);
+	/* fleet settings: defaults */
+	assert_int_equal(c.omemo_recheck_ms, 3600 * 1000);
+	assert_int_equal(c.idle_workers, -1);
+	assert_int_equal(c.n_failover, 0);
+	assert_int_equal(c.reconnect_spread_ms, 0);
+	mw_agent_config_free(&c);
+
+	/* fleet settings: failover servers, re-check, idle pool */
+	if (load_config(BASE_CONFIG "failover = localhost, 127.0.0.1:5299 [::1]:5300 ::1\n"
+	    "omemo_recheck = 90s\nidle_workers = 0\nreconnect_spread = 1m\n", &c, path, sizeof(path), err,
+	    sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.n_failover, 4);
+	assert_string_equal(c.failover_host[0], "localhost");
+	assert_int_equal(c.failover_port[0], 0);
+	assert_string_equal(c.failover_host[1], "127.0.0.1");
+	assert_int_equal(c.failover_port[1], 5299);
+	assert_string_equal(c.failover_host[2], "::1");
+	assert_int_equal(c.failover_port[2], 5300);
+	assert_string_equal(c.failover_host[3], "::1");	/* an address without a port */
+	assert_int_equal(c.omemo_recheck_ms, 90000);
+	assert_int_equal(c.idle_workers, 0);
+	assert_int_equal(c.reconnect_spread_ms, 60000);
+	mw_agent_config_free(&c);
+	assert_int_equal(c.n_failover, 0);
+	if (load_config(BASE_CONFIG "omemo_recheck = off\n", &c, path, sizeof(path), err,
+	    sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.omemo_recheck_ms, 0);
 	mw_agent_config_free(&c);
 }
 
@@ -1466,6 +1495,19 @@ test_config_errors(void **state)
 		{ "jid = agent@example.org\npassword = x\ndb = /nonexistent/dir/x.db\n", 3,
 		  "directory /nonexistent/dir" },
 		{ BASE_CONFIG "queue = 4097\n", 8, "4097" },
+		{ BASE_CONFIG "failover = a:0\n", 8, "failover: port" },
+		{ BASE_CONFIG "failover = [::1]5222\n", 8, "IPv6" },
+		{ BASE_CONFIG "failover = [::1\n", 8, "IPv6" },
+		{ BASE_CONFIG "failover = , ,\n", 8, "no server" },
+		{ BASE_CONFIG "failover = a@b\n", 8, "host name" },
+		{ BASE_CONFIG "failover = a b c d e f g h\n", 8, "at most 7" },
+		{ BASE_CONFIG "failover = xmpp.example.org\n", 8, "every failover server" },
+		{ "jid = agent@example.org\npassword = x\ndb = %D\nallowed_signers = %S\n"
+		  "policy = %P\nfailover = 127.0.0.1\n", 6, "needs host" },
+		{ BASE_CONFIG "omemo_recheck = 0s\n", 8, "omemo_recheck" },
+		{ BASE_CONFIG "omemo_recheck = 8d\n", 8, "omemo_recheck" },
+		{ BASE_CONFIG "idle_workers = 65\n", 8, "" },
+		{ BASE_CONFIG "reconnect_spread = 11m\n", 8, "reconnect_spread" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\n"
 		  "allowed_signers = /nonexistent/mw/signers\npolicy = %P\n", 4,
 		  "/nonexistent/mw/signers" },

@@ -829,6 +829,66 @@ test_lua_busy_while_running(void **state)
 	mw_sandbox_stop(sb);
 }
 
+/* Cancellation (CANCEL frame): a queued job never starts, a running one is
+ * killed with its output so far, an unknown id changes nothing; the pool
+ * of 0 idle workers (MW_SANDBOX_POOL_NONE) forks per job. */
+static void
+test_lua_cancel(void **state)
+{
+	(void)state;
+	struct mw_sandbox *sb = start_lua(1, MW_SANDBOX_POOL_NONE, 4);
+	struct mw_grants g;
+	struct mw_result res[3];
+	memset(&g, 0, sizeof(g));
+	g.sleep_max_ms = 5000;
+	submit(sb, "runner", "print('before') sleep(3) print('after') return 1", NULL, &g);
+	submit(sb, "waiter", "print('never') return 2", NULL, NULL);
+	submit(sb, "other", "return 3", NULL, NULL);
+	alarm(TEST_TIMEOUT_S);
+	for (int i = 0; i < 50 && mw_sandbox_want_write(sb); i++) {
+		mw_sandbox_flush(sb);
+		usleep(10000);
+	}
+	usleep(400000);		/* the runner prints and sleeps */
+	assert_int_equal(mw_sandbox_cancel(sb, "waiter", "cancelled by test"), 0);
+	assert_int_equal(mw_sandbox_cancel(sb, "no-such-job", "cancelled by test"), 0);
+	assert_int_equal(mw_sandbox_cancel(sb, "runner", "cancelled by test"), 0);
+	collect(sb, res, 3);
+	for (int i = 0; i < 3; i++) {
+		if (strcmp(res[i].job_id, "waiter") == 0) {
+			expect_status(&res[i], MW_JOB_CANCELLED,
+			    "cancelled by test (before it started)");
+			assert_int_equal(res[i].output_len, 0);
+			assert_true(res[i].usage.wall_us == 0);
+		} else if (strcmp(res[i].job_id, "runner") == 0) {
+			expect_status(&res[i], MW_JOB_CANCELLED, "cancelled by test (while running)");
+			assert_int_equal(res[i].output_len, 7);
+			/* "after" never printed: it did not sleep out */
+			assert_memory_equal(res[i].output, "before\n", 7);
+		} else {
+			assert_string_equal(res[i].job_id, "other");
+			expect_status(&res[i], MW_JOB_OK, NULL);
+			assert_int_equal(single_int_result(&res[i]), 3);
+		}
+		mw_result_free(&res[i]);
+	}
+	/* a finished job's id: nothing happens, the sandbox serves on */
+	assert_int_equal(mw_sandbox_cancel(sb, "runner", "late"), 0);
+	struct mw_result r;
+	struct mw_job job;
+	memset(&job, 0, sizeof(job));
+	job.id = "after";
+	job.program = "return 5";
+	job.program_len = 8;
+	mw_limits_default(&job.limits);
+	alarm(TEST_TIMEOUT_S);
+	assert_int_equal(mw_sandbox_run(sb, &job, &r), 0);
+	alarm(0);
+	expect_status(&r, MW_JOB_OK, NULL);
+	mw_result_free(&r);
+	mw_sandbox_stop(sb);
+}
+
 static void
 test_lua_program_too_large(void **state)
 {
@@ -1135,6 +1195,7 @@ main(void)
 	const struct CMUnitTest hostile[] = {
 		cmocka_unit_test(test_dec_result_refuses_nul_in_error),
 		cmocka_unit_test(test_dec_limits_refuses_zero),
+		cmocka_unit_test(test_lua_cancel),
 		cmocka_unit_test(test_lua_protected_paths),
 		cmocka_unit_test(test_well_behaved),
 		cmocka_unit_test(test_forbidden_syscalls),
