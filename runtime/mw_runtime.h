@@ -38,6 +38,7 @@ int mw_cmd_send(int argc, char **argv);
 int mw_cmd_fleet(int argc, char **argv);
 int mw_cmd_results(int argc, char **argv);
 int mw_cmd_jobs(int argc, char **argv);
+int mw_cmd_cancel(int argc, char **argv);
 int mw_cmd_sign(int argc, char **argv);
 int mw_cmd_verify(int argc, char **argv);
 int mw_cmd_init(int argc, char **argv);

@@ -44,7 +44,7 @@
 #include "runtime/mw_runtime.h"
 #include "runtime/job/job.h"
 
-#include "init.h"
+#include "cli.h"
 
 #define AGENT_PROFILE	"status"	/* the skeleton policy's profile */
 

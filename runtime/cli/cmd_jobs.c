@@ -18,6 +18,8 @@
 #include "runtime/agent/agent.h"
 #include "runtime/fleet/fleet.h"
 
+#include "cli.h"
+
 #define JOBS_DEFAULT_LIMIT 20
 #define JOBS_MAX_LIMIT 100000
 
@@ -56,8 +58,8 @@ jobs_usage(FILE *f)
 	    "exit status: 0, 1 the database cannot be read, 2 usage.\n");
 }
 
-static bool
-valid_job_id(const char *s)
+bool
+cli_job_id_ok(const char *s)
 {
 	size_t n = strlen(s);
 
@@ -108,7 +110,7 @@ mw_cmd_results(int argc, char **argv)
 		results_usage(stderr);
 		return MW_EXIT_USAGE;
 	}
-	if (!valid_job_id(argv[optind])) {
+	if (!cli_job_id_ok(argv[optind])) {
 		fprintf(stderr, "moonwire results: %s: not a job id\n", argv[optind]);
 		return MW_EXIT_USAGE;
 	}

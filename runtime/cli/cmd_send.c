@@ -31,6 +31,8 @@
 #include "runtime/fleet/fleet.h"
 #include "wire/mw_wire.h"
 
+#include "cli.h"
+
 #define SEND_MAX_GROUPS 64
 
 struct target {
@@ -130,7 +132,7 @@ read_file(const char *path, size_t max, char **out, size_t *len)
 
 /* Like ssh: a secret others may read is worth a warning (not a refusal). */
 static void
-warn_if_exposed(const char *path, const char *what)
+warn_if_exposed(const char *cmd, const char *path, const char *what)
 {
 	struct stat st;
 	size_t n = strlen(path);
@@ -138,8 +140,47 @@ warn_if_exposed(const char *path, const char *what)
 	if (n > 4 && strcmp(path + n - 4, ".pub") == 0)
 		return;		/* a public key; the private half is in ssh-agent */
 	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0077) != 0)
-		fprintf(stderr, "moonwire send: WARNING: %s %s is readable by others "
-		    "(mode %04o): chmod 600 %s\n", what, path, st.st_mode & 07777, path);
+		fprintf(stderr, "moonwire %s: WARNING: %s %s is readable by others "
+		    "(mode %04o): chmod 600 %s\n", cmd, what, path, st.st_mode & 07777, path);
+}
+
+int
+cli_signing_key(const char *cmd, const char *config, const char *keypath,
+    struct mw_ssh_signer **out)
+{
+	char *path = NULL, err[512];
+	int rc = MW_EXIT_USAGE;
+
+	*out = NULL;
+	if (keypath == NULL) {
+		char *v = mw_config_value(config, "signing_key");
+
+		if (v == NULL) {
+			fprintf(stderr, "moonwire %s: no key: use -k KEY or signing_key "
+			    "in %s\n", cmd, config);
+			return MW_EXIT_USAGE;
+		}
+		/* the account file's path rules: ~, relative to the file */
+		if (mw_omemo_account_path(config, v, &path) != 0) {
+			fprintf(stderr, "moonwire %s: %s: signing_key '%s' is not a usable "
+			    "path\n", cmd, config, v);
+			free(v);
+			return MW_EXIT_USAGE;
+		}
+		free(v);
+		keypath = path;
+	}
+	warn_if_exposed(cmd, keypath, "private key");
+	if (mw_ssh_signer_load(keypath, out, err, sizeof(err)) != 0) {
+		if (strstr(err, keypath) != NULL)
+			fprintf(stderr, "moonwire %s: %s\n", cmd, err);
+		else
+			fprintf(stderr, "moonwire %s: %s: %s\n", cmd, keypath, err);
+		*out = NULL;
+	} else
+		rc = 0;
+	free(path);
+	return rc;
 }
 
 /*
@@ -468,7 +509,7 @@ mw_cmd_send(int argc, char **argv)
 		char *v = mw_config_value(config, "password_file"), *pw = NULL;
 
 		if (v != NULL && mw_omemo_account_path(config, v, &pw) == 0)
-			warn_if_exposed(pw, "password_file");
+			warn_if_exposed("send", pw, "password_file");
 		free(v);
 		free(pw);
 	}
@@ -499,36 +540,13 @@ mw_cmd_send(int argc, char **argv)
 		snprintf(s.t[0].job_id, sizeof(s.t[0].job_id), "%s", env.job_id);
 		mw_envelope_free(&env);
 	} else {
-		if (keypath == NULL) {
-			char *v = mw_config_value(config, "signing_key");
-
-			if (v == NULL) {
-				fprintf(stderr, "moonwire send: no key: use -k KEY or "
-				    "signing_key in %s\n", config);
-				goto out;
-			}
-			/* the account file's path rules: ~, relative to the file */
-			if (mw_omemo_account_path(config, v, &keypath) != 0) {
-				fprintf(stderr, "moonwire send: %s: signing_key '%s' is not a "
-				    "usable path\n", config, v);
-				free(v);
-				goto out;
-			}
-			free(v);
-		}
 		if (read_file(argv[optind], MW_ENVELOPE_MAX, &program, &plen) != 0)
 			goto out;
 		if ((rc = check_syntax(argv[optind], program, plen)) != 0)
 			goto out;
-		rc = MW_EXIT_USAGE;
-		warn_if_exposed(keypath, "private key");
-		if (mw_ssh_signer_load(keypath, &key, err, sizeof(err)) != 0) {
-			if (strstr(err, keypath) != NULL)
-				fprintf(stderr, "moonwire send: %s\n", err);
-			else
-				fprintf(stderr, "moonwire send: %s: %s\n", keypath, err);
+		if ((rc = cli_signing_key("send", config, keypath, &key)) != 0)
 			goto out;
-		}
+		rc = MW_EXIT_USAGE;
 		if (prepare_envelopes(&s, key, program, plen, limits, &args, ttl_ms) != 0)
 			goto out;
 	}

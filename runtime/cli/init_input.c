@@ -29,7 +29,7 @@
 #include "runtime/mw_runtime.h"
 #include "runtime/job/job.h"
 
-#include "init.h"
+#include "cli.h"
 
 volatile sig_atomic_t init_interrupted;
 

@@ -31,7 +31,7 @@
 #include "runtime/mw_runtime.h"
 #include "runtime/job/job.h"
 
-#include "init.h"
+#include "cli.h"
 
 /* ---- what this run creates, and undoing it ---- */
 

@@ -27,6 +27,7 @@ static const struct mw_command commands[] = {
 	{ "send", mw_cmd_send, "send -c CONFIG (--to JID | --targets FILE | --group NAME)... [options] FILE.lua" },
 	{ "results", mw_cmd_results, "results -c CONFIG [--json] [--wait DURATION] JOB" },
 	{ "jobs", mw_cmd_jobs, "jobs -c CONFIG [--json] [--limit N]" },
+	{ "cancel", mw_cmd_cancel, "cancel -c CONFIG [--to JID ...] [--timeout DURATION] [--json] JOB" },
 	{ "fleet", mw_cmd_fleet, "fleet (add | remove | list) -c CONFIG [--group NAME ...] [JID...]" },
 	{ "fingerprint", mw_cmd_fingerprint, "fingerprint (-c CONFIG | --db PATH)" },
 	{ "devices", mw_cmd_devices, "devices (-c CONFIG | --db PATH) JID" },

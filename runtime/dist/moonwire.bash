@@ -16,6 +16,7 @@ _moonwire_opts() {
 	fleet) echo "-c --config --group --json --help" ;;
 	results) echo "-c --config --json --wait --help" ;;
 	jobs) echo "-c --config --json --limit --help" ;;
+	cancel) echo "-c --config -k --key --to --timeout --ttl --json --help" ;;
 	sign)
 		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --cancel --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;
@@ -51,7 +52,7 @@ _moonwire() {
 		esac
 	done
 	if [ -z "$cmd" ]; then
-		COMPREPLY=($(compgen -W "run agent send results jobs fleet sign verify fingerprint devices trust distrust init --help" -- "$cur"))
+		COMPREPLY=($(compgen -W "run agent send results jobs cancel fleet sign verify fingerprint devices trust distrust init --help" -- "$cur"))
 		return 0
 	fi
 	if [ "$cmd" = fleet ] && [ $((i + 1)) -ge "$COMP_CWORD" ]; then

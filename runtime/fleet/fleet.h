@@ -235,6 +235,14 @@ struct mw_fleet_job_info {
 	size_t targeted, ok, failed, refused, pending;
 };
 
+/* An agent's answer to a cancellation of job_id (a result message with
+ * `answer-to: cancel`) from jid: stored apart from the job's result, the
+ * last one kept.  1 stored, 0 no such target of that job, -1 error. */
+int mw_jobtable_cancel_answer(sqlite3 *db, const char *job_id, const char *jid,
+    const char *text, size_t len, int64_t now_ms);
+/* The answer stored since since_ms (malloc'ed): 1, 0 none, -1 error. */
+int mw_jobtable_cancel_answer_get(sqlite3 *db, const char *job_id, const char *jid,
+    int64_t since_ms, char **text);
 /* Creates or migrates the fleet_* tables (mw_schema component "fleet").
  * 0, or -1 (a database error, or a schema from a newer moonwire). */
 int mw_jobtable_init(sqlite3 *db);
@@ -350,6 +358,7 @@ struct mw_fleet_target {
 	char *unsent_why;		/* the send failed: to record (malloc'ed) */
 	char iq_error[64];		/* condition of the last IQ error about it */
 	char iq_error_text[256];
+	bool cancel_answered;		/* cancel: the agent answered the cancellation */
 };
 
 enum mw_fleet_stop {
@@ -380,6 +389,7 @@ struct mw_fleet {
 	bool connected, failed, pin_refused, collected;
 	bool closing;			/* our own disconnect: not "connection lost" */
 	char barrier_id[40];		/* collect: the ping after our presence */
+	int64_t cancel_since_ms;	/* cancel: answers newer than this count; 0: not a cancel */
 	struct mw_fleet_progress progress;
 };
 

@@ -242,7 +242,8 @@ on_change(void *arg, const struct mw_fleet_row *r)
 		free(mine->result);
 		mine->result = NULL;
 	}
-	f->remaining--;
+	if (!f->t[i].cancel_answered)
+		f->remaining--;
 	if (f->print_results && mine->state == MW_FLEET_RESULT && !f->t[i].shown &&
 	    mine->result != NULL &&
 	    mw_result_message_parse(mine->result, strlen(mine->result), &m) == 0) {
@@ -252,6 +253,37 @@ on_change(void *arg, const struct mw_fleet_row *r)
 		f->t[i].shown = true;
 	}
 	return 0;
+}
+
+/*
+ * A cancel: a target whose agent answered the cancellation itself
+ * (already finished, unknown job, refused) has its outcome for this wait,
+ * though its row still waits for the job's result.  The answer is in the
+ * table whichever process of the account decrypted it.
+ */
+static void
+poll_cancel_answers(struct mw_fleet *f)
+{
+	for (size_t i = 0; i < f->nt; i++) {
+		struct mw_fleet_target *t = &f->t[i];
+		struct mw_result_msg m;
+		char *text = NULL;
+
+		if (t->cancel_answered || t->envelope == NULL ||
+		    f->rows[i].state != MW_FLEET_PENDING)
+			continue;
+		if (mw_jobtable_cancel_answer_get(f->db, f->job_id, f->rows[i].jid,
+		    f->cancel_since_ms, &text) != 1)
+			continue;
+		t->cancel_answered = true;
+		f->remaining--;
+		if (f->print_results && mw_result_message_parse(text, strlen(text), &m) == 0) {
+			mw_fleet_progress_clear(&f->progress);
+			mw_fleet_result_print(stdout, f->rows[i].jid, &m, f->json, f->nt > 1);
+			mw_result_msg_free(&m);
+		}
+		free(text);
+	}
 }
 
 static void
@@ -266,6 +298,8 @@ poll_table(struct mw_fleet *f)
 		return;
 	}
 	f->seq = last;
+	if (f->cancel_since_ms != 0)
+		poll_cancel_answers(f);
 }
 
 /* Send failures noted by on_sent, into the table (outside any omemo
@@ -363,6 +397,9 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 		if (m.trust != MW_OMEMO_TRUST_VERIFIED)
 			fprintf(stderr, "moonwire %s: result for %s from an unverified device "
 			    "%u of %s: ignored\n", f->cmd, r.job_id, m.device, m.from);
+		else if (r.answer_to_cancel)	/* never the job's result */
+			rec = mw_jobtable_cancel_answer(f->db, r.job_id, m.from,
+			    (const char *)m.plaintext, m.len, wall_ms());
 		else
 			rec = mw_jobtable_record(f->db, r.job_id, m.from,
 			    (const char *)m.plaintext, m.len, wall_ms());

@@ -22,7 +22,6 @@
 #include "runtime/agent/agent.h"
 #include "runtime/fleet/fleet.h"
 
-#define FLEET_VERSION 1
 
 static const char *const migrations[] = {
 	/* 1 */
@@ -47,6 +46,15 @@ static const char *const migrations[] = {
 	"CREATE INDEX fleet_targets_order ON fleet_targets(job_id, idx);"
 	"CREATE INDEX fleet_targets_job_seq ON fleet_targets(job_id, seq);"
 	"CREATE INDEX fleet_targets_seq ON fleet_targets(seq);",
+	/* 2: an agent's answer to a cancellation (`answer-to: cancel`), which
+	 * is never the job's result; kept apart so that the target row still
+	 * waits for the job's own result */
+	"CREATE TABLE fleet_cancel_answers("
+	" job_id TEXT NOT NULL REFERENCES fleet_jobs(job_id) ON DELETE CASCADE,"
+	" jid TEXT NOT NULL,"
+	" answer TEXT NOT NULL,"
+	" received_ms INTEGER NOT NULL,"
+	" PRIMARY KEY (job_id, jid));",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -245,6 +253,56 @@ mw_jobtable_record(sqlite3 *db, const char *job_id, const char *jid,
 		rc = 1;
 	sqlite3_finalize(st);
 	free(status);
+	return rc;
+}
+
+int
+mw_jobtable_cancel_answer(sqlite3 *db, const char *job_id, const char *jid,
+    const char *text, size_t len, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "INSERT INTO fleet_cancel_answers(job_id, jid, answer, "
+	    "received_ms) SELECT job_id, jid, ?, ? FROM fleet_targets WHERE job_id = ? "
+	    "AND jid = ? ON CONFLICT(job_id, jid) DO UPDATE SET answer = excluded.answer, "
+	    "received_ms = excluded.received_ms", -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, text, (int)len, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 2, now_ms) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 3, job_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 4, jid, -1, SQLITE_STATIC) != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return -1;
+	}
+	rc = sqlite3_step(st) == SQLITE_DONE ? (sqlite3_changes(db) > 0 ? 1 : 0) : -1;
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+mw_jobtable_cancel_answer_get(sqlite3 *db, const char *job_id, const char *jid,
+    int64_t since_ms, char **text)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*text = NULL;
+	if (sqlite3_prepare_v2(db, "SELECT answer FROM fleet_cancel_answers WHERE "
+	    "job_id = ? AND jid = ? AND received_ms >= ?", -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 2, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 3, since_ms) != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return -1;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *s = sqlite3_column_text(st, 0);
+
+		rc = s != NULL && (*text = strdup((const char *)s)) != NULL ? 1 : -1;
+	} else
+		rc = rc == SQLITE_DONE ? 0 : -1;
+	sqlite3_finalize(st);
 	return rc;
 }
 
@@ -497,14 +555,18 @@ mw_jobtable_prune(sqlite3 *db, int64_t cutoff_ms)
 
 	if (!sqlite3_get_autocommit(db) || exec_sql(db, "BEGIN IMMEDIATE") != 0)
 		return -1;
-	if (sqlite3_prepare_v2(db, "DELETE FROM fleet_targets WHERE job_id IN "
-	    "(SELECT job_id FROM fleet_jobs WHERE created_ms < ?)", -1, &st,
-	    NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 1, cutoff_ms) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_DONE)
-		goto fail;
-	sqlite3_finalize(st);
-	st = NULL;
+	/* the job's rows in every table that refers to it, then the job */
+	for (int k = 0; k < 2; k++) {
+		if (sqlite3_prepare_v2(db, k == 0 ? "DELETE FROM fleet_targets WHERE job_id "
+		    "IN (SELECT job_id FROM fleet_jobs WHERE created_ms < ?)" :
+		    "DELETE FROM fleet_cancel_answers WHERE job_id IN (SELECT job_id FROM "
+		    "fleet_jobs WHERE created_ms < ?)", -1, &st, NULL) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 1, cutoff_ms) != SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_DONE)
+			goto fail;
+		sqlite3_finalize(st);
+		st = NULL;
+	}
 	if (sqlite3_prepare_v2(db, "DELETE FROM fleet_jobs WHERE created_ms < ?", -1,
 	    &st, NULL) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 1, cutoff_ms) != SQLITE_OK ||

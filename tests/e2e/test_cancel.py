@@ -14,6 +14,7 @@ Waits are bounded (wait_log, peer expect timeouts); the "never written"
 checks wait past the moment the killed work would have written.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -243,3 +244,44 @@ def test_expired_cancellation_refused(deploy):
     codes = sorted(h.get("refusal") or h["status"] for h in answers)
     assert codes == ["expired", "ok"], answers
     d.agent.wait_log(r"refused code=expired .*job=t-1 kind=cancel")
+
+
+def test_moonwire_cancel_command(deploy):
+    """`moonwire cancel JOB` from the operator's CLI: a job that outlived
+    `send --timeout` is cancelled through the job table (its target still
+    pending), the agent kills it, and the `cancelled` result lands in the
+    job table; a second cancel finds nothing pending; an unknown job and a
+    JID that is not a target are usage errors."""
+    d = deploy
+    d.agent.start()
+    prog = d.program("sleepy.lua", 'sleep(8)\nfs.write("%s/sleepy", "ran\\n")\nreturn 1\n'
+                     % d.out)
+    p, res = d.alice.send(d.agent, prog, timeout="1s")
+    assert p.returncode == 6, (p.stdout, p.stderr)
+    m = re.search(r"moonwire results -c \S+ ([0-9a-f]{32})", p.stderr)
+    assert m, p.stderr
+    job = m.group(1)
+    d.agent.wait_log(r"accepted job=%s " % job)
+    c = run([d.kit.moonwire, "cancel", "-c", d.alice.conf, "--timeout", "20s", job],
+            check=False)
+    assert c.returncode == 0, (c.stdout, c.stderr)
+    assert re.search(r"^%s\s+cancelled\s+cancelled$" % re.escape(d.agent.jid), c.stdout,
+                     re.M), c.stdout
+    assert "cancel of job %s: 1 cancelled, 0 already finished, 0 refused, 0 no answer" \
+        % job in c.stdout, c.stdout
+    d.agent.wait_log(r"cancelled job=%s .*started=yes" % job)
+    # the job table has the job's own result now: status cancelled
+    r = run([d.kit.moonwire, "results", "-c", d.alice.conf, "--json", job], check=False)
+    objs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert objs[0]["status"] == "cancelled" and objs[0]["from"] == d.agent.jid, objs
+    time.sleep(8.5)         # past the moment the killed job would have written
+    assert not os.path.exists(os.path.join(d.out, "sleepy"))
+    # nothing pending any more: nothing is sent, exit 0
+    again = run([d.kit.moonwire, "cancel", "-c", d.alice.conf, job], check=False)
+    assert again.returncode == 0 and "nothing to cancel" in again.stderr, again.stderr
+    # bad input: unknown job, a JID that is not a target
+    u = run([d.kit.moonwire, "cancel", "-c", d.alice.conf, "f" * 32], check=False)
+    assert u.returncode == 2 and "no job " + "f" * 32 in u.stderr, u.stderr
+    t = run([d.kit.moonwire, "cancel", "-c", d.alice.conf, "--to", "nobody@localhost",
+             job], check=False)
+    assert t.returncode == 2 and "is not a target of job" in t.stderr, t.stderr

@@ -126,7 +126,7 @@ test_migration_from_current_schema(void **state)
 	    "name = 'fleet_jobs'"), 0);
 	assert_int_equal(mw_jobtable_init(db), 0);
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'fleet'"), 1);
+	    "component = 'fleet'"), 2);
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
 	    "component = 'omemo'"), 1);
 	assert_int_equal(mw_jobtable_create(db, "job1", HASH, 1000, JIDS, 3), 0);
@@ -136,10 +136,10 @@ test_migration_from_current_schema(void **state)
 	assert_int_equal(mw_omemo_open(&o, db, NULL), 0);
 	mw_omemo_close(o);
 	/* a schema from a newer moonwire is refused, not downgraded */
-	exec_ok(db, "UPDATE mw_schema SET version = 2 WHERE component = 'fleet'");
+	exec_ok(db, "UPDATE mw_schema SET version = 3 WHERE component = 'fleet'");
 	assert_int_equal(mw_jobtable_init(db), -1);
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'fleet'"), 2);
+	    "component = 'fleet'"), 3);
 	assert_int_equal(sqlite3_get_autocommit(db), 1);	/* no transaction left */
 	sqlite3_close(db);
 }
@@ -467,6 +467,36 @@ test_fleet_load_keep_find(void **state)
 		free(big[i]);
 }
 
+/* An answer to a cancellation is kept apart from the job's result: the
+ * row stays pending, the answer is found for that target only, and only
+ * when it came after the cancel started. */
+static void
+test_cancel_answers_apart(void **state)
+{
+	sqlite3 *db = open_db("cancel.db");
+	char *text = NULL;
+
+	(void)state;
+	assert_int_equal(mw_jobtable_init(db), 0);
+	assert_int_equal(mw_jobtable_create(db, "job1", HASH, 1000, JIDS, 3), 0);
+	assert_int_equal(mw_jobtable_cancel_answer(db, "job1", JIDS[1], "answer", 6, 5000), 1);
+	assert_int_equal(mw_jobtable_cancel_answer(db, "job1", "nobody@example.org",
+	    "answer", 6, 5000), 0);
+	assert_int_equal(mw_jobtable_cancel_answer(db, "nojob", JIDS[1], "answer", 6, 5000), 0);
+	assert_int_equal(query_int(db, "SELECT state FROM fleet_targets WHERE jid = 'b@example.org'"),
+	    MW_FLEET_PENDING);
+	assert_int_equal(mw_jobtable_cancel_answer_get(db, "job1", JIDS[1], 4000, &text), 1);
+	assert_string_equal(text, "answer");
+	free(text);
+	assert_int_equal(mw_jobtable_cancel_answer_get(db, "job1", JIDS[1], 6000, &text), 0);
+	assert_null(text);
+	assert_int_equal(mw_jobtable_cancel_answer_get(db, "job1", JIDS[0], 0, &text), 0);
+	/* pruning the job takes its answers too */
+	assert_int_equal(mw_jobtable_prune(db, 2000), 0);
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM fleet_cancel_answers"), 0);
+	sqlite3_close(db);
+}
+
 int
 main(void)
 {
@@ -478,6 +508,7 @@ main(void)
 		cmocka_unit_test(test_retention_pruning),
 		cmocka_unit_test(test_seen_and_sent_times),
 		cmocka_unit_test(test_fleet_load_keep_find),
+		cmocka_unit_test(test_cancel_answers_apart),
 	};
 
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -1,11 +1,12 @@
 /*
- * init.h: what the parts of `moonwire init` share (cmd_init.c, the two
- * commands; init_input.c, checking what the user gave; init_stage.c,
- * staging files and the identity, and undoing a failed run).  Private to
- * runtime/cli.
+ * cli.h: what the commands of runtime/cli share.  The operator's signing
+ * key (cmd_send.c, used by send and cancel), and the parts of `moonwire
+ * init` (cmd_init.c, the two commands; init_input.c, checking what the
+ * user gave; init_stage.c, staging files and the identity, and undoing a
+ * failed run).  Private to runtime/cli.
  */
-#ifndef MW_CLI_INIT_H
-#define MW_CLI_INIT_H
+#ifndef MW_CLI_H
+#define MW_CLI_H
 
 #include <signal.h>
 #include <stdbool.h>
@@ -14,6 +15,18 @@
 #include <sys/types.h>
 
 #include "omemo/mw_omemo.h"
+#include "runtime/job/job.h"
+
+/*
+ * The operator's signing key: keypath (-k) when given, else `signing_key`
+ * of the account file config (its path rules: ~, relative to the file).
+ * 0, or the exit status after saying why on stderr ("moonwire CMD: ...").
+ */
+int cli_signing_key(const char *cmd, const char *config, const char *keypath,
+    struct mw_ssh_signer **out);
+/* A job id as `moonwire send` makes and the job table keeps: 1 to
+ * MW_JOB_ID_MAX characters of A-Za-z0-9-_. (cmd_jobs.c). */
+bool cli_job_id_ok(const char *s);
 
 #define INIT_MAX_FILES	4
 #define INIT_MAX_DIRS	32
