@@ -52,6 +52,7 @@ mw_omemo_strerror(int err)
 	case MW_OMEMO_E_CERT_PIN: return "server certificate does not match cert_pin_sha256";
 	case MW_OMEMO_E_CERT_UNTRUSTED: return "server certificate not trusted (set ca_file or cert_pin_sha256)";
 	case MW_OMEMO_E_LIMIT: return "too many devices or identity keys for this JID";
+	case MW_OMEMO_E_SCE: return "OMEMO 2 envelope malformed or not addressed as the stanza";
 	}
 	return "unknown error";
 }
@@ -141,6 +142,8 @@ mw_omemo_close(struct mw_omemo *o)
 	omemo_stmt_cache_free(o);
 	if (o->store != NULL)
 		signal_protocol_store_context_destroy(o->store);
+	if (o->store4 != NULL)
+		signal_protocol_store_context_destroy(o->store4);
 	if (o->sg != NULL)
 		signal_context_destroy(o->sg);
 	free(o->jid);

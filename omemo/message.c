@@ -383,6 +383,11 @@ mw_omemo_encrypt(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 {
 	if (out == NULL)
 		return MW_OMEMO_E_INVAL;
+	/* one device named: answered in the version it last wrote in */
+	if (o != NULL && nonly == 1 && only != NULL && omemo_jid_ok(to) &&
+	    !o->txn && omemo_device_version(o, to, only[0]) == OMEMO_V2 &&
+	    omemo_has_session(o, OMEMO_V2, to, only[0]) == 1)
+		return mw_omemo2_encrypt(o, x, to, only, nonly, pt, len, out);
 	return encrypt_common(o, x, to, only, nonly, pt, len, false, out);
 }
 
@@ -609,6 +614,15 @@ take_incoming(struct mw_omemo *o, xmpp_stanza_t *stanza, struct parsed *p,
 	return 0;
 }
 
+/* An OMEMO 2 message (message2.c) rather than a legacy one. */
+static bool
+is_omemo2(xmpp_stanza_t *stanza)
+{
+	return xmpp_stanza_get_child_by_name_and_ns(stanza, "encrypted",
+	    MW_OMEMO2_NS) != NULL && xmpp_stanza_get_child_by_name_and_ns(
+	    stanza, "encrypted", MW_OMEMO_NS) == NULL;
+}
+
 int
 mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *stanza, struct mw_omemo_msg *m)
 {
@@ -620,6 +634,8 @@ mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *stanza, struct mw_omemo_msg *m)
 	memset(m, 0, sizeof(*m));
 	if (o == NULL || stanza == NULL)
 		return MW_OMEMO_E_INVAL;
+	if (is_omemo2(stanza))
+		return omemo2_peek(o, stanza, m);
 	if ((rc = take_incoming(o, stanza, &p, m)) != 0)
 		goto out;
 	rc = peek_parsed(o, &p, m);
@@ -805,6 +821,8 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 		return MW_OMEMO_E_INVAL;
 	if (o->txn)
 		return MW_OMEMO_E_TXN;
+	if (is_omemo2(stanza))
+		return omemo2_decrypt(o, stanza, m);
 	if ((rc = take_incoming(o, stanza, &p, m)) != 0)
 		goto out;
 	/* A revoked key is refused even on an existing session. */
@@ -839,6 +857,9 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 			rc = MW_OMEMO_E_KEY_TRUNCATED;
 			goto fail;
 		}
+		if ((rc = omemo_device_version_set(o, p.from, p.sid,
+		    OMEMO_V_LEGACY)) != 0)
+			goto fail;
 		o->pending_decrypt = true;
 		if ((rc = mw_omemo_commit(o)) != 0)
 			goto out;
@@ -863,6 +884,9 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 	}
 	m->plaintext[p.plen] = '\0';
 	m->len = p.plen;
+	if ((rc = omemo_device_version_set(o, p.from, p.sid,
+	    OMEMO_V_LEGACY)) != 0)
+		goto fail;
 	sender_info(o, m);
 	o->pending_decrypt = true;
 	rc = MW_OMEMO_OK;

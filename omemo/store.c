@@ -1,14 +1,15 @@
 /*
  * store.c: the SQLite side of OMEMO.  Versioned schema of the omemo_*
  * tables, the transaction helpers that make every state change atomic, and
- * the four libomemo-c stores (the libsignal-protocol-c API: session,
- * prekey, signed prekey, identity) backed by those tables.
+ * the prekey, signed prekey and identity stores of libomemo-c (the
+ * libsignal-protocol-c API) backed by those tables.
  *
  * libomemo-c hands the session store no protocol version (its
  * load_session_func has none), so omemo_sessions holds legacy (version 3)
- * sessions only; OMEMO 2 (version 4) sessions will need their own rows or
- * store (issue 12).  test_omemo_upgrade.c checks that what this build
- * writes back stays version 3.
+ * sessions only and omemo_sessions_v4 the OMEMO 2 ones (schema step 2); the
+ * session store callbacks live in session_store.c.  test_omemo_upgrade.c
+ * checks that a version-1 database migrates and what this build writes back
+ * to omemo_sessions stays version 3.
  *
  * Schema versioning: the shared table mw_schema(component, version) holds
  * one row per component ("omemo" here); each component migrates its own
@@ -25,8 +26,6 @@
 #include <openssl/crypto.h>
 
 #include "omemo/omemo_int.h"
-
-#define OMEMO_SG_EDB (SG_ERR_MINIMUM - 1)
 
 static const char *const migrations[] = {
 	/* 1 */
@@ -57,6 +56,20 @@ static const char *const migrations[] = {
 	"  updated INTEGER NOT NULL,"
 	"  PRIMARY KEY (jid, identity_key));"
 	"CREATE TABLE omemo_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+	/* 2: OMEMO 2 (version-4) sessions, apart from the legacy ones in
+	 * omemo_sessions, which keeps its shape and rows */
+	"CREATE TABLE omemo_sessions_v4("
+	"  jid TEXT NOT NULL, device_id INTEGER NOT NULL,"
+	"  record BLOB NOT NULL, user_record BLOB, updated INTEGER NOT NULL,"
+	"  PRIMARY KEY (jid, device_id));"
+	/* ... and whether the device is in its owner's last OMEMO 2 device
+	 * list (active: the legacy list); the identity pin and trust rows
+	 * stay one per device and key, shared by both versions */
+	"ALTER TABLE omemo_devices ADD COLUMN active4 INTEGER NOT NULL "
+	"DEFAULT 0;"
+	/* the version the device last wrote in: the one it is answered in */
+	"ALTER TABLE omemo_devices ADD COLUMN reply_version INTEGER NOT NULL "
+	"DEFAULT 3 CHECK (reply_version IN (3, 4));",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -157,15 +170,15 @@ omemo_rollback(struct mw_omemo *o)
 /*
  * Prepared-statement cache.  Every statement here is a string literal, so
  * its address is the key: the first call prepares it (persistent), later
- * calls reuse it, and unprep() resets it (releasing every lock and clearing
+ * calls reuse it, and omemo_unprep() resets it (releasing every lock and clearing
  * the bindings) instead of finalizing.  A statement still in use when its
  * SQL is asked for again, or one beyond the cache's slots, is prepared and
  * finalized as before.  Parsing SQL was 16 % of the OMEMO layer's CPU
  * (make bench, omemo_bench :memory: profile).  mw_omemo_close() finalizes
  * the cache before the caller closes the database.
  */
-static int
-prep(struct mw_omemo *o, sqlite3_stmt **st, const char *sql)
+int
+omemo_prep(struct mw_omemo *o, sqlite3_stmt **st, const char *sql)
 {
 	struct omemo_stmt *free_slot = NULL;
 
@@ -194,9 +207,9 @@ prep(struct mw_omemo *o, sqlite3_stmt **st, const char *sql)
 	return sqlite3_prepare_v2(o->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-/* The end of a statement from prep(): reset if cached, else finalized. */
-static void
-unprep(struct mw_omemo *o, sqlite3_stmt *st)
+/* The end of a statement from omemo_prep(): reset if cached, else finalized. */
+void
+omemo_unprep(struct mw_omemo *o, sqlite3_stmt *st)
 {
 	for (size_t i = 0; i < OMEMO_STMT_CACHE; i++) {
 		struct omemo_stmt *c = &o->stmts[i];
@@ -222,8 +235,8 @@ omemo_stmt_cache_free(struct mw_omemo *o)
 	}
 }
 
-static int
-bind_addr(sqlite3_stmt *st, const signal_protocol_address *a)
+int
+omemo_bind_addr(sqlite3_stmt *st, const signal_protocol_address *a)
 {
 	if (sqlite3_bind_text(st, 1, a->name, (int)a->name_len,
 	    SQLITE_TRANSIENT) != SQLITE_OK ||
@@ -233,12 +246,12 @@ bind_addr(sqlite3_stmt *st, const signal_protocol_address *a)
 }
 
 /* Runs a statement that returns no rows. */
-static int
-step_done(struct mw_omemo *o, sqlite3_stmt *st)
+int
+omemo_step_done(struct mw_omemo *o, sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
 
-	unprep(o, st);
+	omemo_unprep(o, st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -248,16 +261,16 @@ omemo_meta_get(struct mw_omemo *o, const char *key, int64_t *v)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prep(o, &st, "SELECT value FROM omemo_meta WHERE key = ?") != 0)
+	if (omemo_prep(o, &st, "SELECT value FROM omemo_meta WHERE key = ?") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*v = sqlite3_column_int64(st, 0);
-	unprep(o, st);
+	omemo_unprep(o, st);
 	if (rc == SQLITE_ROW)
 		return 0;
 	return rc == SQLITE_DONE ? MW_OMEMO_E_NOT_FOUND : MW_OMEMO_E_DB;
@@ -268,20 +281,20 @@ omemo_meta_set(struct mw_omemo *o, const char *key, int64_t v)
 {
 	sqlite3_stmt *st;
 
-	if (prep(o, &st, "INSERT INTO omemo_meta(key, value) VALUES (?, ?) "
+	if (omemo_prep(o, &st, "INSERT INTO omemo_meta(key, value) VALUES (?, ?) "
 	    "ON CONFLICT(key) DO UPDATE SET value = excluded.value") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 2, v) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
-	return step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
+	return omemo_step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
 }
 
 /* Loads one BLOB column into a fresh signal_buffer: 1 found, 0 not, <0. */
-static int
-load_blob(sqlite3_stmt *st, int col, signal_buffer **out)
+int
+omemo_load_blob(sqlite3_stmt *st, int col, signal_buffer **out)
 {
 	int rc = sqlite3_step(st);
 
@@ -298,139 +311,6 @@ load_blob(sqlite3_stmt *st, int col, signal_buffer **out)
 	return *out != NULL ? 1 : SG_ERR_NOMEM;
 }
 
-/* ---- session store ---- */
-
-static int
-s_load(signal_buffer **record, signal_buffer **user_record,
-    const signal_protocol_address *a, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	int rc;
-
-	if (prep(o, &st, "SELECT record FROM omemo_sessions WHERE jid = ? AND "
-	    "device_id = ?") != 0)
-		return OMEMO_SG_EDB;
-	rc = bind_addr(st, a) == 0 ? load_blob(st, 0, record) : OMEMO_SG_EDB;
-	unprep(o, st);
-	return rc;
-}
-
-static int
-s_sub_devices(signal_int_list **sessions, const char *name, size_t name_len,
-    void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	signal_int_list *l;
-	int rc, n = 0;
-
-	if ((l = signal_int_list_alloc()) == NULL)
-		return SG_ERR_NOMEM;
-	if (prep(o, &st, "SELECT device_id FROM omemo_sessions WHERE jid = ?") != 0 ||
-	    sqlite3_bind_text(st, 1, name, (int)name_len, SQLITE_TRANSIENT) !=
-	    SQLITE_OK) {
-		signal_int_list_free(l);
-		return OMEMO_SG_EDB;
-	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (signal_int_list_push_back(l, sqlite3_column_int(st, 0)) < 0) {
-			rc = SQLITE_NOMEM;
-			break;
-		}
-		n++;
-	}
-	unprep(o, st);
-	if (rc != SQLITE_DONE) {
-		signal_int_list_free(l);
-		return OMEMO_SG_EDB;
-	}
-	*sessions = l;
-	return n;
-}
-
-static int
-s_store(const signal_protocol_address *a, uint8_t *record, size_t record_len,
-    uint8_t *user_record, size_t user_record_len, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-
-	if (!o->txn)
-		return OMEMO_SG_EDB;	/* every write happens inside our txn */
-	if (prep(o, &st, "INSERT INTO omemo_sessions(jid, device_id, record, "
-	    "user_record, updated) VALUES (?, ?, ?, ?, ?) ON CONFLICT(jid, "
-	    "device_id) DO UPDATE SET record = excluded.record, user_record = "
-	    "excluded.user_record, updated = excluded.updated") != 0)
-		return OMEMO_SG_EDB;
-	if (bind_addr(st, a) != 0 ||
-	    sqlite3_bind_blob(st, 3, record, (int)record_len, SQLITE_STATIC) !=
-	    SQLITE_OK ||
-	    (user_record != NULL ? sqlite3_bind_blob(st, 4, user_record,
-	    (int)user_record_len, SQLITE_STATIC) : sqlite3_bind_null(st, 4)) !=
-	    SQLITE_OK ||
-	    sqlite3_bind_int64(st, 5, omemo_now()) != SQLITE_OK) {
-		unprep(o, st);
-		return OMEMO_SG_EDB;
-	}
-	return step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
-}
-
-static int
-s_contains(const signal_protocol_address *a, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	int rc;
-
-	if (prep(o, &st, "SELECT 1 FROM omemo_sessions WHERE jid = ? AND "
-	    "device_id = ?") != 0)
-		return 0;
-	rc = bind_addr(st, a) == 0 ? sqlite3_step(st) : SQLITE_ERROR;
-	unprep(o, st);
-	return rc == SQLITE_ROW ? 1 : 0;
-}
-
-static int
-s_delete(const signal_protocol_address *a, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-
-	if (!o->txn)
-		return OMEMO_SG_EDB;
-	if (prep(o, &st, "DELETE FROM omemo_sessions WHERE jid = ? AND "
-	    "device_id = ?") != 0)
-		return OMEMO_SG_EDB;
-	if (bind_addr(st, a) != 0) {
-		unprep(o, st);
-		return OMEMO_SG_EDB;
-	}
-	if (step_done(o, st) != 0)
-		return OMEMO_SG_EDB;
-	return sqlite3_changes(o->db) > 0 ? 1 : 0;
-}
-
-static int
-s_delete_all(const char *name, size_t name_len, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-
-	if (!o->txn)
-		return OMEMO_SG_EDB;
-	if (prep(o, &st, "DELETE FROM omemo_sessions WHERE jid = ?") != 0)
-		return OMEMO_SG_EDB;
-	if (sqlite3_bind_text(st, 1, name, (int)name_len, SQLITE_TRANSIENT) !=
-	    SQLITE_OK) {
-		unprep(o, st);
-		return OMEMO_SG_EDB;
-	}
-	if (step_done(o, st) != 0)
-		return OMEMO_SG_EDB;
-	return sqlite3_changes(o->db);
-}
-
 /* ---- prekey and signed prekey stores (same shape, two tables) ---- */
 
 static int
@@ -440,14 +320,14 @@ k_load(struct mw_omemo *o, const char *sql, signal_buffer **record,
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return OMEMO_SG_EDB;
 	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return OMEMO_SG_EDB;
 	}
-	rc = load_blob(st, 0, record);
-	unprep(o, st);
+	rc = omemo_load_blob(st, 0, record);
+	omemo_unprep(o, st);
 	if (rc == 0)
 		return SG_ERR_INVALID_KEY_ID;
 	return rc < 0 ? rc : SG_SUCCESS;
@@ -461,16 +341,16 @@ k_store(struct mw_omemo *o, const char *sql, uint32_t id, uint8_t *record,
 
 	if (!o->txn)
 		return OMEMO_SG_EDB;
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return OMEMO_SG_EDB;
 	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK ||
 	    sqlite3_bind_blob(st, 2, record, (int)len, SQLITE_STATIC) !=
 	    SQLITE_OK ||
 	    sqlite3_bind_int64(st, 3, omemo_now()) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return OMEMO_SG_EDB;
 	}
-	return step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
+	return omemo_step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
 }
 
 static int
@@ -479,11 +359,11 @@ k_contains(struct mw_omemo *o, const char *sql, uint32_t id)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return 0;
 	rc = sqlite3_bind_int64(st, 1, id) == SQLITE_OK ? sqlite3_step(st) :
 	    SQLITE_ERROR;
-	unprep(o, st);
+	omemo_unprep(o, st);
 	return rc == SQLITE_ROW ? 1 : 0;
 }
 
@@ -494,13 +374,13 @@ k_remove(struct mw_omemo *o, const char *sql, uint32_t id)
 
 	if (!o->txn)
 		return OMEMO_SG_EDB;
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return OMEMO_SG_EDB;
 	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return OMEMO_SG_EDB;
 	}
-	return step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
+	return omemo_step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
 }
 
 static int
@@ -582,10 +462,10 @@ id_keypair(signal_buffer **pub, signal_buffer **priv, void *u)
 	ratchet_identity_key_pair *kp = NULL;
 	int rc;
 
-	if (prep(o, &st, "SELECT keypair FROM omemo_identity WHERE id = 1") != 0)
+	if (omemo_prep(o, &st, "SELECT keypair FROM omemo_identity WHERE id = 1") != 0)
 		return OMEMO_SG_EDB;
-	rc = load_blob(st, 0, &raw);
-	unprep(o, st);
+	rc = omemo_load_blob(st, 0, &raw);
+	omemo_unprep(o, st);
 	if (rc <= 0)
 		return rc < 0 ? rc : OMEMO_SG_EDB;
 	rc = ratchet_identity_key_pair_deserialize(&kp,
@@ -623,13 +503,13 @@ omemo_key_trust(struct mw_omemo *o, const char *jid, const uint8_t *key,
 	int rc;
 
 	*t = MW_OMEMO_TRUST_UNDECIDED;
-	if (prep(o, &st, "SELECT trust FROM omemo_trust WHERE jid = ? AND "
+	if (omemo_prep(o, &st, "SELECT trust FROM omemo_trust WHERE jid = ? AND "
 	    "identity_key = ?") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
 	    sqlite3_bind_blob(st, 2, key, (int)keylen, SQLITE_TRANSIENT) !=
 	    SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
 	rc = sqlite3_step(st);
@@ -639,7 +519,7 @@ omemo_key_trust(struct mw_omemo *o, const char *jid, const uint8_t *key,
 		if (v == MW_OMEMO_TRUST_VERIFIED || v == MW_OMEMO_TRUST_REVOKED)
 			*t = (enum mw_omemo_trust)v;
 	}
-	unprep(o, st);
+	omemo_unprep(o, st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : MW_OMEMO_E_DB;
 }
 
@@ -650,12 +530,12 @@ omemo_device_key(struct mw_omemo *o, const char *jid, uint32_t dev,
 	sqlite3_stmt *st;
 	int rc, ret = MW_OMEMO_E_NOT_FOUND;
 
-	if (prep(o, &st, "SELECT identity_key FROM omemo_devices WHERE "
+	if (omemo_prep(o, &st, "SELECT identity_key FROM omemo_devices WHERE "
 	    "jid = ? AND device_id = ?") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 2, dev) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
 	rc = sqlite3_step(st);
@@ -664,7 +544,7 @@ omemo_device_key(struct mw_omemo *o, const char *jid, uint32_t dev,
 		ret = 0;
 	} else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		ret = MW_OMEMO_E_DB;
-	unprep(o, st);
+	omemo_unprep(o, st);
 	return ret;
 }
 
@@ -706,14 +586,19 @@ out:
 }
 
 int
-omemo_device_upsert(struct mw_omemo *o, const char *jid, uint32_t dev,
-    int active)
+omemo_device_upsert_v(struct mw_omemo *o, uint32_t version, const char *jid,
+    uint32_t dev, int active)
 {
 	sqlite3_stmt *st;
 	int64_t now = omemo_now();
 
 	/* active < 0: leave the flag as it is (a new row starts inactive) */
-	if (prep(o, &st, "INSERT INTO omemo_devices(jid, device_id, active, "
+	if (omemo_prep(o, &st, version == OMEMO_V2 ?
+	    "INSERT INTO omemo_devices(jid, device_id, active, active4, "
+	    "first_seen, last_seen) VALUES (?1, ?2, 0, max(?3, 0), ?4, ?4) "
+	    "ON CONFLICT(jid, device_id) DO UPDATE SET active4 = CASE WHEN "
+	    "?3 < 0 THEN active4 ELSE ?3 END, last_seen = ?4" :
+	    "INSERT INTO omemo_devices(jid, device_id, active, "
 	    "first_seen, last_seen) VALUES (?1, ?2, max(?3, 0), ?4, ?4) "
 	    "ON CONFLICT(jid, device_id) DO UPDATE SET active = CASE WHEN "
 	    "?3 < 0 THEN active ELSE ?3 END, last_seen = ?4") != 0)
@@ -722,10 +607,53 @@ omemo_device_upsert(struct mw_omemo *o, const char *jid, uint32_t dev,
 	    sqlite3_bind_int64(st, 2, dev) != SQLITE_OK ||
 	    sqlite3_bind_int(st, 3, active) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 4, now) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
-	return step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
+	return omemo_step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
+}
+
+int
+omemo_device_version_set(struct mw_omemo *o, const char *jid, uint32_t dev,
+    uint32_t version)
+{
+	sqlite3_stmt *st;
+
+	/* written only on a change: the common case costs a read */
+	if (omemo_prep(o, &st, "UPDATE omemo_devices SET reply_version = ?3 "
+	    "WHERE jid = ?1 AND device_id = ?2 AND reply_version != ?3") != 0)
+		return MW_OMEMO_E_DB;
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 2, dev) != SQLITE_OK ||
+	    sqlite3_bind_int(st, 3, version == OMEMO_V2 ? 4 : 3) != SQLITE_OK) {
+		omemo_unprep(o, st);
+		return MW_OMEMO_E_DB;
+	}
+	return omemo_step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
+}
+
+uint32_t
+omemo_device_version(struct mw_omemo *o, const char *jid, uint32_t dev)
+{
+	sqlite3_stmt *st;
+	uint32_t v = OMEMO_V_LEGACY;
+
+	if (omemo_prep(o, &st, "SELECT reply_version FROM omemo_devices WHERE "
+	    "jid = ? AND device_id = ?") != 0)
+		return v;
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) == SQLITE_OK &&
+	    sqlite3_bind_int64(st, 2, dev) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 4)
+		v = OMEMO_V2;
+	omemo_unprep(o, st);
+	return v;
+}
+
+int
+omemo_device_upsert(struct mw_omemo *o, const char *jid, uint32_t dev,
+    int active)
+{
+	return omemo_device_upsert_v(o, OMEMO_V_LEGACY, jid, dev, active);
 }
 
 /* 1 when `exists_sql` (bound to jid, then blob/int) finds a row, else the
@@ -738,29 +666,29 @@ cap_count(struct mw_omemo *o, const char *jid, const char *exists_sql,
 	int rc;
 	int64_t n;
 
-	if (prep(o, &st, exists_sql) != 0)
+	if (omemo_prep(o, &st, exists_sql) != 0)
 		return -1;
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
 	    (key != NULL ? sqlite3_bind_blob(st, 2, key, (int)keylen,
 	    SQLITE_TRANSIENT) : sqlite3_bind_int64(st, 2, dev)) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return -1;
 	}
 	rc = sqlite3_step(st);
-	unprep(o, st);
+	omemo_unprep(o, st);
 	if (rc == SQLITE_ROW)
 		return 0;	/* already stored: no new row, no cap */
 	if (rc != SQLITE_DONE)
 		return -1;
-	if (prep(o, &st, count_sql) != 0)
+	if (omemo_prep(o, &st, count_sql) != 0)
 		return -1;
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
 	    sqlite3_step(st) != SQLITE_ROW) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return -1;
 	}
 	n = sqlite3_column_int64(st, 0);
-	unprep(o, st);
+	omemo_unprep(o, st);
 	return n;
 }
 
@@ -814,30 +742,30 @@ id_save(const signal_protocol_address *a, uint8_t *key, size_t len, void *u)
 	/* a new device row is not in the last list seen until a list says so */
 	if (omemo_device_upsert(o, jid, (uint32_t)a->device_id, -1) != 0)
 		goto out;
-	if (prep(o, &st, "UPDATE omemo_devices SET identity_key = ? WHERE "
+	if (omemo_prep(o, &st, "UPDATE omemo_devices SET identity_key = ? WHERE "
 	    "jid = ? AND device_id = ?") != 0)
 		goto out;
 	if ((key != NULL ? sqlite3_bind_blob(st, 1, key, (int)len,
 	    SQLITE_STATIC) : sqlite3_bind_null(st, 1)) != SQLITE_OK ||
 	    sqlite3_bind_text(st, 2, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 3, a->device_id) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		goto out;
 	}
-	if (step_done(o, st) != 0)
+	if (omemo_step_done(o, st) != 0)
 		goto out;
 	if (key != NULL) {
-		if (prep(o, &st, "INSERT OR IGNORE INTO omemo_trust(jid, "
+		if (omemo_prep(o, &st, "INSERT OR IGNORE INTO omemo_trust(jid, "
 		    "identity_key, trust, updated) VALUES (?, ?, 0, ?)") != 0)
 			goto out;
 		if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
 		    sqlite3_bind_blob(st, 2, key, (int)len, SQLITE_STATIC) !=
 		    SQLITE_OK ||
 		    sqlite3_bind_int64(st, 3, omemo_now()) != SQLITE_OK) {
-			unprep(o, st);
+			omemo_unprep(o, st);
 			goto out;
 		}
-		if (step_done(o, st) != 0)
+		if (omemo_step_done(o, st) != 0)
 			goto out;
 	}
 	ret = 0;
@@ -847,17 +775,9 @@ out:
 }
 
 int
-omemo_has_session(struct mw_omemo *o, const char *jid, uint32_t dev)
-{
-	signal_protocol_address a = { jid, strlen(jid), (int32_t)dev };
-
-	return s_contains(&a, o);
-}
-
-int
-omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
-    size_t *n, bool with_session, bool need_verified, const uint32_t *named,
-    size_t nnamed)
+omemo_trusted_devices_v(struct mw_omemo *o, uint32_t version, const char *jid,
+    uint32_t **ids, size_t *n, bool with_session, bool need_verified,
+    const uint32_t *named, size_t nnamed)
 {
 	sqlite3_stmt *st;
 	uint32_t *v = NULL, *nv;
@@ -866,12 +786,16 @@ omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
 
 	*ids = NULL;
 	*n = 0;
-	if (prep(o, &st, "SELECT d.device_id, t.trust, d.active FROM omemo_devices d "
+	if (omemo_prep(o, &st, version == OMEMO_V2 ?
+	    "SELECT d.device_id, t.trust, d.active4 FROM omemo_devices d "
+	    "LEFT JOIN omemo_trust t ON t.jid = d.jid AND t.identity_key = "
+	    "d.identity_key WHERE d.jid = ? ORDER BY d.device_id" :
+	    "SELECT d.device_id, t.trust, d.active FROM omemo_devices d "
 	    "LEFT JOIN omemo_trust t ON t.jid = d.jid AND t.identity_key = "
 	    "d.identity_key WHERE d.jid = ? ORDER BY d.device_id") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -883,7 +807,7 @@ omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
 		for (size_t i = 0; i < nnamed; i++)
 			if (named[i] == dev)
 				is_named = true;
-		/* in the last device list, or explicitly asked for */
+		/* in the last device list of this version, or asked for */
 		if (sqlite3_column_int(st, 2) != 1 && !is_named)
 			continue;
 
@@ -893,7 +817,7 @@ omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
 			continue;
 		if (strcmp(jid, o->jid) == 0 && dev == o->device_id)
 			continue;
-		if (with_session && !omemo_has_session(o, jid, dev))
+		if (with_session && !omemo_has_session(o, version, jid, dev))
 			continue;
 		if ((nv = reallocarray(v, cnt + 1, sizeof(*v))) == NULL) {
 			rc = SQLITE_NOMEM;
@@ -902,7 +826,7 @@ omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
 		v = nv;
 		v[cnt++] = dev;
 	}
-	unprep(o, st);
+	omemo_unprep(o, st);
 	if (rc != SQLITE_DONE) {
 		free(v);
 		return MW_OMEMO_E_DB;
@@ -913,17 +837,23 @@ omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
 }
 
 int
+omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
+    size_t *n, bool with_session, bool need_verified, const uint32_t *named,
+    size_t nnamed)
+{
+	return omemo_trusted_devices_v(o, OMEMO_V_LEGACY, jid, ids, n,
+	    with_session, need_verified, named, nnamed);
+}
+
+/*
+ * Two store contexts share the prekey, signed prekey and identity stores
+ * (one identity, one prekey pool): o->store keeps legacy sessions, o->store4
+ * OMEMO 2 ones (session_store.c), because libomemo-c's session callbacks
+ * are told no version.
+ */
+int
 omemo_store_register(struct mw_omemo *o)
 {
-	signal_protocol_session_store ss = {
-		.load_session_func = s_load,
-		.get_sub_device_sessions_func = s_sub_devices,
-		.store_session_func = s_store,
-		.contains_session_func = s_contains,
-		.delete_session_func = s_delete,
-		.delete_all_sessions_func = s_delete_all,
-		.user_data = o,
-	};
 	signal_protocol_pre_key_store pk = {
 		.load_pre_key = pk_load,
 		.store_pre_key = pk_store,
@@ -945,13 +875,23 @@ omemo_store_register(struct mw_omemo *o)
 		.is_trusted_identity = id_is_trusted,
 		.user_data = o,
 	};
+	signal_protocol_store_context **sc[2] = { &o->store, &o->store4 };
+	const uint32_t version[2] = { OMEMO_V_LEGACY, OMEMO_V2 };
 
-	if (signal_protocol_store_context_create(&o->store, o->sg) != 0 ||
-	    signal_protocol_store_context_set_session_store(o->store, &ss) != 0 ||
-	    signal_protocol_store_context_set_pre_key_store(o->store, &pk) != 0 ||
-	    signal_protocol_store_context_set_signed_pre_key_store(o->store,
-	    &spk) != 0 ||
-	    signal_protocol_store_context_set_identity_key_store(o->store, &ik) != 0)
-		return MW_OMEMO_E_NOMEM;
+	for (int i = 0; i < 2; i++) {
+		signal_protocol_session_store ss;
+
+		omemo_session_store(o, version[i], &ss);
+		if (signal_protocol_store_context_create(sc[i], o->sg) != 0 ||
+		    signal_protocol_store_context_set_session_store(*sc[i],
+		    &ss) != 0 ||
+		    signal_protocol_store_context_set_pre_key_store(*sc[i],
+		    &pk) != 0 ||
+		    signal_protocol_store_context_set_signed_pre_key_store(*sc[i],
+		    &spk) != 0 ||
+		    signal_protocol_store_context_set_identity_key_store(*sc[i],
+		    &ik) != 0)
+			return MW_OMEMO_E_NOMEM;
+	}
 	return 0;
 }

@@ -14,7 +14,8 @@ Fixtures:
   ejabberd      a fresh, started Debian ejabberd (tests/lib/ejabberd.py) with
                 the same interface as `prosody` (register, host, port,
                 domain); its logs are copied to tmp_path when it stops.
-  omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind")
+  omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind",
+                omemo="legacy"|"2")
                 registers the account and returns a ready OmemoPeer; all are
                 closed after the test.
   moonwire_bin  path of the moonwire binary: $MOONWIRE, else build/moonwire
@@ -102,11 +103,12 @@ def ejabberd(request, tmp_path):
 def omemo_peers(request, prosody, tmp_path):
     peers = []
 
-    def make(user, password="pw", trust="blind", register=True, ready_timeout=30.0):
+    def make(user, password="pw", trust="blind", register=True, ready_timeout=30.0,
+             omemo="legacy"):
         if register:
             prosody.register(user, password)
         p = OmemoPeer(prosody, user, password, tmp_path / ("peer-" + user), trust=trust,
-                      start=False)
+                      start=False, omemo=omemo)
         peers.append(p)
         p.start()
         p.wait_ready(ready_timeout)
