@@ -21,7 +21,7 @@
  * (session_store.c); identity, trust and prekeys are those of legacy OMEMO.
  *
  * Decrypting mirrors message.c: strict parse (key counts capped, kex values
- * as python-twomemo writes them, protobuf shapes checked by proto2.c), the
+ * as python-twomemo writes them, protobuf shapes checked by proto.c), the
  * ratchet in a transaction left open for the caller on success, rolled
  * back on every failure, so bad input never changes the store.  kex is
  * written only as 'true' (python-twomemo reads any present value as true).

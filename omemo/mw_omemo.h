@@ -173,6 +173,22 @@ void mw_omemo_fp_group(const char fp[MW_OMEMO_FP_HEXLEN + 1], char sep, char out
 /* Accepts hex with any '-', ' ', ':' separators, either case; writes the
  * canonical 64-digit form. */
 int mw_omemo_fp_parse(const char *text, char fp[MW_OMEMO_FP_HEXLEN + 1]);
+/*
+ * The two renderings of one identity key (spec/omemo.md): the canonical
+ * fingerprint is the Curve25519 key; OMEMO 2 clients show the Ed25519 form
+ * (sign bit 0).  mw_omemo_fp_ed25519 gives the latter from the former.
+ * mw_omemo_fp_resolve reads fp (canonical text) either way for jid: the
+ * Curve25519 rendering of the key jid is known with (a pinned device or a
+ * trust row), *seen true; when neither reading is known, fp itself and
+ * *seen false.  mw_omemo_trust/distrust resolve the same way and, for a
+ * key not seen yet, record both readings (the other reading names a point
+ * nobody holds the private key of).
+ */
+int mw_omemo_fp_ed25519(const char fp[MW_OMEMO_FP_HEXLEN + 1],
+    char ed[MW_OMEMO_FP_HEXLEN + 1]);
+int mw_omemo_fp_resolve(struct mw_omemo *o, const char *jid,
+    const char fp[MW_OMEMO_FP_HEXLEN + 1], char out[MW_OMEMO_FP_HEXLEN + 1],
+    bool *seen);
 
 /* ---- trust and devices ---- */
 

@@ -136,7 +136,10 @@ int omemo_sce_build(xmpp_ctx_t *x, const char *from, const char *to,
 int omemo_sce_parse(xmpp_ctx_t *x, const uint8_t *xml, size_t n,
     const char *from, const char *to, uint8_t **body, size_t *bodylen);
 
-/* proto2.c: the OMEMO 2 protobufs have exactly their XEP shape */
+/* proto.c: the OMEMO 2 protobufs have exactly their XEP shape; every key
+ * of a legacy (Pre)SignalMessage is in its 33-byte form */
+bool omemo_legacy_message_ok(const uint8_t *m, size_t n);
+bool omemo_legacy_prekey_ok(const uint8_t *m, size_t n);
 bool omemo2_message_ok(const uint8_t *p, size_t n);
 bool omemo2_authmsg_ok(const uint8_t *p, size_t n);
 bool omemo2_kex_ok(const uint8_t *p, size_t n);
@@ -177,6 +180,10 @@ int omemo_step_done(struct mw_omemo *o, sqlite3_stmt *st);
 int omemo_load_blob(sqlite3_stmt *st, int col, signal_buffer **out);
 int omemo_bind_addr(sqlite3_stmt *st, const signal_protocol_address *a);
 
+/* identity_store.c: fills libomemo-c's identity store for o */
+void omemo_identity_store(struct mw_omemo *o,
+    signal_protocol_identity_key_store *ik);
+
 /* session_store.c */
 void omemo_session_store(struct mw_omemo *o, uint32_t version,
     signal_protocol_session_store *ss);
@@ -199,8 +206,10 @@ int omemo_prekey_replace(struct mw_omemo *o);
 int omemo_spk_rotate(struct mw_omemo *o, int64_t now, bool force, bool *changed);
 int omemo_own_identity_pub(struct mw_omemo *o, uint8_t pub[33]);
 int omemo_fp_to_key(const char *fp, uint8_t key[33]);
+/* fp read as an Ed25519 key, as 0x05 || Curve25519 */
+int omemo_fp_ed_reading(const char fp[MW_OMEMO_FP_HEXLEN + 1], uint8_t key[33]);
 
-/* message.c */
+/* elem.c */
 int omemo_map_sg(int sgerr);
 int omemo_parse_devid(const char *s, uint32_t *out);
 xmpp_stanza_t *omemo_new_elem(xmpp_ctx_t *x, const char *name, const char *ns);

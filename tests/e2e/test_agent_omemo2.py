@@ -7,13 +7,15 @@ code with moonwire reads what the agent publishes and writes, and the
 agent reads what it writes.  The peer finds the agent's OMEMO 2 device list
 and bundle on PEP, builds a session (first contact from its side), sends a
 job inside an XEP-0420 envelope, and must get the result back over OMEMO 2
-(it cannot read anything else); then again after the agent restarted; an
+(it cannot read anything else); then again after the agent restarted and
+after the peer restarted; an
 unverified OMEMO 2 device gets no answer; the legacy peer keeps working
 beside.
 """
 
 import re
 
+from agentkit import run
 from test_agent import peer_result, result_body, still_serves
 
 
@@ -45,8 +47,16 @@ def test_signed_job_over_omemo2_and_back(deploy):
     pat.send(d.agent.jid, env)
     h, _ = result_body(peer_result(pat, d.agent, timeout=30))
     assert h["status"] == "ok" and h["job-id"] == "job-o2c", h
+    # the python side restarts too: its stored sessions go on
+    pat.restart()
+    env = d.alice.sign(d.agent, d.marker_job("omemo2-d"), extra=["--job-id", "job-o2d"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-o2d", h
     errors = [e for e in pat.history if e.get("event") == "decrypt_error"]
     assert errors == [], errors
+    # one version-4 session with the peer, and no legacy one
+    assert not d.agent.grep(r"refused code=omemo")
 
 
 def test_interactive_over_omemo2_beside_legacy(deploy):
@@ -75,3 +85,36 @@ def test_unverified_omemo2_device_gets_no_reply(deploy):
                      % re.escape(pat.jid))
     assert not d.agent.grep(r"reply.*to=%s" % re.escape(pat.jid))
     still_serves(d)
+
+
+def ed25519_rendering(curve_hex, sign_bit=False):
+    """The Ed25519 form of a Curve25519 fingerprint, by python's xeddsa (an
+    implementation moonwire shares no code with)."""
+    import xeddsa
+    return xeddsa.curve25519_pub_to_ed25519_pub(bytes.fromhex(curve_hex), sign_bit).hex()
+
+
+def test_fingerprint_renderings_and_trust_by_ed25519(deploy):
+    d = deploy
+    pat = omemo2_peer(d, "rhea")
+    # `fingerprint` shows both renderings of the agent's one identity key
+    curve = d.agent.fingerprint().replace("-", "")
+    out = run([d.kit.moonwire, "fingerprint", "-c", d.agent.conf]).stdout
+    ed_line = re.search(r"^fingerprint-ed25519: (\S+)$", out, re.M).group(1)
+    assert ed_line.replace("-", "") == ed25519_rendering(curve), out
+    # the operator verifies the peer by the rendering an OMEMO 2 client
+    # shows (python-omemo's own key may carry the sign bit: either works)
+    ed = ed25519_rendering(pat.fingerprint, sign_bit=True)
+    p = run([d.kit.moonwire, "trust", "-c", d.agent.conf, pat.jid, ed])
+    assert "no device with this key seen yet" in p.stdout, p.stdout
+    d.agent.start()
+    env = d.alice.sign(d.agent, d.marker_job("ed25519"), extra=["--job-id", "job-ed"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-ed", h
+    # now seen: the Ed25519 rendering names that device, shown as Curve25519
+    p = run([d.kit.moonwire, "trust", "-c", d.agent.conf, pat.jid,
+             ed25519_rendering(pat.fingerprint)])
+    grouped = "-".join(pat.fingerprint[i:i + 8] for i in range(0, 64, 8))
+    assert re.search(r"^%s device \d+: verified %s$" % (re.escape(pat.jid), grouped),
+                     p.stdout, re.M), p.stdout

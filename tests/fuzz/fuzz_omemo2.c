@@ -8,7 +8,7 @@
  *     picks the agent's store before M1 (state A) or after the exchange
  *     (state B);
  *   1 SCE envelope bytes to omemo_sce_parse (from alice, to the agent);
- *   2 protobuf bytes to proto2.c's shape checks, and what passes them to
+ *   2 protobuf bytes to proto.c's shape checks, and what passes them to
  *     libomemo-c's version-4 deserializers (bit 2: key exchange, else
  *     authenticated message);
  *   3 a <bundle xmlns='urn:xmpp:omemo:2'> text to mw_omemo2_process_bundle.

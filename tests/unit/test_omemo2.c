@@ -203,6 +203,57 @@ test_both_versions_apart(void **state)
 	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_sessions_v4"), 1);
 }
 
+/* the Ed25519 rendering OMEMO 2 clients show is accepted for the key */
+static void
+test_trust_either_rendering(void **state)
+{
+	char fp[65], ed[65], ik_hex[65], res[65], *w;
+	uint8_t ik[32];
+	struct mw_omemo_msg m;
+	enum mw_omemo_trust t;
+	bool seen;
+
+	fp_of(&A, fp);
+	assert_int_equal(mw_omemo_fp_ed25519(fp, ed), 0);
+	assert_string_not_equal(fp, ed);
+	/* it is exactly the <ik> of A's OMEMO 2 bundle */
+	assert_int_equal(omemo2_own_ik(A.o, ik), 0);
+	assert_int_equal(mw_omemo_fp_from_key(ik, 32, ik_hex), 0);
+	assert_string_equal(ed, ik_hex);
+	/* B has A's device pinned (bundle), not trusted: the Ed25519
+	 * rendering resolves to it and verifies that one key */
+	introduce2(&B, &A);
+	assert_int_equal(mw_omemo_fp_resolve(B.o, A.jid, ed, res, &seen), 0);
+	assert_true(seen);
+	assert_string_equal(res, fp);
+	assert_int_equal(mw_omemo_trust(B.o, A.jid, ed), MW_OMEMO_OK);
+	assert_int_equal(mw_omemo_device_trust(B.o, A.jid,
+	    mw_omemo_device_id(A.o), &t, res), MW_OMEMO_OK);
+	assert_int_equal(t, MW_OMEMO_TRUST_VERIFIED);
+	assert_string_equal(res, fp);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_trust WHERE "
+	    "jid = 'alice@example.org'"), 1);
+	/* C verifies A by the Ed25519 rendering before ever seeing A: both
+	 * readings are recorded, and A's first OMEMO 2 message is verified */
+	assert_int_equal(mw_omemo_fp_resolve(C.o, A.jid, ed, res, &seen), 0);
+	assert_false(seen);
+	assert_int_equal(mw_omemo_trust(C.o, A.jid, ed), MW_OMEMO_OK);
+	introduce2(&A, &C);
+	learn_devlist2(&C, &A);
+	w = enc2(&A, &C, "verified by the ed25519 rendering");
+	assert_int_equal(dec_raw(&C, w, &m), MW_OMEMO_OK);
+	assert_int_equal(m.trust, MW_OMEMO_TRUST_VERIFIED);
+	assert_string_equal(m.fp, fp);
+	assert_int_equal(mw_omemo_commit(C.o), MW_OMEMO_OK);
+	mw_omemo_msg_free(&m);
+	free(w);
+	/* and revoking by either rendering revokes that key */
+	assert_int_equal(mw_omemo_distrust(B.o, A.jid, ed), MW_OMEMO_OK);
+	assert_int_equal(mw_omemo_device_trust(B.o, A.jid,
+	    mw_omemo_device_id(A.o), &t, res), MW_OMEMO_OK);
+	assert_int_equal(t, MW_OMEMO_TRUST_REVOKED);
+}
+
 /* one device named: answered in the version it last wrote in */
 static char *
 answer(struct ep *a, struct ep *b)
@@ -619,6 +670,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_both_versions_apart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_one_identity_one_trust, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_answer_in_version_of_request, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trust_either_rendering, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sce_to_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sce_rules, setup, teardown),

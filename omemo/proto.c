@@ -1,6 +1,7 @@
 /*
- * proto2.c: strict shape checks of the three OMEMO 2 protobufs before
- * libomemo-c parses them (XEP-0384 v0.8 §5, libomemo-c protobuf/OMEMO.proto):
+ * proto.c: strict shape checks of the protobufs of both OMEMO versions
+ * before libomemo-c parses them.  Legacy: every key 33 bytes (below).
+ * OMEMO 2 (XEP-0384 v0.8 §5, libomemo-c protobuf/OMEMO.proto):
  *
  *   OMEMOMessage              { 1 n: uint32; 2 pn: uint32; 3 dh_pub: 32 bytes;
  *                               4 ciphertext: bytes, optional }
@@ -114,4 +115,102 @@ omemo2_kex_ok(const uint8_t *p, size_t n)
 	    f[1].seen && f[2].seen && f[3].seen && f[3].n == 32 &&
 	    f[4].seen && f[4].n == 32 && f[5].seen &&
 	    omemo2_authmsg_ok(f[5].p, f[5].n);
+}
+
+/*
+ * Legacy key forms.  libsignal-protocol-c decoded a key only in its 33-byte
+ * form (0x05 || X25519); libomemo-c's curve_decode_point() also takes a
+ * bare 32-byte key, as OMEMO 2's Ed25519 form, and converts it.  So that
+ * the legacy wire stays exactly as strict as it was before the switch,
+ * every key of a legacy message must be 33 bytes on the wire:
+ * SignalMessage.ratchetKey (field 1), PreKeySignalMessage.baseKey (2) and
+ * .identityKey (3), and the SignalMessage inside the latter (4) in turn.
+ * This only walks the protobuf framing (wire types 0, 1, 2, 5; anything
+ * else, or a length past the end, is malformed); libomemo-c parses the
+ * message afterwards.
+ */
+static bool
+pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t r = 0;
+
+	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+
+		r |= (uint64_t)(b & 0x7f) << shift;
+		if ((b & 0x80) == 0) {
+			*v = r;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool legacy_signal_message_ok(const uint8_t *m, size_t n);
+
+/* keyfields: bit f set = length-delimited field f must be 33 bytes;
+ * nested: the field number that holds a SignalMessage (0: none). */
+static bool
+legacy_fields_ok(const uint8_t *p, const uint8_t *end, uint32_t keyfields,
+    uint64_t nested)
+{
+	while (p < end) {
+		uint64_t key, v, field;
+
+		if (!pb_varint(&p, end, &key))
+			return false;
+		field = key >> 3;
+		switch (key & 7) {
+		case 0:
+			if (!pb_varint(&p, end, &v))
+				return false;
+			break;
+		case 1:
+			if (end - p < 8)
+				return false;
+			p += 8;
+			break;
+		case 5:
+			if (end - p < 4)
+				return false;
+			p += 4;
+			break;
+		case 2:
+			if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			if (field < 32 && (keyfields & (UINT32_C(1) << field)) != 0 &&
+			    v != 33)
+				return false;
+			if (nested != 0 && field == nested &&
+			    !legacy_signal_message_ok(p, (size_t)v))
+				return false;
+			p += v;
+			break;
+		default:
+			return false;
+		}
+	}
+	return true;
+}
+
+/* version byte, protobuf, 8-byte truncated MAC */
+static bool
+legacy_signal_message_ok(const uint8_t *m, size_t n)
+{
+	return n > 1 + 8 && legacy_fields_ok(m + 1, m + n - 8,
+	    UINT32_C(1) << 1, 0);
+}
+
+/* version byte, protobuf */
+bool
+omemo_legacy_prekey_ok(const uint8_t *m, size_t n)
+{
+	return n > 1 && legacy_fields_ok(m + 1, m + n,
+	    (UINT32_C(1) << 2) | (UINT32_C(1) << 3), 4);
+}
+
+bool
+omemo_legacy_message_ok(const uint8_t *m, size_t n)
+{
+	return legacy_signal_message_ok(m, n);
 }
