@@ -100,7 +100,9 @@ omemo2_payload_encrypt(const uint8_t *pt, size_t n,
 
 	*ct = NULL;
 	*ctlen = 0;
-	if (n > MW_OMEMO_MAX_PLAINTEXT)
+	/* the envelope (up to MW_OMEMO_MAX_PLAINTEXT of body, escaped, plus
+	 * affixes) is bounded by what fits in one stanza */
+	if (n > MW_OMEMO_MAX_STANZA)
 		return MW_OMEMO_E_OVERSIZE;
 	if ((out = malloc(n + 16)) == NULL)
 		return MW_OMEMO_E_NOMEM;
@@ -131,7 +133,7 @@ omemo2_payload_decrypt(const uint8_t keymat[OMEMO2_KEYMAT], const uint8_t *ct,
 	*ptlen = 0;
 	if (n == 0 || n % 16 != 0)
 		return MW_OMEMO_E_MALFORMED;
-	if (n > MW_OMEMO_MAX_PLAINTEXT + 16)
+	if (n > MW_OMEMO_MAX_STANZA)
 		return MW_OMEMO_E_OVERSIZE;
 	if (derive(keymat, d) != 0 || tag_of(d + 32, ct, n, tag) != 0) {
 		rc = MW_OMEMO_E_CRYPTO;

@@ -222,7 +222,7 @@ omemo_sce_parse(xmpp_ctx_t *x, const uint8_t *xml, size_t n,
 
 	*body = NULL;
 	*bodylen = 0;
-	if (n == 0 || n > MW_OMEMO_MAX_PLAINTEXT + 4096)
+	if (n == 0 || n > MW_OMEMO_MAX_STANZA)
 		return n == 0 ? MW_OMEMO_E_SCE : MW_OMEMO_E_OVERSIZE;
 	if (memchr(xml, '\0', n) != NULL || !xml_text_ok(xml, n))
 		return MW_OMEMO_E_SCE;
@@ -267,7 +267,9 @@ omemo_sce_parse(xmpp_ctx_t *x, const uint8_t *xml, size_t n,
 		char *t = xmpp_stanza_get_text(b);
 		size_t tl = t != NULL ? strlen(t) : 0;
 
-		if ((*body = malloc(tl + 1)) == NULL)
+		if (tl > MW_OMEMO_MAX_PLAINTEXT)
+			rc = MW_OMEMO_E_OVERSIZE;
+		else if ((*body = malloc(tl + 1)) == NULL)
 			rc = MW_OMEMO_E_NOMEM;
 		else {
 			if (tl > 0)

@@ -203,6 +203,38 @@ test_both_versions_apart(void **state)
 	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_sessions_v4"), 1);
 }
 
+/* a full-size plaintext fits (the envelope may exceed the plaintext
+ * limit; the stanza limit bounds it); text whose escaping would not fit
+ * in one stanza is refused when encrypting, nothing changed */
+static void
+test_size_limits(void **state)
+{
+	char *big = malloc(MW_OMEMO_MAX_PLAINTEXT + 1), *w;
+	xmpp_stanza_t *m = NULL;
+	uint8_t before[32], after[32];
+
+	assert_non_null(big);
+	introduce2(&A, &B);
+	know2(&B, &A);
+	memset(big, 'a', MW_OMEMO_MAX_PLAINTEXT);
+	big[MW_OMEMO_MAX_PLAINTEXT] = '\0';
+	w = enc2(&A, &B, big);
+	dec2_expect(&B, w, big, true);
+	free(w);
+	memset(big, '<', 60 * 1024);	/* 4x once escaped */
+	big[60 * 1024] = '\0';
+	db_digest(&A, before);
+	assert_int_equal(mw_omemo2_encrypt(A.o, tl_x, B.jid, NULL, 0, big,
+	    strlen(big), &m), MW_OMEMO_E_OVERSIZE);
+	assert_null(m);
+	db_digest(&A, after);
+	assert_memory_equal(before, after, 32);
+	assert_int_equal(mw_omemo2_encrypt(A.o, tl_x, B.jid, NULL, 0, big,
+	    MW_OMEMO_MAX_PLAINTEXT + 1, &m), MW_OMEMO_E_OVERSIZE);
+	free(big);
+	send2(&A, &B, "still fine", true);
+}
+
 /* the Ed25519 rendering OMEMO 2 clients show is accepted for the key */
 static void
 test_trust_either_rendering(void **state)
@@ -671,6 +703,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_one_identity_one_trust, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_answer_in_version_of_request, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trust_either_rendering, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_size_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sce_to_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sce_rules, setup, teardown),
