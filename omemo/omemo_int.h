@@ -253,6 +253,11 @@ int omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
 /* pep2.c: the OMEMO 2 publication beside the legacy one */
 int omemo2_pep_start(struct mw_omemo *o);
 int omemo2_pep_publish_bundle(struct mw_omemo *o);
+/* An OMEMO 2 device-list push (from: the stanza's, NULL for the own
+ * account): stored; the own list without this device is republished.
+ * 1: consumed. */
+int omemo2_pep_event(struct mw_omemo *o, const char *from,
+    xmpp_stanza_t *items);
 
 /* pep.c */
 void omemo_net_free(struct mw_omemo *o);

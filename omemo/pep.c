@@ -1103,8 +1103,11 @@ handle_event(struct mw_omemo *o, xmpp_stanza_t *st)
 	if ((ev = xmpp_stanza_get_child_by_name_and_ns(st, "event",
 	    NS_PUBSUB_EVENT)) == NULL ||
 	    (items = xmpp_stanza_get_child_by_name(ev, "items")) == NULL ||
-	    (node = xmpp_stanza_get_attribute(items, "node")) == NULL ||
-	    strcmp(node, MW_OMEMO_NODE_DEVICELIST) != 0)
+	    (node = xmpp_stanza_get_attribute(items, "node")) == NULL)
+		return 0;
+	if (strcmp(node, MW_OMEMO2_NODE_DEVICES) == 0)
+		return omemo2_pep_event(o, from, items);	/* pep2.c */
+	if (strcmp(node, MW_OMEMO_NODE_DEVICELIST) != 0)
 		return 0;
 	if (from == NULL)
 		bare = xmpp_jid_bare(o->xctx, o->jid);

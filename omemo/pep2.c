@@ -11,9 +11,12 @@
  * logged (omemo-publish-failed ... retry=next-publication) and never stops
  * or restarts the legacy chain: OMEMO 2 is tried again with its next start.
  *
+ * Device-list pushes of urn:xmpp:omemo:2:devices are stored (the
+ * devices' active4 flag), and an own list without this device is published
+ * again with it.
+ *
  * Invariant: the own OMEMO 2 list is replaced only after it was read back
- * (or the node does not exist yet), so other devices of the account on it
- * are kept.
+ * (or pushed), so other devices of the account on it are kept.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,15 +58,59 @@ omemo2_pep_publish_bundle(struct mw_omemo *o)
 	return rc;
 }
 
+/* Stores jid's list; for the own list, publishes it back with this
+ * device when it is missing. */
+static void
+take_list2(struct mw_omemo *o, const char *jid, const uint32_t *ids, size_t n)
+{
+	xmpp_stanza_t *l = NULL;
+	bool present = false;
+	char fields[200];
+	int rc;
+
+	if (!o->txn)	/* else the next push or publication start stores it */
+		(void)omemo_store_devicelist_v(o, OMEMO_V2, jid, ids, n);
+	if (strcmp(jid, o->jid) != 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		present = present || ids[i] == o->device_id;
+	if (present)
+		return;
+	if ((rc = omemo2_devicelist_element(o, o->xctx, ids, n, &l)) == 0) {
+		rc = omemo_pep_publish(o, MW_OMEMO2_NODE_DEVICES, l);
+		xmpp_stanza_release(l);
+	}
+	if (rc != 0) {
+		(void)snprintf(fields, sizeof(fields), "node=%s op=publish "
+		    "condition=local-error text=\"%s\" retry=next-publication",
+		    MW_OMEMO2_NODE_DEVICES, mw_omemo_strerror(rc));
+		pep2_log(o, "omemo-publish-failed", fields);
+	}
+}
+
+int
+omemo2_pep_event(struct mw_omemo *o, const char *from, xmpp_stanza_t *items)
+{
+	uint32_t *ids = NULL;
+	size_t n = 0;
+	char *bare;
+
+	bare = xmpp_jid_bare(o->xctx, from != NULL ? from : o->jid);
+	if (bare == NULL)
+		return 1;
+	if (omemo_jid_ok(bare) && omemo2_parse_devicelist(items, &ids, &n) == 0)
+		take_list2(o, bare, ids, n);
+	free(ids);
+	xmpp_free(o->xctx, bare);
+	return 1;
+}
+
 static void
 own_list_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err)
 {
 	uint32_t *ids = NULL;
 	size_t n = 0;
-	xmpp_stanza_t *l = NULL;
-	bool present = false;
 	char fields[160];
-	int rc;
 
 	if (err != 0 && !(err == MW_OMEMO_E_IQ && item_not_found(reply))) {
 		/* do not overwrite a list that may exist; the next start of
@@ -77,23 +124,7 @@ own_list_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err)
 	}
 	if (err == 0 && omemo2_parse_devicelist(reply, &ids, &n) != 0)
 		n = 0;	/* unreadable: replaced by ours */
-	for (size_t i = 0; i < n; i++)
-		present = present || ids[i] == o->device_id;
-	if (!o->txn)
-		(void)omemo_store_devicelist_v(o, OMEMO_V2, o->jid, ids, n);
-	if (!present) {
-		if ((rc = omemo2_devicelist_element(o, o->xctx, ids, n, &l)) == 0) {
-			rc = omemo_pep_publish(o, MW_OMEMO2_NODE_DEVICES, l);
-			xmpp_stanza_release(l);
-		}
-		if (rc != 0) {
-			(void)snprintf(fields, sizeof(fields), "node=%s "
-			    "op=publish condition=local-error text=\"%s\" "
-			    "retry=next-publication", MW_OMEMO2_NODE_DEVICES,
-			    mw_omemo_strerror(rc));
-			pep2_log(o, "omemo-publish-failed", fields);
-		}
-	}
+	take_list2(o, o->jid, ids, n);
 	free(ids);
 }
 
