@@ -17,7 +17,6 @@
  * (see mw_omemo.h).  Every failure path rolls back: bad input never changes
  * the store.  Binary key material is split through struct mw_buf.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -26,6 +26,7 @@
  * back on every failure, so bad input never changes the store.  kex is
  * written only as 'true' (python-twomemo reads any present value as true).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +35,6 @@
 #include <session_record.h>
 
 #include "omemo/omemo_int.h"
-#include "wire/mw_wire.h"
 
 #define NS_EME		"urn:xmpp:eme:0"
 #define NS_HINTS	"urn:xmpp:hints"
