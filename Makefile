@@ -23,7 +23,7 @@ LIBS      = $(PKG_LIBS) -lm
 # Debian packages: build, run, test, demo and bench.
 DEB_PKGS = build-essential pkg-config libstrophe-dev libomemo-c-dev \
 	liblua5.4-dev lua5.4 libseccomp-dev libssl-dev libsqlite3-dev sqlite3 \
-	libcjson-dev libcmocka-dev prosody ejabberd python3-omemo python3-oldmemo \
+	libcjson-dev libcmocka-dev prosody ejabberd python3-omemo python3-oldmemo python3-twomemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
 	openssh-server bubblewrap clang libclang-rt-14-dev valgrind systemd \
 	mandoc debhelper dpkg-dev lintian adduser profanity tmux

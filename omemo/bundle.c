@@ -351,16 +351,18 @@ device_rows(struct mw_omemo *o, const char *jid, uint32_t dev, int64_t *out)
 }
 
 int
-omemo_store_devicelist(struct mw_omemo *o, const char *jid,
-    const uint32_t *ids, size_t n)
+omemo_store_devicelist_v(struct mw_omemo *o, uint32_t version,
+    const char *jid, const uint32_t *ids, size_t n)
 {
 	sqlite3_stmt *st;
 	int rc;
 
 	if ((rc = omemo_begin(o)) != 0)
 		return rc;
-	if (sqlite3_prepare_v2(o->db, "UPDATE omemo_devices SET active = 0 "
-	    "WHERE jid = ?", -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(o->db, version == OMEMO_V2 ?
+	    "UPDATE omemo_devices SET active4 = 0 WHERE jid = ?" :
+	    "UPDATE omemo_devices SET active = 0 WHERE jid = ?", -1, &st,
+	    NULL) != SQLITE_OK) {
 		omemo_rollback(o);
 		return MW_OMEMO_E_DB;
 	}
@@ -371,13 +373,15 @@ omemo_store_devicelist(struct mw_omemo *o, const char *jid,
 		return MW_OMEMO_E_DB;
 	}
 	sqlite3_finalize(st);
-	/* Bounded: rows of devices that left the list and hold nothing (no
-	 * pinned key, no session) are forgotten, and at most
+	/* Bounded: rows of devices that left both lists and hold nothing (no
+	 * pinned key, no session of either version) are forgotten, and at most
 	 * MW_OMEMO_MAX_DEVICES_PER_JID rows are kept for jid (this device
 	 * always, for the own list): a list of thousands stores no more. */
 	if (sqlite3_prepare_v2(o->db, "DELETE FROM omemo_devices WHERE jid = ?1 "
-	    "AND active = 0 AND identity_key IS NULL AND NOT EXISTS (SELECT 1 "
-	    "FROM omemo_sessions s WHERE s.jid = ?1 AND s.device_id = "
+	    "AND active = 0 AND active4 = 0 AND identity_key IS NULL AND NOT "
+	    "EXISTS (SELECT 1 FROM omemo_sessions s WHERE s.jid = ?1 AND "
+	    "s.device_id = omemo_devices.device_id) AND NOT EXISTS (SELECT 1 "
+	    "FROM omemo_sessions_v4 s WHERE s.jid = ?1 AND s.device_id = "
 	    "omemo_devices.device_id)", -1, &st, NULL) != SQLITE_OK) {
 		omemo_rollback(o);
 		return MW_OMEMO_E_DB;
@@ -399,12 +403,20 @@ omemo_store_devicelist(struct mw_omemo *o, const char *jid,
 		}
 		if (have < 0)
 			continue;	/* over the cap: not stored */
-		if ((rc = omemo_device_upsert(o, jid, ids[i], 1)) != 0) {
+		if ((rc = omemo_device_upsert_v(o, version, jid, ids[i], 1)) !=
+		    0) {
 			omemo_rollback(o);
 			return rc;
 		}
 	}
 	return omemo_commit(o);
+}
+
+int
+omemo_store_devicelist(struct mw_omemo *o, const char *jid,
+    const uint32_t *ids, size_t n)
+{
+	return omemo_store_devicelist_v(o, OMEMO_V_LEGACY, jid, ids, n);
 }
 
 int

@@ -52,6 +52,7 @@ mw_omemo_strerror(int err)
 	case MW_OMEMO_E_CERT_PIN: return "server certificate does not match cert_pin_sha256";
 	case MW_OMEMO_E_CERT_UNTRUSTED: return "server certificate not trusted (set ca_file or cert_pin_sha256)";
 	case MW_OMEMO_E_LIMIT: return "too many devices or identity keys for this JID";
+	case MW_OMEMO_E_SCE: return "OMEMO 2 envelope malformed or not addressed as the stanza";
 	}
 	return "unknown error";
 }
@@ -141,6 +142,8 @@ mw_omemo_close(struct mw_omemo *o)
 	omemo_stmt_cache_free(o);
 	if (o->store != NULL)
 		signal_protocol_store_context_destroy(o->store);
+	if (o->store4 != NULL)
+		signal_protocol_store_context_destroy(o->store4);
 	if (o->sg != NULL)
 		signal_context_destroy(o->sg);
 	free(o->jid);
@@ -179,38 +182,52 @@ mw_omemo_txn_pending(const struct mw_omemo *o)
 }
 
 static int
-set_trust(struct mw_omemo *o, const char *jid, const char *fptext,
+put_trust(struct mw_omemo *o, const char *jid, const uint8_t key[33],
     enum mw_omemo_trust t)
 {
-	char fp[MW_OMEMO_FP_HEXLEN + 1];
-	uint8_t key[33];
 	sqlite3_stmt *st;
-	int rc;
+	int ok;
 
-	if (!omemo_jid_ok(jid))
-		return MW_OMEMO_E_INVAL;
-	if ((rc = mw_omemo_fp_parse(fptext, fp)) != 0 ||
-	    (rc = omemo_fp_to_key(fp, key)) != 0)
-		return rc;
-	if ((rc = omemo_begin(o)) != 0)
-		return rc;
 	if (sqlite3_prepare_v2(o->db, "INSERT INTO omemo_trust(jid, "
 	    "identity_key, trust, updated) VALUES (?, ?, ?, ?) ON CONFLICT(jid, "
 	    "identity_key) DO UPDATE SET trust = excluded.trust, updated = "
-	    "excluded.updated", -1, &st, NULL) != SQLITE_OK) {
-		omemo_rollback(o);
+	    "excluded.updated", -1, &st, NULL) != SQLITE_OK)
 		return MW_OMEMO_E_DB;
-	}
-	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_blob(st, 2, key, 33, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int(st, 3, (int)t) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 4, omemo_now()) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_DONE) {
-		sqlite3_finalize(st);
-		omemo_rollback(o);
-		return MW_OMEMO_E_DB;
-	}
+	ok = sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_blob(st, 2, key, 33, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 3, (int)t) == SQLITE_OK &&
+	    sqlite3_bind_int64(st, 4, omemo_now()) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_DONE;
 	sqlite3_finalize(st);
+	return ok ? 0 : MW_OMEMO_E_DB;
+}
+
+static int
+set_trust(struct mw_omemo *o, const char *jid, const char *fptext,
+    enum mw_omemo_trust t)
+{
+	char fp[MW_OMEMO_FP_HEXLEN + 1], res[MW_OMEMO_FP_HEXLEN + 1];
+	uint8_t keys[2][33];
+	bool seen;
+	int rc, nkeys = 1;
+
+	if (!omemo_jid_ok(jid))
+		return MW_OMEMO_E_INVAL;
+	/* either rendering (spec/omemo.md): the key jid is known with, or,
+	 * for a key not seen yet, both readings */
+	if ((rc = mw_omemo_fp_parse(fptext, fp)) != 0 ||
+	    (rc = mw_omemo_fp_resolve(o, jid, fp, res, &seen)) != 0 ||
+	    (rc = omemo_fp_to_key(res, keys[0])) != 0)
+		return rc;
+	if (!seen && omemo_fp_ed_reading(fp, keys[1]) == 0)
+		nkeys = 2;
+	if ((rc = omemo_begin(o)) != 0)
+		return rc;
+	for (int i = 0; i < nkeys; i++)
+		if ((rc = put_trust(o, jid, keys[i], t)) != 0) {
+			omemo_rollback(o);
+			return rc;
+		}
 	/*
 	 * Verifying a key re-pins every device of jid that is known to show it
 	 * (a device whose key changed is refused until this point; the new key

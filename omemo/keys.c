@@ -382,3 +382,115 @@ mw_omemo_own_fingerprint(struct mw_omemo *o, char fp[MW_OMEMO_FP_HEXLEN + 1])
 		return rc;
 	return mw_omemo_fp_from_key(pub, 33, fp);
 }
+
+/* ---- the OMEMO 2 (Ed25519) rendering of the same identity ---- */
+
+int
+mw_omemo_fp_ed25519(const char fp[MW_OMEMO_FP_HEXLEN + 1],
+    char ed[MW_OMEMO_FP_HEXLEN + 1])
+{
+	uint8_t key[33];
+	ec_public_key *k = NULL;
+	signal_buffer *b;
+	int rc;
+
+	if ((rc = omemo_fp_to_key(fp, key)) != 0)
+		return rc;
+	if (curve_decode_point(&k, key, 33, NULL) != 0)
+		return MW_OMEMO_E_FINGERPRINT;
+	b = ec_public_key_get_ed(k);	/* sign bit 0, as libomemo-c sends it */
+	SIGNAL_UNREF(k);
+	if (b == NULL)
+		return MW_OMEMO_E_NOMEM;
+	rc = mw_omemo_fp_from_key(signal_buffer_data(b), signal_buffer_len(b),
+	    ed);
+	signal_buffer_free(b);
+	return rc;
+}
+
+/* fp read as an Ed25519 key: its Curve25519 rendering (any sign bit). */
+static int
+fp_from_ed(const char fp[MW_OMEMO_FP_HEXLEN + 1],
+    char out[MW_OMEMO_FP_HEXLEN + 1])
+{
+	uint8_t key[33];
+	ec_public_key *k = NULL;
+	signal_buffer *b = NULL;
+	int rc;
+
+	if ((rc = omemo_fp_to_key(fp, key)) != 0)
+		return rc;
+	if (curve_decode_point_ed(&k, key + 1, 32, NULL) != 0)
+		return MW_OMEMO_E_FINGERPRINT;
+	rc = ec_public_key_serialize(&b, k) == 0 ? mw_omemo_fp_from_key(
+	    signal_buffer_data(b), signal_buffer_len(b), out) : MW_OMEMO_E_NOMEM;
+	signal_buffer_free(b);
+	SIGNAL_UNREF(k);
+	return rc;
+}
+
+/* 1 when jid has a device pinned to, or a trust row for, the key of fp. */
+static int
+fp_known(struct mw_omemo *o, const char *jid,
+    const char fp[MW_OMEMO_FP_HEXLEN + 1])
+{
+	uint8_t key[33];
+	sqlite3_stmt *st;
+	int rc;
+
+	if (omemo_fp_to_key(fp, key) != 0)
+		return 0;
+	if (sqlite3_prepare_v2(o->db, "SELECT 1 FROM omemo_trust WHERE jid = ?1 "
+	    "AND identity_key = ?2 UNION ALL SELECT 1 FROM omemo_devices WHERE "
+	    "jid = ?1 AND identity_key = ?2", -1, &st, NULL) != SQLITE_OK)
+		return MW_OMEMO_E_DB;
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_blob(st, 2, key, 33, SQLITE_STATIC) != SQLITE_OK)
+		rc = MW_OMEMO_E_DB;
+	else if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		rc = 1;
+	else
+		rc = rc == SQLITE_DONE ? 0 : MW_OMEMO_E_DB;
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+mw_omemo_fp_resolve(struct mw_omemo *o, const char *jid,
+    const char fp[MW_OMEMO_FP_HEXLEN + 1], char out[MW_OMEMO_FP_HEXLEN + 1],
+    bool *seen)
+{
+	char alt[MW_OMEMO_FP_HEXLEN + 1];
+	int rc;
+
+	*seen = false;
+	if (o == NULL || !omemo_jid_ok(jid))
+		return MW_OMEMO_E_INVAL;
+	memcpy(out, fp, MW_OMEMO_FP_HEXLEN + 1);
+	if ((rc = fp_known(o, jid, fp)) < 0)
+		return rc;
+	if (rc == 1) {
+		*seen = true;
+		return 0;
+	}
+	if (fp_from_ed(fp, alt) != 0)
+		return 0;	/* not an Ed25519 point: the Curve25519 reading */
+	if ((rc = fp_known(o, jid, alt)) < 0)
+		return rc;
+	if (rc == 1) {
+		memcpy(out, alt, sizeof(alt));
+		*seen = true;
+	}
+	return 0;
+}
+
+int
+omemo_fp_ed_reading(const char fp[MW_OMEMO_FP_HEXLEN + 1], uint8_t key[33])
+{
+	char alt[MW_OMEMO_FP_HEXLEN + 1];
+	int rc;
+
+	if ((rc = fp_from_ed(fp, alt)) != 0)
+		return rc;
+	return omemo_fp_to_key(alt, key);
+}

@@ -17,7 +17,6 @@
  * (see mw_omemo.h).  Every failure path rolls back: bad input never changes
  * the store.  Binary key material is split through struct mw_buf.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,116 +34,7 @@
 #define MAX_KEY_B64	4096	/* a Signal message with 32 bytes inside is ~200 */
 #define MAX_IV		64
 
-int
-omemo_map_sg(int e)
-{
-	switch (e) {
-	case SG_SUCCESS: return MW_OMEMO_OK;
-	case SG_ERR_NOMEM: return MW_OMEMO_E_NOMEM;
-	case SG_ERR_DUPLICATE_MESSAGE: return MW_OMEMO_E_DUPLICATE;
-	case SG_ERR_INVALID_KEY_ID: return MW_OMEMO_E_PREKEY;
-	case SG_ERR_NO_SESSION: return MW_OMEMO_E_NO_SESSION;
-	case SG_ERR_UNTRUSTED_IDENTITY: return MW_OMEMO_E_UNTRUSTED;
-	case SG_ERR_INVALID_KEY:
-	case SG_ERR_INVALID_MAC:
-	case SG_ERR_INVALID_MESSAGE:
-	case SG_ERR_INVALID_VERSION:
-	case SG_ERR_LEGACY_MESSAGE:
-	case SG_ERR_INVALID_PROTO_BUF:
-	case SG_ERR_STALE_KEY_EXCHANGE:
-		return MW_OMEMO_E_BAD_MESSAGE;
-	}
-	if (e == OMEMO_SG_ELIMIT)
-		return MW_OMEMO_E_LIMIT;	/* store.c: per-JID caps */
-	if (e < SG_ERR_MINIMUM)
-		return MW_OMEMO_E_DB;	/* our store callbacks */
-	return MW_OMEMO_E_CRYPTO;
-}
-
-/* Strict decimal device id: 1..2^31-1, no sign, no spaces. */
-int
-omemo_parse_devid(const char *s, uint32_t *out)
-{
-	unsigned long v;
-	char *end;
-
-	if (s == NULL || *s < '0' || *s > '9' || strlen(s) > 10)
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v == 0 || v > 0x7fffffffUL)
-		return -1;
-	*out = (uint32_t)v;
-	return 0;
-}
-
 /* ---- building ---- */
-
-static xmpp_stanza_t *
-new_elem(xmpp_ctx_t *x, const char *name, const char *ns)
-{
-	xmpp_stanza_t *s = xmpp_stanza_new(x);
-
-	if (s == NULL)
-		return NULL;
-	if (xmpp_stanza_set_name(s, name) != XMPP_EOK ||
-	    (ns != NULL && xmpp_stanza_set_ns(s, ns) != XMPP_EOK)) {
-		xmpp_stanza_release(s);
-		return NULL;
-	}
-	return s;
-}
-
-/* Adds child to parent, parent takes the only reference. */
-static int
-adopt(xmpp_stanza_t *parent, xmpp_stanza_t *child)
-{
-	if (child == NULL)
-		return MW_OMEMO_E_NOMEM;
-	if (xmpp_stanza_add_child_ex(parent, child, 0) != XMPP_EOK) {
-		xmpp_stanza_release(child);
-		return MW_OMEMO_E_NOMEM;
-	}
-	return 0;
-}
-
-/* <name>text</name> */
-static xmpp_stanza_t *
-text_elem(xmpp_ctx_t *x, const char *name, const char *ns, const char *text)
-{
-	xmpp_stanza_t *e, *t;
-
-	if (text == NULL || (e = new_elem(x, name, ns)) == NULL)
-		return NULL;
-	if ((t = xmpp_stanza_new(x)) == NULL ||
-	    xmpp_stanza_set_text(t, text) != XMPP_EOK ||
-	    xmpp_stanza_add_child_ex(e, t, 0) != XMPP_EOK) {
-		if (t != NULL)
-			xmpp_stanza_release(t);
-		xmpp_stanza_release(e);
-		return NULL;
-	}
-	return e;
-}
-
-xmpp_stanza_t *
-omemo_text_elem(xmpp_ctx_t *x, const char *name, const char *ns,
-    const char *text)
-{
-	return text_elem(x, name, ns, text);
-}
-
-xmpp_stanza_t *
-omemo_new_elem(xmpp_ctx_t *x, const char *name, const char *ns)
-{
-	return new_elem(x, name, ns);
-}
-
-int
-omemo_adopt(xmpp_stanza_t *parent, xmpp_stanza_t *child)
-{
-	return adopt(parent, child);
-}
 
 /* Encrypts keymat for jid/dev and appends <key rid=dev> to header. */
 static int
@@ -168,7 +58,7 @@ add_key(struct mw_omemo *o, xmpp_ctx_t *x, xmpp_stanza_t *header,
 	ser = ciphertext_message_get_serialized(cm);
 	b64 = omemo_b64_encode(signal_buffer_data(ser), signal_buffer_len(ser));
 	rc = MW_OMEMO_E_NOMEM;
-	if (b64 == NULL || (k = text_elem(x, "key", NULL, b64)) == NULL)
+	if (b64 == NULL || (k = omemo_text_elem(x, "key", NULL, b64)) == NULL)
 		goto out;
 	(void)snprintf(rid, sizeof(rid), "%u", dev);
 	if (xmpp_stanza_set_attribute(k, "rid", rid) != XMPP_EOK ||
@@ -177,7 +67,7 @@ add_key(struct mw_omemo *o, xmpp_ctx_t *x, xmpp_stanza_t *header,
 		xmpp_stanza_release(k);
 		goto out;
 	}
-	rc = adopt(header, k);
+	rc = omemo_adopt(header, k);
 out:
 	free(b64);
 	SIGNAL_UNREF(cm);
@@ -251,12 +141,12 @@ build_message(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 	if ((id = xmpp_uuid_gen(x)) == NULL ||
 	    (msg = xmpp_message_new(x, "chat", to, id)) == NULL)
 		goto out;
-	if ((enc = new_elem(x, "encrypted", MW_OMEMO_NS)) == NULL ||
-	    (rc = adopt(msg, enc)) != 0)
+	if ((enc = omemo_new_elem(x, "encrypted", MW_OMEMO_NS)) == NULL ||
+	    (rc = omemo_adopt(msg, enc)) != 0)
 		goto out;
 	rc = MW_OMEMO_E_NOMEM;
-	if ((hdr = new_elem(x, "header", NULL)) == NULL ||
-	    (rc = adopt(enc, hdr)) != 0)
+	if ((hdr = omemo_new_elem(x, "header", NULL)) == NULL ||
+	    (rc = omemo_adopt(enc, hdr)) != 0)
 		goto out;
 	rc = MW_OMEMO_E_NOMEM;
 	(void)snprintf(sid, sizeof(sid), "%u", o->device_id);
@@ -267,16 +157,16 @@ build_message(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 			goto out;
 	rc = MW_OMEMO_E_NOMEM;
 	if ((b64 = omemo_b64_encode(iv, ivlen)) == NULL ||
-	    (rc = adopt(hdr, text_elem(x, "iv", NULL, b64))) != 0)
+	    (rc = omemo_adopt(hdr, omemo_text_elem(x, "iv", NULL, b64))) != 0)
 		goto out;
 	if (ct != NULL) {
 		free(b64);
 		rc = MW_OMEMO_E_NOMEM;
 		if ((b64 = omemo_b64_encode(ct, ctlen)) == NULL ||
-		    (rc = adopt(enc, text_elem(x, "payload", NULL, b64))) != 0)
+		    (rc = omemo_adopt(enc, omemo_text_elem(x, "payload", NULL, b64))) != 0)
 			goto out;
 		rc = MW_OMEMO_E_NOMEM;
-		if ((e = new_elem(x, "encryption", NS_EME)) == NULL)
+		if ((e = omemo_new_elem(x, "encryption", NS_EME)) == NULL)
 			goto out;
 		if (xmpp_stanza_set_attribute(e, "name", "OMEMO") != XMPP_EOK ||
 		    xmpp_stanza_set_attribute(e, "namespace", MW_OMEMO_NS) !=
@@ -284,11 +174,11 @@ build_message(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 			xmpp_stanza_release(e);
 			goto out;
 		}
-		if ((rc = adopt(msg, e)) != 0 ||
-		    (rc = adopt(msg, new_elem(x, "store", NS_HINTS))) != 0 ||
-		    (rc = adopt(msg, text_elem(x, "body", NULL, FALLBACK_BODY))) != 0)
+		if ((rc = omemo_adopt(msg, e)) != 0 ||
+		    (rc = omemo_adopt(msg, omemo_new_elem(x, "store", NS_HINTS))) != 0 ||
+		    (rc = omemo_adopt(msg, omemo_text_elem(x, "body", NULL, FALLBACK_BODY))) != 0)
 			goto out;
-	} else if ((rc = adopt(msg, new_elem(x, "store", NS_HINTS))) != 0)
+	} else if ((rc = omemo_adopt(msg, omemo_new_elem(x, "store", NS_HINTS))) != 0)
 		goto out;
 	*out = msg;
 	msg = NULL;
@@ -383,6 +273,11 @@ mw_omemo_encrypt(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 {
 	if (out == NULL)
 		return MW_OMEMO_E_INVAL;
+	/* one device named: answered in the version it last wrote in */
+	if (o != NULL && nonly == 1 && only != NULL && omemo_jid_ok(to) &&
+	    !o->txn && omemo_device_version(o, to, only[0]) == OMEMO_V2 &&
+	    omemo_has_session(o, OMEMO_V2, to, only[0]) == 1)
+		return mw_omemo2_encrypt(o, x, to, only, nonly, pt, len, out);
 	return encrypt_common(o, x, to, only, nonly, pt, len, false, out);
 }
 
@@ -609,6 +504,15 @@ take_incoming(struct mw_omemo *o, xmpp_stanza_t *stanza, struct parsed *p,
 	return 0;
 }
 
+/* An OMEMO 2 message (message2.c) rather than a legacy one. */
+static bool
+is_omemo2(xmpp_stanza_t *stanza)
+{
+	return xmpp_stanza_get_child_by_name_and_ns(stanza, "encrypted",
+	    MW_OMEMO2_NS) != NULL && xmpp_stanza_get_child_by_name_and_ns(
+	    stanza, "encrypted", MW_OMEMO_NS) == NULL;
+}
+
 int
 mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *stanza, struct mw_omemo_msg *m)
 {
@@ -620,6 +524,8 @@ mw_omemo_peek(struct mw_omemo *o, xmpp_stanza_t *stanza, struct mw_omemo_msg *m)
 	memset(m, 0, sizeof(*m));
 	if (o == NULL || stanza == NULL)
 		return MW_OMEMO_E_INVAL;
+	if (is_omemo2(stanza))
+		return omemo2_peek(o, stanza, m);
 	if ((rc = take_incoming(o, stanza, &p, m)) != 0)
 		goto out;
 	rc = peek_parsed(o, &p, m);
@@ -648,98 +554,6 @@ sender_info(struct mw_omemo *o, struct mw_omemo_msg *m)
 		(void)mw_omemo_fp_from_key(key, 33, m->fp);
 }
 
-/*
- * Legacy key forms.  libsignal-protocol-c decoded a key only in its 33-byte
- * form (0x05 || X25519); libomemo-c's curve_decode_point() also takes a
- * bare 32-byte key, as OMEMO 2's Ed25519 form, and converts it.  So that
- * the legacy wire stays exactly as strict as it was before the switch,
- * every key of a legacy message must be 33 bytes on the wire:
- * SignalMessage.ratchetKey (field 1), PreKeySignalMessage.baseKey (2) and
- * .identityKey (3), and the SignalMessage inside the latter (4) in turn.
- * This only walks the protobuf framing (wire types 0, 1, 2, 5; anything
- * else, or a length past the end, is malformed); libomemo-c parses the
- * message afterwards.
- */
-static bool
-pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	uint64_t r = 0;
-
-	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
-		uint8_t b = *(*p)++;
-
-		r |= (uint64_t)(b & 0x7f) << shift;
-		if ((b & 0x80) == 0) {
-			*v = r;
-			return true;
-		}
-	}
-	return false;
-}
-
-static bool legacy_signal_message_ok(const uint8_t *m, size_t n);
-
-/* keyfields: bit f set = length-delimited field f must be 33 bytes;
- * nested: the field number that holds a SignalMessage (0: none). */
-static bool
-legacy_fields_ok(const uint8_t *p, const uint8_t *end, uint32_t keyfields,
-    uint64_t nested)
-{
-	while (p < end) {
-		uint64_t key, v, field;
-
-		if (!pb_varint(&p, end, &key))
-			return false;
-		field = key >> 3;
-		switch (key & 7) {
-		case 0:
-			if (!pb_varint(&p, end, &v))
-				return false;
-			break;
-		case 1:
-			if (end - p < 8)
-				return false;
-			p += 8;
-			break;
-		case 5:
-			if (end - p < 4)
-				return false;
-			p += 4;
-			break;
-		case 2:
-			if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
-				return false;
-			if (field < 32 && (keyfields & (UINT32_C(1) << field)) != 0 &&
-			    v != 33)
-				return false;
-			if (nested != 0 && field == nested &&
-			    !legacy_signal_message_ok(p, (size_t)v))
-				return false;
-			p += v;
-			break;
-		default:
-			return false;
-		}
-	}
-	return true;
-}
-
-/* version byte, protobuf, 8-byte truncated MAC */
-static bool
-legacy_signal_message_ok(const uint8_t *m, size_t n)
-{
-	return n > 1 + 8 && legacy_fields_ok(m + 1, m + n - 8,
-	    UINT32_C(1) << 1, 0);
-}
-
-/* version byte, protobuf */
-static bool
-legacy_prekey_message_ok(const uint8_t *m, size_t n)
-{
-	return n > 1 && legacy_fields_ok(m + 1, m + n,
-	    (UINT32_C(1) << 2) | (UINT32_C(1) << 3), 4);
-}
-
 /* Runs the ratchet over the Signal message: *out = key material. */
 static int
 ratchet_decrypt(struct mw_omemo *o, struct parsed *p, struct mw_omemo_msg *m,
@@ -749,8 +563,8 @@ ratchet_decrypt(struct mw_omemo *o, struct parsed *p, struct mw_omemo_msg *m,
 	session_cipher *c = NULL;
 	int rc;
 
-	if (!(p->prekey ? legacy_prekey_message_ok(p->key, p->keylen) :
-	    legacy_signal_message_ok(p->key, p->keylen)))
+	if (!(p->prekey ? omemo_legacy_prekey_ok(p->key, p->keylen) :
+	    omemo_legacy_message_ok(p->key, p->keylen)))
 		return MW_OMEMO_E_BAD_MESSAGE;
 	if ((rc = session_cipher_create(&c, o->store, &a, o->sg)) != 0)
 		return omemo_map_sg(rc);
@@ -805,6 +619,8 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 		return MW_OMEMO_E_INVAL;
 	if (o->txn)
 		return MW_OMEMO_E_TXN;
+	if (is_omemo2(stanza))
+		return omemo2_decrypt(o, stanza, m);
 	if ((rc = take_incoming(o, stanza, &p, m)) != 0)
 		goto out;
 	/* A revoked key is refused even on an existing session. */
@@ -839,6 +655,9 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 			rc = MW_OMEMO_E_KEY_TRUNCATED;
 			goto fail;
 		}
+		if ((rc = omemo_device_version_set(o, p.from, p.sid,
+		    OMEMO_V_LEGACY)) != 0)
+			goto fail;
 		o->pending_decrypt = true;
 		if ((rc = mw_omemo_commit(o)) != 0)
 			goto out;
@@ -863,6 +682,9 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 	}
 	m->plaintext[p.plen] = '\0';
 	m->len = p.plen;
+	if ((rc = omemo_device_version_set(o, p.from, p.sid,
+	    OMEMO_V_LEGACY)) != 0)
+		goto fail;
 	sender_info(o, m);
 	o->pending_decrypt = true;
 	rc = MW_OMEMO_OK;

@@ -56,6 +56,10 @@
 /* Advertise this feature in disco/caps to receive device-list pushes. */
 #define MW_OMEMO_DEVICELIST_NOTIFY MW_OMEMO_NODE_DEVICELIST "+notify"
 
+/* OMEMO 2 (XEP-0384 v0.8+): message namespace and PEP nodes */
+#define MW_OMEMO2_NS		"urn:xmpp:omemo:2"
+#define MW_OMEMO2_NODE_DEVICES	"urn:xmpp:omemo:2:devices"
+#define MW_OMEMO2_NODE_BUNDLES	"urn:xmpp:omemo:2:bundles"
 #define MW_OMEMO_PREKEYS	100	/* prekeys kept and published */
 #define MW_OMEMO_MAX_STANZA	(256u * 1024)	/* largest <message> we build or parse */
 #define MW_OMEMO_MAX_PLAINTEXT	(128u * 1024)	/* fits in MW_OMEMO_MAX_STANZA */
@@ -112,6 +116,7 @@ enum mw_omemo_err {
 	MW_OMEMO_E_CERT_PIN = -33,	/* server certificate does not match cert_pin_sha256 */
 	MW_OMEMO_E_CERT_UNTRUSTED = -34, /* server certificate not trusted (no CA, no pin) */
 	MW_OMEMO_E_LIMIT = -35,		/* the JID has MW_OMEMO_MAX_DEVICES_PER_JID devices / MW_OMEMO_MAX_KEYS_PER_JID keys */
+	MW_OMEMO_E_SCE = -36,		/* OMEMO 2: SCE envelope malformed, rpad missing, from/to not the stanza's */
 };
 const char *mw_omemo_strerror(int err);
 
@@ -168,6 +173,22 @@ void mw_omemo_fp_group(const char fp[MW_OMEMO_FP_HEXLEN + 1], char sep, char out
 /* Accepts hex with any '-', ' ', ':' separators, either case; writes the
  * canonical 64-digit form. */
 int mw_omemo_fp_parse(const char *text, char fp[MW_OMEMO_FP_HEXLEN + 1]);
+/*
+ * The two renderings of one identity key (spec/omemo.md): the canonical
+ * fingerprint is the Curve25519 key; OMEMO 2 clients show the Ed25519 form
+ * (sign bit 0).  mw_omemo_fp_ed25519 gives the latter from the former.
+ * mw_omemo_fp_resolve reads fp (canonical text) either way for jid: the
+ * Curve25519 rendering of the key jid is known with (a pinned device or a
+ * trust row), *seen true; when neither reading is known, fp itself and
+ * *seen false.  mw_omemo_trust/distrust resolve the same way and, for a
+ * key not seen yet, record both readings (the other reading names a point
+ * nobody holds the private key of).
+ */
+int mw_omemo_fp_ed25519(const char fp[MW_OMEMO_FP_HEXLEN + 1],
+    char ed[MW_OMEMO_FP_HEXLEN + 1]);
+int mw_omemo_fp_resolve(struct mw_omemo *o, const char *jid,
+    const char fp[MW_OMEMO_FP_HEXLEN + 1], char out[MW_OMEMO_FP_HEXLEN + 1],
+    bool *seen);
 
 /* ---- trust and devices ---- */
 
@@ -198,14 +219,21 @@ struct mw_omemo_msg {
 	uint32_t device;		/* sender's device id */
 	enum mw_omemo_trust trust;	/* trust of the sender's identity key */
 	char fp[MW_OMEMO_FP_HEXLEN + 1];	/* sender's identity fingerprint */
-	bool prekey;			/* arrived as a PreKeySignalMessage */
+	bool prekey;			/* arrived as a PreKeySignalMessage
+					 * (OMEMO 2: a kex key) */
+	bool omemo2;			/* arrived as OMEMO 2 (urn:xmpp:omemo:2);
+					 * answer in the same version */
 	bool new_session;		/* mw_omemo_peek: decrypting would build a new
 					 * session (X3DH, consume a prekey) */
 	uint8_t *plaintext;		/* NUL-terminated for convenience */
 	size_t len;
 };
 /*
- * Decrypts a <message> stanza carrying <encrypted xmlns=MW_OMEMO_NS>.
+ * Decrypts a <message> stanza carrying <encrypted xmlns=MW_OMEMO_NS>, or
+ * <encrypted xmlns=MW_OMEMO2_NS> (msg->omemo2; the plaintext is the <body>
+ * of its SCE envelope, whose from/to must name the stanza's sender and
+ * recipient, else MW_OMEMO_E_SCE; an empty message or an envelope without
+ * <body> is MW_OMEMO_DROPPED).
  * MW_OMEMO_OK: *msg filled, transaction open: call mw_omemo_commit() or
  *   mw_omemo_rollback().
  * MW_OMEMO_DROPPED: key-transport message; session advanced and committed.
@@ -251,12 +279,25 @@ void mw_omemo_msg_free(struct mw_omemo_msg *msg);	/* wipes plaintext */
  * the advanced sending chains.  *out is the caller's (xmpp_stanza_release).
  * xctx is the libstrophe context the stanza is created in.
  */
+/* With exactly one device named in only[], that device is answered in the
+ * version it last wrote in: OMEMO 2 (mw_omemo2_encrypt) when its last
+ * decrypted message was OMEMO 2 and a version-4 session exists. */
 int mw_omemo_encrypt(struct mw_omemo *o, xmpp_ctx_t *xctx, const char *to_jid,
     const uint32_t *only, size_t nonly, const void *pt, size_t len,
     xmpp_stanza_t **out);
 /* A key-transport message (no payload) to one device, e.g. to confirm a
  * session; to_jid's device must have a session. */
 int mw_omemo_encrypt_key_transport(struct mw_omemo *o, xmpp_ctx_t *xctx,
+    const char *to_jid, uint32_t device, xmpp_stanza_t **out);
+/* The same over OMEMO 2: to the verified devices of to_jid (and the own
+ * account's) that have a version-4 session; pt becomes the <body> of an
+ * SCE envelope, so it must be UTF-8 text without control characters but
+ * TAB, LF, CR (else MW_OMEMO_E_INVAL). */
+int mw_omemo2_encrypt(struct mw_omemo *o, xmpp_ctx_t *xctx, const char *to_jid,
+    const uint32_t *only, size_t nonly, const void *pt, size_t len,
+    xmpp_stanza_t **out);
+/* An empty OMEMO 2 message (no payload) to one device with a session. */
+int mw_omemo2_encrypt_empty(struct mw_omemo *o, xmpp_ctx_t *xctx,
     const char *to_jid, uint32_t device, xmpp_stanza_t **out);
 
 /* ---- PEP and the asynchronous network side ---- */
@@ -335,6 +376,16 @@ int mw_omemo_bundle_element(struct mw_omemo *o, xmpp_ctx_t *xctx,
  * verifies the signed prekey signature; pins the identity key. */
 int mw_omemo_process_bundle(struct mw_omemo *o, const char *jid,
     uint32_t device, xmpp_stanza_t *bundle);
+/* OMEMO 2: the <bundle xmlns=MW_OMEMO2_NS> of this device (same keys),
+ * and a version-4 session with jid/device from such a bundle (strict
+ * OMEMO 2 key lengths; same identity pinning as the legacy bundle). */
+int mw_omemo2_bundle_element(struct mw_omemo *o, xmpp_ctx_t *xctx,
+    xmpp_stanza_t **out);
+int mw_omemo2_process_bundle(struct mw_omemo *o, const char *jid,
+    uint32_t device, xmpp_stanza_t *bundle);
+/* Records a <devices xmlns=MW_OMEMO2_NS> device list for jid. */
+int mw_omemo2_process_devicelist(struct mw_omemo *o, const char *jid,
+    xmpp_stanza_t *devices);
 /* Records a <list xmlns=MW_OMEMO_NS> device list for jid. */
 int mw_omemo_process_devicelist(struct mw_omemo *o, const char *jid,
     xmpp_stanza_t *list);

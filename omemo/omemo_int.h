@@ -30,7 +30,17 @@
 struct omemo_iq;
 struct omemo_send;
 
-#define OMEMO_STMT_CACHE 48	/* prepared statements kept (store.c) */
+#define OMEMO_STMT_CACHE 64	/* prepared statements kept (store.c) */
+
+/* Session versions (libomemo-c): legacy OMEMO is 3, OMEMO 2 is 4. */
+#define OMEMO_V_LEGACY	3u
+#define OMEMO_V2	CIPHERTEXT_OMEMO_VERSION
+
+/* The session store of one version (session_store.c). */
+struct omemo_sstore {
+	struct mw_omemo *o;
+	uint32_t version;
+};
 struct omemo_stmt {
 	const char *sql;		/* the literal's address is the key */
 	sqlite3_stmt *st;
@@ -43,7 +53,9 @@ struct mw_omemo {
 	char *jid;			/* own bare JID */
 	uint32_t device_id;
 	signal_context *sg;
-	signal_protocol_store_context *store;
+	signal_protocol_store_context *store;	/* legacy sessions */
+	signal_protocol_store_context *store4;	/* OMEMO 2 sessions */
+	struct omemo_sstore sstore[2];	/* their user data: [0] legacy, [1] v4 */
 	bool txn;			/* our transaction is open */
 	bool pending_decrypt;		/* ... and belongs to a decrypt */
 	bool bundle_dirty;		/* a prekey was used: republish */
@@ -89,6 +101,8 @@ struct mw_omemo {
 /* A store callback refusing a write over a per-JID cap (store.c); outside
  * libsignal's error range, mapped to MW_OMEMO_E_LIMIT by omemo_map_sg. */
 #define OMEMO_SG_ELIMIT (SG_ERR_MINIMUM - 2)
+/* A store statement failed (store.c); maps to MW_OMEMO_E_DB. */
+#define OMEMO_SG_EDB (SG_ERR_MINIMUM - 1)
 
 /* crypto.c */
 int omemo_crypto_provider(signal_context *sg);
@@ -104,6 +118,35 @@ int omemo_b64_decode(const char *s, uint8_t **out, size_t *outlen, size_t max);
 char *omemo_b64_encode(const uint8_t *p, size_t n);
 int64_t omemo_now(void);		/* wall clock, seconds */
 int64_t omemo_mono_ms(void);		/* monotonic, milliseconds */
+
+/* payload2.c: the OMEMO 2 payload cipher.  keymat is key (32) || tag (16);
+ * *ct / *pt are malloc'ed (*pt NUL-terminated); decrypt checks the tag
+ * first (MW_OMEMO_E_BAD_TAG). */
+#define OMEMO2_KEY	32
+#define OMEMO2_TAG	16
+#define OMEMO2_KEYMAT	(OMEMO2_KEY + OMEMO2_TAG)
+int omemo2_payload_encrypt(const uint8_t *pt, size_t n,
+    uint8_t keymat[OMEMO2_KEYMAT], uint8_t **ct, size_t *ctlen);
+int omemo2_payload_decrypt(const uint8_t keymat[OMEMO2_KEYMAT],
+    const uint8_t *ct, size_t n, uint8_t **pt, size_t *ptlen);
+
+/* sce.c: the XEP-0420 envelope.  build: body is strict UTF-8 XML text
+ * (else MW_OMEMO_E_INVAL), *out malloc'ed.  parse: from/to are the outer
+ * stanza's bare JIDs; *body is malloc'ed, NUL-terminated, NULL when the
+ * content carries no <body>; every violation is MW_OMEMO_E_SCE. */
+#define OMEMO_NS_SCE	"urn:xmpp:sce:1"
+int omemo_sce_build(xmpp_ctx_t *x, const char *from, const char *to,
+    const uint8_t *body, size_t n, char **out, size_t *outlen);
+int omemo_sce_parse(xmpp_ctx_t *x, const uint8_t *xml, size_t n,
+    const char *from, const char *to, uint8_t **body, size_t *bodylen);
+
+/* proto.c: the OMEMO 2 protobufs have exactly their XEP shape; every key
+ * of a legacy (Pre)SignalMessage is in its 33-byte form */
+bool omemo_legacy_message_ok(const uint8_t *m, size_t n);
+bool omemo_legacy_prekey_ok(const uint8_t *m, size_t n);
+bool omemo2_message_ok(const uint8_t *p, size_t n);
+bool omemo2_authmsg_ok(const uint8_t *p, size_t n);
+bool omemo2_kex_ok(const uint8_t *p, size_t n);
 
 /* store.c */
 int omemo_schema(sqlite3 *db);
@@ -123,12 +166,42 @@ int omemo_device_key(struct mw_omemo *o, const char *jid, uint32_t dev,
     uint8_t key[33]);
 int omemo_device_upsert(struct mw_omemo *o, const char *jid, uint32_t dev,
     int active);
-int omemo_has_session(struct mw_omemo *o, const char *jid, uint32_t dev);
+/* The version jid/dev last wrote in (set inside a decrypt's transaction),
+ * and read back (OMEMO_V_LEGACY when unknown or on error). */
+int omemo_device_version_set(struct mw_omemo *o, const char *jid,
+    uint32_t dev, uint32_t version);
+uint32_t omemo_device_version(struct mw_omemo *o, const char *jid,
+    uint32_t dev);
+/* The same for the OMEMO 2 device list's flag (version OMEMO_V2). */
+int omemo_device_upsert_v(struct mw_omemo *o, uint32_t version,
+    const char *jid, uint32_t dev, int active);
+/* Statement helpers for the store files: cached prepare (the SQL literal's
+ * address is the key) and its release; omemo_load_blob gives 1 found, 0
+ * not, < 0 error. */
+int omemo_prep(struct mw_omemo *o, sqlite3_stmt **st, const char *sql);
+void omemo_unprep(struct mw_omemo *o, sqlite3_stmt *st);
+int omemo_step_done(struct mw_omemo *o, sqlite3_stmt *st);
+int omemo_load_blob(sqlite3_stmt *st, int col, signal_buffer **out);
+int omemo_bind_addr(sqlite3_stmt *st, const signal_protocol_address *a);
+
+/* identity_store.c: fills libomemo-c's identity store for o */
+void omemo_identity_store(struct mw_omemo *o,
+    signal_protocol_identity_key_store *ik);
+
+/* session_store.c */
+void omemo_session_store(struct mw_omemo *o, uint32_t version,
+    signal_protocol_session_store *ss);
+int omemo_has_session(struct mw_omemo *o, uint32_t version, const char *jid,
+    uint32_t dev);
 /* Device ids of jid that are active (in the last device list) or named,
  * whose pinned key is VERIFIED (need_verified) or at least not REVOKED. */
 int omemo_trusted_devices(struct mw_omemo *o, const char *jid,
     uint32_t **ids, size_t *n, bool with_session, bool need_verified,
     const uint32_t *named, size_t nnamed);
+/* ... of one version: its device list flag and its sessions. */
+int omemo_trusted_devices_v(struct mw_omemo *o, uint32_t version,
+    const char *jid, uint32_t **ids, size_t *n, bool with_session,
+    bool need_verified, const uint32_t *named, size_t nnamed);
 
 /* keys.c */
 int omemo_identity_load_or_create(struct mw_omemo *o, const char *own_jid);
@@ -137,8 +210,10 @@ int omemo_prekey_replace(struct mw_omemo *o);
 int omemo_spk_rotate(struct mw_omemo *o, int64_t now, bool force, bool *changed);
 int omemo_own_identity_pub(struct mw_omemo *o, uint8_t pub[33]);
 int omemo_fp_to_key(const char *fp, uint8_t key[33]);
+/* fp read as an Ed25519 key, as 0x05 || Curve25519 */
+int omemo_fp_ed_reading(const char fp[MW_OMEMO_FP_HEXLEN + 1], uint8_t key[33]);
 
-/* message.c */
+/* elem.c */
 int omemo_map_sg(int sgerr);
 int omemo_parse_devid(const char *s, uint32_t *out);
 xmpp_stanza_t *omemo_new_elem(xmpp_ctx_t *x, const char *name, const char *ns);
@@ -147,12 +222,46 @@ xmpp_stanza_t *omemo_text_elem(xmpp_ctx_t *x, const char *name,
 /* parent takes child (released on failure too) */
 int omemo_adopt(xmpp_stanza_t *parent, xmpp_stanza_t *child);
 
+/* message2.c: OMEMO 2 halves of mw_omemo_decrypt / mw_omemo_peek */
+int omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
+    struct mw_omemo_msg *m);
+int omemo2_peek(struct mw_omemo *o, xmpp_stanza_t *stanza,
+    struct mw_omemo_msg *m);
+
 /* bundle.c */
 int omemo_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n);
 int omemo_store_devicelist(struct mw_omemo *o, const char *jid,
     const uint32_t *ids, size_t n);
+/* ... into the flag of one version (OMEMO_V2: active4) */
+int omemo_store_devicelist_v(struct mw_omemo *o, uint32_t version,
+    const char *jid, const uint32_t *ids, size_t n);
 int omemo_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
     const uint32_t *ids, size_t n, xmpp_stanza_t **out);
+
+/* bundle2.c: own identity key in its OMEMO 2 form (Ed25519, sign bit 0);
+ * the OMEMO 2 device list parsed (ids malloc'ed) and built */
+int omemo2_own_ik(struct mw_omemo *o, uint8_t ed[32]);
+int omemo2_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n);
+int omemo2_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
+    const uint32_t *ids, size_t n, xmpp_stanza_t **out);
+
+/* pep.c: doors for pep2.c (publish outside the start-up chain; fetch a
+ * node's items, cb gets the reply or NULL and the error) */
+typedef void (*omemo_pep_cb)(struct mw_omemo *o, xmpp_stanza_t *reply,
+    int err);
+int omemo_pep_publish(struct mw_omemo *o, const char *node,
+    xmpp_stanza_t *payload);
+int omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
+    omemo_pep_cb cb);
+
+/* pep2.c: the OMEMO 2 publication beside the legacy one */
+int omemo2_pep_start(struct mw_omemo *o);
+int omemo2_pep_publish_bundle(struct mw_omemo *o);
+/* An OMEMO 2 device-list push (from: the stanza's, NULL for the own
+ * account): stored; the own list without this device is republished.
+ * 1: consumed. */
+int omemo2_pep_event(struct mw_omemo *o, const char *from,
+    xmpp_stanza_t *items);
 
 /* pep.c */
 void omemo_net_free(struct mw_omemo *o);

@@ -71,6 +71,7 @@ struct omemo_iq {
 	bool chain;			/* part of publication generation gen */
 	unsigned gen;
 	struct omemo_send *op;		/* the send/refresh waiting for this */
+	omemo_pep_cb ext;		/* omemo_pep_fetch()'s caller (pep2.c) */
 };
 
 struct omemo_send {
@@ -174,13 +175,16 @@ iq_pubsub(struct mw_omemo *o, const char *type, const char *to,
 }
 
 /* <x xmlns=jabber:x:data type=submit> with FORM_TYPE and the settings */
+/* many: the node keeps one item per device (OMEMO 2 bundles), so
+ * max_items is "max" rather than 1 */
 static xmpp_stanza_t *
-data_form(struct mw_omemo *o, const char *form_type, enum pub_opts opts)
+data_form(struct mw_omemo *o, const char *form_type, enum pub_opts opts,
+    bool many)
 {
-	static const char *const fields[][2] = {
+	const char *const fields[][2] = {
 		{ "pubsub#access_model", "open" },
 		{ "pubsub#persist_items", "true" },
-		{ "pubsub#max_items", "1" },
+		{ "pubsub#max_items", many ? "max" : "1" },
 	};
 	int nfields = opts == OPTS_FULL ?
 	    (int)(sizeof(fields) / sizeof(fields[0])) : 1;
@@ -356,6 +360,14 @@ pub_fail(struct mw_omemo *o, const char *op, const char *node,
 	int64_t delay = o->pub_backoff_ms > 0 ? o->pub_backoff_ms : backoff_min(o);
 	uint32_t r = 0;
 
+	if (strncmp(node, MW_OMEMO2_NS, strlen(MW_OMEMO2_NS)) == 0) {
+		/* OMEMO 2 (pep2.c) runs beside the chain and never stops it:
+		 * it is tried again with the chain's next start */
+		pep_log(o, "omemo-publish-failed", "node=%s op=%s condition=%s "
+		    "text=\"%s\" retry=next-publication", node, op, cond,
+		    text != NULL ? text : "");
+		return;
+	}
 	if (omemo_random(&r, sizeof(r)) == 0)
 		delay += (int64_t)(r % (uint32_t)(delay / 4 + 1));
 	o->pub_gen++;
@@ -398,9 +410,13 @@ publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload,
 {
 	xmpp_stanza_t *iq, *ps, *pub, *item, *optel;
 	struct omemo_iq *q;
+	bool many = strcmp(node, MW_OMEMO2_NODE_BUNDLES) == 0;
+	char item_id[16] = "current";
 
 	if (o->send_fn == NULL)
 		return MW_OMEMO_E_OFFLINE;
+	if (many)	/* OMEMO 2: one item per device, named by its id */
+		(void)snprintf(item_id, sizeof(item_id), "%u", o->device_id);
 	if ((q = iq_new(IQ_PUBLISH, publish_cb, NULL, node)) == NULL)
 		return MW_OMEMO_E_NOMEM;
 	q->configured = configured;
@@ -421,13 +437,13 @@ publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload,
 		goto fail;
 	if ((item = omemo_new_elem(o->xctx, "item", NULL)) == NULL ||
 	    omemo_adopt(pub, item) != 0 ||
-	    xmpp_stanza_set_attribute(item, "id", "current") != XMPP_EOK ||
+	    xmpp_stanza_set_attribute(item, "id", item_id) != XMPP_EOK ||
 	    omemo_adopt(item, xmpp_stanza_copy(payload)) != 0)
 		goto fail;
 	if ((optel = omemo_new_elem(o->xctx, "publish-options", NULL)) == NULL ||
 	    omemo_adopt(ps, optel) != 0 ||
 	    omemo_adopt(optel, data_form(o,
-	    NS_PUBSUB "#publish-options", q->opts)) != 0)
+	    NS_PUBSUB "#publish-options", q->opts, many)) != 0)
 		goto fail;
 	return iq_send(o, iq, q);
 fail:
@@ -476,7 +492,7 @@ configure(struct mw_omemo *o, struct omemo_iq *from)
 	    omemo_adopt(ps, cfg) != 0 ||
 	    xmpp_stanza_set_attribute(cfg, "node", from->node) != XMPP_EOK ||
 	    omemo_adopt(cfg, data_form(o, NS_PUBSUB "#node_config",
-	    q->opts)) != 0) {
+	    q->opts, strcmp(from->node, MW_OMEMO2_NODE_BUNDLES) == 0)) != 0) {
 		xmpp_stanza_release(iq);
 		iq_free(q);
 		return MW_OMEMO_E_NOMEM;
@@ -486,6 +502,8 @@ configure(struct mw_omemo *o, struct omemo_iq *from)
 
 static int fetch_own_list(struct mw_omemo *o, unsigned gen);
 static int verify_start(struct mw_omemo *o, unsigned gen);
+static int fetch_items(struct mw_omemo *o, const char *to, const char *node,
+    struct omemo_iq *q);
 
 static void
 publish_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
@@ -574,7 +592,34 @@ omemo_pep_bundle_changed(struct mw_omemo *o)
 	}
 	o->bundle_publish_pending = false;
 	o->last_bundle_publish_ms = now;
+	(void)omemo2_pep_publish_bundle(o);	/* failures are logged */
 	return publish_bundle(o, false, false, 0);
+}
+
+/* pep2.c's doors: a publication outside the start-up chain (a failure is
+ * logged, see pub_fail), and a fetch of node's items. */
+int
+omemo_pep_publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload)
+{
+	return publish(o, node, payload, OPTS_FULL, false, false, false, 0);
+}
+
+static void
+ext_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply, int err)
+{
+	q->ext(o, reply, err);
+}
+
+int
+omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
+    omemo_pep_cb cb)
+{
+	struct omemo_iq *q = iq_new(IQ_FETCH_LIST, ext_cb, to, node);
+
+	if (q == NULL)
+		return MW_OMEMO_E_NOMEM;
+	q->ext = cb;
+	return fetch_items(o, to, node, q);
 }
 
 /* Publishes ids (this device added) as the own device list; the
@@ -794,6 +839,7 @@ chain_start(struct mw_omemo *o)
 {
 	o->pub_gen++;
 	o->pub_state = OMEMO_PUB_RUNNING;
+	(void)omemo2_pep_start(o);	/* OMEMO 2 beside, failures logged */
 	return publish_bundle(o, true, true, o->pub_gen);
 }
 
@@ -913,7 +959,7 @@ fetch_bundles_for(struct mw_omemo *o, struct omemo_send *op, const char *jid)
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		struct omemo_iq *q;
 
-		if (omemo_has_session(o, jid, ids[i]))
+		if (omemo_has_session(o, OMEMO_V_LEGACY, jid, ids[i]))
 			continue;
 		if (op->refresh_only && !op->all_bundles &&
 		    omemo_device_key(o, jid, ids[i], key) == 0)
@@ -1091,8 +1137,11 @@ handle_event(struct mw_omemo *o, xmpp_stanza_t *st)
 	if ((ev = xmpp_stanza_get_child_by_name_and_ns(st, "event",
 	    NS_PUBSUB_EVENT)) == NULL ||
 	    (items = xmpp_stanza_get_child_by_name(ev, "items")) == NULL ||
-	    (node = xmpp_stanza_get_attribute(items, "node")) == NULL ||
-	    strcmp(node, MW_OMEMO_NODE_DEVICELIST) != 0)
+	    (node = xmpp_stanza_get_attribute(items, "node")) == NULL)
+		return 0;
+	if (strcmp(node, MW_OMEMO2_NODE_DEVICES) == 0)
+		return omemo2_pep_event(o, from, items);	/* pep2.c */
+	if (strcmp(node, MW_OMEMO_NODE_DEVICELIST) != 0)
 		return 0;
 	if (from == NULL)
 		bare = xmpp_jid_bare(o->xctx, o->jid);

@@ -1,14 +1,16 @@
 /*
  * store.c: the SQLite side of OMEMO.  Versioned schema of the omemo_*
  * tables, the transaction helpers that make every state change atomic, and
- * the four libomemo-c stores (the libsignal-protocol-c API: session,
- * prekey, signed prekey, identity) backed by those tables.
+ * the prekey, signed prekey and identity stores of libomemo-c (the
+ * libsignal-protocol-c API) backed by those tables.
  *
  * libomemo-c hands the session store no protocol version (its
  * load_session_func has none), so omemo_sessions holds legacy (version 3)
- * sessions only; OMEMO 2 (version 4) sessions will need their own rows or
- * store (issue 12).  test_omemo_upgrade.c checks that what this build
- * writes back stays version 3.
+ * sessions only and omemo_sessions_v4 the OMEMO 2 ones (schema step 2); the
+ * session store callbacks live in session_store.c, the identity store and
+ * the device/trust rows in identity_store.c.  test_omemo_upgrade.c
+ * checks that a version-1 database migrates and what this build writes back
+ * to omemo_sessions stays version 3.
  *
  * Schema versioning: the shared table mw_schema(component, version) holds
  * one row per component ("omemo" here); each component migrates its own
@@ -22,11 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "omemo/omemo_int.h"
-
-#define OMEMO_SG_EDB (SG_ERR_MINIMUM - 1)
 
 static const char *const migrations[] = {
 	/* 1 */
@@ -57,6 +55,20 @@ static const char *const migrations[] = {
 	"  updated INTEGER NOT NULL,"
 	"  PRIMARY KEY (jid, identity_key));"
 	"CREATE TABLE omemo_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+	/* 2: OMEMO 2 (version-4) sessions, apart from the legacy ones in
+	 * omemo_sessions, which keeps its shape and rows */
+	"CREATE TABLE omemo_sessions_v4("
+	"  jid TEXT NOT NULL, device_id INTEGER NOT NULL,"
+	"  record BLOB NOT NULL, user_record BLOB, updated INTEGER NOT NULL,"
+	"  PRIMARY KEY (jid, device_id));"
+	/* ... and whether the device is in its owner's last OMEMO 2 device
+	 * list (active: the legacy list); the identity pin and trust rows
+	 * stay one per device and key, shared by both versions */
+	"ALTER TABLE omemo_devices ADD COLUMN active4 INTEGER NOT NULL "
+	"DEFAULT 0;"
+	/* the version the device last wrote in: the one it is answered in */
+	"ALTER TABLE omemo_devices ADD COLUMN reply_version INTEGER NOT NULL "
+	"DEFAULT 3 CHECK (reply_version IN (3, 4));",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -157,15 +169,15 @@ omemo_rollback(struct mw_omemo *o)
 /*
  * Prepared-statement cache.  Every statement here is a string literal, so
  * its address is the key: the first call prepares it (persistent), later
- * calls reuse it, and unprep() resets it (releasing every lock and clearing
+ * calls reuse it, and omemo_unprep() resets it (releasing every lock and clearing
  * the bindings) instead of finalizing.  A statement still in use when its
  * SQL is asked for again, or one beyond the cache's slots, is prepared and
  * finalized as before.  Parsing SQL was 16 % of the OMEMO layer's CPU
  * (make bench, omemo_bench :memory: profile).  mw_omemo_close() finalizes
  * the cache before the caller closes the database.
  */
-static int
-prep(struct mw_omemo *o, sqlite3_stmt **st, const char *sql)
+int
+omemo_prep(struct mw_omemo *o, sqlite3_stmt **st, const char *sql)
 {
 	struct omemo_stmt *free_slot = NULL;
 
@@ -194,9 +206,9 @@ prep(struct mw_omemo *o, sqlite3_stmt **st, const char *sql)
 	return sqlite3_prepare_v2(o->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-/* The end of a statement from prep(): reset if cached, else finalized. */
-static void
-unprep(struct mw_omemo *o, sqlite3_stmt *st)
+/* The end of a statement from omemo_prep(): reset if cached, else finalized. */
+void
+omemo_unprep(struct mw_omemo *o, sqlite3_stmt *st)
 {
 	for (size_t i = 0; i < OMEMO_STMT_CACHE; i++) {
 		struct omemo_stmt *c = &o->stmts[i];
@@ -222,8 +234,8 @@ omemo_stmt_cache_free(struct mw_omemo *o)
 	}
 }
 
-static int
-bind_addr(sqlite3_stmt *st, const signal_protocol_address *a)
+int
+omemo_bind_addr(sqlite3_stmt *st, const signal_protocol_address *a)
 {
 	if (sqlite3_bind_text(st, 1, a->name, (int)a->name_len,
 	    SQLITE_TRANSIENT) != SQLITE_OK ||
@@ -233,12 +245,12 @@ bind_addr(sqlite3_stmt *st, const signal_protocol_address *a)
 }
 
 /* Runs a statement that returns no rows. */
-static int
-step_done(struct mw_omemo *o, sqlite3_stmt *st)
+int
+omemo_step_done(struct mw_omemo *o, sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
 
-	unprep(o, st);
+	omemo_unprep(o, st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -248,16 +260,16 @@ omemo_meta_get(struct mw_omemo *o, const char *key, int64_t *v)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prep(o, &st, "SELECT value FROM omemo_meta WHERE key = ?") != 0)
+	if (omemo_prep(o, &st, "SELECT value FROM omemo_meta WHERE key = ?") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*v = sqlite3_column_int64(st, 0);
-	unprep(o, st);
+	omemo_unprep(o, st);
 	if (rc == SQLITE_ROW)
 		return 0;
 	return rc == SQLITE_DONE ? MW_OMEMO_E_NOT_FOUND : MW_OMEMO_E_DB;
@@ -268,20 +280,20 @@ omemo_meta_set(struct mw_omemo *o, const char *key, int64_t v)
 {
 	sqlite3_stmt *st;
 
-	if (prep(o, &st, "INSERT INTO omemo_meta(key, value) VALUES (?, ?) "
+	if (omemo_prep(o, &st, "INSERT INTO omemo_meta(key, value) VALUES (?, ?) "
 	    "ON CONFLICT(key) DO UPDATE SET value = excluded.value") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 2, v) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
-	return step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
+	return omemo_step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
 }
 
 /* Loads one BLOB column into a fresh signal_buffer: 1 found, 0 not, <0. */
-static int
-load_blob(sqlite3_stmt *st, int col, signal_buffer **out)
+int
+omemo_load_blob(sqlite3_stmt *st, int col, signal_buffer **out)
 {
 	int rc = sqlite3_step(st);
 
@@ -298,139 +310,6 @@ load_blob(sqlite3_stmt *st, int col, signal_buffer **out)
 	return *out != NULL ? 1 : SG_ERR_NOMEM;
 }
 
-/* ---- session store ---- */
-
-static int
-s_load(signal_buffer **record, signal_buffer **user_record,
-    const signal_protocol_address *a, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	int rc;
-
-	if (prep(o, &st, "SELECT record FROM omemo_sessions WHERE jid = ? AND "
-	    "device_id = ?") != 0)
-		return OMEMO_SG_EDB;
-	rc = bind_addr(st, a) == 0 ? load_blob(st, 0, record) : OMEMO_SG_EDB;
-	unprep(o, st);
-	return rc;
-}
-
-static int
-s_sub_devices(signal_int_list **sessions, const char *name, size_t name_len,
-    void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	signal_int_list *l;
-	int rc, n = 0;
-
-	if ((l = signal_int_list_alloc()) == NULL)
-		return SG_ERR_NOMEM;
-	if (prep(o, &st, "SELECT device_id FROM omemo_sessions WHERE jid = ?") != 0 ||
-	    sqlite3_bind_text(st, 1, name, (int)name_len, SQLITE_TRANSIENT) !=
-	    SQLITE_OK) {
-		signal_int_list_free(l);
-		return OMEMO_SG_EDB;
-	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (signal_int_list_push_back(l, sqlite3_column_int(st, 0)) < 0) {
-			rc = SQLITE_NOMEM;
-			break;
-		}
-		n++;
-	}
-	unprep(o, st);
-	if (rc != SQLITE_DONE) {
-		signal_int_list_free(l);
-		return OMEMO_SG_EDB;
-	}
-	*sessions = l;
-	return n;
-}
-
-static int
-s_store(const signal_protocol_address *a, uint8_t *record, size_t record_len,
-    uint8_t *user_record, size_t user_record_len, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-
-	if (!o->txn)
-		return OMEMO_SG_EDB;	/* every write happens inside our txn */
-	if (prep(o, &st, "INSERT INTO omemo_sessions(jid, device_id, record, "
-	    "user_record, updated) VALUES (?, ?, ?, ?, ?) ON CONFLICT(jid, "
-	    "device_id) DO UPDATE SET record = excluded.record, user_record = "
-	    "excluded.user_record, updated = excluded.updated") != 0)
-		return OMEMO_SG_EDB;
-	if (bind_addr(st, a) != 0 ||
-	    sqlite3_bind_blob(st, 3, record, (int)record_len, SQLITE_STATIC) !=
-	    SQLITE_OK ||
-	    (user_record != NULL ? sqlite3_bind_blob(st, 4, user_record,
-	    (int)user_record_len, SQLITE_STATIC) : sqlite3_bind_null(st, 4)) !=
-	    SQLITE_OK ||
-	    sqlite3_bind_int64(st, 5, omemo_now()) != SQLITE_OK) {
-		unprep(o, st);
-		return OMEMO_SG_EDB;
-	}
-	return step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
-}
-
-static int
-s_contains(const signal_protocol_address *a, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	int rc;
-
-	if (prep(o, &st, "SELECT 1 FROM omemo_sessions WHERE jid = ? AND "
-	    "device_id = ?") != 0)
-		return 0;
-	rc = bind_addr(st, a) == 0 ? sqlite3_step(st) : SQLITE_ERROR;
-	unprep(o, st);
-	return rc == SQLITE_ROW ? 1 : 0;
-}
-
-static int
-s_delete(const signal_protocol_address *a, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-
-	if (!o->txn)
-		return OMEMO_SG_EDB;
-	if (prep(o, &st, "DELETE FROM omemo_sessions WHERE jid = ? AND "
-	    "device_id = ?") != 0)
-		return OMEMO_SG_EDB;
-	if (bind_addr(st, a) != 0) {
-		unprep(o, st);
-		return OMEMO_SG_EDB;
-	}
-	if (step_done(o, st) != 0)
-		return OMEMO_SG_EDB;
-	return sqlite3_changes(o->db) > 0 ? 1 : 0;
-}
-
-static int
-s_delete_all(const char *name, size_t name_len, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-
-	if (!o->txn)
-		return OMEMO_SG_EDB;
-	if (prep(o, &st, "DELETE FROM omemo_sessions WHERE jid = ?") != 0)
-		return OMEMO_SG_EDB;
-	if (sqlite3_bind_text(st, 1, name, (int)name_len, SQLITE_TRANSIENT) !=
-	    SQLITE_OK) {
-		unprep(o, st);
-		return OMEMO_SG_EDB;
-	}
-	if (step_done(o, st) != 0)
-		return OMEMO_SG_EDB;
-	return sqlite3_changes(o->db);
-}
-
 /* ---- prekey and signed prekey stores (same shape, two tables) ---- */
 
 static int
@@ -440,14 +319,14 @@ k_load(struct mw_omemo *o, const char *sql, signal_buffer **record,
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return OMEMO_SG_EDB;
 	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return OMEMO_SG_EDB;
 	}
-	rc = load_blob(st, 0, record);
-	unprep(o, st);
+	rc = omemo_load_blob(st, 0, record);
+	omemo_unprep(o, st);
 	if (rc == 0)
 		return SG_ERR_INVALID_KEY_ID;
 	return rc < 0 ? rc : SG_SUCCESS;
@@ -461,16 +340,16 @@ k_store(struct mw_omemo *o, const char *sql, uint32_t id, uint8_t *record,
 
 	if (!o->txn)
 		return OMEMO_SG_EDB;
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return OMEMO_SG_EDB;
 	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK ||
 	    sqlite3_bind_blob(st, 2, record, (int)len, SQLITE_STATIC) !=
 	    SQLITE_OK ||
 	    sqlite3_bind_int64(st, 3, omemo_now()) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return OMEMO_SG_EDB;
 	}
-	return step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
+	return omemo_step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
 }
 
 static int
@@ -479,11 +358,11 @@ k_contains(struct mw_omemo *o, const char *sql, uint32_t id)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return 0;
 	rc = sqlite3_bind_int64(st, 1, id) == SQLITE_OK ? sqlite3_step(st) :
 	    SQLITE_ERROR;
-	unprep(o, st);
+	omemo_unprep(o, st);
 	return rc == SQLITE_ROW ? 1 : 0;
 }
 
@@ -494,13 +373,13 @@ k_remove(struct mw_omemo *o, const char *sql, uint32_t id)
 
 	if (!o->txn)
 		return OMEMO_SG_EDB;
-	if (prep(o, &st, sql) != 0)
+	if (omemo_prep(o, &st, sql) != 0)
 		return OMEMO_SG_EDB;
 	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK) {
-		unprep(o, st);
+		omemo_unprep(o, st);
 		return OMEMO_SG_EDB;
 	}
-	return step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
+	return omemo_step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
 }
 
 static int
@@ -571,359 +450,15 @@ spk_remove(uint32_t id, void *u)
 	return k_remove(u, "DELETE FROM omemo_signed_prekeys WHERE id = ?", id);
 }
 
-/* ---- identity store ---- */
-
-static int
-id_keypair(signal_buffer **pub, signal_buffer **priv, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	signal_buffer *raw = NULL;
-	ratchet_identity_key_pair *kp = NULL;
-	int rc;
-
-	if (prep(o, &st, "SELECT keypair FROM omemo_identity WHERE id = 1") != 0)
-		return OMEMO_SG_EDB;
-	rc = load_blob(st, 0, &raw);
-	unprep(o, st);
-	if (rc <= 0)
-		return rc < 0 ? rc : OMEMO_SG_EDB;
-	rc = ratchet_identity_key_pair_deserialize(&kp,
-	    signal_buffer_data(raw), signal_buffer_len(raw), o->sg);
-	signal_buffer_bzero_free(raw);
-	if (rc < 0)
-		return rc;
-	rc = ec_public_key_serialize(pub,
-	    ratchet_identity_key_pair_get_public(kp));
-	if (rc >= 0) {
-		rc = ec_private_key_serialize(priv,
-		    ratchet_identity_key_pair_get_private(kp));
-		if (rc < 0)
-			signal_buffer_free(*pub);
-	}
-	SIGNAL_UNREF(kp);
-	return rc < 0 ? rc : 0;
-}
-
-/* OMEMO bundles carry no registration id; the device id stands in. */
-static int
-id_regid(void *u, uint32_t *regid)
-{
-	struct mw_omemo *o = u;
-
-	*regid = o->device_id;
-	return 0;
-}
-
-int
-omemo_key_trust(struct mw_omemo *o, const char *jid, const uint8_t *key,
-    size_t keylen, enum mw_omemo_trust *t)
-{
-	sqlite3_stmt *st;
-	int rc;
-
-	*t = MW_OMEMO_TRUST_UNDECIDED;
-	if (prep(o, &st, "SELECT trust FROM omemo_trust WHERE jid = ? AND "
-	    "identity_key = ?") != 0)
-		return MW_OMEMO_E_DB;
-	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_bind_blob(st, 2, key, (int)keylen, SQLITE_TRANSIENT) !=
-	    SQLITE_OK) {
-		unprep(o, st);
-		return MW_OMEMO_E_DB;
-	}
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		int v = sqlite3_column_int(st, 0);
-
-		if (v == MW_OMEMO_TRUST_VERIFIED || v == MW_OMEMO_TRUST_REVOKED)
-			*t = (enum mw_omemo_trust)v;
-	}
-	unprep(o, st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : MW_OMEMO_E_DB;
-}
-
-int
-omemo_device_key(struct mw_omemo *o, const char *jid, uint32_t dev,
-    uint8_t key[33])
-{
-	sqlite3_stmt *st;
-	int rc, ret = MW_OMEMO_E_NOT_FOUND;
-
-	if (prep(o, &st, "SELECT identity_key FROM omemo_devices WHERE "
-	    "jid = ? AND device_id = ?") != 0)
-		return MW_OMEMO_E_DB;
-	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 2, dev) != SQLITE_OK) {
-		unprep(o, st);
-		return MW_OMEMO_E_DB;
-	}
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 33) {
-		memcpy(key, sqlite3_column_blob(st, 0), 33);
-		ret = 0;
-	} else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		ret = MW_OMEMO_E_DB;
-	unprep(o, st);
-	return ret;
-}
-
 /*
- * Trust decision libsignal asks for before building or extending a session:
- * a revoked key never; a device's first key yes (pinned by save_identity);
- * its pinned key yes; a different key only when the owner verified it.
+ * Two store contexts share the prekey, signed prekey and identity stores
+ * (one identity, one prekey pool): o->store keeps legacy sessions, o->store4
+ * OMEMO 2 ones (session_store.c), because libomemo-c's session callbacks
+ * are told no version.
  */
-static int
-id_is_trusted(const signal_protocol_address *a, uint8_t *key, size_t len,
-    void *u)
-{
-	struct mw_omemo *o = u;
-	char *jid;
-	uint8_t pinned[33];
-	enum mw_omemo_trust t;
-	int rc, ret = 0;
-
-	if (len != 33 || (jid = strndup(a->name, a->name_len)) == NULL)
-		return len != 33 ? 0 : SG_ERR_NOMEM;
-	if (omemo_key_trust(o, jid, key, len, &t) != 0) {
-		ret = OMEMO_SG_EDB;
-		goto out;
-	}
-	if (t == MW_OMEMO_TRUST_REVOKED)
-		goto out;
-	rc = omemo_device_key(o, jid, (uint32_t)a->device_id, pinned);
-	if (rc == MW_OMEMO_E_NOT_FOUND)
-		ret = 1;
-	else if (rc != 0)
-		ret = OMEMO_SG_EDB;
-	else if (CRYPTO_memcmp(pinned, key, 33) == 0)
-		ret = 1;
-	else
-		ret = t == MW_OMEMO_TRUST_VERIFIED ? 1 : 0;
-out:
-	free(jid);
-	return ret;
-}
-
-int
-omemo_device_upsert(struct mw_omemo *o, const char *jid, uint32_t dev,
-    int active)
-{
-	sqlite3_stmt *st;
-	int64_t now = omemo_now();
-
-	/* active < 0: leave the flag as it is (a new row starts inactive) */
-	if (prep(o, &st, "INSERT INTO omemo_devices(jid, device_id, active, "
-	    "first_seen, last_seen) VALUES (?1, ?2, max(?3, 0), ?4, ?4) "
-	    "ON CONFLICT(jid, device_id) DO UPDATE SET active = CASE WHEN "
-	    "?3 < 0 THEN active ELSE ?3 END, last_seen = ?4") != 0)
-		return MW_OMEMO_E_DB;
-	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 2, dev) != SQLITE_OK ||
-	    sqlite3_bind_int(st, 3, active) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 4, now) != SQLITE_OK) {
-		unprep(o, st);
-		return MW_OMEMO_E_DB;
-	}
-	return step_done(o, st) == 0 ? 0 : MW_OMEMO_E_DB;
-}
-
-/* 1 when `exists_sql` (bound to jid, then blob/int) finds a row, else the
- * count of `count_sql` rows for jid; -1 on a database error. */
-static int64_t
-cap_count(struct mw_omemo *o, const char *jid, const char *exists_sql,
-    const char *count_sql, const uint8_t *key, size_t keylen, uint32_t dev)
-{
-	sqlite3_stmt *st;
-	int rc;
-	int64_t n;
-
-	if (prep(o, &st, exists_sql) != 0)
-		return -1;
-	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    (key != NULL ? sqlite3_bind_blob(st, 2, key, (int)keylen,
-	    SQLITE_TRANSIENT) : sqlite3_bind_int64(st, 2, dev)) != SQLITE_OK) {
-		unprep(o, st);
-		return -1;
-	}
-	rc = sqlite3_step(st);
-	unprep(o, st);
-	if (rc == SQLITE_ROW)
-		return 0;	/* already stored: no new row, no cap */
-	if (rc != SQLITE_DONE)
-		return -1;
-	if (prep(o, &st, count_sql) != 0)
-		return -1;
-	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_ROW) {
-		unprep(o, st);
-		return -1;
-	}
-	n = sqlite3_column_int64(st, 0);
-	unprep(o, st);
-	return n;
-}
-
-/*
- * The per-JID caps: a new device row beyond MW_OMEMO_MAX_DEVICES_PER_JID or
- * a new trust row beyond MW_OMEMO_MAX_KEYS_PER_JID is refused
- * (OMEMO_SG_ELIMIT), so no sender can grow the store without bound.
- */
-static int
-id_caps(struct mw_omemo *o, const char *jid, uint32_t dev, const uint8_t *key,
-    size_t len)
-{
-	int64_t n;
-
-	n = cap_count(o, jid, "SELECT 1 FROM omemo_devices WHERE jid = ? AND "
-	    "device_id = ?", "SELECT count(*) FROM omemo_devices WHERE jid = ?",
-	    NULL, 0, dev);
-	if (n < 0)
-		return OMEMO_SG_EDB;
-	if (n >= MW_OMEMO_MAX_DEVICES_PER_JID)
-		return OMEMO_SG_ELIMIT;
-	if (key == NULL)
-		return 0;
-	n = cap_count(o, jid, "SELECT 1 FROM omemo_trust WHERE jid = ? AND "
-	    "identity_key = ?", "SELECT count(*) FROM omemo_trust WHERE jid = ?",
-	    key, len, 0);
-	if (n < 0)
-		return OMEMO_SG_EDB;
-	if (n >= MW_OMEMO_MAX_KEYS_PER_JID)
-		return OMEMO_SG_ELIMIT;
-	return 0;
-}
-
-/* Pins address to key (re-pins after a verified change); the key's trust
- * row starts UNDECIDED.  Within the per-JID caps (id_caps). */
-static int
-id_save(const signal_protocol_address *a, uint8_t *key, size_t len, void *u)
-{
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	char *jid;
-	int ret = OMEMO_SG_EDB;
-
-	if (!o->txn)
-		return OMEMO_SG_EDB;
-	if ((jid = strndup(a->name, a->name_len)) == NULL)
-		return SG_ERR_NOMEM;
-	if ((ret = id_caps(o, jid, (uint32_t)a->device_id, key, len)) != 0)
-		goto out;
-	ret = OMEMO_SG_EDB;
-	/* a new device row is not in the last list seen until a list says so */
-	if (omemo_device_upsert(o, jid, (uint32_t)a->device_id, -1) != 0)
-		goto out;
-	if (prep(o, &st, "UPDATE omemo_devices SET identity_key = ? WHERE "
-	    "jid = ? AND device_id = ?") != 0)
-		goto out;
-	if ((key != NULL ? sqlite3_bind_blob(st, 1, key, (int)len,
-	    SQLITE_STATIC) : sqlite3_bind_null(st, 1)) != SQLITE_OK ||
-	    sqlite3_bind_text(st, 2, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 3, a->device_id) != SQLITE_OK) {
-		unprep(o, st);
-		goto out;
-	}
-	if (step_done(o, st) != 0)
-		goto out;
-	if (key != NULL) {
-		if (prep(o, &st, "INSERT OR IGNORE INTO omemo_trust(jid, "
-		    "identity_key, trust, updated) VALUES (?, ?, 0, ?)") != 0)
-			goto out;
-		if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
-		    sqlite3_bind_blob(st, 2, key, (int)len, SQLITE_STATIC) !=
-		    SQLITE_OK ||
-		    sqlite3_bind_int64(st, 3, omemo_now()) != SQLITE_OK) {
-			unprep(o, st);
-			goto out;
-		}
-		if (step_done(o, st) != 0)
-			goto out;
-	}
-	ret = 0;
-out:
-	free(jid);
-	return ret;
-}
-
-int
-omemo_has_session(struct mw_omemo *o, const char *jid, uint32_t dev)
-{
-	signal_protocol_address a = { jid, strlen(jid), (int32_t)dev };
-
-	return s_contains(&a, o);
-}
-
-int
-omemo_trusted_devices(struct mw_omemo *o, const char *jid, uint32_t **ids,
-    size_t *n, bool with_session, bool need_verified, const uint32_t *named,
-    size_t nnamed)
-{
-	sqlite3_stmt *st;
-	uint32_t *v = NULL, *nv;
-	size_t cnt = 0;
-	int rc;
-
-	*ids = NULL;
-	*n = 0;
-	if (prep(o, &st, "SELECT d.device_id, t.trust, d.active FROM omemo_devices d "
-	    "LEFT JOIN omemo_trust t ON t.jid = d.jid AND t.identity_key = "
-	    "d.identity_key WHERE d.jid = ? ORDER BY d.device_id") != 0)
-		return MW_OMEMO_E_DB;
-	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_TRANSIENT) != SQLITE_OK) {
-		unprep(o, st);
-		return MW_OMEMO_E_DB;
-	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		uint32_t dev = (uint32_t)sqlite3_column_int64(st, 0);
-		int t = sqlite3_column_type(st, 1) == SQLITE_NULL ? -1 :
-		    sqlite3_column_int(st, 1);
-		bool is_named = false;
-
-		for (size_t i = 0; i < nnamed; i++)
-			if (named[i] == dev)
-				is_named = true;
-		/* in the last device list, or explicitly asked for */
-		if (sqlite3_column_int(st, 2) != 1 && !is_named)
-			continue;
-
-		if (need_verified && t != MW_OMEMO_TRUST_VERIFIED)
-			continue;
-		if (!need_verified && t == MW_OMEMO_TRUST_REVOKED)
-			continue;
-		if (strcmp(jid, o->jid) == 0 && dev == o->device_id)
-			continue;
-		if (with_session && !omemo_has_session(o, jid, dev))
-			continue;
-		if ((nv = reallocarray(v, cnt + 1, sizeof(*v))) == NULL) {
-			rc = SQLITE_NOMEM;
-			break;
-		}
-		v = nv;
-		v[cnt++] = dev;
-	}
-	unprep(o, st);
-	if (rc != SQLITE_DONE) {
-		free(v);
-		return MW_OMEMO_E_DB;
-	}
-	*ids = v;
-	*n = cnt;
-	return 0;
-}
-
 int
 omemo_store_register(struct mw_omemo *o)
 {
-	signal_protocol_session_store ss = {
-		.load_session_func = s_load,
-		.get_sub_device_sessions_func = s_sub_devices,
-		.store_session_func = s_store,
-		.contains_session_func = s_contains,
-		.delete_session_func = s_delete,
-		.delete_all_sessions_func = s_delete_all,
-		.user_data = o,
-	};
 	signal_protocol_pre_key_store pk = {
 		.load_pre_key = pk_load,
 		.store_pre_key = pk_store,
@@ -938,20 +473,26 @@ omemo_store_register(struct mw_omemo *o)
 		.remove_signed_pre_key = spk_remove,
 		.user_data = o,
 	};
-	signal_protocol_identity_key_store ik = {
-		.get_identity_key_pair = id_keypair,
-		.get_local_registration_id = id_regid,
-		.save_identity = id_save,
-		.is_trusted_identity = id_is_trusted,
-		.user_data = o,
-	};
+	signal_protocol_identity_key_store ik;
+	signal_protocol_store_context **sc[2] = { &o->store, &o->store4 };
+	const uint32_t version[2] = { OMEMO_V_LEGACY, OMEMO_V2 };
 
-	if (signal_protocol_store_context_create(&o->store, o->sg) != 0 ||
-	    signal_protocol_store_context_set_session_store(o->store, &ss) != 0 ||
-	    signal_protocol_store_context_set_pre_key_store(o->store, &pk) != 0 ||
-	    signal_protocol_store_context_set_signed_pre_key_store(o->store,
-	    &spk) != 0 ||
-	    signal_protocol_store_context_set_identity_key_store(o->store, &ik) != 0)
-		return MW_OMEMO_E_NOMEM;
+	omemo_identity_store(o, &ik);
+
+	for (int i = 0; i < 2; i++) {
+		signal_protocol_session_store ss;
+
+		omemo_session_store(o, version[i], &ss);
+		if (signal_protocol_store_context_create(sc[i], o->sg) != 0 ||
+		    signal_protocol_store_context_set_session_store(*sc[i],
+		    &ss) != 0 ||
+		    signal_protocol_store_context_set_pre_key_store(*sc[i],
+		    &pk) != 0 ||
+		    signal_protocol_store_context_set_signed_pre_key_store(*sc[i],
+		    &spk) != 0 ||
+		    signal_protocol_store_context_set_identity_key_store(*sc[i],
+		    &ik) != 0)
+			return MW_OMEMO_E_NOMEM;
+	}
 	return 0;
 }

@@ -16,7 +16,8 @@ Fixtures:
                 domain); its logs are copied to tmp_path when it stops.
   ejabberd_cluster  two such nodes joined into one cluster (join_cluster);
                 the interface of node 0, .nodes[i] for each node.
-  omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind")
+  omemo_peers   factory: omemo_peers("alice", password="pw", trust="blind",
+                omemo="legacy"|"2")
                 registers the account and returns a ready OmemoPeer; all are
                 closed after the test.
   moonwire_bin  path of the moonwire binary: $MOONWIRE, else build/moonwire
@@ -155,11 +156,12 @@ def ejabberd_cluster(request, tmp_path):
 def omemo_peers(request, prosody, tmp_path):
     peers = []
 
-    def make(user, password="pw", trust="blind", register=True, ready_timeout=30.0):
+    def make(user, password="pw", trust="blind", register=True, ready_timeout=30.0,
+             omemo="legacy"):
         if register:
             prosody.register(user, password)
         p = OmemoPeer(prosody, user, password, tmp_path / ("peer-" + user), trust=trust,
-                      start=False)
+                      start=False, omemo=omemo)
         peers.append(p)
         p.start()
         p.wait_ready(ready_timeout)

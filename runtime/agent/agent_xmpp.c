@@ -274,7 +274,10 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 		return 1;
 	if (from == NULL)
 		return 1;
-	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) != NULL) {
+	/* legacy OMEMO or OMEMO 2: mw_omemo_decrypt takes either, and the
+	 * answer goes out in the version the device wrote in */
+	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) != NULL ||
+	    xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO2_NS) != NULL) {
 		if ((bare = xmpp_jid_bare(a->x, from)) == NULL)
 			return 1;
 		/* a JID no policy line names can never run anything: not even
@@ -313,7 +316,8 @@ on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	    xmpp_stanza_get_attribute(q, "node") == NULL) {
 		static const char *const features[] = {
 			"http://jabber.org/protocol/disco#info", "urn:xmpp:ping",
-			MW_OMEMO_NODE_DEVICELIST, MW_OMEMO_DEVICELIST_NOTIFY, NULL
+			MW_OMEMO_NODE_DEVICELIST, MW_OMEMO_DEVICELIST_NOTIFY,
+			MW_OMEMO2_NODE_DEVICES, MW_OMEMO2_NODE_DEVICES "+notify", NULL
 		};
 		if ((reply = xmpp_stanza_reply(st)) != NULL &&
 		    (q = xmpp_stanza_new(a->x)) != NULL) {

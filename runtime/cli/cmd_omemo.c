@@ -123,7 +123,7 @@ int
 mw_cmd_fingerprint(int argc, char **argv)
 {
 	struct omemo_cli c;
-	char fp[MW_OMEMO_FP_HEXLEN + 1], g[72];
+	char fp[MW_OMEMO_FP_HEXLEN + 1], ed[MW_OMEMO_FP_HEXLEN + 1], g[72];
 	int i, rc;
 
 	if ((i = cli_open(&c, argc, argv, true)) < 0 || i != argc) {
@@ -141,6 +141,11 @@ mw_cmd_fingerprint(int argc, char **argv)
 	mw_omemo_fp_group(fp, '-', g);
 	printf("jid: %s\ndevice: %u\nfingerprint: %s\n", mw_omemo_jid(c.o),
 	    mw_omemo_device_id(c.o), g);
+	/* the same key as OMEMO 2 clients show it (spec/omemo.md) */
+	if (mw_omemo_fp_ed25519(fp, ed) == 0) {
+		mw_omemo_fp_group(ed, '-', g);
+		printf("fingerprint-ed25519: %s\n", g);
+	}
 	cli_close(&c);
 	return MW_EXIT_OK;
 }
@@ -213,8 +218,9 @@ set_trust(int argc, char **argv, const char *cmd, bool trust)
 {
 	struct omemo_cli c;
 	struct mw_omemo_device *d = NULL;
-	char fp[MW_OMEMO_FP_HEXLEN + 1], g[72];
+	char in[MW_OMEMO_FP_HEXLEN + 1], fp[MW_OMEMO_FP_HEXLEN + 1], g[72];
 	size_t n = 0, matches = 0;
+	bool seen;
 	int i, rc;
 
 	if ((i = cli_open(&c, argc, argv, false)) < 0 || argc - i != 2) {
@@ -228,7 +234,10 @@ set_trust(int argc, char **argv, const char *cmd, bool trust)
 		cli_close(&c);
 		return MW_EXIT_USAGE;
 	}
-	if ((rc = mw_omemo_fp_parse(argv[i + 1], fp)) != 0 ||
+	/* either rendering (Curve25519 or an OMEMO 2 client's Ed25519):
+	 * shown below as the Curve25519 key it names */
+	if ((rc = mw_omemo_fp_parse(argv[i + 1], in)) != 0 ||
+	    (rc = mw_omemo_fp_resolve(c.o, argv[i], in, fp, &seen)) != 0 ||
 	    (rc = trust ? mw_omemo_trust(c.o, argv[i], fp) :
 	    mw_omemo_distrust(c.o, argv[i], fp)) != 0) {
 		fprintf(stderr, "moonwire: %s: %s\n", cmd, mw_omemo_strerror(rc));

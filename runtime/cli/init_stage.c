@@ -479,8 +479,13 @@ init_identity_and_commit(struct init_run *r, const char *jid, const char *db, ui
 void
 init_print_identity(const char *jid, uint32_t device, const char *fp)
 {
-	char g[72];
+	char g[72], ed[MW_OMEMO_FP_HEXLEN + 1];
 
 	mw_omemo_fp_group(fp, '-', g);
 	printf("jid: %s\ndevice: %u\nfingerprint: %s\n", jid, device, g);
+	/* as `moonwire fingerprint` prints it: the OMEMO 2 rendering too */
+	if (mw_omemo_fp_ed25519(fp, ed) == 0) {
+		mw_omemo_fp_group(ed, '-', g);
+		printf("fingerprint-ed25519: %s\n", g);
+	}
 }

@@ -58,6 +58,10 @@ struct ep {
 
 static xmpp_ctx_t *X;
 static double time_cap_s = 8.0;
+/* OMEMO 2 (urn:xmpp:omemo:2, version-4 sessions, SCE envelope) instead of
+ * legacy OMEMO: bundles, device lists and encryption of that version, and
+ * every benchmark name prefixed "omemo2_" */
+static bool omemo2;
 
 static void
 die(const char *what, int rc)
@@ -105,9 +109,9 @@ report(const char *name, const char *store, uint64_t *ns, size_t n,
 		sum += ns[i];
 	p99 = (n * 99 + 99) / 100;	/* nearest rank */
 	median = n % 2 ? ns[n / 2] / 1000.0 : (ns[n / 2 - 1] + ns[n / 2]) / 2000.0;
-	printf("{\"bench\":\"%s\"%s%s%s,\"n\":%zu,\"median_us\":%.2f,"
+	printf("{\"bench\":\"%s%s\"%s%s%s,\"n\":%zu,\"median_us\":%.2f,"
 	    "\"p99_us\":%.2f,\"mean_us\":%.2f,\"min_us\":%.2f,\"max_us\":%.2f}\n",
-	    name, store ? ",\"store\":\"" : "", store ? store : "",
+	    omemo2 ? "omemo2_" : "", name, store ? ",\"store\":\"" : "", store ? store : "",
 	    store ? "\"" : "", n, median / per, ns[p99 - 1] / 1000.0 / per,
 	    (double)(sum / n / 1000.0L) / per, ns[0] / 1000.0 / per,
 	    ns[n - 1] / 1000.0 / per);
@@ -168,14 +172,35 @@ know(struct ep *a, struct ep *b)
 	char xml[256], fp[MW_OMEMO_FP_HEXLEN + 1];
 	xmpp_stanza_t *l;
 
-	snprintf(xml, sizeof(xml), "<list xmlns='%s'><device id='%u'/></list>",
-	    MW_OMEMO_NS, mw_omemo_device_id(b->o));
+	if (omemo2)
+		snprintf(xml, sizeof(xml), "<devices xmlns='%s'><device id='%u'/>"
+		    "</devices>", MW_OMEMO2_NS, mw_omemo_device_id(b->o));
+	else
+		snprintf(xml, sizeof(xml), "<list xmlns='%s'><device id='%u'/>"
+		    "</list>", MW_OMEMO_NS, mw_omemo_device_id(b->o));
 	if ((l = xmpp_stanza_new_from_string(X, xml)) == NULL)
 		die("device list", 0);
-	CHECK(mw_omemo_process_devicelist(a->o, b->jid, l), "process_devicelist");
+	CHECK(omemo2 ? mw_omemo2_process_devicelist(a->o, b->jid, l) :
+	    mw_omemo_process_devicelist(a->o, b->jid, l), "process_devicelist");
 	xmpp_stanza_release(l);
 	CHECK(mw_omemo_own_fingerprint(b->o, fp), "own_fingerprint");
 	CHECK(mw_omemo_trust(a->o, b->jid, fp), "trust");
+}
+
+static int
+get_bundle(struct ep *b, xmpp_stanza_t **bun)
+{
+	return omemo2 ? mw_omemo2_bundle_element(b->o, X, bun) :
+	    mw_omemo_bundle_element(b->o, X, bun);
+}
+
+static int
+take_bundle(struct ep *a, struct ep *b, xmpp_stanza_t *bun)
+{
+	uint32_t dev = mw_omemo_device_id(b->o);
+
+	return omemo2 ? mw_omemo2_process_bundle(a->o, b->jid, dev, bun) :
+	    mw_omemo_process_bundle(a->o, b->jid, dev, bun);
 }
 
 static void
@@ -183,9 +208,8 @@ build_session(struct ep *a, struct ep *b)
 {
 	xmpp_stanza_t *bun = NULL;
 
-	CHECK(mw_omemo_bundle_element(b->o, X, &bun), "bundle_element");
-	CHECK(mw_omemo_process_bundle(a->o, b->jid, mw_omemo_device_id(b->o),
-	    bun), "process_bundle");
+	CHECK(get_bundle(b, &bun), "bundle_element");
+	CHECK(take_bundle(a, b, bun), "process_bundle");
 	xmpp_stanza_release(bun);
 }
 
@@ -199,7 +223,8 @@ message(struct ep *from, struct ep *to, const uint8_t *pt, size_t len,
 	char full[80];
 	int rc;
 
-	CHECK(mw_omemo_encrypt(from->o, X, to->jid, NULL, 0, pt, len, &m),
+	CHECK(omemo2 ? mw_omemo2_encrypt(from->o, X, to->jid, NULL, 0, pt, len,
+	    &m) : mw_omemo_encrypt(from->o, X, to->jid, NULL, 0, pt, len, &m),
 	    "mw_omemo_encrypt");
 	snprintf(full, sizeof(full), "%s/bench", from->jid);
 	if (xmpp_stanza_set_from(m, full) != XMPP_EOK)
@@ -296,14 +321,13 @@ bench_first_contact(const char *store, const char *dir, const char *sync,
 	for (i = 0; i < n && budget(n, t0); i++) {
 		/* Outside the timing: forget both sessions, fetch B's bundle
 		 * (it changed: the last round consumed and replaced a prekey). */
-		CHECK(sqlite3_exec(a.db, "DELETE FROM omemo_sessions", NULL, NULL,
-		    NULL), "delete sessions");
-		CHECK(sqlite3_exec(b.db, "DELETE FROM omemo_sessions", NULL, NULL,
-		    NULL), "delete sessions");
-		CHECK(mw_omemo_bundle_element(b.o, X, &bun), "bundle_element");
+		CHECK(sqlite3_exec(a.db, "DELETE FROM omemo_sessions; DELETE FROM "
+		    "omemo_sessions_v4", NULL, NULL, NULL), "delete sessions");
+		CHECK(sqlite3_exec(b.db, "DELETE FROM omemo_sessions; DELETE FROM "
+		    "omemo_sessions_v4", NULL, NULL, NULL), "delete sessions");
+		CHECK(get_bundle(&b, &bun), "bundle_element");
 		t = now_ns();
-		CHECK(mw_omemo_process_bundle(a.o, b.jid, mw_omemo_device_id(b.o),
-		    bun), "process_bundle");
+		CHECK(take_bundle(&a, &b, bun), "process_bundle");
 		message(&a, &b, pt, len, true);
 		ns[i] = now_ns() - t;
 		xmpp_stanza_release(bun);
@@ -524,6 +548,14 @@ main(int argc, char **argv)
 		bench_first_contact("file_wal_normal", sub, "NORMAL", first_n, pt, len);
 	if (strstr(stores, "memory") != NULL)
 		bench_first_contact("memory", NULL, NULL, first_n, pt, len);
+	/* OMEMO 2 beside, in the same run, on the real store */
+	if (strstr(stores, "file_wal_normal") != NULL) {
+		omemo2 = true;
+		bench_established("file_wal_normal", sub, "NORMAL", n, pt, len);
+		bench_first_contact("file_wal_normal", sub, "NORMAL", first_n, pt,
+		    len);
+		omemo2 = false;
+	}
 	xmpp_ctx_free(X);
 	xmpp_shutdown();
 	free(pt);

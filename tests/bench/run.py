@@ -10,7 +10,7 @@ moonwire binary, then measures, in one run:
   * baselines timed the same way in C (posix_spawnp + waitpid):
     `lua5.4 -e 'return 1+1'` and the same under bwrap.
 
-  * OMEMO (tests/bench/omemo_bench.c, issue 3): encrypt + decrypt of one
+  * OMEMO (tests/bench/omemo_bench.c, issue 3; OMEMO 2 beside it, issue 12): encrypt + decrypt of one
     message in an established session between two in-process endpoints with
     their own SQLite stores, first-contact session building, and the raw
     OpenSSL (X25519, AES-128-GCM, HMAC-SHA256) and libsignal curve25519
@@ -137,6 +137,19 @@ def run_omemo(build_dir, args):
     rows.append(("  same with WAL + FULL / :memory:",
                  f"{fmt(med('first_contact', 'file_wal_full'))} / "
                  f"{fmt(med('first_contact', 'memory'))} us", "", ""))
+    # OMEMO 2 beside legacy, same run, same real store (issue 12: <= 150 us
+    # and within 20 % of legacy)
+    one2, pp2 = med("omemo2_established_oneway", real), med("omemo2_established_pingpong", real)
+    fc2 = med("omemo2_first_contact", real)
+    r1 = ratio(one2, one)
+    rows.append((f"OMEMO 2 established, A->B only ({size} B, real store): median",
+                 fmt(one2, " us"), "<= 150 us", verdict(one2, TARGETS["omemo_established_us"], False)))
+    rows.append(("  OMEMO 2 / legacy, A->B only", fmt(r1, "x", 2), "<= 1.20x",
+                 verdict(r1, 1.2, False)))
+    rows.append(("OMEMO 2 ping-pong / first contact: median",
+                 f"{fmt(pp2)} / {fmt(fc2)} us", "", ""))
+    rows.append(("  OMEMO 2 / legacy, ping-pong / first contact",
+                 f"{fmt(ratio(pp2, pp), 'x', 2)} / {fmt(ratio(fc2, fc), 'x', 2)}", "", ""))
     x, g, h, lc = med("x25519"), med("aes128gcm"), med("hmac_sha256"), med("libsignal_curve25519")
     rows.append(("OpenSSL X25519 agreement: median", fmt(x, " us", 2), "", ""))
     rows.append((f"OpenSSL AES-128-GCM encrypt + decrypt {size} B: median", fmt(g, " us", 2), "", ""))
@@ -149,7 +162,10 @@ def run_omemo(build_dir, args):
     rows.append(("ratio libsignal curve25519 / OpenSSL X25519", fmt(ratio(lc, x), "x"), "", ""))
     raw["summary"] = {"established_oneway_us": one, "established_pingpong_us": pp,
                       "first_contact_us": fc, "x25519_us": x, "aes128gcm_us": g,
-                      "hmac_sha256_us": h, "libsignal_curve25519_us": lc}
+                      "hmac_sha256_us": h, "libsignal_curve25519_us": lc,
+                      "omemo2_established_oneway_us": one2,
+                      "omemo2_established_pingpong_us": pp2,
+                      "omemo2_first_contact_us": fc2}
     return rows, raw
 
 

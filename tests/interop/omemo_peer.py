@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent OMEMO test peer: slixmpp 1.8.3 + python-omemo 1.0.2 (oldmemo).
+"""Independent OMEMO test peer: slixmpp 1.8.3 + python-omemo 1.0.2 (oldmemo, or twomemo).
 
 Why this exists: moonwire's OMEMO code (libsignal-protocol-c based) must be
 tested against an implementation it shares no code with. This process is such
@@ -10,7 +10,15 @@ protocol so pytest suites and the demo can script it.
 Run (always with /usr/bin/python3, the Debian interpreter that has the libs):
 
     /usr/bin/python3 tests/interop/omemo_peer.py --jid alice@localhost \
-        --password pw --host 127.0.0.1 --port N --state DIR [--trust blind|manual]
+        --password pw --host 127.0.0.1 --port N --state DIR [--trust blind|manual] \
+        [--omemo legacy|2]
+
+--omemo 2 makes it an OMEMO 2 peer instead (python3-twomemo 1.0.3,
+urn:xmpp:omemo:2): device list on urn:xmpp:omemo:2:devices, one bundle item
+per device id on urn:xmpp:omemo:2:bundles, and the XEP-0420 envelope built
+and checked here (slixmpp has no SCE plugin): <content><body>, <rpad>,
+<from>, <to>, <time>; a received envelope whose <from> is not the sender,
+or whose <to> is not this account, is a decrypt_error.
 
 Its OMEMO storage (identity, device id, sessions, trust) is one JSON file,
 DIR/omemo-storage.json, so a restarted peer keeps identity and sessions.
@@ -99,6 +107,60 @@ DEVICE_LIST_NODE = NAMESPACE + ".devicelist"
 BUNDLE_NODE_PREFIX = NAMESPACE + ".bundles:"
 PUBSUB_EVENT = "{http://jabber.org/protocol/pubsub#event}"
 NS = "{%s}" % NAMESPACE
+LIST_ELEMENT = "list"
+OMEMO2 = False          # --omemo 2: main() rebinds the names above
+SCE = "{urn:xmpp:sce:1}"
+
+
+def use_omemo2():
+    """Rebinds the protocol constants to OMEMO 2 (twomemo)."""
+    global NAMESPACE, DEVICE_LIST_NODE, BUNDLE_NODE_PREFIX, NS, LIST_ELEMENT, OMEMO2
+    global twomemo
+    import twomemo
+    import twomemo.etree  # noqa: F401
+    NAMESPACE = twomemo.twomemo.NAMESPACE
+    DEVICE_LIST_NODE = NAMESPACE + ":devices"
+    BUNDLE_NODE_PREFIX = None      # one node, an item per device
+    NS = "{%s}" % NAMESPACE
+    LIST_ELEMENT = "devices"
+    OMEMO2 = True
+
+
+BUNDLES2_NODE = "urn:xmpp:omemo:2:bundles"
+
+
+def backend_etree():
+    return twomemo.etree if OMEMO2 else oldmemo.etree
+
+
+def sce_wrap(body, own, to):
+    """The XEP-0420 envelope around body (bytes for python-omemo)."""
+    env = ET.Element(SCE + "envelope")
+    content = ET.SubElement(env, SCE + "content")
+    ET.SubElement(content, "{jabber:client}body").text = body
+    ET.SubElement(env, SCE + "rpad").text = os.urandom(8).hex()
+    ET.SubElement(env, SCE + "from", {"jid": own})
+    ET.SubElement(env, SCE + "to", {"jid": to})
+    ET.SubElement(env, SCE + "time", {"stamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return ET.tostring(env, encoding="utf-8")
+
+
+def sce_unwrap(data, sender, own):
+    """The body of a received envelope; ValueError when it breaks the rules."""
+    env = ET.fromstring(data.decode("utf-8"))
+    if env.tag != SCE + "envelope":
+        raise ValueError("not an SCE envelope")
+    if env.find(SCE + "rpad") is None:
+        raise ValueError("SCE envelope without rpad")
+    frm = env.find(SCE + "from")
+    if frm is None or frm.get("jid") != sender:
+        raise ValueError("SCE from is not the sender")
+    to = env.find(SCE + "to")
+    if to is not None and to.get("jid") != own:
+        raise ValueError("SCE to is not this account")
+    content = env.find(SCE + "content")
+    body = content.find("{jabber:client}body") if content is not None else None
+    return None if body is None else (body.text or "")
 IQ_TIMEOUT = 10
 STORAGE_FILE = "omemo-storage.json"
 
@@ -198,6 +260,8 @@ class PeerSessionManager(omemo.SessionManager):
                        value="http://jabber.org/protocol/pubsub#publish-options")
         form.add_field(var="pubsub#access_model", value="open")
         form.add_field(var="pubsub#persist_items", value="1")
+        if node == BUNDLES2_NODE:
+            form.add_field(var="pubsub#max_items", value="max")
         try:
             await xmpp["xep_0060"].publish(self._own_bare(), node, id=item_id, payload=payload,
                                            options=form, timeout=IQ_TIMEOUT)
@@ -210,6 +274,8 @@ class PeerSessionManager(omemo.SessionManager):
         cfg.add_field(var="FORM_TYPE", ftype="hidden",
                       value="http://jabber.org/protocol/pubsub#node_config")
         cfg.add_field(var="pubsub#access_model", value="open")
+        if node == BUNDLES2_NODE:
+            cfg.add_field(var="pubsub#max_items", value="max")
         await xmpp["xep_0060"].set_node_config(self._own_bare(), node, cfg, timeout=IQ_TIMEOUT)
         await xmpp["xep_0060"].publish(self._own_bare(), node, id=item_id, payload=payload,
                                        options=form, timeout=IQ_TIMEOUT)
@@ -218,6 +284,10 @@ class PeerSessionManager(omemo.SessionManager):
         if bundle.namespace != NAMESPACE:
             raise omemo.UnknownNamespace(bundle.namespace)
         try:
+            if OMEMO2:
+                await self._publish(BUNDLES2_NODE, str(bundle.device_id),
+                                    twomemo.etree.serialize_bundle(bundle))
+                return
             await self._publish(BUNDLE_NODE_PREFIX + str(bundle.device_id), "current",
                                 oldmemo.etree.serialize_bundle(bundle))
         except (IqError, IqTimeout) as e:
@@ -227,9 +297,14 @@ class PeerSessionManager(omemo.SessionManager):
         if namespace != NAMESPACE:
             raise omemo.UnknownNamespace(namespace)
         try:
-            # Fetch with max_items, not by item id: Dino publishes id "1".
-            iq = await self.xmpp["xep_0060"].get_items(
-                bare_jid, BUNDLE_NODE_PREFIX + str(device_id), max_items=1, timeout=IQ_TIMEOUT)
+            if OMEMO2:  # one node, the item named by the device id
+                iq = await self.xmpp["xep_0060"].get_items(
+                    bare_jid, BUNDLES2_NODE, item_ids=[str(device_id)], timeout=IQ_TIMEOUT)
+            else:
+                # Fetch with max_items, not by item id: Dino publishes id "1".
+                iq = await self.xmpp["xep_0060"].get_items(
+                    bare_jid, BUNDLE_NODE_PREFIX + str(device_id), max_items=1,
+                    timeout=IQ_TIMEOUT)
         except IqError as e:
             if e.condition == "item-not-found":
                 raise omemo.BundleNotFound(describe(e)) from e
@@ -240,7 +315,7 @@ class PeerSessionManager(omemo.SessionManager):
             elt = item.xml.find(NS + "bundle")
             if elt is not None:
                 try:
-                    return oldmemo.etree.parse_bundle(elt, bare_jid, device_id)
+                    return backend_etree().parse_bundle(elt, bare_jid, device_id)
                 except Exception as e:
                     raise omemo.BundleDownloadFailed("malformed bundle: " + describe(e)) from e
         raise omemo.BundleNotFound("no bundle item for %s/%d" % (bare_jid, device_id))
@@ -249,6 +324,11 @@ class PeerSessionManager(omemo.SessionManager):
         if namespace != NAMESPACE:
             raise omemo.UnknownNamespace(namespace)
         try:
+            if OMEMO2:
+                await self.xmpp["xep_0060"].retract(
+                    self._own_bare(), BUNDLES2_NODE, str(device_id), notify=False,
+                    timeout=IQ_TIMEOUT)
+                return
             await self.xmpp["xep_0060"].delete_node(
                 self._own_bare(), BUNDLE_NODE_PREFIX + str(device_id), timeout=IQ_TIMEOUT)
         except IqError as e:
@@ -262,7 +342,7 @@ class PeerSessionManager(omemo.SessionManager):
             raise omemo.UnknownNamespace(namespace)
         try:
             await self._publish(DEVICE_LIST_NODE, "current",
-                                oldmemo.etree.serialize_device_list(device_list))
+                                backend_etree().serialize_device_list(device_list))
         except (IqError, IqTimeout) as e:
             raise omemo.DeviceListUploadFailed(describe(e)) from e
 
@@ -279,12 +359,12 @@ class PeerSessionManager(omemo.SessionManager):
         except IqTimeout as e:
             raise omemo.DeviceListDownloadFailed(describe(e)) from e
         for item in iq["pubsub"]["items"]:
-            elt = item.xml.find(NS + "list")
+            elt = item.xml.find(NS + LIST_ELEMENT)
             if elt is not None:
                 if len(elt) == 0:
-                    return {}  # oldmemo's schema rejects an empty list
+                    return {}  # the schemas reject an empty list
                 try:
-                    return oldmemo.etree.parse_device_list(elt)
+                    return backend_etree().parse_device_list(elt)
                 except Exception as e:
                     raise omemo.DeviceListDownloadFailed("malformed device list: " + describe(e)) from e
         return {}
@@ -422,7 +502,7 @@ class Peer:
         try:
             if self.session_manager is None:
                 sm = await PeerSessionManager.create(
-                    [oldmemo.Oldmemo(self.storage)],
+                    [twomemo.Twomemo(self.storage) if OMEMO2 else oldmemo.Oldmemo(self.storage)],
                     self.storage,
                     self.xmpp.boundjid.bare,
                     initial_own_label=None,
@@ -495,12 +575,12 @@ class Peer:
                 if items.get("node") != DEVICE_LIST_NODE:
                     continue
                 for item in items.findall(PUBSUB_EVENT + "item"):
-                    lst = item.find(NS + "list")
+                    lst = item.find(NS + LIST_ELEMENT)
                     if lst is None or len(lst) == 0:
                         continue
                     try:
                         await sm.update_device_list(NAMESPACE, sender,
-                                                    oldmemo.etree.parse_device_list(lst))
+                                                    backend_etree().parse_device_list(lst))
                     except Exception as e:
                         log.warning("bad device list push from %s: %s", sender, describe(e))
             return
@@ -513,8 +593,15 @@ class Peer:
             except (TypeError, ValueError):
                 dev = None
             try:
-                message = await oldmemo.etree.parse_message(enc, sender, self.xmpp.boundjid.bare, sm)
+                if OMEMO2:
+                    message = twomemo.etree.parse_message(enc, sender)
+                else:
+                    message = await oldmemo.etree.parse_message(enc, sender,
+                                                                self.xmpp.boundjid.bare, sm)
                 plaintext, device, _ = await sm.decrypt(message)
+                if OMEMO2 and plaintext is not None:
+                    body = sce_unwrap(plaintext, sender, self.xmpp.boundjid.bare)
+                    plaintext = None if body is None else body.encode("utf-8")
             except Exception as e:
                 emit({"event": "decrypt_error", "from": sender, "device_id": dev, "id": sid,
                       "reason": describe(e)})
@@ -547,7 +634,7 @@ class Peer:
     def send_omemo_stanza(self, message, bare_jid, body, stanza_id=None):
         msg = self.xmpp.make_message(mto=bare_jid, mtype="chat")
         msg["id"] = stanza_id or uuid.uuid4().hex
-        msg.xml.append(oldmemo.etree.serialize_message(message))
+        msg.xml.append(backend_etree().serialize_message(message))
         if body is not None:
             msg.xml.append(ET.Element("{urn:xmpp:eme:0}encryption",
                                       {"name": "OMEMO", "namespace": NAMESPACE}))
@@ -561,7 +648,9 @@ class Peer:
         body = cmd["body"]
         sm = self.session_manager
         await sm.refresh_device_list(NAMESPACE, to)
-        messages, errors = await sm.encrypt(frozenset([to]), {NAMESPACE: body.encode("utf-8")})
+        plain = (sce_wrap(body, self.xmpp.boundjid.bare, to) if OMEMO2
+                 else body.encode("utf-8"))
+        messages, errors = await sm.encrypt(frozenset([to]), {NAMESPACE: plain})
         message = next(m for m in messages if m.namespace == NAMESPACE)
         stanza_id = self.send_omemo_stanza(
             message, to, body="[This message is OMEMO encrypted]", stanza_id=cmd.get("id"))
@@ -731,9 +820,13 @@ def main(argv=None):
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--state", required=True, help="directory for the OMEMO storage JSON")
     p.add_argument("--trust", choices=("blind", "manual"), default="blind")
+    p.add_argument("--omemo", choices=("legacy", "2"), default="legacy",
+                   help="legacy OMEMO (oldmemo) or OMEMO 2 (twomemo)")
     p.add_argument("--connect-timeout", type=float, default=20.0)
     p.add_argument("--debug", action="store_true", help="debug logging on stderr")
     args = p.parse_args(argv)
+    if args.omemo == "2":
+        use_omemo2()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

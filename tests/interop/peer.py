@@ -46,9 +46,13 @@ class OmemoPeer:
     (prosody.register(user, password)) unless register=True is passed."""
 
     def __init__(self, prosody, user, password, state_dir, trust="blind",
-                 start=True, register=False, ready_timeout=30.0, debug=False):
+                 start=True, register=False, ready_timeout=30.0, debug=False,
+                 omemo="legacy"):
         if trust not in ("blind", "manual"):
             raise ValueError("trust must be 'blind' or 'manual'")
+        if omemo not in ("legacy", "2"):
+            raise ValueError("omemo must be 'legacy' or '2'")
+        self.omemo = omemo       # "2": an OMEMO 2 (twomemo) peer
         self.prosody = prosody
         self.user = user
         self.password = password
@@ -84,7 +88,8 @@ class OmemoPeer:
             raise AssertionError("%s: peer already running" % self.jid)
         cmd = [PYTHON, PEER_SCRIPT, "--jid", self.jid, "--password", self.password,
                "--host", self.prosody.host, "--port", str(self.prosody.port),
-               "--state", self.state_dir, "--trust", self.trust_mode]
+               "--state", self.state_dir, "--trust", self.trust_mode,
+               "--omemo", self.omemo]
         if self.debug:
             cmd.append("--debug")
         with self._cond:

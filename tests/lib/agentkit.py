@@ -336,12 +336,13 @@ class Kit:
         agent.trust(op)
         op.trust(agent)
 
-    def peer(self, user, trust="blind"):
-        """A python-omemo chat client (tests/interop/peer.py), ready."""
+    def peer(self, user, trust="blind", omemo="legacy"):
+        """A python-omemo chat client (tests/interop/peer.py), ready; omemo="2"
+        makes it speak OMEMO 2 (twomemo) only."""
         from peer import OmemoPeer
         self.prosody.register(user, "pw")
         p = OmemoPeer(self.prosody, user, "pw", os.path.join(self.workdir, "peer-" + user),
-                      trust=trust)
+                      trust=trust, omemo=omemo)
         self.peers.append(p)
         return p
 

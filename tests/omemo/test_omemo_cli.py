@@ -33,10 +33,15 @@ def fingerprint(moonwire_bin, *sel):
     rc, out, err = mw(moonwire_bin, "fingerprint", *sel)
     assert rc == 0, err
     lines = out.splitlines()
-    assert len(lines) == 3, out
+    assert len(lines) == 4, out
     fields = dict(line.split(": ", 1) for line in lines)
-    assert list(fields) == ["jid", "device", "fingerprint"], out
+    assert list(fields) == ["jid", "device", "fingerprint", "fingerprint-ed25519"], out
     assert GROUPED.match(fields["fingerprint"]), out
+    # the OMEMO 2 rendering of the same key, as python's xeddsa converts it
+    import xeddsa
+    curve = bytes.fromhex(fields["fingerprint"].replace("-", ""))
+    assert fields["fingerprint-ed25519"] == grouped(
+        xeddsa.curve25519_pub_to_ed25519_pub(curve, False).hex()), out
     return fields
 
 

@@ -214,6 +214,7 @@ db_digest(struct ep *e, uint8_t md[32])
 		"SELECT * FROM omemo_prekeys ORDER BY id",
 		"SELECT * FROM omemo_signed_prekeys ORDER BY id",
 		"SELECT * FROM omemo_sessions ORDER BY jid, device_id",
+		"SELECT * FROM omemo_sessions_v4 ORDER BY jid, device_id",
 		"SELECT jid, device_id, active, identity_key FROM omemo_devices ORDER BY jid, device_id",
 		"SELECT jid, identity_key, trust FROM omemo_trust ORDER BY jid, identity_key",
 		"SELECT * FROM omemo_meta ORDER BY key",

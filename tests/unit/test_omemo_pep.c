@@ -38,7 +38,7 @@ static struct {
 	int nitems;
 	bool precondition_once;	/* fail the next bundle publish once */
 	int configures;
-	int publishes;		/* bundle publishes of endpoint 1 (B) */
+	int publishes;		/* legacy bundle publishes of endpoint 1 (B) */
 	bool drop_iqs;		/* never answer */
 	bool refuse_max_items;	/* ejabberd 23.01: unknown publish-option */
 	bool refuse_publish;	/* every publish: forbidden */
@@ -172,8 +172,9 @@ serve_iq(int from, xmpp_stanza_t *iq)
 		struct node_item *it;
 
 		assert_non_null(xmpp_stanza_get_child_by_name(ps, "publish-options"));
-		if (from == 1 && strstr(node, "bundles") != NULL)
-			S.publishes++;
+		if (from == 1 && strncmp(node, MW_OMEMO_NODE_BUNDLES,
+		    strlen(MW_OMEMO_NODE_BUNDLES)) == 0)
+			S.publishes++;	/* legacy: OMEMO 2 goes out beside */
 		if (S.refuse_publish) {
 			reply(from, NULL, id, "error", "<error type='auth'>"
 			    "<forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
@@ -648,8 +649,9 @@ test_publish_failure_logged_and_retried(void **state)
 	assert_int_equal(mw_omemo_start(A.o), 0);
 	pump();
 	/* once with every option, once with access_model only, then loud */
+	/* (the OMEMO 2 nodes are refused beside, each logged too) */
 	assert_int_equal(log_count("omemo-publish-refused", "condition=forbidden",
-	    NULL), 1);
+	    "node=" MW_OMEMO_NODE_BUNDLES, NULL), 1);
 	assert_int_equal(log_count("omemo-publish-failed", "node=" MW_OMEMO_NODE_BUNDLES,
 	    "op=publish", "condition=forbidden", "text=\"not ?today?\"",
 	    "retry_in_ms=", NULL), 1);
@@ -671,7 +673,7 @@ test_publish_failure_logged_and_retried(void **state)
 	pump();
 	mw_omemo_tick(A.o);
 	assert_int_equal(log_count("omemo-publish-failed", "condition=timeout",
-	    NULL), 1);
+	    "node=" MW_OMEMO_NODE_BUNDLES, NULL), 1);
 	assert_false(mw_omemo_published(A.o));
 	S.drop_iqs = false;
 	mw_omemo_set_iq_timeout(A.o, 60000);
@@ -722,6 +724,66 @@ test_offline(void **state)
 	mw_omemo_close(o);
 }
 
+/* OMEMO 2 beside legacy: both bundles and both lists published at start;
+ * an OMEMO 2 list push without this device is answered by publishing it
+ * again with the device added (the other device kept); a peer's push is
+ * stored, and nothing of this touches the legacy list. */
+static void
+test_omemo2_published_and_readded(void **state)
+{
+	struct node_item *it;
+	char dev[32], xml[512];
+	const char *legacy_before;
+
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	pump();
+	snprintf(dev, sizeof(dev), "id=\"%u\"", mw_omemo_device_id(A.o));
+	it = item_find(A.jid, MW_OMEMO2_NODE_BUNDLES, false);
+	assert_non_null(it);
+	assert_non_null(strstr(it->xml, "urn:xmpp:omemo:2"));
+	assert_non_null(strstr(it->xml, "<ik>"));
+	it = item_find(A.jid, MW_OMEMO2_NODE_DEVICES, false);
+	assert_non_null(it);
+	assert_non_null(strstr(it->xml, dev));
+	assert_true(mw_omemo_published(A.o));
+	legacy_before = strdup(item_find(A.jid, MW_OMEMO_NODE_DEVICELIST,
+	    false)->xml);
+	/* another client of the account drops this device from the list */
+	free(it->xml);
+	it->xml = strdup("<devices xmlns='urn:xmpp:omemo:2'><device id='4242'/>"
+	    "</devices>");
+	deliver(0, "<message from='alice@example.org'><event xmlns='http://"
+	    "jabber.org/protocol/pubsub#event'><items node='urn:xmpp:omemo:2:"
+	    "devices'><item id='current'><devices xmlns='urn:xmpp:omemo:2'>"
+	    "<device id='4242'/></devices></item></items></event></message>");
+	pump();
+	it = item_find(A.jid, MW_OMEMO2_NODE_DEVICES, false);
+	assert_non_null(strstr(it->xml, dev));
+	assert_non_null(strstr(it->xml, "4242"));
+	assert_string_equal(item_find(A.jid, MW_OMEMO_NODE_DEVICELIST,
+	    false)->xml, legacy_before);
+	free((void *)legacy_before);
+	/* a peer's OMEMO 2 list is stored as that version's flag */
+	snprintf(xml, sizeof(xml), "<message from='bob@example.org'><event "
+	    "xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:"
+	    "xmpp:omemo:2:devices'><item id='current'><devices xmlns='urn:xmpp:"
+	    "omemo:2'><device id='777'/></devices></item></items></event>"
+	    "</message>");
+	deliver(0, xml);
+	pump();
+	{
+		sqlite3_stmt *st;
+
+		assert_int_equal(sqlite3_prepare_v2(A.db, "SELECT active, active4 "
+		    "FROM omemo_devices WHERE jid = 'bob@example.org' AND "
+		    "device_id = 777", -1, &st, NULL), SQLITE_OK);
+		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+		assert_int_equal(sqlite3_column_int(st, 0), 0);
+		assert_int_equal(sqlite3_column_int(st, 1), 1);
+		sqlite3_finalize(st);
+	}
+}
+
 int
 main(void)
 {
@@ -736,6 +798,7 @@ main(void)
 		T(test_unknown_publish_option_dropped),
 		T(test_publish_failure_logged_and_retried),
 		T(test_own_list_during_txn_retried),
+		T(test_omemo2_published_and_readded),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -42,7 +42,7 @@ test_identity(void **state)
 	assert_int_equal(strspn(fp, "0123456789abcdef"), 64);
 	assert_int_equal(count(&A, "SELECT count(*) FROM omemo_prekeys"), 100);
 	assert_int_equal(count(&A, "SELECT count(*) FROM omemo_signed_prekeys"), 1);
-	assert_int_equal(count(&A, "SELECT version FROM mw_schema WHERE component='omemo'"), 1);
+	assert_int_equal(count(&A, "SELECT version FROM mw_schema WHERE component='omemo'"), 2);
 	/* reopening keeps the identity */
 	ep_close(&A);
 	ep_open(&A);

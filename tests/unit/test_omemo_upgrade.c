@@ -207,6 +207,23 @@ fixture_blob(const char *name, const char *sql, uint8_t **out, size_t *n)
 	assert_int_equal(sqlite3_close(tmp.db), SQLITE_OK);
 }
 
+/* count() on the pristine fixture file */
+static int
+count_fixture(const char *name, const char *sql)
+{
+	char uri[PATH_MAX + 64];
+	struct ep tmp;
+	int n;
+
+	memset(&tmp, 0, sizeof(tmp));
+	snprintf(uri, sizeof(uri), "file:%s%s.db?immutable=1", datadir, name);
+	assert_int_equal(sqlite3_open_v2(uri, &tmp.db, SQLITE_OPEN_READONLY |
+	    SQLITE_OPEN_URI, NULL), SQLITE_OK);
+	n = count(&tmp, sql);
+	assert_int_equal(sqlite3_close(tmp.db), SQLITE_OK);
+	return n;
+}
+
 static void
 dec_expect_prekey(struct ep *b, const char *wire, const char *text, bool prekey)
 {
@@ -261,8 +278,14 @@ test_identity_unchanged(void **state)
 		assert_int_equal(mw_omemo_device_id(e->o), FX[i].dev);
 		fp_of(e, fp);
 		assert_string_equal(fp, FX[i].fp);
+		/* schema step 2 added the OMEMO 2 session table, empty; the
+		 * legacy sessions stay where they were */
 		assert_int_equal(count(e, "SELECT version FROM mw_schema WHERE "
-		    "component='omemo'"), 1);
+		    "component='omemo'"), 2);
+		assert_int_equal(count(e, "SELECT count(*) FROM omemo_sessions_v4"),
+		    0);
+		assert_int_equal(count(e, "SELECT count(*) FROM omemo_sessions"),
+		    count_fixture(FX[i].name, "SELECT count(*) FROM omemo_sessions"));
 		assert_int_equal(count(e, "SELECT count(*) FROM omemo_prekeys"), 100);
 		/* the identity row is byte for byte what the old release wrote */
 		fixture_blob(FX[i].name, idq, &was, &wn);

@@ -1,0 +1,120 @@
+"""The agent over OMEMO 2 (issue 12): a python-omemo peer that speaks only
+urn:xmpp:omemo:2 (python3-twomemo 1.0.3, tests/interop/omemo_peer.py
+--omemo 2) through the real Prosody.
+
+Why this exists: OMEMO 2 only counts if an implementation that shares no
+code with moonwire reads what the agent publishes and writes, and the
+agent reads what it writes.  The peer finds the agent's OMEMO 2 device list
+and bundle on PEP, builds a session (first contact from its side), sends a
+job inside an XEP-0420 envelope, and must get the result back over OMEMO 2
+(it cannot read anything else); then again after the agent restarted and
+after the peer restarted; an
+unverified OMEMO 2 device gets no answer; the legacy peer keeps working
+beside.
+"""
+
+import re
+
+from agentkit import run
+from test_agent import peer_result, result_body, still_serves
+
+
+def omemo2_peer(d, user="quinn", allow=True):
+    pat = d.kit.peer(user, omemo="2")
+    if allow:
+        d.agent.allow_lines.append("allow %s %s default" % (d.alice.principal, pat.jid))
+    return pat
+
+
+def test_signed_job_over_omemo2_and_back(deploy):
+    d = deploy
+    pat = omemo2_peer(d)
+    d.kit.trust_peer(d.agent, pat)
+    d.agent.start()
+    env = d.alice.sign(d.agent, d.marker_job("omemo2"), extra=["--job-id", "job-o2"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-o2", h
+    d.agent.wait_log(r"reply-sent job=job-o2 ")
+    # established session, both ways, and after a restart of the agent
+    env = d.alice.sign(d.agent, d.marker_job("omemo2-b"), extra=["--job-id", "job-o2b"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-o2b", h
+    d.agent.stop()
+    d.agent.start()
+    env = d.alice.sign(d.agent, d.marker_job("omemo2-c"), extra=["--job-id", "job-o2c"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-o2c", h
+    # the python side restarts too: its stored sessions go on
+    pat.restart()
+    env = d.alice.sign(d.agent, d.marker_job("omemo2-d"), extra=["--job-id", "job-o2d"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-o2d", h
+    errors = [e for e in pat.history if e.get("event") == "decrypt_error"]
+    assert errors == [], errors
+    # one version-4 session with the peer, and no legacy one
+    assert not d.agent.grep(r"refused code=omemo")
+
+
+def test_interactive_over_omemo2_beside_legacy(deploy):
+    d = deploy
+    two = d.kit.peer("quinn", omemo="2")
+    old = d.kit.peer("pat")
+    d.agent.interactive(two)
+    d.agent.interactive(old)
+    d.kit.trust_peer(d.agent, two)
+    d.kit.trust_peer(d.agent, old)
+    d.agent.start()
+    two.send(d.agent.jid, "return 6 * 7")
+    old.send(d.agent.jid, "return 7 * 6")
+    assert peer_result(two, d.agent, timeout=30).startswith("ok: 42 (")
+    assert peer_result(old, d.agent, timeout=30).startswith("ok: 42 (")
+    two.send(d.agent.jid, 'return "<&>"')
+    assert peer_result(two, d.agent, timeout=30).startswith('ok: "<&>" (')
+
+
+def test_unverified_omemo2_device_gets_no_reply(deploy):
+    d = deploy
+    pat = omemo2_peer(d, "mallory2")
+    d.agent.start()                 # the agent never verified this device
+    pat.send(d.agent.jid, d.alice.sign(d.agent, d.marker_job("untrusted2")))
+    d.agent.wait_log(r"moonwire-agent: refused code=untrusted_device from=%s "
+                     % re.escape(pat.jid))
+    assert not d.agent.grep(r"reply.*to=%s" % re.escape(pat.jid))
+    still_serves(d)
+
+
+def ed25519_rendering(curve_hex, sign_bit=False):
+    """The Ed25519 form of a Curve25519 fingerprint, by python's xeddsa (an
+    implementation moonwire shares no code with)."""
+    import xeddsa
+    return xeddsa.curve25519_pub_to_ed25519_pub(bytes.fromhex(curve_hex), sign_bit).hex()
+
+
+def test_fingerprint_renderings_and_trust_by_ed25519(deploy):
+    d = deploy
+    pat = omemo2_peer(d, "rhea")
+    # `fingerprint` shows both renderings of the agent's one identity key
+    curve = d.agent.fingerprint().replace("-", "")
+    out = run([d.kit.moonwire, "fingerprint", "-c", d.agent.conf]).stdout
+    ed_line = re.search(r"^fingerprint-ed25519: (\S+)$", out, re.M).group(1)
+    assert ed_line.replace("-", "") == ed25519_rendering(curve), out
+    # the operator verifies the peer by the rendering an OMEMO 2 client
+    # shows (python-omemo's own key may carry the sign bit: either works)
+    ed = ed25519_rendering(pat.fingerprint, sign_bit=True)
+    p = run([d.kit.moonwire, "trust", "-c", d.agent.conf, pat.jid, ed])
+    assert "no device with this key seen yet" in p.stdout, p.stdout
+    d.agent.start()
+    env = d.alice.sign(d.agent, d.marker_job("ed25519"), extra=["--job-id", "job-ed"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-ed", h
+    # now seen: the Ed25519 rendering names that device, shown as Curve25519
+    p = run([d.kit.moonwire, "trust", "-c", d.agent.conf, pat.jid,
+             ed25519_rendering(pat.fingerprint)])
+    grouped = "-".join(pat.fingerprint[i:i + 8] for i in range(0, 64, 8))
+    assert re.search(r"^%s device \d+: verified %s$" % (re.escape(pat.jid), grouped),
+                     p.stdout, re.M), p.stdout
