@@ -248,6 +248,35 @@ class Ejabberd:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
+    def kill(self):
+        """The node dies: SIGKILL to its whole session (su, beam, heart), no
+        goodbye to clients or to the other nodes.  stop() still cleans up."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # su runs the Erlang VM in a session of its own: find it by its node
+        # name on the command line
+        needle = self.node.encode()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if needle in f.read():
+                        os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + 10
+        while self._stream_features_ok(0.3) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def __enter__(self):
         return self.start()
 
