@@ -85,6 +85,10 @@ struct mw_filter {
 int mw_filter_build(struct mw_filter *f);
 int mw_filter_build_arch(struct mw_filter *f, uint32_t arch);
 void mw_filter_free(struct mw_filter *f);
+/* The zygote's own filter (filter.c): the worker's names and what the
+ * zygote and a confining worker need, unconditionally; ENOSYS for the
+ * rest.  Workers inherit it under their own. */
+int mw_filter_build_zygote(struct mw_filter *f);
 /* The policy's i-th rule's syscall name, NULL past the last; *only_arch is
  * 0, or the one architecture that has the syscall (the rule is left out
  * elsewhere).  A name may occur in several rules. */
