@@ -121,6 +121,9 @@ const char *mw_confine_namespaces(void);
 
 /* The Lua runtime inside a worker (worker.c).  Never returns. */
 void mw_worker_main(int fd) __attribute__((noreturn));
+/* Builds the worker's Lua state ahead of any job (the zygote calls it
+ * before it forks workers); mw_worker_main does it when nobody did. */
+void mw_worker_prepare(void);
 
 /* Capabilities (caps*.c), executed by the supervisor. */
 struct mw_kv;

@@ -986,6 +986,14 @@ supervisor_run(int fd, void (*body)(int))
 		close(zsv[0]);
 		close(fd);
 		close(S.sfd);
+		if (body == mw_worker_main) {
+			/* The zygote as its own small program (zygote_main.c);
+			 * if that cannot be, this very process serves. */
+			const char *why = NULL;
+			mw_zygote_exec(zsv[1], &why);
+			logmsg("%s: %s; workers are forked from the supervisor's image",
+			    MW_ZYGOTE_NAME, why);
+		}
 		mw_zygote_main(zsv[1], &filter, body);
 	}
 	close(zsv[1]);
