@@ -412,7 +412,9 @@ handle_output(struct sv_job *job, struct mw_buf *p)
 static bool
 worker_readable(struct sv_worker *w)
 {
-	int r = mw_buf_fill(&w->in, w->fd, 64 * 1024);
+	/* 16 KiB reads (an OUTPUT chunk): the buffer is sized by the read,
+	 * and a worker's buffer is wiped when it goes, once per job. */
+	int r = mw_buf_fill(&w->in, w->fd, 16 * 1024);
 	if (r == MW_WIRE_ESHORT)
 		return false;
 	if (r == MW_WIRE_EEOF || r == MW_WIRE_EIO) {
