@@ -33,7 +33,7 @@ COMPONENTS = wire sandbox omemo runtime
 LINK_ORDER = runtime omemo sandbox wire
 
 define component_rules
-$(1)_SRCS := $$(filter-out runtime/cli/main.c,$$(wildcard $(1)/*.c $(1)/*/*.c))
+$(1)_SRCS := $$(filter-out runtime/cli/main.c sandbox/zygote_main.c,$$(wildcard $(1)/*.c $(1)/*/*.c))
 $(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS))
 $(BUILD)/lib$(1).a: $$($(1)_OBJS)
 	@mkdir -p $$(dir $$@)
@@ -48,7 +48,7 @@ UNIT_BINS  = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 FUZZ_SRCS  = $(wildcard tests/fuzz/fuzz_*.c)
 
 .PHONY: all deps test unit pytest e2e-ejabberd deployed demo bench asan clean fuzz fuzz-smoke fuzz-build fuzz-bins check-deps soak
-all: $(BUILD)/moonwire $(UNIT_BINS)
+all: $(BUILD)/moonwire $(BUILD)/moonwire-zygote $(UNIT_BINS)
 
 $(BUILD)/%.o: %.c $(wildcard */*.h */*/*.h)
 	@mkdir -p $(dir $@)
@@ -56,6 +56,14 @@ $(BUILD)/%.o: %.c $(wildcard */*.h */*/*.h)
 
 $(BUILD)/moonwire: $(BUILD)/runtime/cli/main.o $(COMPONENT_LIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The zygote as a program of its own (sandbox/zygote_main.c): only the
+# sandbox and wire code a worker runs, and only their libraries mapped, so
+# that forking a worker from it is cheap (spec/sandbox.md, "Processes").
+# The supervisor finds it next to the moonwire binary.
+ZYGOTE_LIBS = $(shell pkg-config --libs lua5.4 libseccomp 2>/dev/null) -lm
+$(BUILD)/moonwire-zygote: $(BUILD)/sandbox/zygote_main.o $(BUILD)/libsandbox.a $(BUILD)/libwire.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(ZYGOTE_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(COMPONENT_LIBS)
 	@mkdir -p $(dir $@)
@@ -217,7 +225,7 @@ cross-build: cross-check-arch
 	if [ -n "$$missing" ]; then echo "make cross-build: no $(ARCH) pkg-config file for:" \
 		$$missing "(make cross ARCH=$(ARCH) installs them)" >&2; exit 1; fi
 	$(CROSS_ENV) $(MAKE) BUILD=$(CROSS_BUILD) CC=$(CROSS_TRIPLET)-gcc all
-	@set -e; for b in $(CROSS_BUILD)/moonwire $(CROSS_BUILD)/tests/test_*; do \
+	@set -e; for b in $(CROSS_BUILD)/moonwire $(CROSS_BUILD)/moonwire-zygote $(CROSS_BUILD)/tests/test_*; do \
 		f=$$(file -b $$b); case "$$f" in *"$(CROSS_FILE_$(ARCH))"*) ;; *) \
 		echo "make cross-build: $$b is not a $(ARCH) executable: $$f" >&2; exit 1;; esac; done; \
 	echo "make cross-build: $(CROSS_BUILD)/moonwire: $$(file -b $(CROSS_BUILD)/moonwire | cut -d, -f1-2)"
@@ -250,12 +258,13 @@ MANDIR      = $(PREFIX)/share/man
 UNITDIR     = $(PREFIX)/lib/systemd/system
 BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
 MOONWIRE_BIN ?= $(BUILD)/moonwire
-MAN1        = man/moonwire.1
+ZYGOTE_BIN  ?= $(dir $(MOONWIRE_BIN))moonwire-zygote
+MAN1        = man/moonwire.1 man/moonwire-zygote.1
 MAN5        = man/moonwire-agent.conf.5 man/moonwire-policy.5
 INST_SCRIPTS = $(wildcard scripts/*.lua)
 INST_SPEC    = $(wildcard spec/*.md)
 # Every file install writes, as installed (without DESTDIR).
-INSTALLED_FILES = $(BINDIR)/moonwire $(UNITDIR)/moonwire-agent.service \
+INSTALLED_FILES = $(BINDIR)/moonwire $(BINDIR)/moonwire-zygote $(UNITDIR)/moonwire-agent.service \
 	$(DOCDIR)/README.md $(DOCDIR)/agent.conf.example \
 	$(addprefix $(DOCDIR)/,$(INST_SPEC)) \
 	$(addprefix $(DATADIR)/,$(INST_SCRIPTS)) \
@@ -264,11 +273,12 @@ INSTALLED_FILES = $(BINDIR)/moonwire $(UNITDIR)/moonwire-agent.service \
 	$(BASHCOMPDIR)/moonwire
 
 .PHONY: install uninstall installed-files lint-man
-install: $(MOONWIRE_BIN)
+install: $(MOONWIRE_BIN) $(ZYGOTE_BIN)
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(DOCDIR)/spec $(DESTDIR)$(DATADIR)/scripts \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHCOMPDIR)
 	$(INSTALL) -m 0755 $(MOONWIRE_BIN) $(DESTDIR)$(BINDIR)/moonwire
+	$(INSTALL) -m 0755 $(ZYGOTE_BIN) $(DESTDIR)$(BINDIR)/moonwire-zygote
 	sed -e 's|/usr/local/bin/moonwire|$(BINDIR)/moonwire|g' \
 		-e 's|/usr/local/share/doc/moonwire|$(DOCDIR)|g' \
 		-e 's|^Documentation=|Documentation=man:moonwire(1) man:moonwire-agent.conf(5) |' \

@@ -19,6 +19,8 @@
  * thread), so an x32 or i386 syscall from an x86-64 worker ends it, and so
  * does any syscall made with another architecture's convention.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +83,75 @@ mw_filter_rule_name(size_t i, uint32_t *only_arch)
 	return rules[i].name;
 }
 
-int
-mw_filter_build_arch(struct mw_filter *f, uint32_t arch)
+/*
+ * The zygote's own filter (mw_filter_build_zygote): every syscall the
+ * zygote makes once it serves forks, the ones a fresh worker makes while
+ * it confines itself, and every name of the worker's policy above, all
+ * without conditions.  Anything else fails with ENOSYS: the zygote (which
+ * holds the supervisor's capabilities) never needs it, and a worker's own
+ * filter, stacked on this one, still kills for it (the kernel applies the
+ * most severe action of all filters).
+ *
+ * Why it exists: when a worker loads its filter the kernel precomputes,
+ * with interrupts off, which syscalls that filter always allows, by
+ * running it for every syscall number of both x86-64 conventions that
+ * the filters inherited always allow.  Without an inherited filter that
+ * is every number (about 900 runs of the program per worker); under this
+ * one it is the few dozen below, and no compat (i386) number at all.
+ * Names that exist on one architecture only say which.
+ */
+static const struct rule zygote_rules[] = {
+	/* the zygote's loop */
+	{ "poll", SCMP_ARCH_X86_64, 0, { { 0 } } },
+	{ "ppoll", 0, 0, { { 0 } } },
+	{ "recvmsg", 0, 0, { { 0 } } },
+	{ "sendmsg", 0, 0, { { 0 } } },
+	{ "socketpair", 0, 0, { { 0 } } },
+	{ "clone", 0, 0, { { 0 } } },
+	{ "pidfd_open", 0, 0, { { 0 } } },
+	{ "wait4", 0, 0, { { 0 } } },
+	{ "kill", 0, 0, { { 0 } } },
+	{ "close", 0, 0, { { 0 } } },
+	/* a fresh worker confining itself (confine.c) */
+	{ "set_robust_list", 0, 0, { { 0 } } },
+	{ "rt_sigaction", 0, 0, { { 0 } } },
+	{ "rt_sigprocmask", 0, 0, { { 0 } } },
+	{ "openat", 0, 0, { { 0 } } },
+	{ "dup2", SCMP_ARCH_X86_64, 0, { { 0 } } },
+	{ "dup3", 0, 0, { { 0 } } },
+	{ "fcntl", 0, 0, { { 0 } } },
+	{ "close_range", 0, 0, { { 0 } } },
+	{ "newfstatat", 0, 0, { { 0 } } },
+	{ "fstat", 0, 0, { { 0 } } },
+	{ "lseek", 0, 0, { { 0 } } },
+	{ "setrlimit", 0, 0, { { 0 } } },
+	{ "getuid", 0, 0, { { 0 } } },
+	{ "geteuid", 0, 0, { { 0 } } },
+	{ "getgid", 0, 0, { { 0 } } },
+	{ "getegid", 0, 0, { { 0 } } },
+	{ "setgroups", 0, 0, { { 0 } } },
+	{ "setresgid", 0, 0, { { 0 } } },
+	{ "setresuid", 0, 0, { { 0 } } },
+	{ "capget", 0, 0, { { 0 } } },
+	{ "capset", 0, 0, { { 0 } } },
+	{ "prctl", 0, 0, { { 0 } } },
+	{ "seccomp", 0, 0, { { 0 } } },
+#ifdef __SANITIZE_ADDRESS__
+	{ "mprotect", 0, 0, { { 0 } } },
+	{ "getpid", 0, 0, { { 0 } } },
+	{ "gettid", 0, 0, { { 0 } } },
+	{ "sigaltstack", 0, 0, { { 0 } } },
+	{ "sched_yield", 0, 0, { { 0 } } },
+	{ "futex", 0, 0, { { 0 } } },
+#endif
+};
+
+/* One filter: every rule of table[0..n) (and of more[0..nmore), all
+ * unconditional when plain) allowed, dflt otherwise, KILL_PROCESS for
+ * another architecture. */
+static int
+build(struct mw_filter *f, uint32_t arch, uint32_t dflt, bool plain,
+    const struct rule *table, size_t n, const struct rule *more, size_t nmore)
 {
 	scmp_filter_ctx ctx;
 	int rc = -1, mfd = -1;
@@ -92,7 +161,7 @@ mw_filter_build_arch(struct mw_filter *f, uint32_t arch)
 	if (arch == 0)
 		arch = native;
 	f->arch = arch;
-	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
+	if ((ctx = seccomp_init(dflt)) == NULL)
 		return -1;
 	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0)
 		goto out;
@@ -101,8 +170,8 @@ mw_filter_build_arch(struct mw_filter *f, uint32_t arch)
 	if (arch != native &&
 	    (seccomp_arch_add(ctx, arch) != 0 || seccomp_arch_remove(ctx, SCMP_ARCH_NATIVE) != 0))
 		goto out;
-	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
-		const struct rule *r = &rules[i];
+	for (size_t i = 0; i < n + nmore; i++) {
+		const struct rule *r = i < n ? &table[i] : &more[i - n];
 		if (r->only_arch != 0 && r->only_arch != arch)
 			continue;
 		if (seccomp_syscall_resolve_name_arch(arch, r->name) < 0) {
@@ -114,7 +183,8 @@ mw_filter_build_arch(struct mw_filter *f, uint32_t arch)
 		 * a rule it cannot place. */
 		int nr = seccomp_syscall_resolve_name(r->name);
 		if (nr == __NR_SCMP_ERROR ||
-		    seccomp_rule_add_exact_array(ctx, SCMP_ACT_ALLOW, nr, r->argc, r->args) != 0)
+		    seccomp_rule_add_exact_array(ctx, SCMP_ACT_ALLOW, nr, plain ? 0 : r->argc,
+		    r->args) != 0)
 			goto out;
 	}
 	if ((mfd = memfd_create("mw-filter", MFD_CLOEXEC)) < 0)
@@ -142,9 +212,27 @@ out:
 }
 
 int
+mw_filter_build_arch(struct mw_filter *f, uint32_t arch)
+{
+	return build(f, arch, SCMP_ACT_KILL_PROCESS, false, rules,
+	    sizeof(rules) / sizeof(rules[0]), NULL, 0);
+}
+
+int
 mw_filter_build(struct mw_filter *f)
 {
 	return mw_filter_build_arch(f, 0);
+}
+
+int
+mw_filter_build_zygote(struct mw_filter *f)
+{
+	/* A worker rule with conditions is allowed here without them: the
+	 * zygote reads and writes other descriptors than 3; the worker's own
+	 * filter keeps the conditions. */
+	return build(f, 0, SCMP_ACT_ERRNO(ENOSYS), true, rules,
+	    sizeof(rules) / sizeof(rules[0]), zygote_rules,
+	    sizeof(zygote_rules) / sizeof(zygote_rules[0]));
 }
 
 void

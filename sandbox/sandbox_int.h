@@ -86,6 +86,10 @@ struct mw_filter {
 int mw_filter_build(struct mw_filter *f);
 int mw_filter_build_arch(struct mw_filter *f, uint32_t arch);
 void mw_filter_free(struct mw_filter *f);
+/* The zygote's own filter (filter.c): the worker's names and what the
+ * zygote and a confining worker need, unconditionally; ENOSYS for the
+ * rest.  Workers inherit it under their own. */
+int mw_filter_build_zygote(struct mw_filter *f);
 /* The policy's i-th rule's syscall name, NULL past the last; *only_arch is
  * 0, or the one architecture that has the syscall (the rule is left out
  * elsewhere).  A name may occur in several rules. */
@@ -118,6 +122,9 @@ const char *mw_confine_namespaces(void);
 
 /* The Lua runtime inside a worker (worker.c).  Never returns. */
 void mw_worker_main(int fd) __attribute__((noreturn));
+/* Builds the worker's Lua state ahead of any job (the zygote calls it
+ * before it forks workers); mw_worker_main does it when nobody did. */
+void mw_worker_prepare(void);
 
 /* Capabilities (caps*.c), executed by the supervisor. */
 struct mw_kv;

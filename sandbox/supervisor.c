@@ -412,7 +412,9 @@ handle_output(struct sv_job *job, struct mw_buf *p)
 static bool
 worker_readable(struct sv_worker *w)
 {
-	int r = mw_buf_fill(&w->in, w->fd, 64 * 1024);
+	/* 16 KiB reads (an OUTPUT chunk): the buffer is sized by the read,
+	 * and a worker's buffer is wiped when it goes, once per job. */
+	int r = mw_buf_fill(&w->in, w->fd, 16 * 1024);
 	if (r == MW_WIRE_ESHORT)
 		return false;
 	if (r == MW_WIRE_EEOF || r == MW_WIRE_EIO) {
@@ -1043,6 +1045,14 @@ supervisor_run(int fd, void (*body)(int))
 		close(zsv[0]);
 		close(fd);
 		close(S.sfd);
+		if (body == mw_worker_main) {
+			/* The zygote as its own small program (zygote_main.c);
+			 * if that cannot be, this very process serves. */
+			const char *why = NULL;
+			mw_zygote_exec(zsv[1], &why);
+			logmsg("%s: %s; workers are forked from the supervisor's image",
+			    MW_ZYGOTE_NAME, why);
+		}
 		mw_zygote_main(zsv[1], &filter, body);
 	}
 	close(zsv[1]);

@@ -599,6 +599,30 @@ warm_up(void)
 	lua_close(L);
 }
 
+/*
+ * The job's Lua state, built before any job exists: by the zygote, once,
+ * so that every worker forked from it starts with a copy (copy-on-write:
+ * what one worker changes, no other worker and not the zygote ever sees)
+ * instead of building its own.  It is made of the standard library and
+ * our C functions only; no Lua code has run in it, and no job data is
+ * anywhere in the zygote.  A worker started otherwise builds it itself.
+ */
+void
+mw_worker_prepare(void)
+{
+	struct mw_limits lim;
+	if (W.L != NULL)
+		return;
+	memset(&W, 0, sizeof(W));
+	W.fd = -1;
+	mw_buf_init(&W.pending, 0);
+	mw_buf_init(&W.io, MW_MAX_WORKER_FRAME);
+	mw_buf_init(&W.in, MW_MAX_CALLER_FRAME);
+	mw_limits_maximum(&lim);
+	W.mem_limit = lim.memory;
+	W.L = new_state();
+}
+
 void
 mw_worker_main(int fd)
 {
@@ -611,15 +635,12 @@ mw_worker_main(int fd)
 	char *arg_names[MW_ARGS_MAX], *arg_values[MW_ARGS_MAX];
 	uint32_t n_args = 0;
 
-	memset(&W, 0, sizeof(W));
-	W.fd = fd;
-	mw_buf_init(&W.pending, 0);
-	mw_buf_init(&W.io, MW_MAX_WORKER_FRAME);
-	mw_buf_init(&W.in, MW_MAX_CALLER_FRAME);
-	mw_limits_maximum(&lim);
-	W.mem_limit = lim.memory;
-	if ((W.L = new_state()) == NULL)
+	mw_worker_prepare();
+	if (W.L == NULL)
 		_exit(1);
+	W.fd = fd;
+	/* The interpreter's code pages are mapped, not copied, into a fresh
+	 * worker: take their page faults now, off the job's path. */
 	warm_up();
 
 	/* Idle until the supervisor hands us a job. */

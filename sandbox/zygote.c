@@ -4,8 +4,13 @@
  * The supervisor holds every queued job's program and grants; a worker
  * forked from it would inherit copies of other jobs' data.  So workers are
  * forked from a zygote that the supervisor starts before it has seen any
- * job: its memory holds only the compiled seccomp filter, and forking it is
- * cheap because it never grew.  The zygote hands each new worker's socket
+ * job: its memory holds only the compiled seccomp filters and a pristine
+ * Lua state (worker.c, mw_worker_prepare), and forking it is cheap because
+ * it never grew.  It is normally the program `moonwire-zygote`
+ * (zygote_main.c), which maps only what a worker needs; mw_zygote_exec
+ * starts it, and mw_zygote_main is the same loop in either case.  It
+ * confines itself with a seccomp filter of its own (filter.c) before it
+ * forks the first worker.  The zygote hands each new worker's socket
  * and a pidfd to the supervisor (SCM_RIGHTS), reaps workers, and reports each
  * exit status with its CPU time.  The supervisor signals workers only
  * through their pidfds, so a recycled pid can never be hit.
@@ -18,7 +23,9 @@
  *   ZYG_FAIL   zygote -> supervisor  u32 errno
  */
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +36,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/capability.h>
+#include <linux/seccomp.h>
 
 #include "sandbox/sandbox_int.h"
 #include "sandbox/zygote_int.h"
@@ -176,6 +186,69 @@ reap(int ctl)
 	}
 }
 
+/*
+ * The capabilities the supervisor holds (permitted) are raised into its
+ * inheritable and ambient sets, so that `moonwire-zygote`, which has no
+ * file capabilities, keeps exactly them across the exec (no_new_privs
+ * allows this: nothing is gained).  The zygote checks that it holds them
+ * all (cap_arg) and clears its ambient set at once.
+ */
+static int
+carry_capabilities(char *cap_arg, size_t n)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &hdr, d) != 0)
+		return -1;
+	uint64_t perm = (uint64_t)d[1].permitted << 32 | d[0].permitted;
+	d[0].inheritable = d[0].permitted;
+	d[1].inheritable = d[1].permitted;
+	if (perm != 0 && syscall(SYS_capset, &hdr, d) != 0)
+		return -1;
+	for (int c = 0; c <= CAP_LAST_CAP; c++)
+		if ((perm >> c & 1) &&
+		    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0)
+			return -1;
+	snprintf(cap_arg, n, "%llx", (unsigned long long)perm);
+	return 0;
+}
+
+void
+mw_zygote_exec(int ctl, const char **why)
+{
+	char self[4096], path[4096 + sizeof(MW_ZYGOTE_NAME)], caps[32];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0) {
+		*why = "cannot read /proc/self/exe";
+		return;
+	}
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	if (slash == NULL || strstr(self, " (deleted)") != NULL) {
+		*why = "the moonwire binary was replaced";
+		return;
+	}
+	*slash = '\0';
+	snprintf(path, sizeof(path), "%s/%s", self, MW_ZYGOTE_NAME);
+	if (access(path, X_OK) != 0) {
+		*why = "not found next to the moonwire binary";
+		return;
+	}
+	if (carry_capabilities(caps, sizeof(caps)) != 0) {
+		*why = "cannot carry the supervisor's capabilities across exec";
+		prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+		return;
+	}
+	if (dup2(ctl, MW_ZYGOTE_CTL_FD) == MW_ZYGOTE_CTL_FD) {
+		char *const argv[] = { MW_ZYGOTE_NAME, MW_ZYGOTE_ARG, caps, NULL };
+		extern char **environ;	/* the supervisor's: PATH, LD_BIND_NOW */
+		execve(path, argv, environ);
+		close(MW_ZYGOTE_CTL_FD);
+	}
+	*why = "cannot execute it";
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
 void
 mw_zygote_main(int ctl, const struct mw_filter *filter, void (*body)(int))
 {
@@ -200,6 +273,28 @@ mw_zygote_main(int ctl, const struct mw_filter *filter, void (*body)(int))
 	/* Load /etc/localtime once: each worker's own tzset() (confine.c)
 	 * then finds it unchanged and skips re-reading and parsing it. */
 	tzset();
+	/* Every worker starts from a copy of this state (worker.c). */
+	if (body == mw_worker_main)
+		mw_worker_prepare();
+	/* From here on the zygote only forks: it confines itself to that
+	 * (filter.c, zygote_rules), and every worker inherits the filter
+	 * under its own, which makes loading the worker's cheaper. */
+	struct mw_filter own;
+	if (mw_filter_build_zygote(&own) != 0) {
+		static const char msg[] = "moonwire zygote: cannot build its seccomp filter\n";
+		(void)!write(2, msg, sizeof(msg) - 1);
+		_exit(1);
+	}
+	struct sock_fprog prog = { .len = own.len, .filter = own.insns };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+		_exit(1);
+	mw_filter_free(&own);
+	/* Building the filters left freed chunks in malloc's fast bins; a
+	 * worker's first larger malloc would consolidate them, writing to
+	 * (and so copying) every heap page it shares with the zygote.  Done
+	 * once here instead. */
+	malloc_trim(0);
 	for (;;) {
 		struct pollfd p[2] = { { ctl, POLLIN, 0 }, { sfd, POLLIN, 0 } };
 		if (poll(p, 2, -1) < 0) {

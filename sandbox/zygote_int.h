@@ -27,6 +27,18 @@ prctl_set_pdeathsig_kill(void)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
+/* `moonwire-zygote` (zygote_main.c): its one argument, and the descriptor
+ * of its control socket. */
+#define MW_ZYGOTE_NAME		"moonwire-zygote"
+#define MW_ZYGOTE_ARG		"__zygote"
+#define MW_ZYGOTE_CTL_FD	3
+/* In the supervisor's freshly forked child: exec `moonwire-zygote` from
+ * the directory of the running moonwire binary, with ctl as its control
+ * socket and the supervisor's capabilities carried across.  Returns only
+ * when that is impossible (the caller then runs mw_zygote_main itself);
+ * why is in *why. */
+void mw_zygote_exec(int ctl, const char **why);
+
 /* Never returns. ctl is a SOCK_SEQPACKET socket to the supervisor. */
 void mw_zygote_main(int ctl, const struct mw_filter *filter, void (*body)(int))
 	__attribute__((noreturn));

@@ -245,6 +245,7 @@ def expected_files():
     """{path in the package: mode}, regular files, computed from the repository."""
     files = {
         "usr/bin/moonwire": 0o755,
+        "usr/bin/moonwire-zygote": 0o755,
         "lib/systemd/system/moonwire-agent.service": 0o644,
         "etc/moonwire/agent.conf.example": 0o644,
         "usr/share/doc/moonwire/README.md": 0o644,
@@ -252,6 +253,7 @@ def expected_files():
         "usr/share/doc/moonwire/changelog.gz": 0o644,
         "usr/share/doc/moonwire/copyright": 0o644,
         "usr/share/man/man1/moonwire.1.gz": 0o644,
+        "usr/share/man/man1/moonwire-zygote.1.gz": 0o644,
         "usr/share/man/man5/moonwire-agent.conf.5.gz": 0o644,
         "usr/share/man/man5/moonwire-policy.5.gz": 0o644,
         "usr/share/bash-completion/completions/moonwire": 0o644,

@@ -46,11 +46,13 @@ def expected(prefix):
     p = prefix.lstrip("/")
     files = {
         os.path.join(p, "bin/moonwire"): (0o755, None),
+        os.path.join(p, "bin/moonwire-zygote"): (0o755, None),
         os.path.join(p, "lib/systemd/system/moonwire-agent.service"): (0o644, None),
         os.path.join(p, "share/doc/moonwire/README.md"): (0o644, "README.md"),
         os.path.join(p, "share/doc/moonwire/agent.conf.example"):
             (0o644, "runtime/dist/agent.conf.example"),
         os.path.join(p, "share/man/man1/moonwire.1"): (0o644, "man/moonwire.1"),
+        os.path.join(p, "share/man/man1/moonwire-zygote.1"): (0o644, "man/moonwire-zygote.1"),
         os.path.join(p, "share/man/man5/moonwire-agent.conf.5"): (0o644, "man/moonwire-agent.conf.5"),
         os.path.join(p, "share/man/man5/moonwire-policy.5"): (0o644, "man/moonwire-policy.5"),
         os.path.join(p, "share/bash-completion/completions/moonwire"):
@@ -99,6 +101,9 @@ def test_file_list_and_modes(installed, moonwire_bin):
                 assert a.read() == b.read(), rel
     with open(dest / prefix.lstrip("/") / "bin/moonwire", "rb") as a, open(moonwire_bin, "rb") as b:
         assert a.read() == b.read()
+    zygote = os.path.join(os.path.dirname(moonwire_bin), "moonwire-zygote")
+    with open(dest / prefix.lstrip("/") / "bin/moonwire-zygote", "rb") as a, open(zygote, "rb") as b:
+        assert a.read() == b.read()
     for d in dirs:
         assert stat.S_IMODE(os.stat(dest / d).st_mode) & 0o755 == 0o755, d
     # the Makefile's own list (what uninstall removes) is the same set
@@ -121,6 +126,8 @@ def test_installed_binary_runs(installed):
                                                  "share/moonwire/scripts/hello.lua")],
                        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok", p.stdout + p.stderr
+    # the supervisor found the installed moonwire-zygote (else it says so)
+    assert "moonwire-zygote" not in p.stderr, p.stderr
 
 
 def test_unit_points_into_prefix(installed, tmp_path):

@@ -24,7 +24,7 @@ import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAN = os.path.join(TOP, "man")
-PAGES = ["moonwire.1", "moonwire-agent.conf.5", "moonwire-policy.5"]
+PAGES = ["moonwire.1", "moonwire-zygote.1", "moonwire-agent.conf.5", "moonwire-policy.5"]
 COMPLETION = os.path.join(TOP, "runtime", "dist", "moonwire.bash")
 LONG_OPT = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 # Style messages that depend on this machine's manual database, not the page.

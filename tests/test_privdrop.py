@@ -99,9 +99,7 @@ def _check(moonwire_bin, who, top):
     os.chmod(top, 0o755)
     # the checkout may live where other users cannot reach (e.g. /root):
     # run a copy of the binary from the shared directory
-    exe = os.path.join(top, "moonwire")
-    shutil.copy2(moonwire_bin, exe)
-    os.chmod(exe, 0o755)
+    exe = _copy_binaries(moonwire_bin, top)
     moonwire_bin = exe
     prog = tmp_path / "nap.lua"
     prog.write_text("sleep(2)\nreturn 1\n")
@@ -121,6 +119,17 @@ def _check(moonwire_bin, who, top):
     try:
         workers = _workers(proc.pid)
         assert workers, "no worker process found"
+        # the zygote is moonwire-zygote, exec'd with the supervisor's
+        # capabilities (kept: it forks the workers that drop), confined
+        # by its own filter, with nothing in its ambient set
+        zyg = _zygote(proc.pid)
+        with open(f"/proc/{zyg}/comm") as f:
+            assert f.read().strip() == "moonwire-zygote", who
+        zst = _status(zyg)
+        assert zst["NoNewPrivs"] == ["1"] and zst["Seccomp"] == ["2"], (who, zst)
+        assert int(zst["CapAmb"][0], 16) == 0, (who, zst["CapAmb"])
+        sup_caps = int(_status(_children(proc.pid)[0])["CapPrm"][0], 16)
+        assert int(zst["CapPrm"][0], 16) == sup_caps, (who, zst["CapPrm"], hex(sup_caps))
         for w in workers:
             st = _status(w)
             uids = st["Uid"]
@@ -150,10 +159,48 @@ def _check(moonwire_bin, who, top):
 def _shared_copy(moonwire_bin):
     top = tempfile.mkdtemp(prefix="mw-privdrop-")
     os.chmod(top, 0o755)
+    return top, _copy_binaries(moonwire_bin, top)
+
+
+def _copy_binaries(moonwire_bin, top, zygote=True):
+    """moonwire (and moonwire-zygote, which the supervisor finds next to
+    it) copied to top; returns the path of the copy of moonwire."""
     exe = os.path.join(top, "moonwire")
     shutil.copy2(moonwire_bin, exe)
     os.chmod(exe, 0o755)
-    return top, exe
+    zyg = os.path.join(os.path.dirname(moonwire_bin), "moonwire-zygote")
+    if zygote:
+        assert os.access(zyg, os.X_OK), "no moonwire-zygote next to " + moonwire_bin
+        shutil.copy2(zyg, os.path.join(top, "moonwire-zygote"))
+        os.chmod(os.path.join(top, "moonwire-zygote"), 0o755)
+    return exe
+
+
+def _zygote(run_pid, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for sup in _children(run_pid):
+            for zyg in _children(sup):
+                return zyg
+        time.sleep(0.05)
+    raise AssertionError("no zygote process found")
+
+
+def test_without_moonwire_zygote_workers_fork_from_the_supervisor(moonwire_bin):
+    # moonwire-zygote missing next to the binary: the supervisor says so
+    # and serves from a zygote forked from its own image, confined alike
+    top = tempfile.mkdtemp(prefix="mw-privdrop-")
+    try:
+        os.chmod(top, 0o755)
+        exe = _copy_binaries(moonwire_bin, top, zygote=False)
+        prog = _program(top, "one.lua", "return 1\n")
+        p = subprocess.run([exe, "run", prog], capture_output=True, text=True, timeout=60,
+                           env={"PATH": os.environ["PATH"], "HOME": top})
+        assert p.returncode == 0 and "status: ok" in p.stdout, p.stdout + p.stderr
+        assert ("moonwire-zygote: not found next to the moonwire binary; workers are "
+                "forked from the supervisor's image") in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def _program(top, name, text):

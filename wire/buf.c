@@ -4,7 +4,10 @@
  *
  * Invariants: off <= len <= alloc, len <= max; a read-only view never
  * reallocates or frees; a failed read consumes nothing.  Freed memory is
- * wiped because buffers carry plaintext and key material in the agent.
+ * wiped because buffers carry plaintext and key material in the agent
+ * (glibc's explicit_bzero, which the compiler may not elide: the same
+ * guarantee as OPENSSL_cleanse, without linking libcrypto into
+ * moonwire-zygote, which maps as little as it can).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -12,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <openssl/crypto.h>
 
 #include "wire/mw_wire.h"
 
@@ -45,7 +46,7 @@ void
 mw_buf_free(struct mw_buf *b)
 {
 	if (!b->readonly && b->data != NULL) {
-		OPENSSL_cleanse(b->data, b->alloc);
+		explicit_bzero(b->data, b->alloc);
 		free(b->data);
 	}
 	size_t max = b->max;
@@ -118,7 +119,7 @@ mw_buf_reserve(struct mw_buf *b, size_t n, uint8_t **dst)
 			return MW_WIRE_ENOMEM;
 		if (b->data != NULL) {
 			memcpy(p, b->data, b->len);
-			OPENSSL_cleanse(b->data, b->alloc);
+			explicit_bzero(b->data, b->alloc);
 			free(b->data);
 		}
 		b->data = p;

@@ -225,6 +225,10 @@ def main(argv=None):
                 _copy_readonly(src, os.path.join(repo, rel))
         exe = os.path.join(repo, "build", os.path.basename(args.moonwire))
         _copy_readonly(os.path.abspath(args.moonwire), exe)
+        # the supervisor finds the zygote next to the binary
+        zyg = os.path.join(os.path.dirname(os.path.abspath(args.moonwire)), "moonwire-zygote")
+        if os.path.exists(zyg):
+            _copy_readonly(zyg, os.path.join(repo, "build", "moonwire-zygote"))
         for rel in ("", "build"):
             os.chmod(os.path.join(repo, rel), 0o755)
         # The writable parts: the user's HOME and TMPDIR.

@@ -6,7 +6,7 @@
 # architectures), Debian's own kernel for the target (its "cloud" flavour,
 # made for VMs; downloaded with apt-get download into BUILD/vm, once, never
 # installed), and an initramfs holding only a static init
-# (cross-vm-init.c), the test binaries, moonwire, their shared libraries
+# (cross-vm-init.c), the test binaries, moonwire and moonwire-zygote, their shared libraries
 # and spec/sandbox.md.  Nothing is written outside BUILD/vm.
 #
 # Usage: cross-vm.sh BUILD-DIR DEBIAN-ARCH [TEST...]   (default: test_filter test_sandbox)
@@ -57,7 +57,7 @@ mkdir -p "$root/proc" "$root/dev" "$root/tmp" "$root/sys" "$root/lib/$triplet" \
 	"$root/mw/tests" "$root/mw/spec"
 "$triplet-gcc" -static -O2 -Wall -Wextra -Werror -Wformat=2 -o "$root/init" \
 	"$top/tests/lib/cross-vm-init.c"
-cp "$build/moonwire" "$root/mw/"
+cp "$build/moonwire" "$build/moonwire-zygote" "$root/mw/"
 for t in $tests; do
 	[ -x "$build/tests/$t" ] || { echo "cross-vm: no $build/tests/$t" >&2; exit 1; }
 	cp "$build/tests/$t" "$root/mw/tests/"
@@ -67,7 +67,7 @@ cp "$top/spec/sandbox.md" "$root/mw/spec/"
 # from the multiarch root).
 loader=$(readelf -l "$build/moonwire" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
 cp -L "$loader" "$root/lib/"
-for b in "$root"/mw/moonwire "$root"/mw/tests/*; do
+for b in "$root"/mw/moonwire "$root"/mw/moonwire-zygote "$root"/mw/tests/*; do
 	"qemu-${triplet%%-*}" "$loader" --list "$b" | awk '/=> \// { print $3 }'
 done | sort -u | while read -r lib; do cp -L "$lib" "$root/lib/$triplet/"; done
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -1 > "$vm/initrd.gz"

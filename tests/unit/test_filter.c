@@ -424,6 +424,48 @@ test_spec_table(void **state)
 	}
 }
 
+/* The zygote's own filter (filter.c, zygote_rules), for the build's
+ * architecture: what the zygote and a confining worker call is allowed
+ * without conditions, every name of the worker's policy too (a worker
+ * runs under both), anything else fails with ENOSYS, and another
+ * architecture's convention kills. */
+static void
+test_zygote_filter(void **state)
+{
+	(void)state;
+	struct mw_filter z;
+	uint32_t a = seccomp_arch_native();
+	const uint32_t other = a == SCMP_ARCH_X86_64 ? SCMP_ARCH_AARCH64 : SCMP_ARCH_X86_64;
+	const char *name;
+	assert_int_equal(mw_filter_build_zygote(&z), 0);
+	assert_int_equal(z.arch, a);
+	/* the worker's names, without the worker's conditions */
+	for (size_t i = 0; (name = mw_filter_rule_name(i, NULL)) != NULL; i++)
+		expect(&z, a, name, 7, 0, PROT_EXEC, SECCOMP_RET_ALLOW);
+	static const char *const zygote[] = { "clone", "socketpair", "sendmsg", "recvmsg",
+		"pidfd_open", "wait4", "kill", "close", "ppoll", "setresuid", "setresgid",
+		"setgroups", "capset", "capget", "prctl", "seccomp", "rt_sigaction",
+		"rt_sigprocmask", "openat", "dup3", "close_range", "setrlimit", NULL };
+	for (size_t i = 0; zygote[i] != NULL; i++)
+		expect(&z, a, zygote[i], 0, 0, 0, SECCOMP_RET_ALLOW);
+	/* never needed: refused with ENOSYS, the zygote lives on */
+	static const char *const refused[] = { "execve", "execveat", "ptrace", "socket",
+		"connect", "mount", "unshare", "setns", "bpf", "mprotect", "process_vm_writev",
+		"pidfd_getfd", "init_module", "io_uring_setup", NULL };
+	for (size_t i = 0; refused[i] != NULL; i++) {
+#ifdef __SANITIZE_ADDRESS__
+		if (strcmp(refused[i], "mprotect") == 0)
+			continue;
+#endif
+		uint32_t got = verdict(&z, a, refused[i], 0, 0, 0);
+		if (got != (SECCOMP_RET_ERRNO | ENOSYS))
+			fail_msg("zygote filter: %s: %#x, want ERRNO(ENOSYS)", refused[i], got);
+	}
+	/* the other architecture's convention */
+	expect(&z, other, "read", 3, 0, 0, SECCOMP_RET_KILL_PROCESS);
+	mw_filter_free(&z);
+}
+
 int
 main(void)
 {
@@ -433,6 +475,7 @@ main(void)
 		cmocka_unit_test(test_program_per_arch),
 		cmocka_unit_test(test_native_filter_is_for_build_arch),
 		cmocka_unit_test(test_spec_table),
+		cmocka_unit_test(test_zygote_filter),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
