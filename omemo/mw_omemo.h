@@ -145,6 +145,17 @@ struct mw_omemo;
  * about 100 us each (make bench, commit_only).
  */
 int mw_omemo_db_open(const char *path, bool create, sqlite3 **out);
+/*
+ * The identity database's schema versioning, shared by every component
+ * that keeps tables in it (the OMEMO store, the agent's journal, the
+ * operator's job table): mw_schema(component, version) has one row per
+ * component; steps[v] takes it from version v to v + 1.  The missing steps
+ * run and the version is set in one transaction, so a crash leaves the
+ * old schema or the new one.  A version newer than n (written by a newer
+ * moonwire) is refused, never downgraded.  Needs no open transaction.
+ * 0, or -1 with nothing changed.
+ */
+int mw_db_migrate(sqlite3 *db, const char *component, const char *const *steps, int n);
 
 /*
  * Opens the OMEMO state in db, creating/migrating the omemo_* tables.  With

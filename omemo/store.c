@@ -80,20 +80,19 @@ omemo_exec(sqlite3 *db, const char *sql)
 }
 
 int
-omemo_schema(sqlite3 *db)
+mw_db_migrate(sqlite3 *db, const char *component, const char *const *steps, int n)
 {
 	sqlite3_stmt *st = NULL;
 	int version = 0, rc;
 
-	if (!sqlite3_get_autocommit(db))
-		return MW_OMEMO_E_TXN;
-	if (omemo_exec(db, "CREATE TABLE IF NOT EXISTS mw_schema("
-	    "component TEXT PRIMARY KEY, version INTEGER NOT NULL)") != 0)
-		return MW_OMEMO_E_DB;
-	if (omemo_exec(db, "BEGIN IMMEDIATE") != 0)
-		return MW_OMEMO_E_DB;
-	if (sqlite3_prepare_v2(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'omemo'", -1, &st, NULL) != SQLITE_OK)
+	if (!sqlite3_get_autocommit(db) ||
+	    omemo_exec(db, "CREATE TABLE IF NOT EXISTS mw_schema("
+	    "component TEXT PRIMARY KEY, version INTEGER NOT NULL)") != 0 ||
+	    omemo_exec(db, "BEGIN IMMEDIATE") != 0)
+		return -1;
+	if (sqlite3_prepare_v2(db, "SELECT version FROM mw_schema WHERE component = ?",
+	    -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, component, -1, SQLITE_STATIC) != SQLITE_OK)
 		goto fail;
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
@@ -102,26 +101,39 @@ omemo_schema(sqlite3 *db)
 		goto fail;
 	sqlite3_finalize(st);
 	st = NULL;
-	if (version > NMIGRATIONS)
+	if (version > n)
 		goto fail;	/* written by a newer moonwire */
-	for (int v = version; v < NMIGRATIONS; v++)
-		if (omemo_exec(db, migrations[v]) != 0)
+	if (version == n)
+		return omemo_exec(db, "COMMIT") == 0 ? 0 :
+		    ((void)omemo_exec(db, "ROLLBACK"), -1);
+	for (int v = version; v < n; v++)
+		if (omemo_exec(db, steps[v]) != 0)
 			goto fail;
 	if (sqlite3_prepare_v2(db, "INSERT INTO mw_schema(component, version) "
-	    "VALUES ('omemo', ?) ON CONFLICT(component) DO UPDATE SET "
+	    "VALUES (?, ?) ON CONFLICT(component) DO UPDATE SET "
 	    "version = excluded.version", -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int(st, 1, NMIGRATIONS) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, component, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int(st, 2, n) != SQLITE_OK ||
 	    sqlite3_step(st) != SQLITE_DONE)
 		goto fail;
 	sqlite3_finalize(st);
-	if (omemo_exec(db, "COMMIT") != 0)
-		goto fail2;
+	if (omemo_exec(db, "COMMIT") != 0) {
+		(void)omemo_exec(db, "ROLLBACK");
+		return -1;
+	}
 	return 0;
 fail:
 	sqlite3_finalize(st);
-fail2:
 	(void)omemo_exec(db, "ROLLBACK");
-	return MW_OMEMO_E_DB;
+	return -1;
+}
+
+int
+omemo_schema(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		return MW_OMEMO_E_TXN;
+	return mw_db_migrate(db, "omemo", migrations, NMIGRATIONS) == 0 ? 0 : MW_OMEMO_E_DB;
 }
 
 /* ---- transactions ---- */

@@ -21,7 +21,24 @@
 
 #include "runtime/agent/agent.h"
 
-#define JOURNAL_VERSION 2
+static const char *const migrations[] = {
+	/* 1 */
+	"CREATE TABLE mw_jobs("
+	" signer TEXT NOT NULL,"
+	" job_id TEXT NOT NULL,"
+	" envelope_sha256 BLOB NOT NULL,"
+	" from_jid TEXT NOT NULL,"
+	" device INTEGER NOT NULL,"
+	" state INTEGER NOT NULL,"
+	" result TEXT,"
+	" replied INTEGER NOT NULL DEFAULT 0,"
+	" received_at INTEGER NOT NULL,"
+	" finished_at INTEGER,"
+	" PRIMARY KEY (signer, job_id));"
+	"CREATE INDEX mw_jobs_pending ON mw_jobs(state, replied);",
+	/* 2: a signed cancellation recorded on its job's row */
+	"ALTER TABLE mw_jobs ADD COLUMN cancel_sha256 BLOB;",
+};
 
 static int
 exec_sql(sqlite3 *db, const char *sql)
@@ -32,52 +49,8 @@ exec_sql(sqlite3 *db, const char *sql)
 int
 mw_journal_init(sqlite3 *db)
 {
-	sqlite3_stmt *st = NULL;
-	int version = 0, rc;
-
-	if (exec_sql(db, "CREATE TABLE IF NOT EXISTS mw_schema("
-	    "component TEXT PRIMARY KEY, version INTEGER NOT NULL)") != 0 ||
-	    exec_sql(db, "BEGIN IMMEDIATE") != 0)
-		return -1;
-	if (sqlite3_prepare_v2(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'journal'", -1, &st, NULL) != SQLITE_OK)
-		goto fail;
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		version = sqlite3_column_int(st, 0);
-	else if (rc != SQLITE_DONE)
-		goto fail;
-	sqlite3_finalize(st);
-	st = NULL;
-	if (version > JOURNAL_VERSION)
-		goto fail;	/* written by a newer moonwire */
-	if (version < 1 && (exec_sql(db,
-	    "CREATE TABLE mw_jobs("
-	    " signer TEXT NOT NULL,"
-	    " job_id TEXT NOT NULL,"
-	    " envelope_sha256 BLOB NOT NULL,"
-	    " from_jid TEXT NOT NULL,"
-	    " device INTEGER NOT NULL,"
-	    " state INTEGER NOT NULL,"
-	    " result TEXT,"
-	    " replied INTEGER NOT NULL DEFAULT 0,"
-	    " received_at INTEGER NOT NULL,"
-	    " finished_at INTEGER,"
-	    " PRIMARY KEY (signer, job_id))") != 0 ||
-	    exec_sql(db, "CREATE INDEX mw_jobs_pending ON mw_jobs(state, replied)") != 0 ||
-	    exec_sql(db, "INSERT INTO mw_schema(component, version) VALUES "
-	    "('journal', 1) ON CONFLICT(component) DO UPDATE SET version = 1") != 0))
-		goto fail;
-	/* version 2: a signed cancellation recorded on its job's row */
-	if (version < 2 && (exec_sql(db,
-	    "ALTER TABLE mw_jobs ADD COLUMN cancel_sha256 BLOB") != 0 ||
-	    exec_sql(db, "UPDATE mw_schema SET version = 2 WHERE component = 'journal'") != 0))
-		goto fail;
-	return exec_sql(db, "COMMIT") == 0 ? 0 : (exec_sql(db, "ROLLBACK"), -1);
-fail:
-	sqlite3_finalize(st);
-	(void)exec_sql(db, "ROLLBACK");
-	return -1;
+	return mw_db_migrate(db, "journal", migrations,
+	    (int)(sizeof(migrations) / sizeof(migrations[0])));
 }
 
 void

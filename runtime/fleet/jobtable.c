@@ -67,45 +67,7 @@ exec_sql(sqlite3 *db, const char *sql)
 int
 mw_jobtable_init(sqlite3 *db)
 {
-	sqlite3_stmt *st = NULL;
-	int version = 0, rc;
-
-	if (!sqlite3_get_autocommit(db) ||
-	    exec_sql(db, "CREATE TABLE IF NOT EXISTS mw_schema("
-	    "component TEXT PRIMARY KEY, version INTEGER NOT NULL)") != 0 ||
-	    exec_sql(db, "BEGIN IMMEDIATE") != 0)
-		return -1;
-	if (sqlite3_prepare_v2(db, "SELECT version FROM mw_schema WHERE "
-	    "component = 'fleet'", -1, &st, NULL) != SQLITE_OK)
-		goto fail;
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		version = sqlite3_column_int(st, 0);
-	else if (rc != SQLITE_DONE)
-		goto fail;
-	sqlite3_finalize(st);
-	st = NULL;
-	if (version > NMIGRATIONS)
-		goto fail;	/* written by a newer moonwire */
-	for (int v = version; v < NMIGRATIONS; v++)
-		if (exec_sql(db, migrations[v]) != 0)
-			goto fail;
-	if (sqlite3_prepare_v2(db, "INSERT INTO mw_schema(component, version) "
-	    "VALUES ('fleet', ?) ON CONFLICT(component) DO UPDATE SET "
-	    "version = excluded.version", -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int(st, 1, NMIGRATIONS) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_DONE)
-		goto fail;
-	sqlite3_finalize(st);
-	if (exec_sql(db, "COMMIT") != 0) {
-		(void)exec_sql(db, "ROLLBACK");
-		return -1;
-	}
-	return 0;
-fail:
-	sqlite3_finalize(st);
-	(void)exec_sql(db, "ROLLBACK");
-	return -1;
+	return mw_db_migrate(db, "fleet", migrations, NMIGRATIONS);
 }
 
 void
