@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
 #include "runtime/job/job.h"
 #include "wire/mw_wire.h"
@@ -120,27 +119,7 @@ cancel_parse(const char *text, size_t len, struct mw_cancel *c, char *err, size_
 		    "empty line and -----BEGIN SSH SIGNATURE-----");
 	if (mw_buf_skip(&b, 1) != 0)
 		return refuse(MW_REFUSE_MALFORMED, err, errlen, "truncated");
-	if (mw_sshsig_unarmor((const char *)mw_buf_ptr(&b), mw_buf_avail(&b), &c->sig,
-	    &c->sig_len) != 0) {
-		const char *end = memmem(mw_buf_ptr(&b), mw_buf_avail(&b),
-		    "\n-----END SSH SIGNATURE-----", 28);
-		if (end != NULL) {
-			const char *stop = (const char *)mw_buf_ptr(&b) + mw_buf_avail(&b);
-			for (const char *after = end + 28; after < stop; after++)
-				if (*after != ' ' && *after != '\t' && *after != '\n')
-					return refuse(MW_REFUSE_MALFORMED, err, errlen,
-					    "text after -----END SSH SIGNATURE-----");
-		}
-		return refuse(MW_REFUSE_BAD_SIGNATURE, err, errlen, "signature armor or base64 is broken");
-	}
-	size_t hlen = len;
-	while (hlen > 0 && (text[hlen - 1] == ' ' || text[hlen - 1] == '\t' ||
-	    text[hlen - 1] == '\n'))
-		hlen--;
-	unsigned int mdlen = 0;
-	if (EVP_Digest(text, hlen, c->sha256, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-		return refuse(MW_REFUSE_MALFORMED, err, errlen, "sha256 failed");
-	return 0;
+	return mw_signed_tail(&b, text, len, &c->sig, &c->sig_len, c->sha256, err, errlen);
 }
 
 int

@@ -308,6 +308,36 @@ parse_time_field(const char *v, size_t n, int64_t *out)
 	return mw_time_parse(buf, out);
 }
 
+int
+mw_signed_tail(struct mw_buf *b, const char *text, size_t len, uint8_t **sig,
+    size_t *sig_len, uint8_t sha256[32], char *err, size_t errlen)
+{
+	if (mw_sshsig_unarmor((const char *)mw_buf_ptr(b), mw_buf_avail(b), sig, sig_len) != 0) {
+		/* Tell garbage after the armor apart from a broken armor. */
+		const char *end = memmem(mw_buf_ptr(b), mw_buf_avail(b),
+		    "\n-----END SSH SIGNATURE-----", 28);
+		if (end != NULL) {
+			const char *stop = (const char *)mw_buf_ptr(b) + mw_buf_avail(b);
+			for (const char *after = end + 28; after < stop; after++)
+				if (*after != ' ' && *after != '\t' && *after != '\n')
+					return refuse(MW_REFUSE_MALFORMED, err, errlen,
+					    "text after -----END SSH SIGNATURE-----");
+		}
+		return refuse(MW_REFUSE_BAD_SIGNATURE, err, errlen,
+		    "signature armor or base64 is broken");
+	}
+	/* the identity of the text for the replay cache: without the trailing
+	 * blanks a transport may add or strip */
+	size_t hlen = len;
+	while (hlen > 0 && (text[hlen - 1] == ' ' || text[hlen - 1] == '\t' ||
+	    text[hlen - 1] == '\n'))
+		hlen--;
+	unsigned int mdlen = 0;
+	if (EVP_Digest(text, hlen, sha256, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+		return refuse(MW_REFUSE_MALFORMED, err, errlen, "sha256 failed");
+	return 0;
+}
+
 static int
 envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, size_t errlen)
 {
@@ -429,29 +459,7 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 		    "-----BEGIN SSH SIGNATURE----- (program-length wrong?)");
 	if (mw_buf_skip(&b, 1) != 0)
 		return refuse(MW_REFUSE_MALFORMED, err, errlen, "truncated");
-	if (mw_sshsig_unarmor((const char *)mw_buf_ptr(&b), mw_buf_avail(&b), &e->sig, &e->sig_len) != 0) {
-		/* Tell garbage after the armor apart from a broken armor. */
-		const char *end = memmem(mw_buf_ptr(&b), mw_buf_avail(&b), "\n-----END SSH SIGNATURE-----", 28);
-		if (end != NULL) {
-			const char *after = end + 28;
-			const char *stop = (const char *)mw_buf_ptr(&b) + mw_buf_avail(&b);
-			for (; after < stop; after++)
-				if (*after != ' ' && *after != '\t' && *after != '\n')
-					return refuse(MW_REFUSE_MALFORMED, err, errlen,
-					    "text after -----END SSH SIGNATURE-----");
-		}
-		return refuse(MW_REFUSE_BAD_SIGNATURE, err, errlen, "signature armor or base64 is broken");
-	}
-	/* the identity of an envelope for the replay cache: its text without
-	 * the trailing blanks a transport may add or strip */
-	size_t hlen = len;
-	while (hlen > 0 && (text[hlen - 1] == ' ' || text[hlen - 1] == '\t' ||
-	    text[hlen - 1] == '\n'))
-		hlen--;
-	unsigned int mdlen = 0;
-	if (EVP_Digest(text, hlen, e->sha256, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-		return refuse(MW_REFUSE_MALFORMED, err, errlen, "sha256 failed");
-	return 0;
+	return mw_signed_tail(&b, text, len, &e->sig, &e->sig_len, e->sha256, err, errlen);
 }
 
 int

@@ -268,6 +268,16 @@ int mw_validity_check(int64_t issued_at, int64_t not_after, int64_t now,
 #define MW_CANCEL_MAGIC		"moonwire-cancel 1"	/* first line */
 #define MW_CANCEL_MAX		4096	/* whole cancellation text, bytes */
 
+/*
+ * The end of a signed text (an envelope or a cancellation), b positioned
+ * at its "-----BEGIN SSH SIGNATURE-----" line: the armored signature into
+ * *sig (malloc'ed) and the SHA-256 of the whole text without trailing
+ * blanks (its identity in the replay cache).  0 or a refusal code, err
+ * saying why (envelope.c).
+ */
+struct mw_buf;
+int mw_signed_tail(struct mw_buf *b, const char *text, size_t len, uint8_t **sig,
+    size_t *sig_len, uint8_t sha256[32], char *err, size_t errlen);
 struct mw_cancel {
 	char audience[MW_JID_MAX + 1];
 	char job_id[MW_JOB_ID_MAX + 1];		/* the job to cancel */
