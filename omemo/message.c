@@ -600,6 +600,28 @@ ratchet_decrypt(struct mw_omemo *o, struct parsed *p, struct mw_omemo_msg *m,
 	return omemo_map_sg(rc);
 }
 
+/*
+ * A revoked key is refused even on an existing session: the pinned key of
+ * (from, sid), when there is one, must not be REVOKED; its fingerprint
+ * goes into fp.  0, MW_OMEMO_E_UNTRUSTED, or a store error.  Both
+ * versions' decrypt paths start with it.
+ */
+int
+omemo_refuse_revoked(struct mw_omemo *o, const char *from, uint32_t sid,
+    char fp[MW_OMEMO_FP_HEXLEN + 1])
+{
+	uint8_t pinned[33];
+	enum mw_omemo_trust t;
+	int rc;
+
+	if ((rc = omemo_device_key(o, from, sid, pinned)) == MW_OMEMO_E_NOT_FOUND)
+		return 0;
+	if (rc != 0 || (rc = omemo_key_trust(o, from, pinned, 33, &t)) != 0)
+		return rc;
+	(void)mw_omemo_fp_from_key(pinned, 33, fp);
+	return t == MW_OMEMO_TRUST_REVOKED ? MW_OMEMO_E_UNTRUSTED : 0;
+}
+
 int
 mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
     struct mw_omemo_msg *m)
@@ -608,8 +630,6 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 	signal_buffer *km = NULL;
 	struct mw_buf b;
 	const uint8_t *key, *tag;
-	uint8_t pinned[33];
-	enum mw_omemo_trust t;
 	int rc;
 
 	if (m == NULL)
@@ -623,16 +643,7 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 		return omemo2_decrypt(o, stanza, m);
 	if ((rc = take_incoming(o, stanza, &p, m)) != 0)
 		goto out;
-	/* A revoked key is refused even on an existing session. */
-	if ((rc = omemo_device_key(o, p.from, p.sid, pinned)) == 0) {
-		if ((rc = omemo_key_trust(o, p.from, pinned, 33, &t)) != 0)
-			goto out;
-		(void)mw_omemo_fp_from_key(pinned, 33, m->fp);
-		if (t == MW_OMEMO_TRUST_REVOKED) {
-			rc = MW_OMEMO_E_UNTRUSTED;
-			goto out;
-		}
-	} else if (rc != MW_OMEMO_E_NOT_FOUND)
+	if ((rc = omemo_refuse_revoked(o, p.from, p.sid, m->fp)) != 0)
 		goto out;
 	/* the gate: with require_verified nothing from a key that is not
 	 * VERIFIED reaches the ratchet or the store */

@@ -565,23 +565,13 @@ omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 {
 	struct parsed2 p;
 	signal_buffer *km = NULL;
-	uint8_t pinned[33], *env = NULL;
+	uint8_t *env = NULL;
 	size_t envlen = 0;
-	enum mw_omemo_trust t;
 	int rc;
 
 	if ((rc = take2(o, stanza, &p, m)) != 0)
 		goto out;
-	/* a revoked key is refused even on an existing session */
-	if ((rc = omemo_device_key(o, p.from, p.sid, pinned)) == 0) {
-		if ((rc = omemo_key_trust(o, p.from, pinned, 33, &t)) != 0)
-			goto out;
-		(void)mw_omemo_fp_from_key(pinned, 33, m->fp);
-		if (t == MW_OMEMO_TRUST_REVOKED) {
-			rc = MW_OMEMO_E_UNTRUSTED;
-			goto out;
-		}
-	} else if (rc != MW_OMEMO_E_NOT_FOUND)
+	if ((rc = omemo_refuse_revoked(o, p.from, p.sid, m->fp)) != 0)
 		goto out;
 	if (o->require_verified) {
 		if ((rc = peek2(o, &p, m)) != 0)

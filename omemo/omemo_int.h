@@ -282,4 +282,8 @@ omemo_jid_ok(const char *jid)
 	return strchr(jid, '/') == NULL;
 }
 
+/* message.c: refuses a device whose pinned key is revoked (both versions). */
+int omemo_refuse_revoked(struct mw_omemo *o, const char *from, uint32_t sid,
+    char fp[MW_OMEMO_FP_HEXLEN + 1]);
+
 #endif
