@@ -76,6 +76,10 @@ struct mw_omemo {
 	struct omemo_send *sends;	/* mw_omemo_send()s awaiting bundles */
 	unsigned long iq_seq;
 	int64_t iq_timeout_ms;
+	/* a send asked for the own device list on this transport (or it is
+	 * in flight): later sends use the stored one, kept fresh by the
+	 * start-up chain and pushes, instead of one fetch per send */
+	bool own_list_asked;
 	int64_t last_maintain;
 
 	/* publication confirmation (pep.c): the start-up chain (bundle ->

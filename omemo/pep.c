@@ -904,6 +904,8 @@ fetch_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 		if (err != 0 && strcmp(jid, o->jid) == 0)
 			own_list_trouble(o, err);
 	}
+	if (err != 0 && strcmp(jid, o->jid) == 0)
+		o->own_list_asked = false;	/* the next send asks again */
 	if (err != 0)
 		q->op->last_err = err;
 	if (--q->op->outstanding == 0)
@@ -998,8 +1000,12 @@ op_step(struct mw_omemo *o, struct omemo_send *op)
 			rc = omemo_trusted_devices(o, o->jid, &ids, &n, false,
 			    false, NULL, 0);
 			free(ids);
-			if (rc == 0 && n == 0)
+			/* once per transport: a fan-out to N peers costs N own
+			 * list fetches otherwise */
+			if (rc == 0 && n == 0 && !o->own_list_asked) {
+				o->own_list_asked = true;
 				rc = fetch_list_for(o, op, o->jid);
+			}
 		}
 		if (rc != 0) {
 			op->last_err = rc;
@@ -1237,6 +1243,7 @@ mw_omemo_set_transport(struct mw_omemo *o, xmpp_ctx_t *xctx,
 	o->xctx = xctx;
 	o->send_fn = send_fn;
 	o->send_arg = arg;
+	o->own_list_asked = false;	/* a new stream: ask once again */
 	return 0;
 }
 

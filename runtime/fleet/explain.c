@@ -32,9 +32,9 @@ mw_fleet_explain_iq_error(const struct mw_fleet *f, const struct mw_fleet_target
 	else if (strcmp(c, "item-not-found") == 0 || strcmp(c, "forbidden") == 0)
 		/* Prosody answers forbidden alike for an account that does not
 		 * exist and one that never published OMEMO keys */
-		snprintf(buf, len, "no OMEMO device list published for %s (%s): the "
-		    "account does not exist, or the agent has never connected with it",
-		    jid, c);
+		/* the reason first: the summary table shows its first words */
+		snprintf(buf, len, "no such account or no OMEMO device list (%s): %s "
+		    "does not exist, or no agent has ever connected with it", c, jid);
 	else if (strcmp(c, "service-unavailable") == 0 ||
 	    strcmp(c, "recipient-unavailable") == 0)
 		snprintf(buf, len, "no such account %s (%s%s)", jid, c, text);

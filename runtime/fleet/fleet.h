@@ -346,6 +346,37 @@ void mw_fleet_progress_clear(struct mw_fleet_progress *p);
  * message to a job's targets (a cancellation: other envelopes, the same
  * targets and job id).  Whatever it decrypts goes to the job table. */
 
+/* ---- pacing and retries (pace.c) ---- */
+
+#define MW_FLEET_SEND_WINDOW	64	/* sends in flight at most (first contact: 2 IQs each) */
+#define MW_FLEET_MAX_TRIES	8	/* sends of one target before its error stands */
+#define MW_FLEET_BACKOFF_MIN_MS	250
+#define MW_FLEET_BACKOFF_MAX_MS	8000
+
+struct mw_fleet_pace {
+	unsigned max;			/* the window's ceiling */
+	unsigned window;		/* sends allowed in flight now */
+	unsigned inflight;
+	unsigned credit;		/* successes towards the next window + 1 */
+	uint64_t hold_until_ms;		/* no new start before (monotonic) */
+	unsigned throttled;		/* throttle answers seen */
+};
+void mw_fleet_pace_init(struct mw_fleet_pace *p, unsigned max);
+/* Whether a stanza error (its type attribute and defined condition, either
+ * may be NULL) says "try again later": type wait, resource-constraint,
+ * policy-violation, remote-server-timeout, internal-server-error. */
+bool mw_fleet_retriable(const char *type, const char *cond);
+/* The wait before try number tries + 1 (tries >= 1): MIN doubled per try up
+ * to MAX, then jittered into [d/2, d] by rnd. */
+uint64_t mw_fleet_backoff_ms(unsigned tries, uint32_t rnd);
+bool mw_fleet_pace_may_start(const struct mw_fleet_pace *p, uint64_t now_ms);
+void mw_fleet_pace_started(struct mw_fleet_pace *p);
+/* A send finished (ok: it went out); success grows the window again. */
+void mw_fleet_pace_done(struct mw_fleet_pace *p, bool ok);
+/* The server throttled us: halve the window, hold starts for backoff_ms. */
+void mw_fleet_pace_throttled(struct mw_fleet_pace *p, uint64_t now_ms,
+    uint64_t backoff_ms);
+
 struct mw_fleet;
 /* Target i of a connection; its job table row is rows[i]. */
 struct mw_fleet_target {
@@ -357,8 +388,14 @@ struct mw_fleet_target {
 	bool sent;			/* handed to the connection */
 	char *unsent_why;		/* the send failed: to record (malloc'ed) */
 	char iq_error[64];		/* condition of the last IQ error about it */
+	char iq_error_type[16];		/* its type (wait, cancel, ...) */
 	char iq_error_text[256];
 	bool cancel_answered;		/* cancel: the agent answered the cancellation */
+	bool inflight;			/* an mw_omemo_send of it is running */
+	bool queued;			/* to be (re)sent when the pace allows */
+	unsigned tries;			/* sends started */
+	uint64_t retry_at_ms;		/* monotonic: not before */
+	char msg_id[48];		/* id of the last message sent to it */
 };
 
 enum mw_fleet_stop {
@@ -391,6 +428,9 @@ struct mw_fleet {
 	char barrier_id[40];		/* collect: the ping after our presence */
 	int64_t cancel_since_ms;	/* cancel: answers newer than this count; 0: not a cancel */
 	struct mw_fleet_progress progress;
+	struct mw_fleet_pace pace;	/* sends in flight, throttle backoff */
+	size_t queued;			/* targets with t[i].queued */
+	unsigned retries;		/* sends started again after a throttle */
 };
 
 /* Opens the identity database (created private if missing), the OMEMO

@@ -370,6 +370,100 @@ note_chat_state(struct mw_fleet *f, xmpp_stanza_t *st)
 	}
 }
 
+/* The type and defined condition of st's <error/> (cond "" if none). */
+static const char *
+stanza_error(xmpp_stanza_t *st, char *cond, size_t condlen, char *text,
+    size_t textlen)
+{
+	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
+
+	cond[0] = '\0';
+	text[0] = '\0';
+	for (c = e ? xmpp_stanza_get_children(e) : NULL; c != NULL;
+	    c = xmpp_stanza_get_next(c)) {
+		const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
+
+		if (name == NULL || ns == NULL ||
+		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0)
+			continue;
+		if (strcmp(name, "text") == 0) {
+			char *tx = xmpp_stanza_get_text(c);
+
+			if (tx != NULL) {
+				snprintf(text, textlen, "%s", tx);
+				xmpp_free(xmpp_stanza_get_context(st), tx);
+			}
+		} else if (cond[0] == '\0')
+			snprintf(cond, condlen, "%s", name);
+	}
+	return e != NULL ? xmpp_stanza_get_type(e) : NULL;
+}
+
+/* Target t goes back to the queue after a backoff; throttle: the server
+ * said "later", so the whole fan-out slows down too. */
+static void
+requeue(struct mw_fleet *f, struct mw_fleet_target *t, bool throttle)
+{
+	uint64_t now = mono_ms(), d = mw_fleet_backoff_ms(t->tries,
+	    (uint32_t)random());
+
+	t->retry_at_ms = now + d;
+	if (!t->queued) {
+		t->queued = true;
+		f->queued++;
+	}
+	f->retries++;
+	if (throttle) {
+		if (f->pace.throttled == 0) {
+			mw_fleet_progress_clear(&f->progress);
+			fprintf(stderr, "moonwire %s: the server is throttling this account "
+			    "(%s): slowing down and retrying (see `limits` / shapers in "
+			    "the README)\n", f->cmd, t->iq_error[0] ? t->iq_error : "timeout");
+		}
+		mw_fleet_pace_throttled(&f->pace, now, d);
+	}
+}
+
+/* A message of ours bounced: a "later" error sends it again (a new OMEMO
+ * message; the bounced one never reached the agent), any other is the
+ * target's outcome. */
+static void
+on_message_error(struct mw_fleet *f, xmpp_stanza_t *st)
+{
+	ssize_t i = find_from(f, xmpp_stanza_get_from(st));
+	const char *id = xmpp_stanza_get_id(st), *type;
+	struct mw_fleet_target *t;
+	char cond[64], text[256], why[1400];
+
+	if (i < 0 || f->rows[i].state != MW_FLEET_PENDING)
+		return;
+	t = &f->t[i];
+	if (t->envelope == NULL || t->msg_id[0] == '\0' || id == NULL ||
+	    strcmp(id, t->msg_id) != 0 || t->unsent_why != NULL)
+		return;		/* not the last message of this job to it */
+	type = stanza_error(st, cond, sizeof(cond), text, sizeof(text));
+	t->msg_id[0] = '\0';
+	if (mw_fleet_retriable(type, cond) && t->tries < MW_FLEET_MAX_TRIES &&
+	    !f->closing) {
+		snprintf(t->iq_error, sizeof(t->iq_error), "%s", cond);
+		t->sent = false;
+		requeue(f, t, true);
+		return;
+	}
+	if (strcmp(cond, "service-unavailable") == 0 ||
+	    strcmp(cond, "item-not-found") == 0)
+		snprintf(why, sizeof(why), "no such account %s: the server bounced the "
+		    "job (%s%s%s)", f->rows[i].jid, cond, text[0] ? ": " : "", text);
+	else
+		snprintf(why, sizeof(why), "the server bounced the job (%s%s%s%s)",
+		    cond[0] ? cond : "no condition", text[0] ? ": " : "", text,
+		    t->tries > 1 ? ", after retries" : "");
+	mw_fleet_progress_clear(&f->progress);
+	fprintf(stderr, "moonwire %s: %s: %s\n", f->cmd, f->rows[i].jid, why);
+	if ((t->unsent_why = strdup(why)) == NULL)
+		t->unsent_why = strdup("not sent");
+}
+
 static int
 on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 {
@@ -379,6 +473,11 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	int rc, rec = 0;
 
 	(void)conn;
+	if (xmpp_stanza_get_type(st) != NULL &&
+	    strcmp(xmpp_stanza_get_type(st), "error") == 0) {
+		on_message_error(f, st);
+		return 1;
+	}
 	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL) {
 		note_chat_state(f, st);
 		return 1;
@@ -435,6 +534,7 @@ on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	struct mw_fleet *f = arg;
 	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
 	const char *from = xmpp_stanza_get_from(st), *cond = "undefined-condition";
+	const char *etype;
 	xmpp_stanza_t *text_el = NULL;
 	char *text = NULL;
 	ssize_t hit;
@@ -456,9 +556,12 @@ on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	}
 	if (text_el != NULL)
 		text = xmpp_stanza_get_text(text_el);
+	etype = e != NULL ? xmpp_stanza_get_type(e) : NULL;
 	n = strcspn(from, "/");
 	if ((hit = find(f, from, n)) >= 0) {
 		snprintf(f->t[hit].iq_error, sizeof(f->t[hit].iq_error), "%s", cond);
+		snprintf(f->t[hit].iq_error_type, sizeof(f->t[hit].iq_error_type), "%s",
+		    etype != NULL ? etype : "");
 		snprintf(f->t[hit].iq_error_text, sizeof(f->t[hit].iq_error_text), "%s",
 		    text != NULL ? text : "");
 	} else if (memchr(from, '@', n) == NULL) {
@@ -468,6 +571,8 @@ on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 
 			if (strlen(domain) == n && strncmp(domain, from, n) == 0) {
 				snprintf(f->t[i].iq_error, sizeof(f->t[i].iq_error), "%s", cond);
+				snprintf(f->t[i].iq_error_type, sizeof(f->t[i].iq_error_type),
+				    "%s", etype != NULL ? etype : "");
 				snprintf(f->t[i].iq_error_text, sizeof(f->t[i].iq_error_text),
 				    "%s", text != NULL ? text : "");
 			}
@@ -531,6 +636,10 @@ on_sent(struct mw_omemo *o, int err, void *arg)
 	char why[1400];
 
 	(void)o;
+	if (t->inflight) {
+		t->inflight = false;
+		mw_fleet_pace_done(&f->pace, err == 0);
+	}
 	if (t->sent || t->unsent_why != NULL)
 		return;		/* told once already */
 	if (err == 0) {
@@ -539,12 +648,22 @@ on_sent(struct mw_omemo *o, int err, void *arg)
 		t->dirty = true;
 		return;
 	}
+	/* the server said "later" (or did not answer in time): again, slower */
+	if ((err == MW_OMEMO_E_TIMEOUT || (err == MW_OMEMO_E_IQ &&
+	    mw_fleet_retriable(t->iq_error_type, t->iq_error))) &&
+	    t->tries < MW_FLEET_MAX_TRIES && !f->failed && !f->closing) {
+		requeue(f, t, true);
+		return;
+	}
 	/* an IQ error not about the target (our own device list on a first
 	 * run) with nothing verified: the missing trust is the cause */
 	if (err == MW_OMEMO_E_IQ && t->iq_error[0] == '\0' && !has_verified_device(f, jid))
 		err = MW_OMEMO_E_NO_DEVICES;
 	if (err == MW_OMEMO_E_IQ)
 		mw_fleet_explain_iq_error(f, t, jid, why, sizeof(why));
+	else if (err == MW_OMEMO_E_TIMEOUT && t->tries > 1)
+		snprintf(why, sizeof(why), "%s (%u tries)", mw_omemo_strerror(err),
+		    t->tries);
 	else if (err == MW_OMEMO_E_NO_DEVICES)
 		snprintf(why, sizeof(why), "%s: verify the agent's fingerprint first: "
 		    "moonwire trust -c %s %s FINGERPRINT (the agent's owner reads it "
@@ -562,9 +681,49 @@ static void
 send_stanza(xmpp_stanza_t *st, void *arg)
 {
 	struct mw_fleet *f = arg;
+	const char *name = xmpp_stanza_get_name(st), *id = xmpp_stanza_get_id(st);
+	ssize_t i;
 
-	if (f->conn != NULL && f->connected)
-		xmpp_send(f->conn, st);
+	if (f->conn == NULL || !f->connected)
+		return;
+	/* the id of the job's message to a target: a bounce names it */
+	if (name != NULL && strcmp(name, "message") == 0 && id != NULL &&
+	    (i = find_from(f, xmpp_stanza_get_to(st))) >= 0)
+		snprintf(f->t[i].msg_id, sizeof(f->t[i].msg_id), "%s", id);
+	xmpp_send(f->conn, st);
+}
+
+/* Starts queued targets while the pace allows: the window bounds the IQs
+ * and messages in flight, so answers arrive while later targets wait
+ * instead of the server queueing a thousand fetches at once. */
+static void
+pump(struct mw_fleet *f)
+{
+	uint64_t now;
+
+	if (f->queued == 0 || !f->connected || f->closing || f->failed)
+		return;
+	now = mono_ms();
+	for (size_t i = 0; i < f->nt && f->queued > 0 &&
+	    mw_fleet_pace_may_start(&f->pace, now); i++) {
+		struct mw_fleet_target *t = &f->t[i];
+		int rc;
+
+		if (!t->queued || t->retry_at_ms > now)
+			continue;
+		t->queued = false;
+		f->queued--;
+		if (f->rows[i].state != MW_FLEET_PENDING)
+			continue;	/* answered meanwhile (another process) */
+		t->tries++;
+		t->inflight = true;
+		t->iq_error[0] = t->iq_error_type[0] = t->iq_error_text[0] = '\0';
+		mw_fleet_pace_started(&f->pace);
+		rc = mw_omemo_send(f->o, f->rows[i].jid, t->envelope, t->envelope_len,
+		    on_sent, t);
+		if (rc != 0)
+			on_sent(f->o, rc, t);
+	}
 }
 
 static int
@@ -646,18 +805,20 @@ on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 	for (size_t i = 0; i < f->nt; i++) {
 		struct mw_fleet_target *t = &f->t[i];
 
-		if (t->envelope == NULL || f->rows[i].state != MW_FLEET_PENDING)
+		if (t->envelope == NULL || f->rows[i].state != MW_FLEET_PENDING ||
+		    t->queued)
 			continue;
-		rc = mw_omemo_send(f->o, f->rows[i].jid, t->envelope, t->envelope_len,
-		    on_sent, t);
-		if (rc != 0)
-			on_sent(f->o, rc, t);
+		t->queued = true;
+		f->queued++;
 	}
+	pump(f);
 }
 
 int
 mw_fleet_connect(struct mw_fleet *f)
 {
+	mw_fleet_pace_init(&f->pace, MW_FLEET_SEND_WINDOW);
+	srandom((unsigned)getpid() ^ (unsigned)mono_ms());
 	xmpp_initialize();
 	if ((f->x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
 	    (f->conn = xmpp_conn_new(f->x)) == NULL ||
@@ -700,6 +861,7 @@ mw_fleet_wait(struct mw_fleet *f, uint64_t timeout_ms, bool collect_only)
 
 		xmpp_run_once(f->x, 100);	/* returns as soon as data arrives */
 		mw_omemo_tick(f->o);
+		pump(f);
 		record_unsent(f);
 		now = mono_ms();
 		if (f->poll_now || now >= next_poll) {

@@ -188,9 +188,9 @@ def test_unknown_account_is_named(tls_kit):
     assert p.returncode == 6, p.stderr
     assert "server returned an error" not in p.stderr
     # Prosody answers forbidden for a missing account (it hides which exist)
-    assert "moonwire send: ghost@localhost: no OMEMO device list published for " \
-        "ghost@localhost (forbidden): the account does not exist, or the agent has " \
-        "never connected with it" in p.stderr, p.stderr
+    assert "moonwire send: ghost@localhost: no such account or no OMEMO device " \
+        "list (forbidden): ghost@localhost does not exist, or no agent has ever " \
+        "connected with it" in p.stderr, p.stderr
 
 
 def test_foreign_domain_and_unverified_agent_are_named(tls_kit):

@@ -202,8 +202,12 @@ class Prosody:
 
     def __init__(self, workdir, domain="localhost", port=None, smacks=True,
                  smacks_hibernation_time=60, log_level="debug",
-                 extra_config="", tls=False, extra_modules=(), ibr=False):
+                 extra_config="", tls=False, extra_modules=(), ibr=False,
+                 limits="{ }"):
         self.tls = tls
+        # mod_limits' table (Lua text); it takes effect with "limits" in
+        # extra_modules, e.g. '{ c2s = { rate = "3kb/s"; burst = "2kb" } }'
+        self.limits = limits
         # in-band registration from loopback only (register() uses it):
         # for fleets of test accounts
         self.ibr = ibr and not tls
@@ -287,7 +291,7 @@ class Prosody:
             "allow_registration = %s" % ("true" if self.ibr else "false"),
             ("registration_whitelist = { %s }\nwhitelist_registration_only = true\n"
              "min_seconds_between_registrations = 0" % q(LOOPBACK)) if self.ibr else "",
-            "limits = { }",
+            "limits = %s" % self.limits,
             "smacks_hibernation_time = %d" % self.smacks_hibernation_time,
             "conflict_resolve = \"kick_old\"",
             # Shutdown waits at most this (+1 s) for clients to close streams.
