@@ -17,6 +17,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from agentkit import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,6 +75,7 @@ def test_failover_config_errors(deploy):
                                                p.stderr), (bad, p.stderr)
 
 
+@pytest.mark.prosody_only("restarts the server (Prosody.restart)")
 def test_server_restart_spreads_reconnections(deploy):
     """After a server restart the first reconnection of each agent waits
     the backoff (1 s +-20 %) plus a uniform 0..reconnect_spread; with 0

@@ -15,8 +15,15 @@ beside.
 
 import re
 
+import pytest
+
 from agentkit import run
 from test_agent import peer_result, result_body, still_serves
+
+# python-omemo's twomemo publishes its bundle with pubsub#max_items, which
+# ejabberd 23.01 refuses (moonwire drops the field and publishes again;
+# the python peer does not)
+pytestmark = pytest.mark.prosody_only("python-omemo twomemo cannot publish on ejabberd 23.01 (pubsub#max_items)")
 
 
 def omemo2_peer(d, user="quinn", allow=True):

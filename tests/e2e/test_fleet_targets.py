@@ -16,6 +16,8 @@ import os
 import re
 import time
 
+import pytest
+
 from agentkit import json_lines, run
 from test_first_hour import over_tls, tls_kit  # noqa: F401 (a fixture)
 
@@ -72,6 +74,7 @@ def program(kit, name, text=COUNT):
 
 # ---------------------------------------------------------------- fleet
 
+@pytest.mark.prosody_only("reads and writes Prosody's own roster storage")
 def test_fleet_add_list_remove_round_trip(kit):
     alice = kit.operator("alice")
     web1, web2, db1 = ("web1@localhost", "web2@localhost", "db1@localhost")
@@ -262,6 +265,7 @@ def write_stored_roster(kit, op, items):
         f.write("".join(out))
 
 
+@pytest.mark.prosody_only("reads and writes Prosody's own roster storage")
 def test_large_groups(kit):
     """Fleet sizes through the roster.  200 members added by `fleet add`
     (pipelined roster sets; Prosody rewrites the whole roster file for each
