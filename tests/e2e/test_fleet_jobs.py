@@ -40,6 +40,18 @@ def sleeper_policy(agent):
                          "profile nothing\n")
 
 
+def sleeper_fleet(kit, n=2):
+    """alice and n started agents (agent1..) that allow her sleepers."""
+    alice = kit.operator("alice")
+    agents = [kit.agent("agent%d" % i) for i in range(1, n + 1)]
+    for a in agents:
+        sleeper_policy(a)
+        a.allow(alice)
+        kit.trust(a, alice)
+        a.start()
+    return alice, agents
+
+
 def job_of(stderr):
     m = re.search(r"collect the results later with: moonwire results -c (\S+) (\S+)\n",
                   stderr)
@@ -211,13 +223,7 @@ def test_late_result_collected_by_results(kit):
 
 
 def test_two_concurrent_sends_of_one_account_both_get_results(kit):
-    alice = kit.operator("alice")
-    agents = [kit.agent("agent%d" % i) for i in (1, 2)]
-    for a in agents:
-        sleeper_policy(a)
-        a.allow(alice)
-        kit.trust(a, alice)
-        a.start()
+    alice, agents = sleeper_fleet(kit)
     progs = [write(os.path.join(kit.workdir, "p%d.lua" % i),
                    'sleep(1.5)\nreturn "from send %d"\n' % i) for i in (1, 2)]
     for rnd in range(2):
@@ -229,13 +235,7 @@ def test_two_concurrent_sends_of_one_account_both_get_results(kit):
 
 
 def test_operator_killed_mid_wait_loses_nothing(kit):
-    alice = kit.operator("alice")
-    agents = [kit.agent("agent%d" % i) for i in (1, 2)]
-    for a in agents:
-        sleeper_policy(a)
-        a.allow(alice)
-        kit.trust(a, alice)
-        a.start()
+    alice, agents = sleeper_fleet(kit)
     prog = write(os.path.join(kit.workdir, "slow.lua"), 'sleep(2)\nreturn "survived"\n')
     proc = alice.send_async(agents, prog, timeout="60s")
     for a in agents:
@@ -314,13 +314,7 @@ def test_retention_prunes_old_jobs(kit):
 
 
 def test_progress_line_on_a_terminal_only(kit):
-    alice = kit.operator("alice")
-    agents = [kit.agent("agent%d" % i) for i in (1, 2)]
-    for a in agents:
-        sleeper_policy(a)
-        a.allow(alice)
-        kit.trust(a, alice)
-        a.start()
+    alice, agents = sleeper_fleet(kit)
     prog = write(os.path.join(kit.workdir, "slow.lua"), 'sleep(2.5)\nreturn 1\n')
     cmd = [kit.moonwire, "send", "-c", alice.conf, "--timeout", "30s",
            "--to", agents[0].jid, "--to", agents[1].jid, prog]
