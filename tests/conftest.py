@@ -27,6 +27,7 @@ Fixtures:
 
 import os
 import sys
+import threading
 
 import pytest
 
@@ -78,6 +79,58 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="ejabberd pass: " + why))
 
 
+class _SpareEjabberd:
+    """The ejabberd pass keeps one fresh node booting in the background
+    while a test runs (the Erlang VM takes 2-4 s to start): each test still
+    gets a server of its own, nothing carries over, and the pass is shorter
+    by a boot per test.  A spare that failed to start is started again in
+    the foreground, so its error is the test's."""
+
+    def __init__(self):
+        self.srv = None
+        self.thread = None
+        self.error = None
+
+    def _boot(self, srv):
+        try:
+            srv.start()
+        except Exception as e:  # noqa: BLE001 -- reported when taken
+            self.error = e
+
+    def launch(self):
+        self.srv, self.error = Ejabberd(), None
+        self.thread = threading.Thread(target=self._boot, args=(self.srv,), daemon=True)
+        self.thread.start()
+
+    def take(self, tmp_path):
+        srv = None
+        if self.thread is not None:
+            self.thread.join()
+            srv, self.thread = self.srv, None
+            if self.error is not None or srv.proc is None or srv.proc.poll() is not None:
+                srv.stop()
+                srv = None
+        if srv is None:
+            srv = Ejabberd(tmp_path)
+            srv.start()
+        srv.hint = str(tmp_path)
+        self.launch()
+        return srv
+
+    def close(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.srv.stop()
+            self.thread = None
+
+
+_spare_ejabberd = _SpareEjabberd()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _spare_ejabberd.close()
+
+
 @pytest.fixture
 def prosody(request, tmp_path):
     """The XMPP server of a test: Prosody, or ejabberd when
@@ -86,7 +139,7 @@ def prosody(request, tmp_path):
     if XMPP_SERVER == "ejabberd":
         if os.geteuid() != 0:
             pytest.skip("ejabberdctl runs only as root or the ejabberd user")
-        srv = Ejabberd(tmp_path)
+        srv = _spare_ejabberd.take(tmp_path)
     elif XMPP_SERVER == "prosody":
         srv = Prosody(tmp_path / "prosody")
     else:
