@@ -119,7 +119,14 @@ mw_confine_worker(int sock, const struct mw_filter *f)
 	extern char **environ;
 	if (environ != NULL && clearenv() != 0)
 		return -1;
-	tzset();	/* os.date must not open /etc/localtime later */
+	/* The time zone is read now, before the filter: tzset() re-reads
+	 * /etc/localtime if it changed since the zygote read it.  Then TZ
+	 * names that same file, which glibc's tzset() takes as "unchanged"
+	 * without a stat: os.date and os.time{...} (mktime calls tzset())
+	 * never touch the filesystem, which the filter would punish. */
+	tzset();
+	if (setenv("TZ", ":/etc/localtime", 1) != 0)
+		return -1;
 
 	if (set_limit(RLIMIT_FSIZE, 0) != 0 ||
 	    set_limit(RLIMIT_NOFILE, MW_WORKER_FD + 1) != 0 ||
