@@ -493,6 +493,7 @@ def main():
     thr = find(mw, "throughput")
     mem_w = find(mw, "memory", when="idle_after_warmup")
     mem_l = find(mw, "memory", when="idle_after_load")
+    cpu = find(mw, "cpu")
     start = find(mw, "start")
     mw_error = err.strip() if rc != 0 else None
 
@@ -578,6 +579,10 @@ def main():
                      + (f"  ({thr['error']})" if "error" in thr else ""), "", ""))
     else:
         rows.append(("throughput", "no figures", ">= 4000 jobs/s", "n/a"))
+    if cpu:
+        rows.append((f"CPU per job ({cpu.get('jobs')} jobs): supervisor / zygote / workers",
+                     f"{fmt(cpu.get('supervisor_us_per_job'))} / {fmt(cpu.get('zygote_us_per_job'))}"
+                     f" / {fmt(cpu.get('workers_us_per_job'))} us", "", ""))
     for m, label in ((mem_w, "after warm-up"), (mem_l, "after load")):
         if not m:
             continue
@@ -626,7 +631,7 @@ def main():
                      loadavg_before=load_before, loadavg_after=load_after),
         "config": vars(args),
         "program": TRIVIAL,
-        "moonwire": {"start": start, "latency": lat, "latency_gap": gap, "throughput": thr,
+        "moonwire": {"start": start, "latency": lat, "latency_gap": gap, "throughput": thr, "cpu": cpu,
                      "memory_idle_after_warmup": mem_w, "memory_idle_after_load": mem_l,
                      "error": mw_error},
         "baselines": {
