@@ -595,15 +595,19 @@ def main():
                      + (f"{m.get('tree_pss_kb') / 1024:.2f} MiB" if m.get("tree_pss_kb", -1) >= 0 else "-"),
                      "", ""))
     log("bench: OMEMO (established session, first contact, raw crypto)")
-    try:
-        omemo_rows, omemo_raw = run_omemo(build_dir, args)
-    except CannotRun as e:
-        omemo_rows, omemo_raw = [("OMEMO benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
-    rows.extend(omemo_rows)
-    path_rows, path_raw, path_summaries = run_path_part(build_dir, moonwire, bench, args)
-    rows.extend(path_rows)
-    fleet_rows, fleet_raw = run_fleet_part(build_dir, moonwire, args)
-    rows.extend(fleet_rows)
+    # --only sandbox stops here; --only omemo runs the OMEMO part too.
+    omemo_raw, path_raw, path_summaries, fleet_raw = {"skipped": True}, None, {}, None
+    if args.only in ("all", "omemo"):
+        try:
+            omemo_rows, omemo_raw = run_omemo(build_dir, args)
+        except CannotRun as e:
+            omemo_rows, omemo_raw = [("OMEMO benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
+        rows.extend(omemo_rows)
+    if args.only == "all":
+        path_rows, path_raw, path_summaries = run_path_part(build_dir, moonwire, bench, args)
+        rows.extend(path_rows)
+        fleet_rows, fleet_raw = run_fleet_part(build_dir, moonwire, args)
+        rows.extend(fleet_rows)
     load_after = loadavg()
 
     w0 = max(len(r[0]) for r in rows)
