@@ -43,23 +43,68 @@ set_limit(int resource, rlim_t v)
 	return setrlimit(resource, &rl);
 }
 
+/*
+ * What every worker would otherwise redo, done once by the zygote before
+ * its first fork (mw_confine_zygote_prepare): default dispositions for
+ * every signal but SIGHUP (kept ignored in the zygote, so that a
+ * terminal's hangup does not take the pool; each worker sets it back to
+ * default), an empty environment, and /dev/null open on a descriptor
+ * that each worker moves onto 0-2 and then closes.  The zygote never
+ * installs a handler or sets a variable afterwards, so a worker forked
+ * from it inherits exactly this state.  zygote_null stays -1 in any
+ * other process, and mw_confine_worker then does all of it itself.
+ */
+static int zygote_null = -1;
+
+static int
+default_signals(int except)
+{
+	for (int s = 1; s < NSIG; s++) {
+		if (s == SIGKILL || s == SIGSTOP || (s >= 32 && s < SIGRTMIN))
+			continue;	/* not settable, or glibc's own */
+		if (signal(s, s == except ? SIG_IGN : SIG_DFL) == SIG_ERR)
+			return -1;
+	}
+	return 0;
+}
+
+int
+mw_confine_zygote_prepare(void)
+{
+	if (default_signals(SIGHUP) != 0 || clearenv() != 0)
+		return -1;
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	/* Above 3, which each worker takes for its socket before 0-2. */
+	zygote_null = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+	close(fd);
+	return zygote_null < 0 ? -1 : 0;
+}
+
 int
 mw_confine_worker(int sock, const struct mw_filter *f)
 {
 	sigset_t all;
+	int null;
 
-	/* Signals: default dispositions, nothing blocked (the supervisor blocks
+	/* Signals: default dispositions, nothing blocked (the zygote blocks
 	 * SIGCHLD for its signalfd and the mask is inherited). */
-	for (int s = 1; s < NSIG; s++)
-		if (s != SIGKILL && s != SIGSTOP)
-			signal(s, SIG_DFL);
+	if (zygote_null >= 0) {
+		if (signal(SIGHUP, SIG_DFL) == SIG_ERR)
+			return -1;
+		null = zygote_null;
+	} else {
+		if (default_signals(0) != 0)
+			return -1;
+		null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null < 0)
+			return -1;
+	}
 	sigemptyset(&all);
 	if (sigprocmask(SIG_SETMASK, &all, NULL) != 0)
 		return -1;
 	/* Descriptors: /dev/null on 0-2, the socket on 3, nothing else. */
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null < 0)
-		return -1;
 	if (sock != MW_WORKER_FD) {
 		if (dup2(sock, MW_WORKER_FD) != MW_WORKER_FD)
 			return -1;
@@ -71,9 +116,17 @@ mw_confine_worker(int sock, const struct mw_filter *f)
 			return -1;
 	if (syscall(SYS_close_range, MW_WORKER_FD + 1, ~0U, 0) != 0)
 		return -1;
-	if (clearenv() != 0)
+	extern char **environ;
+	if (environ != NULL && clearenv() != 0)
 		return -1;
-	tzset();	/* os.date must not open /etc/localtime later */
+	/* The time zone is read now, before the filter: tzset() re-reads
+	 * /etc/localtime if it changed since the zygote read it.  Then TZ
+	 * names that same file, which glibc's tzset() takes as "unchanged"
+	 * without a stat: os.date and os.time{...} (mktime calls tzset())
+	 * never touch the filesystem, which the filter would punish. */
+	tzset();
+	if (setenv("TZ", ":/etc/localtime", 1) != 0)
+		return -1;
 
 	if (set_limit(RLIMIT_FSIZE, 0) != 0 ||
 	    set_limit(RLIMIT_NOFILE, MW_WORKER_FD + 1) != 0 ||

@@ -100,6 +100,9 @@ const char *mw_filter_rule_name(size_t i, uint32_t *only_arch);
  * environment, set rlimits, drop privileges, no_new_privs, load the filter.
  * Returns 0 or -1; on -1 the worker must _exit. */
 int mw_confine_worker(int sock, const struct mw_filter *f);
+/* In the zygote, once, before its first fork: the part of
+ * mw_confine_worker that every worker would repeat (confine.c). */
+int mw_confine_zygote_prepare(void);
 /* In the supervisor at start-up: private namespaces where allowed.  Keeps
  * descriptors of the original namespaces so command children can return. */
 void mw_confine_supervisor(void);

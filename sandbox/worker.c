@@ -576,30 +576,6 @@ error_handler(lua_State *L)
 }
 
 /*
- * A freshly forked worker shares the interpreter's code pages with the
- * zygote but has no page-table entries for them yet, so the first job would
- * take its page faults.  Compile and run a tiny chunk in a throwaway state
- * while idle so those faults happen off the job's path.  The throwaway state
- * never saw a program, so closing it runs nothing of anyone's.
- */
-static void
-warm_up(void)
-{
-	static const char chunk[] =
-	    "local t = {} for i = 1, 8 do t[i] = tostring(i) .. 'x' end "
-	    "return #t, t[1], string.format('%d', 1)";
-	lua_State *L = luaL_newstate();
-	if (L == NULL)
-		return;
-	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
-	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
-	lua_settop(L, 0);
-	if (luaL_loadbufferx(L, chunk, sizeof(chunk) - 1, "=warm", "t") == LUA_OK)
-		(void)lua_pcall(L, 0, LUA_MULTRET, 0);
-	lua_close(L);
-}
-
-/*
  * The job's Lua state, built before any job exists: by the zygote, once,
  * so that every worker forked from it starts with a copy (copy-on-write:
  * what one worker changes, no other worker and not the zygote ever sees)
@@ -639,9 +615,10 @@ mw_worker_main(int fd)
 	if (W.L == NULL)
 		_exit(1);
 	W.fd = fd;
-	/* The interpreter's code pages are mapped, not copied, into a fresh
-	 * worker: take their page faults now, off the job's path. */
-	warm_up();
+	/* No warm-up chunk: running one in a throwaway state to take the
+	 * interpreter's code-page faults before the job cost every worker
+	 * more CPU than the faults it saved the job (README, "The sandbox:
+	 * a cheaper worker"). */
 
 	/* Idle until the supervisor hands us a job. */
 	if (mw_frame_read_fd(fd, &W.in, MW_MAX_CALLER_FRAME, &type, &payload) != 0 ||

@@ -253,6 +253,10 @@ void
 mw_zygote_main(int ctl, const struct mw_filter *filter, void (*body)(int))
 {
 	sigset_t mask;
+	/* Signal dispositions, environment and /dev/null: once here, not in
+	 * every worker (confine.c). */
+	if (mw_confine_zygote_prepare() != 0)
+		_exit(1);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, NULL);

@@ -338,6 +338,21 @@ def test_values_gc_finalizer_fast(env):
     assert res["usage"]["cpu_us"] < 250000 * (4 if ASAN else 1)
 
 
+def test_values_os_time_functions(tmp_path):
+    """The time functions spec/lua-api.md lists run under the filter:
+    os.time{...} calls mktime, which calls tzset(); a worker whose tzset()
+    looked at /etc/localtime again died of SIGSYS (sandbox_violation)."""
+    path = tmp_path / "os_time.lua"
+    path.write_text(
+        "local t = os.time{year = 2020, month = 1, day = 1, hour = 12}\n"
+        "local d = os.date('*t', t)\n"
+        "return d.year, d.month, d.day, os.date('!%Y-%m-%d', 0),\n"
+        "  os.difftime(t + 60, t), os.time() > t, os.clock() >= 0\n")
+    rc, res, err, _ = run_json([str(path)])
+    assert rc == 0 and res["status"] == "ok", (res, err)
+    assert res["values"] == [2020, 1, 1, "1970-01-01", 60.0, True, True], res
+
+
 def test_values_error_huge_message_bounded(env):
     rc, res, _, _ = run_json([program(env, "error_huge_message")])
     assert res["status"] == "error" and rc == 1

@@ -493,6 +493,7 @@ def main():
     thr = find(mw, "throughput")
     mem_w = find(mw, "memory", when="idle_after_warmup")
     mem_l = find(mw, "memory", when="idle_after_load")
+    cpu = find(mw, "cpu")
     start = find(mw, "start")
     mw_error = err.strip() if rc != 0 else None
 
@@ -578,6 +579,10 @@ def main():
                      + (f"  ({thr['error']})" if "error" in thr else ""), "", ""))
     else:
         rows.append(("throughput", "no figures", ">= 4000 jobs/s", "n/a"))
+    if cpu:
+        rows.append((f"CPU per job ({cpu.get('jobs')} jobs): supervisor / zygote / workers",
+                     f"{fmt(cpu.get('supervisor_us_per_job'))} / {fmt(cpu.get('zygote_us_per_job'))}"
+                     f" / {fmt(cpu.get('workers_us_per_job'))} us", "", ""))
     for m, label in ((mem_w, "after warm-up"), (mem_l, "after load")):
         if not m:
             continue
@@ -590,15 +595,19 @@ def main():
                      + (f"{m.get('tree_pss_kb') / 1024:.2f} MiB" if m.get("tree_pss_kb", -1) >= 0 else "-"),
                      "", ""))
     log("bench: OMEMO (established session, first contact, raw crypto)")
-    try:
-        omemo_rows, omemo_raw = run_omemo(build_dir, args)
-    except CannotRun as e:
-        omemo_rows, omemo_raw = [("OMEMO benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
-    rows.extend(omemo_rows)
-    path_rows, path_raw, path_summaries = run_path_part(build_dir, moonwire, bench, args)
-    rows.extend(path_rows)
-    fleet_rows, fleet_raw = run_fleet_part(build_dir, moonwire, args)
-    rows.extend(fleet_rows)
+    # --only sandbox stops here; --only omemo runs the OMEMO part too.
+    omemo_raw, path_raw, path_summaries, fleet_raw = {"skipped": True}, None, {}, None
+    if args.only in ("all", "omemo"):
+        try:
+            omemo_rows, omemo_raw = run_omemo(build_dir, args)
+        except CannotRun as e:
+            omemo_rows, omemo_raw = [("OMEMO benchmark", f"cannot run: {e}"[:200], "", "")], {"error": str(e)}
+        rows.extend(omemo_rows)
+    if args.only == "all":
+        path_rows, path_raw, path_summaries = run_path_part(build_dir, moonwire, bench, args)
+        rows.extend(path_rows)
+        fleet_rows, fleet_raw = run_fleet_part(build_dir, moonwire, args)
+        rows.extend(fleet_rows)
     load_after = loadavg()
 
     w0 = max(len(r[0]) for r in rows)
@@ -626,7 +635,7 @@ def main():
                      loadavg_before=load_before, loadavg_after=load_after),
         "config": vars(args),
         "program": TRIVIAL,
-        "moonwire": {"start": start, "latency": lat, "latency_gap": gap, "throughput": thr,
+        "moonwire": {"start": start, "latency": lat, "latency_gap": gap, "throughput": thr, "cpu": cpu,
                      "memory_idle_after_warmup": mem_w, "memory_idle_after_load": mem_l,
                      "error": mw_error},
         "baselines": {

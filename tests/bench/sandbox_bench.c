@@ -169,6 +169,64 @@ ppid_of(pid_t pid)
 	return ppid;
 }
 
+/*
+ * CPU time of one process (own) and of its reaped children, in us, from
+ * /proc/PID/stat (utime, stime, cutime, cstime).  The zygote reaps the
+ * workers, so its children's time is theirs.  -1 when unreadable.
+ */
+static int
+proc_cpu_us(pid_t pid, double *own, double *kids)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	unsigned long long ut, st, cut, cst;
+	if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+	    "%llu %llu %llu %llu", &ut, &st, &cut, &cst) != 4)
+		return -1;
+	double tick = 1e6 / (double)sysconf(_SC_CLK_TCK);
+	*own = (double)(ut + st) * tick;
+	*kids = (double)(cut + cst) * tick;
+	return 0;
+}
+
+/* The supervisor's first child that is not a command: the zygote. */
+static pid_t
+zygote_of(pid_t sup)
+{
+	DIR *d = opendir("/proc");
+	pid_t z = -1;
+	struct dirent *e;
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char *end, path[64], comm[64];
+		long pid = strtol(e->d_name, &end, 10);
+		if (*end != '\0' || pid <= 0 || ppid_of((pid_t)pid) != sup)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+		FILE *f = fopen(path, "re");
+		if (f == NULL)
+			continue;
+		if (fgets(comm, sizeof(comm), f) != NULL &&
+		    (strncmp(comm, "moonwire-zygote", 15) == 0 || strncmp(comm, "moonwire", 8) == 0))
+			z = (pid_t)pid;
+		fclose(f);
+		if (z > 0)
+			break;
+	}
+	closedir(d);
+	return z;
+}
+
 struct tree_mem {
 	unsigned procs;
 	long rss_kb, pss_kb;	/* pss: -1 when some process hid it */
@@ -389,9 +447,21 @@ bench_moonwire(const struct mw_opts *o)
 	    dead ? ",\"error\":\"supervisor stopped answering\"" : "");
 	fflush(stdout);
 
-	/* (c) memory once idle again. */
+	/* (c) memory once idle again, and CPU per job of each process over
+	 * the whole run (every job above; the pool's idle workers are not
+	 * reaped yet, so not counted). */
 	usleep(300000);
 	print_memory("idle_after_load", mw_sandbox_pid(sb));
+	{
+		pid_t sup = mw_sandbox_pid(sb), zyg = zygote_of(sup);
+		double s_own, s_kids, z_own, z_kids;
+		if (seq > 0 && zyg > 0 && proc_cpu_us(sup, &s_own, &s_kids) == 0 &&
+		    proc_cpu_us(zyg, &z_own, &z_kids) == 0)
+			printf("{\"bench\":\"cpu\",\"jobs\":%lu,\"supervisor_us_per_job\":%.1f,"
+			    "\"zygote_us_per_job\":%.1f,\"workers_us_per_job\":%.1f}\n", seq,
+			    s_own / seq, z_own / seq, z_kids / seq);
+		fflush(stdout);
+	}
 	mw_sandbox_stop(sb);
 	return dead ? 1 : 0;
 }
