@@ -2,7 +2,7 @@
  * fuzz_codec: the frames and payloads a process receives from a less
  * trusted one -- above all what the supervisor takes from a worker (a
  * worker runs hostile Lua and may be fully compromised):
- *   mode 0: a worker's byte stream as supervisor.c reads it: mw_frame_take
+ *   mode 0: a worker's byte stream as sv_worker.c reads it: mw_frame_take
  *           with MW_MAX_WORKER_FRAME, then per frame the DONE parse of
  *           handle_done() (status, error, values, usage; mw_value_walk with
  *           the job's depth limit) or mw_cap_dispatch() for CAP_CALL, with
