@@ -169,8 +169,18 @@ agent_crash_at(const char *point)
 int
 agent_db_sync(struct agent *a, bool full)
 {
-	return sqlite3_exec(a->db, full ? "PRAGMA synchronous=FULL" :
-	    "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+	/* prepared once: a job switches the level several times */
+	sqlite3_stmt **st = &a->sync_stmt[full ? 1 : 0];
+	int rc;
+
+	if (*st == NULL && sqlite3_prepare_v3(a->db, full ? "PRAGMA synchronous=FULL" :
+	    "PRAGMA synchronous=NORMAL", -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+		*st = NULL;
+		return -1;
+	}
+	rc = sqlite3_step(*st);
+	(void)sqlite3_reset(*st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
 }
 
 /* ---- start-up and the loop ---- */
@@ -353,8 +363,12 @@ agent_close(struct agent *a)
 		xmpp_ctx_free(a->x);
 		xmpp_shutdown();
 	}
-	if (a->db != NULL)
+	if (a->db != NULL) {
+		mw_journal_close(a->db);
+		sqlite3_finalize(a->sync_stmt[0]);
+		sqlite3_finalize(a->sync_stmt[1]);
 		sqlite3_close(a->db);
+	}
 	if (a->sb != NULL)
 		mw_sandbox_stop(a->sb);
 	if (a->signers != NULL)

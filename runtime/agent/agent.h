@@ -97,6 +97,9 @@ struct mw_journal_entry {
 void mw_journal_entry_free(struct mw_journal_entry *e);
 
 int mw_journal_init(sqlite3 *db);
+/* Finalizes the journal's prepared statements on db; call before closing
+ * it (a later call on another handle does it too). */
+void mw_journal_close(sqlite3 *db);
 /* Inside the caller's open transaction: 1 found (*e filled), 0 not found,
  * -1 database error. */
 int mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
@@ -186,6 +189,7 @@ struct agent {
 	struct mw_allowed_signers *signers;
 	struct mw_sandbox *sb;
 	sqlite3 *db;
+	sqlite3_stmt *sync_stmt[2];	/* PRAGMA synchronous = NORMAL, FULL */
 	struct mw_omemo *o;
 	xmpp_ctx_t *x;
 	xmpp_conn_t *conn;

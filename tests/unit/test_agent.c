@@ -995,6 +995,7 @@ test_journal_schema(void **state)
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
 	    "component = 'journal'"), 3);
 	assert_int_equal(query_int(db, "SELECT count(*) FROM mw_jobs"), 1);
+	mw_journal_close(db);
 	sqlite3_close(db);
 
 	/* the same database as the OMEMO store: both components' rows */
@@ -1011,6 +1012,7 @@ test_journal_schema(void **state)
 	assert_int_equal(mw_omemo_open(&o, db, NULL), MW_OMEMO_OK);	/* reopen */
 	assert_int_equal(mw_journal_init(db), 0);
 	mw_omemo_close(o);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1043,6 +1045,7 @@ test_journal_accept_lookup(void **state)
 		tmp_path(path, sizeof(path), "accept.db");
 		assert_int_equal(sqlite3_open(path, &db2), SQLITE_OK);
 		assert_int_equal(query_int(db2, "SELECT count(*) FROM mw_jobs"), 0);
+		mw_journal_close(db2);
 		sqlite3_close(db2);
 	}
 
@@ -1090,6 +1093,7 @@ test_journal_accept_lookup(void **state)
 	assert_int_equal(mw_journal_count(db, MW_JOURNAL_ACCEPTED), 3);
 	assert_int_equal(mw_journal_lookup(db, "SHA256:abc", "nope", &f), 0);
 	assert_int_equal(mw_journal_lookup(db, "SHA256:nope", "job-1", &f), 0);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1162,6 +1166,7 @@ test_journal_finish_replied(void **state)
 	exec_ok(db, "BEGIN IMMEDIATE");
 	assert_int_equal(mw_journal_accept(db, &e, 40), -1);
 	exec_ok(db, "ROLLBACK");
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1207,6 +1212,7 @@ test_journal_delivery_confirmation(void **state)
 	/* a confirmed result is not demoted by marking it sent again */
 	assert_int_equal(mw_journal_mark_replied(db, "S", "a"), 0);
 	assert_int_equal(mw_journal_resend_unconfirmed(db), 0);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1276,6 +1282,7 @@ test_journal_recover(void **state)
 	assert_int_equal(mw_journal_recover(db, 70), -1);
 	exec_ok(db, "ROLLBACK");
 	assert_int_equal(mw_journal_count(db, MW_JOURNAL_ACCEPTED), 1);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
