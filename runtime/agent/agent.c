@@ -437,7 +437,7 @@ agent_loop(struct agent *a)
 	for (;;) {
 		struct pollfd pf[2];
 		nfds_t nf = 0;
-		uint64_t t = agent_now_ms();
+		uint64_t t = agent_now_ms(), due;
 		int timeout;
 
 		if (mw_agent_stop && !a->stopping)
@@ -472,6 +472,8 @@ agent_loop(struct agent *a)
 			}
 		}
 		timeout = (int)(a->next_tick_ms - t);
+		if ((due = agent_chat_states_due(a, t)) != 0 && due - t < (uint64_t)timeout)
+			timeout = (int)(due > t ? due - t : 0);
 		if (a->reconnect_at_ms != 0 && a->reconnect_at_ms - t < (uint64_t)timeout)
 			timeout = (int)(a->reconnect_at_ms > t ? a->reconnect_at_ms - t : 0);
 		pf[nf].fd = mw_sandbox_fd(a->sb);

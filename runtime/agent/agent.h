@@ -158,6 +158,7 @@ struct running_job {
 	uint64_t t_verify_us;		/* envelope, signature, policy */
 	uint64_t t_commit_us;		/* journal row + ratchet commit */
 	uint64_t t_submitted_us;	/* clock when handed to the sandbox */
+	uint64_t composing_due_ms;	/* send <composing/> then (0: sent, or none) */
 	char *cancel_from;		/* a journaled cancellation came from this JID ... */
 	uint32_t cancel_device;		/* ... and device (NULL: not cancelled) */
 };
@@ -241,10 +242,13 @@ int agent_db_sync(struct agent *a, bool full);
 
 /* agent_xmpp.c */
 void agent_send_stanza(xmpp_stanza_t *st, void *arg);
-int agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text);
-/* XEP-0085: "composing" when a job starts running, "active" with its result */
+int agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text,
+    const char *state);
+/* XEP-0085: "composing" once a job has run COMPOSING_AFTER_MS (a short
+ * job's result comes first), "active" in its result message */
 #define MW_CHATSTATES_NS "http://jabber.org/protocol/chatstates"
 int agent_send_chat_state(struct agent *a, const char *jid, const char *state);
+#define COMPOSING_AFTER_MS	1000
 void agent_mark_replied(struct agent *a, const char *signer, const char *job_id);
 void agent_flush_unreplied(struct agent *a);
 void agent_barrier_reset(struct agent *a);
@@ -258,6 +262,7 @@ void agent_read_results(struct agent *a);
 void agent_interrupt_all(struct agent *a, const char *why);
 void agent_running_free(struct running_job *j);
 void agent_unlink_job(struct agent *a, struct running_job *j);
+uint64_t agent_chat_states_due(struct agent *a, uint64_t now_ms);
 void agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result *r);
 bool agent_rate_allow(struct agent *a, const char *jid);
 bool agent_rate_refusal_reply_due(struct agent *a, const char *jid);
