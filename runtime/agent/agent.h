@@ -114,6 +114,12 @@ int mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
 /* Own transaction (autocommit mode): state DONE with its result text. */
 int mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
     const char *result, int64_t now);
+/* The same, and replied = 1 in the same row write: for a result about to be
+ * handed to a live connection (one journal write instead of two; if the
+ * send fails or the connection goes, the reset after the connection is
+ * lost, or at start-up, sets it back to 0 and it is sent again). */
+int mw_journal_finish_sending(sqlite3 *db, const char *signer, const char *job_id,
+    const char *result, int64_t now);
 int mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id);
 /* The server confirmed it received the result (replied 1 -> 2). */
 int mw_journal_confirm(sqlite3 *db, const char *signer, const char *job_id);
@@ -143,6 +149,10 @@ int mw_journal_count(sqlite3 *db, enum mw_journal_state st);
 #define CONFIG_BACKOFF_MAX_MS	600000
 #define RATE_SLOTS		256	/* senders tracked by the rate limiter */
 #define BARRIER_BATCH_MAX	4096	/* results confirmed by one server ping */
+/* a barrier ping waits this long after the first result it will cover, so
+ * results sent one after another share it (not one ping and one journal
+ * commit per result) */
+#define BARRIER_DELAY_MS	100
 
 struct running_job {
 	struct running_job *next;
@@ -224,6 +234,7 @@ struct agent {
 	struct sent_result *pending, *awaiting;
 	size_t n_pending, n_awaiting;
 	bool barrier_out;
+	uint64_t barrier_due_ms;	/* send the barrier ping then (0: none due) */
 	char barrier_id[48];
 };
 
@@ -250,6 +261,8 @@ int agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, cons
 int agent_send_chat_state(struct agent *a, const char *jid, const char *state);
 #define COMPOSING_AFTER_MS	1000
 void agent_mark_replied(struct agent *a, const char *signer, const char *job_id);
+void agent_await_barrier(struct agent *a, const char *signer, const char *job_id);
+uint64_t agent_barrier_due(struct agent *a, uint64_t now_ms);
 void agent_flush_unreplied(struct agent *a);
 void agent_barrier_reset(struct agent *a);
 int agent_start_connection(struct agent *a);

@@ -365,6 +365,9 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 {
 	uint64_t t_done = agent_now_us(), t_stored, t_sent;
 	char *text = mw_result_message(j->job_id, r, 0, NULL, a->cfg.max_output);
+	/* on a live connection the row says "handed over" (replied = 1) from
+	 * the start: one journal write for the result, not two */
+	bool sending = a->connected;
 	int rc;
 
 	if (text == NULL) {
@@ -372,7 +375,8 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 		return;
 	}
 	(void)agent_db_sync(a, false);
-	rc = mw_journal_finish(a->db, j->signer, j->job_id, text, (int64_t)time(NULL));
+	rc = (sending ? mw_journal_finish_sending : mw_journal_finish)(a->db, j->signer,
+	    j->job_id, text, (int64_t)time(NULL));
 	(void)agent_db_sync(a, a->cfg.durability_full);
 	t_stored = agent_now_us();
 	if (rc == 0)
@@ -399,7 +403,10 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 	if (agent_send_encrypted(a, j->from_jid, j->device, text, "active") == 0) {
 		t_sent = agent_now_us();
 		agent_crash_at("after_reply");
-		agent_mark_replied(a, j->signer, j->job_id);
+		if (sending)
+			agent_await_barrier(a, j->signer, j->job_id);
+		else
+			agent_mark_replied(a, j->signer, j->job_id);
 		agent_log("reply-sent", "job=%s to=%s device=%u decrypt_us=%" PRIu64
 		    " verify_us=%" PRIu64 " commit_us=%" PRIu64 " sandbox_us=%" PRIu64
 		    " store_us=%" PRIu64 " encrypt_us=%" PRIu64 " agent_us=%" PRIu64,

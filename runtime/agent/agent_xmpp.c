@@ -147,6 +147,8 @@ out:
  * sending results the agent pings the server; the server handles a
  * stream's stanzas in order, so its answer proves it had every result sent
  * before the ping, and those are marked confirmed (journal replied = 2).
+ * The ping goes BARRIER_DELAY_MS after the first result it covers, so a
+ * stream of results shares one ping and one journal commit.
  * Results still unconfirmed when the connection is lost, or found so at
  * start-up, are sent again; confirmed ones never are.  One barrier is in
  * flight at a time; results sent meanwhile wait for the next.
@@ -181,8 +183,8 @@ on_barrier_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	a->awaiting = NULL;
 	a->n_awaiting = 0;
 	a->barrier_out = false;
-	if (a->n_pending > 0)
-		send_barrier(a);
+	/* results sent meanwhile: the loop sends their barrier when due
+	 * (agent_barrier_due) */
 	return 0;
 }
 
@@ -214,6 +216,7 @@ send_barrier(struct agent *a)
 	a->pending = NULL;
 	a->n_pending = 0;
 	a->barrier_out = true;
+	a->barrier_due_ms = 0;
 }
 
 /* The connection is gone: nothing unconfirmed can be trusted to have
@@ -228,6 +231,7 @@ agent_barrier_reset(struct agent *a)
 	a->pending = a->awaiting = NULL;
 	a->n_pending = a->n_awaiting = 0;
 	a->barrier_out = false;
+	a->barrier_due_ms = 0;
 	if ((n = mw_journal_resend_unconfirmed(a->db)) > 0)
 		agent_log("resend-scheduled", "results=%d", n);
 	else if (n < 0)
@@ -237,13 +241,20 @@ agent_barrier_reset(struct agent *a)
 void
 agent_mark_replied(struct agent *a, const char *signer, const char *job_id)
 {
-	struct sent_result *np;
-
 	(void)agent_db_sync(a, false);
 	if (mw_journal_mark_replied(a->db, signer, job_id) != 0)
 		agent_log("journal-error", "job=%s op=replied error=\"%s\"", job_id,
 		    sqlite3_errmsg(a->db));
 	(void)agent_db_sync(a, a->cfg.durability_full);
+	agent_await_barrier(a, signer, job_id);
+}
+
+/* A result whose row says replied = 1: confirmed by the next barrier. */
+void
+agent_await_barrier(struct agent *a, const char *signer, const char *job_id)
+{
+	struct sent_result *np;
+
 	/* past the batch bound the row simply stays unconfirmed (resent
 	 * after a lost connection): memory stays bounded under a flood */
 	if (a->n_pending < BARRIER_BATCH_MAX &&
@@ -257,7 +268,28 @@ agent_mark_replied(struct agent *a, const char *signer, const char *job_id)
 		} else
 			a->n_pending++;
 	}
+	if (a->barrier_due_ms == 0)
+		a->barrier_due_ms = agent_now_ms() + BARRIER_DELAY_MS;
+}
+
+/* Sends the barrier ping when it is due (at once while stopping).  Returns
+ * the clock (ms) when it will be due, 0 for none. */
+uint64_t
+agent_barrier_due(struct agent *a, uint64_t now_ms)
+{
+	if (a->barrier_due_ms == 0)
+		return 0;
+	if (a->n_pending == 0) {
+		a->barrier_due_ms = 0;
+		return 0;
+	}
+	if (now_ms < a->barrier_due_ms && !a->stopping)
+		return a->barrier_due_ms;
+	if (a->barrier_out || !a->connected)
+		return 0;	/* the answer, or the reconnection, takes them */
+	a->barrier_due_ms = 0;
 	send_barrier(a);
+	return 0;
 }
 
 /* Sends every stored result not yet handed to the server. */

@@ -54,8 +54,8 @@ static const char *const cached_sql[J_N] = {
 	    "WHERE signer = ? AND job_id = ?",
 	[J_ACCEPT] = "INSERT INTO mw_jobs(signer, job_id, envelope_sha256, from_jid, "
 	    "device, state, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-	[J_FINISH] = "UPDATE mw_jobs SET state = ?, result = ?, finished_at = ? "
-	    "WHERE signer = ? AND job_id = ? AND state = ?",
+	[J_FINISH] = "UPDATE mw_jobs SET state = ?, result = ?, finished_at = ?, "
+	    "replied = ? WHERE signer = ? AND job_id = ? AND state = ?",
 	[J_CANCEL] = "UPDATE mw_jobs SET cancel_sha256 = ? WHERE signer = ? AND "
 	    "job_id = ? AND state = ? AND cancel_sha256 IS NULL",
 	[J_DELIVERY] = "UPDATE mw_jobs SET replied = ? WHERE signer = ? AND "
@@ -210,9 +210,9 @@ mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now)
 	return rc;
 }
 
-int
-mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
-    const char *result, int64_t now)
+static int
+finish(sqlite3 *db, const char *signer, const char *job_id, const char *result,
+    int64_t now, int replied)
 {
 	sqlite3_stmt *st = stmt(db, J_FINISH);
 	int rc = -1;
@@ -221,13 +221,28 @@ mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
 	    sqlite3_bind_int(st, 1, MW_JOURNAL_DONE) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 2, result, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_int64(st, 3, now) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 4, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 5, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_int(st, 6, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 4, replied) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 5, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 6, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 7, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1)
 		rc = 0;
 	done(st);
 	return rc;
+}
+
+int
+mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
+    const char *result, int64_t now)
+{
+	return finish(db, signer, job_id, result, now, 0);
+}
+
+int
+mw_journal_finish_sending(sqlite3 *db, const char *signer, const char *job_id,
+    const char *result, int64_t now)
+{
+	return finish(db, signer, job_id, result, now, 1);
 }
 
 int
