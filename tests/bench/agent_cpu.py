@@ -11,7 +11,10 @@ flight) and prints the agent process's user+system CPU (from
 /proc/PID/stat) per job, and the medians of its reply-sent stages.
 
   python3 tests/bench/agent_cpu.py --moonwire A [--moonwire B ...] \
-      [--n 1000] [--rounds 3]
+      [--n 1000] [--rounds 3] [--strace FILE]
+
+(With --strace the first round's CPU figures include strace's cost: its
+use is the count of system calls per job, which load does not change.)
 """
 import argparse
 import os
@@ -32,6 +35,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--durability", default="full", choices=("full", "normal"))
+    ap.add_argument("--strace", default=None, help="count the agent's system calls "
+                    "(strace -c) in the first round of each binary into FILE.N")
     ap.add_argument("--perf", default=None, help="perf record the agent of the first binary "
                     "in the first round into this file")
     args = ap.parse_args()
@@ -59,11 +64,22 @@ def main():
                                              "-p", str(ag.proc.pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
+                tracer = None
+                if args.strace and r == 0:
+                    import subprocess
+                    tracer = subprocess.Popen(["strace", "-c", "-o", "%s.%d" % (
+                        args.strace, args.moonwire.index(m)), "-p", str(ag.proc.pid)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(0.5)
                 c0 = ps.cpu_seconds(ag.proc.pid)
                 objs, err, rc = ps.run_json([exe, "latency", "--op", op.conf, "--to", ag.jid,
                                              "--n", str(args.n), "--warmup", str(args.warmup)],
                                             timeout=600)
                 c1 = ps.cpu_seconds(ag.proc.pid)
+                if tracer is not None:
+                    import signal
+                    tracer.send_signal(signal.SIGINT)
+                    tracer.wait(30)
                 if perf is not None:
                     import signal
                     perf.send_signal(signal.SIGINT)
