@@ -1216,6 +1216,46 @@ test_journal_delivery_confirmation(void **state)
 	sqlite3_close(db);
 }
 
+/* A result stored as it is handed to a live connection (replied = 1 in the
+ * same write): confirmed like a sent one, and sent again, like one, after
+ * a lost connection or a restart; never listed as unsent before that. */
+static void
+test_journal_finish_sending(void **state)
+{
+	(void)state;
+	sqlite3 *db = open_db("sending.db");
+	struct mw_journal_entry *rows, e;
+	size_t n;
+
+	assert_int_equal(mw_journal_init(db), 0);
+	accept_committed(db, "S", "a", 10);
+	accept_committed(db, "S", "b", 11);
+	assert_int_equal(mw_journal_finish_sending(db, "S", "a", "result a", 20), 0);
+	assert_int_equal(mw_journal_finish_sending(db, "S", "b", "result b", 21), 0);
+	/* only an accepted row is finished, once */
+	assert_int_equal(mw_journal_finish_sending(db, "S", "a", "other", 22), -1);
+	assert_int_equal(mw_journal_lookup(db, "S", "a", &e), 1);
+	assert_int_equal(e.state, MW_JOURNAL_DONE);
+	assert_string_equal(e.result, "result a");
+	assert_true(e.replied);
+	mw_journal_entry_free(&e);
+	assert_int_equal(mw_journal_unreplied(db, &rows, &n), 0);
+	assert_int_equal(n, 0);
+	free(rows);
+	/* marking it sent again changes nothing; the barrier confirms a */
+	assert_int_equal(mw_journal_mark_replied(db, "S", "a"), 0);
+	assert_int_equal(mw_journal_confirm(db, "S", "a"), 0);
+	/* the connection is lost: b is to be sent again, a never */
+	assert_int_equal(mw_journal_resend_unconfirmed(db), 1);
+	assert_int_equal(mw_journal_unreplied(db, &rows, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].job_id, "b");
+	mw_journal_entry_free(&rows[0]);
+	free(rows);
+	mw_journal_close(db);
+	sqlite3_close(db);
+}
+
 static void
 test_journal_recover(void **state)
 {
@@ -1748,6 +1788,7 @@ main(void)
 		cmocka_unit_test(test_journal_accept_lookup),
 		cmocka_unit_test(test_journal_finish_replied),
 		cmocka_unit_test(test_journal_delivery_confirmation),
+		cmocka_unit_test(test_journal_finish_sending),
 		cmocka_unit_test(test_journal_recover),
 		cmocka_unit_test(test_config_valid),
 		cmocka_unit_test(test_config_errors),
