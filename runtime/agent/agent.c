@@ -135,7 +135,7 @@ agent_log(const char *event, const char *fmt, ...)
 		if (buf[i] == '\n' || buf[i] == '\r')
 			buf[i] = ' ';
 	buf[n++] = '\n';
-	/* one write of the whole line (stderr is unbuffered) */
+	/* one write of the whole line (stderr is line-buffered) */
 	(void)fwrite(buf, 1, n, stderr);
 }
 
@@ -493,8 +493,6 @@ agent_loop(struct agent *a)
 		}
 		timeout = (int)(a->next_tick_ms - t);
 		if ((due = agent_chat_states_due(a, t)) != 0 && due - t < (uint64_t)timeout)
-			timeout = (int)(due > t ? due - t : 0);
-		if ((due = agent_barrier_due(a, t)) != 0 && due - t < (uint64_t)timeout)
 			timeout = (int)(due > t ? due - t : 0);
 		if (a->reconnect_at_ms != 0 && a->reconnect_at_ms - t < (uint64_t)timeout)
 			timeout = (int)(a->reconnect_at_ms > t ? a->reconnect_at_ms - t : 0);

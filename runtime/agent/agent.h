@@ -149,10 +149,6 @@ int mw_journal_count(sqlite3 *db, enum mw_journal_state st);
 #define CONFIG_BACKOFF_MAX_MS	600000
 #define RATE_SLOTS		256	/* senders tracked by the rate limiter */
 #define BARRIER_BATCH_MAX	4096	/* results confirmed by one server ping */
-/* a barrier ping waits this long after the first result it will cover, so
- * results sent one after another share it (not one ping and one journal
- * commit per result) */
-#define BARRIER_DELAY_MS	100
 
 struct running_job {
 	struct running_job *next;
@@ -234,7 +230,6 @@ struct agent {
 	struct sent_result *pending, *awaiting;
 	size_t n_pending, n_awaiting;
 	bool barrier_out;
-	uint64_t barrier_due_ms;	/* send the barrier ping then (0: none due) */
 	char barrier_id[48];
 };
 
@@ -262,7 +257,6 @@ int agent_send_chat_state(struct agent *a, const char *jid, const char *state);
 #define COMPOSING_AFTER_MS	1000
 void agent_mark_replied(struct agent *a, const char *signer, const char *job_id);
 void agent_await_barrier(struct agent *a, const char *signer, const char *job_id);
-uint64_t agent_barrier_due(struct agent *a, uint64_t now_ms);
 void agent_flush_unreplied(struct agent *a);
 void agent_barrier_reset(struct agent *a);
 int agent_start_connection(struct agent *a);

@@ -147,8 +147,6 @@ out:
  * sending results the agent pings the server; the server handles a
  * stream's stanzas in order, so its answer proves it had every result sent
  * before the ping, and those are marked confirmed (journal replied = 2).
- * The ping goes BARRIER_DELAY_MS after the first result it covers, so a
- * stream of results shares one ping and one journal commit.
  * Results still unconfirmed when the connection is lost, or found so at
  * start-up, are sent again; confirmed ones never are.  One barrier is in
  * flight at a time; results sent meanwhile wait for the next.
@@ -183,8 +181,8 @@ on_barrier_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	a->awaiting = NULL;
 	a->n_awaiting = 0;
 	a->barrier_out = false;
-	/* results sent meanwhile: the loop sends their barrier when due
-	 * (agent_barrier_due) */
+	if (a->n_pending > 0)
+		send_barrier(a);
 	return 0;
 }
 
@@ -216,7 +214,6 @@ send_barrier(struct agent *a)
 	a->pending = NULL;
 	a->n_pending = 0;
 	a->barrier_out = true;
-	a->barrier_due_ms = 0;
 }
 
 /* The connection is gone: nothing unconfirmed can be trusted to have
@@ -231,7 +228,6 @@ agent_barrier_reset(struct agent *a)
 	a->pending = a->awaiting = NULL;
 	a->n_pending = a->n_awaiting = 0;
 	a->barrier_out = false;
-	a->barrier_due_ms = 0;
 	if ((n = mw_journal_resend_unconfirmed(a->db)) > 0)
 		agent_log("resend-scheduled", "results=%d", n);
 	else if (n < 0)
@@ -268,28 +264,7 @@ agent_await_barrier(struct agent *a, const char *signer, const char *job_id)
 		} else
 			a->n_pending++;
 	}
-	if (a->barrier_due_ms == 0)
-		a->barrier_due_ms = agent_now_ms() + BARRIER_DELAY_MS;
-}
-
-/* Sends the barrier ping when it is due (at once while stopping).  Returns
- * the clock (ms) when it will be due, 0 for none. */
-uint64_t
-agent_barrier_due(struct agent *a, uint64_t now_ms)
-{
-	if (a->barrier_due_ms == 0)
-		return 0;
-	if (a->n_pending == 0) {
-		a->barrier_due_ms = 0;
-		return 0;
-	}
-	if (now_ms < a->barrier_due_ms && !a->stopping)
-		return a->barrier_due_ms;
-	if (a->barrier_out || !a->connected)
-		return 0;	/* the answer, or the reconnection, takes them */
-	a->barrier_due_ms = 0;
 	send_barrier(a);
-	return 0;
 }
 
 /* Sends every stored result not yet handed to the server. */
