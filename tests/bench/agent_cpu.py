@@ -18,6 +18,7 @@ use is the count of system calls per job, which load does not change.)
 """
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def main():
                   f"rounds: " + ", ".join(f"{v:.0f}" for v in res[m]))
     finally:
         srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
