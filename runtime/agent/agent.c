@@ -88,6 +88,10 @@ void
 agent_log(const char *event, const char *fmt, ...)
 {
 	static int stamp = -1;
+	/* the date and time to the second, formatted once per second (a
+	 * job logs three lines; strftime was a visible part of them) */
+	static time_t stamp_sec = (time_t)-1;
+	static char stamp_text[32];
 	char buf[2048], ts[40] = "";
 	va_list ap;
 	size_t n;
@@ -98,25 +102,41 @@ agent_log(const char *event, const char *fmt, ...)
 		struct timespec now;
 		struct tm tm;
 
-		if (clock_gettime(CLOCK_REALTIME, &now) == 0 &&
-		    gmtime_r(&now.tv_sec, &tm) != NULL) {
-			size_t k = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-
-			snprintf(ts + k, sizeof(ts) - k, ".%03ldZ ", now.tv_nsec / 1000000);
+		if (clock_gettime(CLOCK_REALTIME, &now) == 0) {
+			if (now.tv_sec != stamp_sec) {
+				if (gmtime_r(&now.tv_sec, &tm) != NULL &&
+				    strftime(stamp_text, sizeof(stamp_text),
+				    "%Y-%m-%dT%H:%M:%S", &tm) > 0)
+					stamp_sec = now.tv_sec;
+				else
+					stamp_text[0] = '\0';
+			}
+			if (stamp_text[0] != '\0')
+				snprintf(ts, sizeof(ts), "%s.%03ldZ ", stamp_text,
+				    now.tv_nsec / 1000000);
 		}
 	}
-	n = (size_t)snprintf(buf, sizeof(buf), "%smoonwire-agent: %s", ts, event);
-	if (fmt != NULL && n < sizeof(buf) - 2) {
+	n = (size_t)snprintf(buf, sizeof(buf) - 1, "%smoonwire-agent: %s", ts, event);
+	if (n > sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	if (fmt != NULL && n < sizeof(buf) - 3) {
+		int k;
+
 		buf[n++] = ' ';
 		va_start(ap, fmt);
-		vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
+		k = vsnprintf(buf + n, sizeof(buf) - 1 - n, fmt, ap);
 		va_end(ap);
+		if (k < 0)
+			buf[n] = '\0';
+		n = k < 0 ? n : n + (size_t)k > sizeof(buf) - 2 ? sizeof(buf) - 2 : n + (size_t)k;
 	}
 	/* one event, one line: newlines from peers never split it */
-	for (char *p = buf; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	fprintf(stderr, "%s\n", buf);
+	for (size_t i = 0; i < n; i++)
+		if (buf[i] == '\n' || buf[i] == '\r')
+			buf[i] = ' ';
+	buf[n++] = '\n';
+	/* one write of the whole line (stderr is line-buffered) */
+	(void)fwrite(buf, 1, n, stderr);
 }
 
 /* ---- crash points (tests) ----
@@ -169,8 +189,18 @@ agent_crash_at(const char *point)
 int
 agent_db_sync(struct agent *a, bool full)
 {
-	return sqlite3_exec(a->db, full ? "PRAGMA synchronous=FULL" :
-	    "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+	/* prepared once: a job switches the level several times */
+	sqlite3_stmt **st = &a->sync_stmt[full ? 1 : 0];
+	int rc;
+
+	if (*st == NULL && sqlite3_prepare_v3(a->db, full ? "PRAGMA synchronous=FULL" :
+	    "PRAGMA synchronous=NORMAL", -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+		*st = NULL;
+		return -1;
+	}
+	rc = sqlite3_step(*st);
+	(void)sqlite3_reset(*st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
 }
 
 /* ---- start-up and the loop ---- */
@@ -353,8 +383,12 @@ agent_close(struct agent *a)
 		xmpp_ctx_free(a->x);
 		xmpp_shutdown();
 	}
-	if (a->db != NULL)
+	if (a->db != NULL) {
+		mw_journal_close(a->db);
+		sqlite3_finalize(a->sync_stmt[0]);
+		sqlite3_finalize(a->sync_stmt[1]);
 		sqlite3_close(a->db);
+	}
 	if (a->sb != NULL)
 		mw_sandbox_stop(a->sb);
 	if (a->signers != NULL)
@@ -423,7 +457,7 @@ agent_loop(struct agent *a)
 	for (;;) {
 		struct pollfd pf[2];
 		nfds_t nf = 0;
-		uint64_t t = agent_now_ms();
+		uint64_t t = agent_now_ms(), due;
 		int timeout;
 
 		if (mw_agent_stop && !a->stopping)
@@ -458,6 +492,8 @@ agent_loop(struct agent *a)
 			}
 		}
 		timeout = (int)(a->next_tick_ms - t);
+		if ((due = agent_chat_states_due(a, t)) != 0 && due - t < (uint64_t)timeout)
+			timeout = (int)(due > t ? due - t : 0);
 		if (a->reconnect_at_ms != 0 && a->reconnect_at_ms - t < (uint64_t)timeout)
 			timeout = (int)(a->reconnect_at_ms > t ? a->reconnect_at_ms - t : 0);
 		pf[nf].fd = mw_sandbox_fd(a->sb);

@@ -97,6 +97,9 @@ struct mw_journal_entry {
 void mw_journal_entry_free(struct mw_journal_entry *e);
 
 int mw_journal_init(sqlite3 *db);
+/* Finalizes the journal's prepared statements on db; call before closing
+ * it (a later call on another handle does it too). */
+void mw_journal_close(sqlite3 *db);
 /* Inside the caller's open transaction: 1 found (*e filled), 0 not found,
  * -1 database error. */
 int mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
@@ -110,6 +113,12 @@ int mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
     const uint8_t cancel_sha256[32]);
 /* Own transaction (autocommit mode): state DONE with its result text. */
 int mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
+    const char *result, int64_t now);
+/* The same, and replied = 1 in the same row write: for a result about to be
+ * handed to a live connection (one journal write instead of two; if the
+ * send fails or the connection goes, the reset after the connection is
+ * lost, or at start-up, sets it back to 0 and it is sent again). */
+int mw_journal_finish_sending(sqlite3 *db, const char *signer, const char *job_id,
     const char *result, int64_t now);
 int mw_journal_mark_replied(sqlite3 *db, const char *signer, const char *job_id);
 /* The server confirmed it received the result (replied 1 -> 2). */
@@ -155,6 +164,7 @@ struct running_job {
 	uint64_t t_verify_us;		/* envelope, signature, policy */
 	uint64_t t_commit_us;		/* journal row + ratchet commit */
 	uint64_t t_submitted_us;	/* clock when handed to the sandbox */
+	uint64_t composing_due_ms;	/* send <composing/> then (0: sent, or none) */
 	char *cancel_from;		/* a journaled cancellation came from this JID ... */
 	uint32_t cancel_device;		/* ... and device (NULL: not cancelled) */
 };
@@ -186,6 +196,7 @@ struct agent {
 	struct mw_allowed_signers *signers;
 	struct mw_sandbox *sb;
 	sqlite3 *db;
+	sqlite3_stmt *sync_stmt[2];	/* PRAGMA synchronous = NORMAL, FULL */
 	struct mw_omemo *o;
 	xmpp_ctx_t *x;
 	xmpp_conn_t *conn;
@@ -237,11 +248,15 @@ int agent_db_sync(struct agent *a, bool full);
 
 /* agent_xmpp.c */
 void agent_send_stanza(xmpp_stanza_t *st, void *arg);
-int agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text);
-/* XEP-0085: "composing" when a job starts running, "active" with its result */
+int agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text,
+    const char *state);
+/* XEP-0085: "composing" once a job has run COMPOSING_AFTER_MS (a short
+ * job's result comes first), "active" in its result message */
 #define MW_CHATSTATES_NS "http://jabber.org/protocol/chatstates"
 int agent_send_chat_state(struct agent *a, const char *jid, const char *state);
+#define COMPOSING_AFTER_MS	1000
 void agent_mark_replied(struct agent *a, const char *signer, const char *job_id);
+void agent_await_barrier(struct agent *a, const char *signer, const char *job_id);
 void agent_flush_unreplied(struct agent *a);
 void agent_barrier_reset(struct agent *a);
 int agent_start_connection(struct agent *a);
@@ -254,6 +269,7 @@ void agent_read_results(struct agent *a);
 void agent_interrupt_all(struct agent *a, const char *why);
 void agent_running_free(struct running_job *j);
 void agent_unlink_job(struct agent *a, struct running_job *j);
+uint64_t agent_chat_states_due(struct agent *a, uint64_t now_ms);
 void agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result *r);
 bool agent_rate_allow(struct agent *a, const char *jid);
 bool agent_rate_refusal_reply_due(struct agent *a, const char *jid);

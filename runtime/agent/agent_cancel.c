@@ -39,7 +39,7 @@ answer(struct agent *a, const struct mw_omemo_msg *m, const char *job_id, int co
 	if (!reply)
 		return;
 	char *text = mw_result_cancel_answer(job_id, code, reason);
-	if (text == NULL || agent_send_encrypted(a, m->from, m->device, text) != 0)
+	if (text == NULL || agent_send_encrypted(a, m->from, m->device, text, NULL) != 0)
 		agent_log("reply-failed", "job=%s to=%s device=%u kind=cancel",
 		    job_id[0] ? job_id : "-", m->from, m->device);
 	free(text);

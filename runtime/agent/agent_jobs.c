@@ -345,10 +345,9 @@ start_job(struct agent *a, const struct decision *d, const struct mw_omemo_msg *
 	if (mw_sandbox_submit(a->sb, &job) != 0)
 		goto fail;
 	(void)mw_sandbox_flush(a->sb);
-	/* signs of life for the requester; best effort: a lost chat state
-	 * changes nothing but a progress line */
-	if (agent_send_chat_state(a, j->from_jid, "composing") != 0)
-		agent_log("chat-state-failed", "job=%s state=composing", j->job_id);
+	/* a sign of life for the requester if the job is still running
+	 * then (agent_chat_states_due); a short job's result comes first */
+	j->composing_due_ms = agent_now_ms() + COMPOSING_AFTER_MS;
 	agent_crash_at("mid_job");
 	j->next = a->jobs;
 	a->jobs = j;
@@ -366,6 +365,9 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 {
 	uint64_t t_done = agent_now_us(), t_stored, t_sent;
 	char *text = mw_result_message(j->job_id, r, 0, NULL, a->cfg.max_output);
+	/* on a live connection the row says "handed over" (replied = 1) from
+	 * the start: one journal write for the result, not two */
+	bool sending = a->connected;
 	int rc;
 
 	if (text == NULL) {
@@ -373,7 +375,8 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 		return;
 	}
 	(void)agent_db_sync(a, false);
-	rc = mw_journal_finish(a->db, j->signer, j->job_id, text, (int64_t)time(NULL));
+	rc = (sending ? mw_journal_finish_sending : mw_journal_finish)(a->db, j->signer,
+	    j->job_id, text, (int64_t)time(NULL));
 	(void)agent_db_sync(a, a->cfg.durability_full);
 	t_stored = agent_now_us();
 	if (rc == 0)
@@ -393,16 +396,17 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 		    j->from_jid, j->device, r->usage.wall_us > 0 ? "yes" : "no");
 	if (j->cancel_from != NULL && (strcmp(j->cancel_from, j->from_jid) != 0 ||
 	    j->cancel_device != j->device) &&
-	    agent_send_encrypted(a, j->cancel_from, j->cancel_device, text) != 0)
+	    agent_send_encrypted(a, j->cancel_from, j->cancel_device, text, NULL) != 0)
 		agent_log("reply-failed", "job=%s to=%s device=%u (the cancelling device)",
 		    j->job_id, j->cancel_from, j->cancel_device);
-	/* "active" just before the result: the job is no longer running */
-	if (agent_send_chat_state(a, j->from_jid, "active") != 0)
-		agent_log("chat-state-failed", "job=%s state=active", j->job_id);
-	if (agent_send_encrypted(a, j->from_jid, j->device, text) == 0) {
+	/* the result carries "active": the job is no longer running */
+	if (agent_send_encrypted(a, j->from_jid, j->device, text, "active") == 0) {
 		t_sent = agent_now_us();
 		agent_crash_at("after_reply");
-		agent_mark_replied(a, j->signer, j->job_id);
+		if (sending)
+			agent_await_barrier(a, j->signer, j->job_id);
+		else
+			agent_mark_replied(a, j->signer, j->job_id);
 		agent_log("reply-sent", "job=%s to=%s device=%u decrypt_us=%" PRIu64
 		    " verify_us=%" PRIu64 " commit_us=%" PRIu64 " sandbox_us=%" PRIu64
 		    " store_us=%" PRIu64 " encrypt_us=%" PRIu64 " agent_us=%" PRIu64,
@@ -412,6 +416,32 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 		    j->t_received_us ? t_sent - j->t_received_us : 0);
 	}
 	free(text);
+}
+
+/*
+ * Signs of life (XEP-0085): <composing/> to the requester of each job that
+ * has been running COMPOSING_AFTER_MS, once.  Best effort: a lost chat
+ * state changes nothing but a progress line.  Returns the clock (ms) when
+ * the next one is due, 0 for none.
+ */
+uint64_t
+agent_chat_states_due(struct agent *a, uint64_t now_ms)
+{
+	uint64_t next = 0;
+
+	for (struct running_job *j = a->jobs; j != NULL; j = j->next) {
+		if (j->composing_due_ms == 0)
+			continue;
+		if (j->composing_due_ms <= now_ms) {
+			if (!a->connected)
+				continue;	/* its result goes later anyway */
+			j->composing_due_ms = 0;
+			if (agent_send_chat_state(a, j->from_jid, "composing") != 0)
+				agent_log("chat-state-failed", "job=%s state=composing", j->job_id);
+		} else if (next == 0 || j->composing_due_ms < next)
+			next = j->composing_due_ms;
+	}
+	return next;
 }
 
 void
@@ -484,7 +514,7 @@ reply_refusal(struct agent *a, const struct mw_omemo_msg *m, const struct decisi
 	    a->cfg.max_output);
 
 	if (text != NULL) {
-		(void)agent_send_encrypted(a, m->from, m->device, text);
+		(void)agent_send_encrypted(a, m->from, m->device, text, NULL);
 		free(text);
 	}
 }
@@ -634,7 +664,7 @@ agent_handle_encrypted(struct agent *a, xmpp_stanza_t *st)
 			/* the stored result again, byte for byte; a running job
 			 * answers when it ends */
 			if (found.state == MW_JOURNAL_DONE && found.result != NULL)
-				(void)agent_send_encrypted(a, m.from, m.device, found.result);
+				(void)agent_send_encrypted(a, m.from, m.device, found.result, NULL);
 		}
 		mw_journal_entry_free(&found);
 		goto out;

@@ -59,10 +59,14 @@ agent_send_stanza(xmpp_stanza_t *st, void *arg)
 	}
 }
 
-/* Encrypts text to one device of jid and sends it.  0 when handed to the
- * connection. */
+static int add_chat_state(struct agent *a, xmpp_stanza_t *msg, const char *state);
+
+/* Encrypts text to one device of jid and sends it, with the XEP-0085 chat
+ * state `state` in the same stanza unless NULL (a result carries
+ * "active").  0 when handed to the connection. */
 int
-agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text)
+agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const char *text,
+    const char *state)
 {
 	xmpp_stanza_t *msg = NULL;
 	int rc;
@@ -75,14 +79,32 @@ agent_send_encrypted(struct agent *a, const char *jid, uint32_t device, const ch
 		    mw_omemo_strerror(rc));
 		return -1;
 	}
+	/* best effort: without it the result is still the result */
+	if (state != NULL && add_chat_state(a, msg, state) != 0)
+		agent_log("chat-state-failed", "to=%s state=%s", jid, state);
 	xmpp_send(a->conn, msg);
 	xmpp_stanza_release(msg);
 	return 0;
 }
 
+static int
+add_chat_state(struct agent *a, xmpp_stanza_t *msg, const char *state)
+{
+	xmpp_stanza_t *el = xmpp_stanza_new(a->x);
+	int rc = -1;
+
+	if (el != NULL && xmpp_stanza_set_name(el, state) == XMPP_EOK &&
+	    xmpp_stanza_set_ns(el, MW_CHATSTATES_NS) == XMPP_EOK &&
+	    xmpp_stanza_add_child(msg, el) == XMPP_EOK)
+		rc = 0;
+	if (el != NULL)
+		xmpp_stanza_release(el);
+	return rc;
+}
+
 /*
- * Sends a XEP-0085 chat state ("composing" while a job runs, "active" with
- * its result) to jid: a plain <message type='chat'> with the state element
+ * Sends a XEP-0085 chat state ("composing" while a job runs) to jid as a
+ * stanza of its own: a plain <message type='chat'> with the state element
  * and a no-store hint, no <body>.  It carries no secret, only that a job is
  * running -- which the result message reveals anyway (spec/agent.md) -- so
  * it is not encrypted.  0 when handed to the connection.
@@ -215,13 +237,20 @@ agent_barrier_reset(struct agent *a)
 void
 agent_mark_replied(struct agent *a, const char *signer, const char *job_id)
 {
-	struct sent_result *np;
-
 	(void)agent_db_sync(a, false);
 	if (mw_journal_mark_replied(a->db, signer, job_id) != 0)
 		agent_log("journal-error", "job=%s op=replied error=\"%s\"", job_id,
 		    sqlite3_errmsg(a->db));
 	(void)agent_db_sync(a, a->cfg.durability_full);
+	agent_await_barrier(a, signer, job_id);
+}
+
+/* A result whose row says replied = 1: confirmed by the next barrier. */
+void
+agent_await_barrier(struct agent *a, const char *signer, const char *job_id)
+{
+	struct sent_result *np;
+
 	/* past the batch bound the row simply stays unconfirmed (resent
 	 * after a lost connection): memory stays bounded under a flood */
 	if (a->n_pending < BARRIER_BATCH_MAX &&
@@ -251,7 +280,7 @@ agent_flush_unreplied(struct agent *a)
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (rows[i].result != NULL &&
-		    agent_send_encrypted(a, rows[i].from_jid, rows[i].device, rows[i].result) == 0) {
+		    agent_send_encrypted(a, rows[i].from_jid, rows[i].device, rows[i].result, NULL) == 0) {
 			agent_mark_replied(a, rows[i].signer, rows[i].job_id);
 			agent_log("reply-sent", "job=%s to=%s device=%u stored=yes",
 			    rows[i].job_id, rows[i].from_jid, rows[i].device);

@@ -40,6 +40,70 @@ static const char *const migrations[] = {
 	"ALTER TABLE mw_jobs ADD COLUMN cancel_sha256 BLOB;",
 };
 
+/*
+ * The per-job statements stay prepared (parsing SQL was a visible part of
+ * the agent's CPU per job, issue 13).  One database at a time: the agent
+ * has one.  A statement is reset and its bindings cleared after every use,
+ * so none holds a read transaction or points at a caller's memory between
+ * calls.  mw_journal_close() finalizes them before the handle is closed.
+ */
+enum { J_LOOKUP, J_ACCEPT, J_FINISH, J_CANCEL, J_DELIVERY, J_N };
+static const char *const cached_sql[J_N] = {
+	[J_LOOKUP] = "SELECT signer, job_id, envelope_sha256, from_jid, device, "
+	    "state, result, replied, cancel_sha256 FROM mw_jobs "
+	    "WHERE signer = ? AND job_id = ?",
+	[J_ACCEPT] = "INSERT INTO mw_jobs(signer, job_id, envelope_sha256, from_jid, "
+	    "device, state, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	[J_FINISH] = "UPDATE mw_jobs SET state = ?, result = ?, finished_at = ?, "
+	    "replied = ? WHERE signer = ? AND job_id = ? AND state = ?",
+	[J_CANCEL] = "UPDATE mw_jobs SET cancel_sha256 = ? WHERE signer = ? AND "
+	    "job_id = ? AND state = ? AND cancel_sha256 IS NULL",
+	[J_DELIVERY] = "UPDATE mw_jobs SET replied = ? WHERE signer = ? AND "
+	    "job_id = ? AND replied = ?",
+};
+static sqlite3 *cached_db;
+static sqlite3_stmt *cached[J_N];
+
+void
+mw_journal_close(sqlite3 *db)
+{
+	if (db != cached_db)
+		return;
+	for (int i = 0; i < J_N; i++) {
+		sqlite3_finalize(cached[i]);
+		cached[i] = NULL;
+	}
+	cached_db = NULL;
+}
+
+/* The prepared statement `which` on db, or NULL (error on db). */
+static sqlite3_stmt *
+stmt(sqlite3 *db, int which)
+{
+	if (db != cached_db) {
+		/* another handle: the old one's statements go (a handle
+		 * closed without mw_journal_close() is still open then) */
+		mw_journal_close(cached_db);
+		cached_db = db;
+	}
+	if (cached[which] == NULL &&
+	    sqlite3_prepare_v3(db, cached_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
+	    &cached[which], NULL) != SQLITE_OK) {
+		cached[which] = NULL;
+		return NULL;
+	}
+	return cached[which];
+}
+
+static void
+done(sqlite3_stmt *st)
+{
+	if (st != NULL) {
+		(void)sqlite3_reset(st);
+		(void)sqlite3_clear_bindings(st);
+	}
+}
+
 static int
 exec_sql(sqlite3 *db, const char *sql)
 {
@@ -108,12 +172,11 @@ int
 mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
     struct mw_journal_entry *e)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = stmt(db, J_LOOKUP);
 	int rc = -1;
 
 	memset(e, 0, sizeof(*e));
-	if (sqlite3_prepare_v2(db, "SELECT " ENTRY_COLUMNS " FROM mw_jobs "
-	    "WHERE signer = ? AND job_id = ?", -1, &st, NULL) != SQLITE_OK ||
+	if (st == NULL ||
 	    sqlite3_bind_text(st, 1, signer, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_text(st, 2, job_id, -1, SQLITE_STATIC) != SQLITE_OK)
 		goto out;
@@ -123,19 +186,17 @@ mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
 	default: break;
 	}
 out:
-	sqlite3_finalize(st);
+	done(st);
 	return rc;
 }
 
 int
 mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = stmt(db, J_ACCEPT);
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "INSERT INTO mw_jobs(signer, job_id, "
-	    "envelope_sha256, from_jid, device, state, received_at) "
-	    "VALUES (?, ?, ?, ?, ?, ?, ?)", -1, &st, NULL) == SQLITE_OK &&
+	if (st != NULL &&
 	    sqlite3_bind_text(st, 1, e->signer, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 2, e->job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_blob(st, 3, e->sha256, 32, SQLITE_STATIC) == SQLITE_OK &&
@@ -145,7 +206,28 @@ mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now)
 	    sqlite3_bind_int64(st, 7, now) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
-	sqlite3_finalize(st);
+	done(st);
+	return rc;
+}
+
+static int
+finish(sqlite3 *db, const char *signer, const char *job_id, const char *result,
+    int64_t now, int replied)
+{
+	sqlite3_stmt *st = stmt(db, J_FINISH);
+	int rc = -1;
+
+	if (st != NULL &&
+	    sqlite3_bind_int(st, 1, MW_JOURNAL_DONE) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 2, result, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int64(st, 3, now) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 4, replied) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 5, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 6, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(st, 7, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1)
+		rc = 0;
+	done(st);
 	return rc;
 }
 
@@ -153,41 +235,31 @@ int
 mw_journal_finish(sqlite3 *db, const char *signer, const char *job_id,
     const char *result, int64_t now)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = -1;
+	return finish(db, signer, job_id, result, now, 0);
+}
 
-	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET state = ?, result = ?, "
-	    "finished_at = ? WHERE signer = ? AND job_id = ? AND state = ?",
-	    -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_bind_int(st, 1, MW_JOURNAL_DONE) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 2, result, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_int64(st, 3, now) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 4, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 5, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_int(st, 6, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1)
-		rc = 0;
-	sqlite3_finalize(st);
-	return rc;
+int
+mw_journal_finish_sending(sqlite3 *db, const char *signer, const char *job_id,
+    const char *result, int64_t now)
+{
+	return finish(db, signer, job_id, result, now, 1);
 }
 
 int
 mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
     const uint8_t cancel_sha256[32])
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = stmt(db, J_CANCEL);
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET cancel_sha256 = ? "
-	    "WHERE signer = ? AND job_id = ? AND state = ? AND cancel_sha256 IS NULL",
-	    -1, &st, NULL) == SQLITE_OK &&
+	if (st != NULL &&
 	    sqlite3_bind_blob(st, 1, cancel_sha256, 32, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 2, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 3, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_int(st, 4, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = sqlite3_changes(db) == 1 ? 0 : -1;
-	sqlite3_finalize(st);
+	done(st);
 	return rc;
 }
 
@@ -196,18 +268,17 @@ mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
 static int
 set_delivery(sqlite3 *db, const char *signer, const char *job_id, int from, int to)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = stmt(db, J_DELIVERY);
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "UPDATE mw_jobs SET replied = ? "
-	    "WHERE signer = ? AND job_id = ? AND replied = ?", -1, &st, NULL) == SQLITE_OK &&
+	if (st != NULL &&
 	    sqlite3_bind_int(st, 1, to) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 2, signer, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 3, job_id, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_int(st, 4, from) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
-	sqlite3_finalize(st);
+	done(st);
 	return rc;
 }
 

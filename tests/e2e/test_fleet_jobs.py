@@ -196,8 +196,10 @@ def test_late_result_collected_by_results(kit):
     kit.trust(agent, alice)
     agent.start()
     prog = write(os.path.join(kit.workdir, "slow.lua"),
-                 'sleep(3)\nprint("late but here")\nreturn "done"\n')
-    p, res = alice.send(agent, prog, timeout="1s")
+                 'sleep(4)\nprint("late but here")\nreturn "done"\n')
+    # the agent says "composing" (running) once a job has run 1 s: the
+    # send waits past that, not until the result
+    p, res = alice.send(agent, prog, timeout="2s")
     assert p.returncode == 6 and res == [{"from": agent.jid, "job_id": res[0]["job_id"],
                                          "status": "no_answer", "state": "running"}], \
         (p.stdout, p.stderr)

@@ -585,6 +585,15 @@ class Peer:
                         log.warning("bad device list push from %s: %s", sender, describe(e))
             return
 
+        # a chat state may ride on an encrypted message (a moonwire result
+        # carries <active/>): reported for every stanza, before its message
+        for child in stanza.xml:
+            if child.tag.startswith("{%s}" % CHATSTATES_NS):
+                emit({"event": "chat_state", "from": sender, "id": sid, "type": mtype,
+                      "state": child.tag.split("}", 1)[1],
+                      "body": stanza.xml.find("{jabber:client}body") is not None,
+                      "no_store": stanza.xml.find("{urn:xmpp:hints}no-store") is not None})
+
         enc = stanza.xml.find(NS + "encrypted")
         if enc is not None:
             header = enc.find(NS + "header")
@@ -615,13 +624,6 @@ class Peer:
                   "body": plaintext.decode("utf-8", "replace"), "encrypted": True,
                   "id": sid, "type": mtype, "trust": trust.name.lower(), "delayed": delayed})
             return
-
-        for child in stanza.xml:
-            if child.tag.startswith("{%s}" % CHATSTATES_NS):
-                emit({"event": "chat_state", "from": sender, "id": sid, "type": mtype,
-                      "state": child.tag.split("}", 1)[1],
-                      "body": stanza.xml.find("{jabber:client}body") is not None,
-                      "no_store": stanza.xml.find("{urn:xmpp:hints}no-store") is not None})
 
         body = stanza.xml.find("{jabber:client}body")
         if body is not None:

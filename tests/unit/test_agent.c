@@ -995,6 +995,7 @@ test_journal_schema(void **state)
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
 	    "component = 'journal'"), 3);
 	assert_int_equal(query_int(db, "SELECT count(*) FROM mw_jobs"), 1);
+	mw_journal_close(db);
 	sqlite3_close(db);
 
 	/* the same database as the OMEMO store: both components' rows */
@@ -1011,6 +1012,7 @@ test_journal_schema(void **state)
 	assert_int_equal(mw_omemo_open(&o, db, NULL), MW_OMEMO_OK);	/* reopen */
 	assert_int_equal(mw_journal_init(db), 0);
 	mw_omemo_close(o);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1043,6 +1045,7 @@ test_journal_accept_lookup(void **state)
 		tmp_path(path, sizeof(path), "accept.db");
 		assert_int_equal(sqlite3_open(path, &db2), SQLITE_OK);
 		assert_int_equal(query_int(db2, "SELECT count(*) FROM mw_jobs"), 0);
+		mw_journal_close(db2);
 		sqlite3_close(db2);
 	}
 
@@ -1090,6 +1093,7 @@ test_journal_accept_lookup(void **state)
 	assert_int_equal(mw_journal_count(db, MW_JOURNAL_ACCEPTED), 3);
 	assert_int_equal(mw_journal_lookup(db, "SHA256:abc", "nope", &f), 0);
 	assert_int_equal(mw_journal_lookup(db, "SHA256:nope", "job-1", &f), 0);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1162,6 +1166,7 @@ test_journal_finish_replied(void **state)
 	exec_ok(db, "BEGIN IMMEDIATE");
 	assert_int_equal(mw_journal_accept(db, &e, 40), -1);
 	exec_ok(db, "ROLLBACK");
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1207,6 +1212,47 @@ test_journal_delivery_confirmation(void **state)
 	/* a confirmed result is not demoted by marking it sent again */
 	assert_int_equal(mw_journal_mark_replied(db, "S", "a"), 0);
 	assert_int_equal(mw_journal_resend_unconfirmed(db), 0);
+	mw_journal_close(db);
+	sqlite3_close(db);
+}
+
+/* A result stored as it is handed to a live connection (replied = 1 in the
+ * same write): confirmed like a sent one, and sent again, like one, after
+ * a lost connection or a restart; never listed as unsent before that. */
+static void
+test_journal_finish_sending(void **state)
+{
+	(void)state;
+	sqlite3 *db = open_db("sending.db");
+	struct mw_journal_entry *rows, e;
+	size_t n;
+
+	assert_int_equal(mw_journal_init(db), 0);
+	accept_committed(db, "S", "a", 10);
+	accept_committed(db, "S", "b", 11);
+	assert_int_equal(mw_journal_finish_sending(db, "S", "a", "result a", 20), 0);
+	assert_int_equal(mw_journal_finish_sending(db, "S", "b", "result b", 21), 0);
+	/* only an accepted row is finished, once */
+	assert_int_equal(mw_journal_finish_sending(db, "S", "a", "other", 22), -1);
+	assert_int_equal(mw_journal_lookup(db, "S", "a", &e), 1);
+	assert_int_equal(e.state, MW_JOURNAL_DONE);
+	assert_string_equal(e.result, "result a");
+	assert_true(e.replied);
+	mw_journal_entry_free(&e);
+	assert_int_equal(mw_journal_unreplied(db, &rows, &n), 0);
+	assert_int_equal(n, 0);
+	free(rows);
+	/* marking it sent again changes nothing; the barrier confirms a */
+	assert_int_equal(mw_journal_mark_replied(db, "S", "a"), 0);
+	assert_int_equal(mw_journal_confirm(db, "S", "a"), 0);
+	/* the connection is lost: b is to be sent again, a never */
+	assert_int_equal(mw_journal_resend_unconfirmed(db), 1);
+	assert_int_equal(mw_journal_unreplied(db, &rows, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].job_id, "b");
+	mw_journal_entry_free(&rows[0]);
+	free(rows);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1276,6 +1322,7 @@ test_journal_recover(void **state)
 	assert_int_equal(mw_journal_recover(db, 70), -1);
 	exec_ok(db, "ROLLBACK");
 	assert_int_equal(mw_journal_count(db, MW_JOURNAL_ACCEPTED), 1);
+	mw_journal_close(db);
 	sqlite3_close(db);
 }
 
@@ -1741,6 +1788,7 @@ main(void)
 		cmocka_unit_test(test_journal_accept_lookup),
 		cmocka_unit_test(test_journal_finish_replied),
 		cmocka_unit_test(test_journal_delivery_confirmation),
+		cmocka_unit_test(test_journal_finish_sending),
 		cmocka_unit_test(test_journal_recover),
 		cmocka_unit_test(test_config_valid),
 		cmocka_unit_test(test_config_errors),

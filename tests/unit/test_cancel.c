@@ -398,6 +398,7 @@ test_cancel_journal(void **state)
 	assert_string_equal(m.status, "interrupted");
 	mw_result_msg_free(&m);
 	mw_journal_entry_free(&e);
+	mw_journal_close(db);
 	sqlite3_close(db);
 	unlink(db_path);
 }
@@ -428,6 +429,7 @@ test_cancel_journal_upgrade(void **state)
 	assert_int_equal(mw_journal_init(db), 0);
 	assert_int_equal(mw_journal_count(db, MW_JOURNAL_ACCEPTED), 1);
 	assert_int_equal(mw_journal_cancel(db, "k", "old", h), 0);
+	mw_journal_close(db);
 	sqlite3_close(db);
 	unlink(path);
 }
