@@ -26,7 +26,7 @@ DEB_PKGS = build-essential pkg-config libstrophe-dev libomemo-c-dev \
 	libcjson-dev libcmocka-dev prosody ejabberd python3-omemo python3-oldmemo python3-twomemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
 	openssh-server bubblewrap clang libclang-rt-14-dev valgrind systemd \
-	mandoc debhelper dpkg-dev lintian adduser profanity tmux
+	mandoc debhelper dpkg-dev lintian adduser profanity tmux time
 
 COMPONENTS = wire sandbox omemo runtime
 # Link order: a component may use only those to its right.

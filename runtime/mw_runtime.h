@@ -22,6 +22,7 @@ enum {
 	MW_EXIT_SANDBOX = 5,		/* violation, crash, protocol error */
 	MW_EXIT_UNAVAILABLE = 6,	/* busy, interrupted, internal error, no answer */
 	MW_EXIT_REFUSED = 7,		/* the agent refused the job: nothing ran */
+	MW_EXIT_CANCELLED = 8,		/* a signed cancellation ended the job */
 };
 int mw_exit_for_status(enum mw_job_status s);
 

@@ -37,7 +37,8 @@ fleet_usage(FILE *f)
 	    "  --group NAME         a roster group (repeatable); list: only these groups\n"
 	    "  --json               list: one JSON object per member and line\n"
 	    "\n"
-	    "add puts each JID in the groups (adding the roster item if needed);\n"
+	    "add puts each JID in the groups (adding the roster item if needed) and\n"
+	    "asks it for its presence (a subscription request) unless it has it;\n"
 	    "remove takes it out of them and drops the roster item when no group is\n"
 	    "left; list prints each group and its members.\n"
 	    "\n"
@@ -77,6 +78,51 @@ edit_groups(const struct mw_fleet_item *it, char *const *want, size_t nwant,
 			out->groups[out->ngroups++] = want[w];
 			*changed = true;
 		}
+	}
+	return 0;
+}
+
+/* Whether the operator's account already receives the item's presence. */
+static bool
+subscribed_to(const struct mw_fleet_item *it)
+{
+	return it != NULL && it->subscription != NULL &&
+	    (strcmp(it->subscription, "to") == 0 || strcmp(it->subscription, "both") == 0);
+}
+
+/*
+ * After an add: a presence subscription request to every JID now in the
+ * groups (its roster set succeeded, or it was in them already) whose
+ * presence the account does not receive yet, so that `send` later tells
+ * offline from online but silent.  0, or -1 with the reason on stderr.
+ */
+static int
+subscribe_missing(struct mw_roster_conn *c, struct mw_fleet_roster *r,
+    const struct mw_fleet_change *ch, const bool *same,
+    const struct mw_fleet_targets *jids)
+{
+	char **want = calloc(jids->n + 1, sizeof(*want)), err[1200];
+	size_t n = 0;
+	int rc;
+
+	if (want == NULL) {
+		fprintf(stderr, "moonwire fleet: out of memory\n");
+		return -1;
+	}
+	for (size_t i = 0, k = 0; i < jids->n; i++) {
+		bool in_groups = same[i] || ch[k].rc == MW_FLEET_OK;
+
+		if (!same[i])
+			k++;
+		if (in_groups && !subscribed_to(mw_fleet_roster_find(r, jids->jid[i])))
+			want[n++] = jids->jid[i];
+	}
+	rc = mw_fleet_roster_subscribe(c, want, n, err, sizeof(err));
+	free(want);
+	if (rc != MW_FLEET_OK) {
+		fprintf(stderr, "moonwire fleet: %s (the roster items are set; `fleet "
+		    "add` again asks again)\n", err);
+		return -1;
 	}
 	return 0;
 }
@@ -147,6 +193,8 @@ fleet_edit(struct mw_roster_conn *c, struct mw_fleet_roster *r, bool add,
 		k++;
 	}
 	fflush(stdout);
+	if (add && subscribe_missing(c, r, ch, same, jids) != 0)
+		rc = MW_EXIT_UNAVAILABLE;
 out:
 	for (size_t i = 0; i < jids->n; i++)
 		free(ch[i].item.groups);

@@ -2,7 +2,8 @@
  * explain.c: what the operator is told when a fleet wait ends with
  * targets out -- what a server's error about a target means, why a target
  * may not have answered, and the exact command that collects the job
- * later.  Words only: nothing here changes a row (fleetconn.c does).
+ * later.  Words only: nothing here changes a row (fleetconn.c and
+ * fleetsend.c do).
  */
 #include <limits.h>
 #include <stdlib.h>

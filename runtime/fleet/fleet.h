@@ -7,8 +7,9 @@
  *   - the operator's XMPP roster as the fleet inventory (roster.c: RFC 6121
  *     roster get/set over a short connection of the operator's account);
  *   - the job table (jobtable.c), outcomes and the summary (summary.c),
- *     the live line (progress.c), the fan-out connection (fleetconn.c) and
- *     what failures mean (explain.c).
+ *     the live line (progress.c), the wait on a job's rows (fleetconn.c),
+ *     the fan-out connection (fleetsend.c) and what failures mean
+ *     (explain.c).
  * Private to runtime/; spec/cli.md ("Targets", send, results, jobs,
  * `moonwire fleet`) and spec/result.md (the JSON objects) describe them.
  */
@@ -168,6 +169,18 @@ int mw_fleet_roster_apply(struct mw_roster_conn *c, struct mw_fleet_change *ch,
     size_t n);
 
 /*
+ * Asks each of jids for its presence (RFC 6121 3.1: a `subscribe` presence;
+ * the server keeps the request for a contact that is offline, and an agent
+ * approves requests from JIDs its policy names, spec/agent.md), so that the
+ * operator's later connections see which targets are online (the summary's
+ * offline / online but silent).  Returns once the server answered a ping
+ * sent after the requests (it took them all): MW_FLEET_OK, or
+ * MW_FLEET_E_XMPP / MW_FLEET_E_NOMEM with err.
+ */
+int mw_fleet_roster_subscribe(struct mw_roster_conn *c, char *const *jids, size_t n,
+    char *err, size_t errlen);
+
+/*
  * The members of group in r (sorted by JID: the server's roster order is
  * unspecified) added to t.  MW_FLEET_E_GROUP with "roster group 'NAME' does
  * not exist or is empty" (or a member that is no bare JID) in err.
@@ -188,7 +201,7 @@ int mw_fleet_targets_add_groups(struct mw_fleet_targets *t,
 
 /* ==================================================================
  * Jobs, results, progress and the summary (jobtable.c, summary.c,
- * progress.c, fleetconn.c, explain.c)
+ * progress.c, fleetconn.c, fleetsend.c, explain.c)
  * ================================================================== */
 
 /* ---- the job table (jobtable.c), in the operator's identity database ----
@@ -310,8 +323,9 @@ enum mw_fleet_outcome mw_fleet_outcome(const struct mw_fleet_row *r,
 void mw_fleet_totals(const struct mw_fleet_row *rows, size_t n,
     struct mw_fleet_totals *t);
 /* The exit status of a fleet: that of the first row (in target order)
- * whose outcome is not ok -- the result's (as `moonwire run`), 7 refused,
- * 6 not sent or did not return -- or 0 (spec/cli.md). */
+ * whose outcome is not ok -- the result's (as `moonwire run`; 8 for
+ * cancelled), 7 refused, 6 not sent or did not return -- or 0
+ * (spec/cli.md). */
 int mw_fleet_exit(const struct mw_fleet_row *rows, size_t n);
 /* The table (one line per target, with rows_too) and the totals line; or
  * with json the object of each target (without rows_too only those that
@@ -339,7 +353,8 @@ void mw_fleet_progress_update(struct mw_fleet_progress *p, const char *cmd,
     const struct mw_fleet_row *rows, size_t n, uint64_t now_ms);
 void mw_fleet_progress_clear(struct mw_fleet_progress *p);
 
-/* ---- one connection that sends envelopes and collects results (fleetconn.c) ----
+/* ---- one connection that sends envelopes and collects results
+ * (fleetconn.c: open, load, wait, close; fleetsend.c: the connection) ----
  *
  * Used by `send` (envelopes to send), `results` (nothing to send: collect
  * what the server stored) and any later command that sends a signed
@@ -457,6 +472,14 @@ enum mw_fleet_stop mw_fleet_wait(struct mw_fleet *f, uint64_t timeout_ms,
     bool collect_only);
 /* Writes what was seen (presence, sent times) to the table. */
 void mw_fleet_flush(struct mw_fleet *f);
+/* Inside the room (fleetconn.c, fleetsend.c): the clocks (monotonic, Unix
+ * ms); the target whose bare JID is that of from (a full or bare JID), or
+ * -1; and fleetsend.c's start of queued targets while the pace allows (the
+ * wait calls it on every turn: a backoff ends without a stanza). */
+uint64_t mw_fleet_mono_ms(void);
+int64_t mw_fleet_wall_ms(void);
+ssize_t mw_fleet_find_from(const struct mw_fleet *f, const char *from);
+void mw_fleet_pump(struct mw_fleet *f);
 /* explain.c: what the server's IQ error about target t (jid) means, for
  * a send (one line into buf). */
 void mw_fleet_explain_iq_error(const struct mw_fleet *f,

@@ -1,6 +1,6 @@
 /*
  * pace.c: how fast the operator's connection starts sends, and when a
- * target refused by the server for load is tried again (fleetconn.c uses
+ * target refused by the server for load is tried again (fleetsend.c uses
  * it; pure arithmetic, so the unit tests can drive it without a server).
  *
  * Invariants: at most p->window sends are in flight (first contact costs a

@@ -565,6 +565,59 @@ mw_fleet_roster_apply(struct mw_roster_conn *c, struct mw_fleet_change *ch, size
 	return rc;
 }
 
+/* <presence type="subscribe" to=JID/>, taken by the server without answer. */
+static int
+subscribe_send(struct mw_roster_conn *c, const char *jid)
+{
+	xmpp_stanza_t *p = xmpp_presence_new(c->x);
+
+	if (p == NULL || xmpp_stanza_set_type(p, "subscribe") != XMPP_EOK ||
+	    xmpp_stanza_set_to(p, jid) != XMPP_EOK) {
+		if (p != NULL)
+			xmpp_stanza_release(p);
+		return -1;
+	}
+	xmpp_send(c->conn, p);
+	xmpp_stanza_release(p);
+	return 0;
+}
+
+int
+mw_fleet_roster_subscribe(struct mw_roster_conn *c, char *const *jids, size_t n,
+    char *err, size_t errlen)
+{
+	xmpp_stanza_t *iq, *ping;
+	int rc;
+
+	if (n == 0)
+		return MW_FLEET_OK;
+	for (size_t i = 0; i < n; i++)
+		if (subscribe_send(c, jids[i]) != 0)
+			return fail(err, errlen, MW_FLEET_E_NOMEM, "presence subscription "
+			    "request to %s: out of memory", jids[i]);
+	/* the barrier: a server handles one stream's stanzas in order, so its
+	 * answer to this ping (a result, or an error from a server without
+	 * XEP-0199) comes after it took every request above */
+	if ((iq = xmpp_iq_new(c->x, "get", "0")) == NULL ||
+	    (ping = xmpp_stanza_new(c->x)) == NULL) {
+		if (iq != NULL)
+			xmpp_stanza_release(iq);
+		return fail(err, errlen, MW_FLEET_E_NOMEM, "ping: out of memory");
+	}
+	if (xmpp_stanza_set_name(ping, "ping") != XMPP_EOK ||
+	    xmpp_stanza_set_ns(ping, "urn:xmpp:ping") != XMPP_EOK ||
+	    xmpp_stanza_add_child(iq, ping) != XMPP_EOK) {
+		xmpp_stanza_release(ping);
+		xmpp_stanza_release(iq);
+		return fail(err, errlen, MW_FLEET_E_NOMEM, "ping: out of memory");
+	}
+	xmpp_stanza_release(ping);	/* iq holds it */
+	rc = iq_call(c, iq, "presence subscription requests", err, errlen);
+	if (rc != MW_FLEET_OK && c->reply != NULL)
+		rc = MW_FLEET_OK;	/* an error answer is an answer too */
+	return rc;
+}
+
 int
 mw_fleet_targets_add_groups(struct mw_fleet_targets *t,
     const struct mw_omemo_account *a, char *const *groups, size_t ngroups,

@@ -28,6 +28,8 @@ mw_exit_for_status(enum mw_job_status s)
 		return MW_EXIT_LIMIT;
 	case MW_JOB_SANDBOX_VIOLATION: case MW_JOB_CRASHED: case MW_JOB_PROTOCOL_ERROR:
 		return MW_EXIT_SANDBOX;
+	case MW_JOB_CANCELLED:	/* asked for, unlike "did not return" (6) */
+		return MW_EXIT_CANCELLED;
 	default:
 		return MW_EXIT_UNAVAILABLE;
 	}

@@ -279,6 +279,9 @@ def test_moonwire_cancel_command(deploy):
     r = run([d.kit.moonwire, "results", "-c", d.alice.conf, "--json", job], check=False)
     objs = [json.loads(x) for x in r.stdout.splitlines()]
     assert objs[0]["status"] == "cancelled" and objs[0]["from"] == d.agent.jid, objs
+    # its own exit status (8), not "did not return" (6): nothing runs any more
+    assert r.returncode == 8, (r.returncode, r.stderr)
+    assert objs[-1]["summary"] is True and objs[-1]["exit_status"] == 8, objs[-1]
     time.sleep(8.5)         # past the moment the killed job would have written
     assert not os.path.exists(os.path.join(d.out, "sleepy"))
     # nothing pending any more: nothing is sent, exit 0

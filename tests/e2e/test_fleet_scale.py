@@ -14,8 +14,10 @@ tests/unit/test_fleet_pace.c.
 
 import os
 import re
+import subprocess
 
 from agentkit import Kit, json_lines, run
+from fleet import run_peak_rss
 from prosody import Prosody
 
 WHO = 'local i = sys.info()\nreturn i.cpus\n'
@@ -127,3 +129,41 @@ def test_throttled_fanout_gets_every_result(moonwire_bin, tmp_path):
     finally:
         kit.close()
         srv.stop()
+
+
+def test_operator_peak_rss_for_a_thousand_targets(kit):
+    """The operator's own peak RSS (VmHWM, through GNU time: wait4's
+    ru_maxrss of a child counts the forking pytest process too, see
+    fleet.run_peak_rss) for one job to 1,000 targets stays within the
+    issue's 64 MiB.  Two targets are agents (sessions, results, the job
+    table's results); 998 are JIDs without an account, each a device-list
+    fetch, an error and a summary line: every target costs the operator its
+    rows, its state and its line, which is what grows with the fleet.  The
+    bound is on memory, not time (measured: ~11 MiB at 500 agents)."""
+    alice = kit.operator("alice")
+    good = agents(kit, alice, 2)
+    domain = kit.prosody.domain
+    path = os.path.join(kit.workdir, "thousand")
+    with open(path, "w") as f:
+        for a in good:
+            f.write(a.jid + "\n")
+        for i in range(998):
+            f.write("ghost%04d@%s\n" % (i, domain))
+    out_path = os.path.join(kit.workdir, "thousand.out")
+    with open(out_path, "w") as out, open(out_path + ".err", "w") as err:
+        rc, _, peak_kib = run_peak_rss(
+            [kit.moonwire, "send", "-c", alice.conf, "--timeout", "60s", "--json",
+             "--targets", path, program(kit)], stdout=out, stderr=err,
+            stdin=subprocess.DEVNULL)
+    with open(out_path) as f:
+        stdout = f.read()
+    with open(out_path + ".err") as f:
+        stderr = f.read()
+    res, summary = json_lines(stdout, summary=True)
+    assert rc == 6, (rc, stderr[-2000:])
+    assert summary["targeted"] == 1000 and summary["ok"] == 2 and \
+        summary["failed"] == 998, summary
+    assert len(res) == 1000, len(res)
+    # a real measurement of moonwire itself: more than GNU time's own ~1 MiB,
+    # within the target
+    assert peak_kib is not None and 2 * 1024 < peak_kib <= 64 * 1024, peak_kib

@@ -161,6 +161,56 @@ def test_send_to_a_roster_group_reaches_its_members(kit):
     assert "nothing was signed or sent" in p.stderr
 
 
+def test_fleet_add_asks_for_presence(kit):
+    """`fleet add` asks each member for its presence: an agent approves a
+    JID of its policy, and the operator's later `send` tells an agent that
+    is online but never answers (it does not trust alice's device: the job
+    is dropped undecrypted, spec/errors.md) from one that is offline.
+    Without the subscription both would be "offline" (no presence seen)."""
+    alice = kit.operator("alice")
+    live, mute, down = (kit.agent(n) for n in ("live", "mute", "down"))
+    for a in (live, mute, down):
+        a.allow(alice)
+    kit.trust(live, alice)
+    kit.trust(down, alice)
+    mute.write_conf()
+    alice.trust(mute)            # alice verified mute; mute never verified alice
+    for a in (live, mute, down):
+        a.start()
+    down.stop()                  # its keys are published; it is offline now
+    p = fleet(kit, alice, "add", "--group", "web", live.jid, mute.jid, down.jid)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    for a in (live, mute):
+        a.wait_log(r"subscription from=%s approved" % re.escape(alice.jid))
+    deadline = time.time() + 20
+    while True:
+        p = fleet(kit, alice, "list", "--group", "web", "--json")
+        subs = {o["jid"]: o["subscription"] for o in json_lines(p.stdout)}
+        if all(subs.get(a.jid) in ("to", "both") for a in (live, mute)) or \
+                time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert subs[live.jid] in ("to", "both") and subs[mute.jid] in ("to", "both"), subs
+    assert subs[down.jid] == "none", subs     # asked; down answers when it connects
+
+    p, _ = alice.send([], program(kit, "count.lua"), json_out=False, timeout="6s",
+                      extra=["--group", "web", "--json"])
+    res, summary = json_lines(p.stdout, summary=True)
+    by = {r["from"]: r for r in res}
+    assert by[live.jid]["status"] == "ok", res
+    assert by[mute.jid]["status"] == "no_answer" and by[mute.jid]["state"] == "online", res
+    assert by[down.jid]["status"] == "no_answer" and by[down.jid]["state"] == "offline", res
+    assert summary["offline"] == 1 and summary["silent"] == 1, summary
+    assert mute.grep(r"refused code=untrusted_device"), mute.log
+
+    # adding again asks nobody who already answered (nothing to wait for)
+    p = fleet(kit, alice, "add", "--group", "web", live.jid)
+    assert p.returncode == 0 and p.stdout == "already in the groups: %s\n" % live.jid, p.stdout
+    # the stored request reaches down when it connects, and it approves
+    down.start()
+    down.wait_log(r"subscription from=%s approved" % re.escape(alice.jid))
+
+
 def test_send_targets_file_with_comments_and_duplicates(kit):
     alice = kit.operator("alice")
     a1, a2 = agents(kit, alice, 2)

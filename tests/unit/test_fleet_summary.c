@@ -143,6 +143,27 @@ test_exit_status(void **state)
 	mw_fleet_rows_free(r, n);
 }
 
+/* A job a signed cancellation ended exits 8, apart from a target that did
+ * not return (6): the operator asked for this outcome. */
+static void
+test_exit_status_cancelled(void **state)
+{
+	struct mw_fleet_row r[2];
+
+	(void)state;
+	row_result(&r[0], "c@example.org", "cancelled", "cancelled by alice@ops (while "
+	    "running)", "", 1000);
+	row_other(&r[1], "off@example.org", MW_FLEET_PENDING, MW_FLEET_SEEN_NOTHING, NULL);
+	assert_int_equal(MW_EXIT_CANCELLED, 8);
+	assert_int_not_equal(MW_EXIT_CANCELLED, MW_EXIT_UNAVAILABLE);
+	assert_int_equal(mw_exit_for_status(MW_JOB_CANCELLED), MW_EXIT_CANCELLED);
+	assert_int_equal(mw_fleet_exit(&r[0], 1), MW_EXIT_CANCELLED);
+	assert_int_equal(mw_fleet_exit(r, 2), MW_EXIT_CANCELLED);
+	assert_int_equal(mw_fleet_exit(&r[1], 1), MW_EXIT_UNAVAILABLE);
+	mw_fleet_row_free(&r[0]);
+	mw_fleet_row_free(&r[1]);
+}
+
 static void
 test_table(void **state)
 {
@@ -304,6 +325,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_outcomes_and_totals),
 		cmocka_unit_test(test_exit_status),
+		cmocka_unit_test(test_exit_status_cancelled),
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_json_lines),
 		cmocka_unit_test(test_thousand_targets),
