@@ -53,6 +53,7 @@ mw_omemo_strerror(int err)
 	case MW_OMEMO_E_CERT_UNTRUSTED: return "server certificate not trusted (set ca_file or cert_pin_sha256)";
 	case MW_OMEMO_E_LIMIT: return "too many devices or identity keys for this JID";
 	case MW_OMEMO_E_SCE: return "OMEMO 2 envelope malformed or not addressed as the stanza";
+	case MW_OMEMO_E_VERSION: return "the recipient does not offer the OMEMO version asked for";
 	}
 	return "unknown error";
 }

@@ -60,6 +60,7 @@ struct mw_omemo {
 	bool pending_decrypt;		/* ... and belongs to a decrypt */
 	bool bundle_dirty;		/* a prekey was used: republish */
 	bool require_verified;		/* decrypt only from VERIFIED sender keys */
+	enum mw_omemo_version send_version;	/* mw_omemo_send()'s choice */
 	/* republish debounce: at most one bundle publish per
 	 * MW_OMEMO_REPUBLISH_MIN_SECS; a change inside that window sets
 	 * bundle_publish_pending and mw_omemo_tick() publishes once later */
@@ -249,14 +250,25 @@ int omemo2_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n);
 int omemo2_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
     const uint32_t *ids, size_t n, xmpp_stanza_t **out);
 
-/* pep.c: doors for pep2.c (publish outside the start-up chain; fetch a
- * node's items, cb gets the reply or NULL and the error) */
+/* pep.c: doors for pep2.c and send.c (publish outside the start-up
+ * chain; fetch a node's items -- the last one, or the one named item --
+ * from to (NULL: the own account); cb gets the reply or NULL, the error
+ * and arg, which the IQ owns: malloc'ed or NULL, freed after cb or when
+ * the transport goes away without an answer) */
 typedef void (*omemo_pep_cb)(struct mw_omemo *o, xmpp_stanza_t *reply,
-    int err);
+    int err, void *arg);
 int omemo_pep_publish(struct mw_omemo *o, const char *node,
     xmpp_stanza_t *payload);
 int omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
-    omemo_pep_cb cb);
+    const char *item, omemo_pep_cb cb, void *arg);
+/* A peer's (or the own) device list read outside the start-up chain:
+ * stored; the own list without this device is published again. */
+int omemo_pep_take_list(struct mw_omemo *o, const char *jid,
+    const uint32_t *ids, size_t n);
+
+/* send.c: mw_omemo_send / mw_omemo_refresh; fails every waiting one
+ * (MW_OMEMO_E_OFFLINE) when the transport goes away */
+void omemo_send_fail_all(struct mw_omemo *o);
 
 /* pep2.c: the OMEMO 2 publication beside the legacy one */
 int omemo2_pep_start(struct mw_omemo *o);

@@ -70,25 +70,10 @@ struct omemo_iq {
 	bool then_list;			/* publish bundle at start: list next */
 	bool chain;			/* part of publication generation gen */
 	unsigned gen;
-	struct omemo_send *op;		/* the send/refresh waiting for this */
-	omemo_pep_cb ext;		/* omemo_pep_fetch()'s caller (pep2.c) */
+	omemo_pep_cb ext;		/* omemo_pep_fetch()'s caller */
+	void *ext_arg;			/* its argument, owned: freed with q */
 };
 
-struct omemo_send {
-	struct omemo_send *next;
-	char *to;
-	uint8_t *pt;
-	size_t len;
-	bool refresh_only;
-	bool all_bundles;		/* refresh: every device without a key too */
-	mw_omemo_done_fn done;
-	void *arg;
-	int outstanding;
-	int phase;			/* 1 device lists, 2 bundles */
-	int last_err;
-};
-
-static void op_step(struct mw_omemo *o, struct omemo_send *op);
 
 /* ---- IQ plumbing ---- */
 
@@ -99,6 +84,7 @@ iq_free(struct omemo_iq *q)
 		xmpp_stanza_release(q->payload);
 	free(q->jid);
 	free(q->node);
+	free(q->ext_arg);
 	free(q);
 }
 
@@ -504,6 +490,11 @@ static int fetch_own_list(struct mw_omemo *o, unsigned gen);
 static int verify_start(struct mw_omemo *o, unsigned gen);
 static int fetch_items(struct mw_omemo *o, const char *to, const char *node,
     struct omemo_iq *q);
+static int fetch_items_id(struct mw_omemo *o, const char *to, const char *node,
+    const char *item, struct omemo_iq *q);
+static int take_list(struct mw_omemo *o, const char *jid, const uint32_t *ids,
+    size_t n, unsigned gen, bool *publishing);
+static void own_list_trouble(struct mw_omemo *o, int rc);
 
 static void
 publish_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
@@ -607,19 +598,36 @@ omemo_pep_publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload)
 static void
 ext_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply, int err)
 {
-	q->ext(o, reply, err);
+	q->ext(o, reply, err, q->ext_arg);
 }
 
 int
 omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
-    omemo_pep_cb cb)
+    const char *item, omemo_pep_cb cb, void *arg)
 {
 	struct omemo_iq *q = iq_new(IQ_FETCH_LIST, ext_cb, to, node);
 
-	if (q == NULL)
+	if (q == NULL) {
+		free(arg);
 		return MW_OMEMO_E_NOMEM;
+	}
 	q->ext = cb;
-	return fetch_items(o, to, node, q);
+	q->ext_arg = arg;
+	return fetch_items_id(o, to, node, item, q);
+}
+
+/* A device-list answer or push for jid outside the start-up chain: stored;
+ * trouble with the own list restarts the publication. */
+int
+omemo_pep_take_list(struct mw_omemo *o, const char *jid, const uint32_t *ids,
+    size_t n)
+{
+	bool publishing;
+	int rc = take_list(o, jid, ids, n, 0, &publishing);
+
+	if (rc != 0 && strcmp(jid, o->jid) == 0)
+		own_list_trouble(o, rc);
+	return rc;
 }
 
 /* Publishes ids (this device added) as the own device list; the
@@ -709,26 +717,42 @@ own_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 		    mw_omemo_strerror(rc));
 }
 
+/* item NULL: max_items=1, not an item id (some clients publish legacy
+ * items as '1'); else <item id=item/> (OMEMO 2 bundles: one per device) */
 static int
-fetch_items(struct mw_omemo *o, const char *to, const char *node,
-    struct omemo_iq *q)
+fetch_items_id(struct mw_omemo *o, const char *to, const char *node,
+    const char *item, struct omemo_iq *q)
 {
-	xmpp_stanza_t *iq, *ps, *items;
+	xmpp_stanza_t *iq, *ps, *items, *it;
 
 	if ((iq = iq_pubsub(o, "get", to, NS_PUBSUB, &ps)) == NULL) {
 		iq_free(q);
 		return MW_OMEMO_E_NOMEM;
 	}
-	/* max_items, not an item id: some clients publish item '1' */
 	if ((items = omemo_new_elem(o->xctx, "items", NULL)) == NULL ||
 	    omemo_adopt(ps, items) != 0 ||	/* iq owns items from here */
 	    xmpp_stanza_set_attribute(items, "node", node) != XMPP_EOK ||
-	    xmpp_stanza_set_attribute(items, "max_items", "1") != XMPP_EOK) {
-		xmpp_stanza_release(iq);
-		iq_free(q);
-		return MW_OMEMO_E_NOMEM;
+	    (item == NULL && xmpp_stanza_set_attribute(items, "max_items",
+	    "1") != XMPP_EOK))
+		goto nomem;
+	if (item != NULL) {
+		if ((it = omemo_new_elem(o->xctx, "item", NULL)) == NULL ||
+		    omemo_adopt(items, it) != 0 ||
+		    xmpp_stanza_set_attribute(it, "id", item) != XMPP_EOK)
+			goto nomem;
 	}
 	return iq_send(o, iq, q);
+nomem:
+	xmpp_stanza_release(iq);
+	iq_free(q);
+	return MW_OMEMO_E_NOMEM;
+}
+
+static int
+fetch_items(struct mw_omemo *o, const char *to, const char *node,
+    struct omemo_iq *q)
+{
+	return fetch_items_id(o, to, node, NULL, q);
 }
 
 static int
@@ -864,231 +888,6 @@ mw_omemo_start(struct mw_omemo *o)
 		pub_fail(o, "publish", MW_OMEMO_NODE_BUNDLES, "local-error",
 		    mw_omemo_strerror(rc));
 	return rc;
-}
-
-/* ---- fetching for send/refresh ---- */
-
-static void
-op_finish(struct mw_omemo *o, struct omemo_send *op, int rc)
-{
-	for (struct omemo_send **p = &o->sends; *p != NULL; p = &(*p)->next)
-		if (*p == op) {
-			*p = op->next;
-			break;
-		}
-	if (op->done != NULL)
-		op->done(o, rc, op->arg);
-	if (op->pt != NULL) {
-		explicit_bzero(op->pt, op->len);
-		free(op->pt);
-	}
-	free(op->to);
-	free(op);
-}
-
-static void
-fetch_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
-    int err)
-{
-	uint32_t *ids = NULL;
-	size_t n = 0;
-	const char *jid = q->jid != NULL ? q->jid : o->jid;
-
-	if (err == 0) {
-		bool publishing;
-
-		err = omemo_parse_devicelist(reply, &ids, &n);
-		if (err == 0)
-			err = take_list(o, jid, ids, n, 0, &publishing);
-		free(ids);
-		if (err != 0 && strcmp(jid, o->jid) == 0)
-			own_list_trouble(o, err);
-	}
-	if (err != 0 && strcmp(jid, o->jid) == 0)
-		o->own_list_asked = false;	/* the next send asks again */
-	if (err != 0)
-		q->op->last_err = err;
-	if (--q->op->outstanding == 0)
-		op_step(o, q->op);
-}
-
-static void
-fetch_bundle_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
-    int err)
-{
-	const char *jid = q->jid != NULL ? q->jid : o->jid;
-
-	if (err == 0)
-		err = mw_omemo_process_bundle(o, jid, q->dev, reply);
-	if (err != 0)
-		q->op->last_err = err;
-	if (--q->op->outstanding == 0)
-		op_step(o, q->op);
-}
-
-static int
-fetch_list_for(struct mw_omemo *o, struct omemo_send *op, const char *jid)
-{
-	bool own = strcmp(jid, o->jid) == 0;
-	struct omemo_iq *q = iq_new(IQ_FETCH_LIST, fetch_list_cb,
-	    own ? NULL : jid, MW_OMEMO_NODE_DEVICELIST);
-	int rc;
-
-	if (q == NULL)
-		return MW_OMEMO_E_NOMEM;
-	q->op = op;
-	op->outstanding++;
-	if ((rc = fetch_items(o, own ? NULL : jid, MW_OMEMO_NODE_DEVICELIST,
-	    q)) != 0)
-		op->outstanding--;
-	return rc;
-}
-
-static int
-fetch_bundles_for(struct mw_omemo *o, struct omemo_send *op, const char *jid)
-{
-	bool own = strcmp(jid, o->jid) == 0;
-	uint32_t *ids = NULL;
-	size_t n = 0;
-	char node[sizeof(MW_OMEMO_NODE_BUNDLES) + 16];
-	uint8_t key[33];
-	int rc;
-
-	/* every non-revoked device of the list without a session */
-	if ((rc = omemo_trusted_devices(o, jid, &ids, &n, false, false, NULL,
-	    0)) != 0)
-		return rc;
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		struct omemo_iq *q;
-
-		if (omemo_has_session(o, OMEMO_V_LEGACY, jid, ids[i]))
-			continue;
-		if (op->refresh_only && !op->all_bundles &&
-		    omemo_device_key(o, jid, ids[i], key) == 0)
-			continue;
-		(void)snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
-		    ids[i]);
-		if ((q = iq_new(IQ_FETCH_BUNDLE, fetch_bundle_cb, own ? NULL : jid,
-		    node)) == NULL) {
-			rc = MW_OMEMO_E_NOMEM;
-			break;
-		}
-		q->dev = ids[i];
-		q->op = op;
-		op->outstanding++;
-		if ((rc = fetch_items(o, own ? NULL : jid, node, q)) != 0)
-			op->outstanding--;
-	}
-	free(ids);
-	return rc;
-}
-
-static void
-op_step(struct mw_omemo *o, struct omemo_send *op)
-{
-	xmpp_stanza_t *msg = NULL;
-	int rc = 0;
-
-	if (op->phase == 0) {
-		op->phase = 1;
-		rc = fetch_list_for(o, op, op->to);
-		if (rc == 0 && !op->refresh_only && strcmp(op->to, o->jid) != 0) {
-			uint32_t *ids = NULL;
-			size_t n = 0;
-
-			/* the own list is kept fresh by start and pushes */
-			rc = omemo_trusted_devices(o, o->jid, &ids, &n, false,
-			    false, NULL, 0);
-			free(ids);
-			/* once per transport: a fan-out to N peers costs N own
-			 * list fetches otherwise */
-			if (rc == 0 && n == 0 && !o->own_list_asked) {
-				o->own_list_asked = true;
-				rc = fetch_list_for(o, op, o->jid);
-			}
-		}
-		if (rc != 0) {
-			op->last_err = rc;
-			if (op->outstanding > 0)
-				return;	/* the answers finish it */
-			op_finish(o, op, rc);
-			return;
-		}
-		if (op->outstanding > 0)
-			return;
-	}
-	if (op->phase == 1) {
-		op->phase = 2;
-		rc = fetch_bundles_for(o, op, op->to);
-		if (rc == 0 && !op->refresh_only && strcmp(op->to, o->jid) != 0)
-			rc = fetch_bundles_for(o, op, o->jid);
-		if (rc != 0)
-			op->last_err = rc;
-		if (op->outstanding > 0)
-			return;
-	}
-	/* phase 2 done: every answer is in */
-	if (op->refresh_only) {
-		op_finish(o, op, op->last_err == MW_OMEMO_E_NOMEM ?
-		    MW_OMEMO_E_NOMEM : 0);
-		return;
-	}
-	rc = mw_omemo_encrypt(o, o->xctx, op->to, NULL, 0, op->pt, op->len,
-	    &msg);
-	if (rc == 0) {
-		o->send_fn(msg, o->send_arg);
-		xmpp_stanza_release(msg);
-	} else if (rc == MW_OMEMO_E_NO_DEVICES && op->last_err != 0 &&
-	    op->last_err != MW_OMEMO_E_NO_DEVICES)
-		rc = op->last_err;	/* say why there was no device */
-	op_finish(o, op, rc);
-}
-
-static int
-op_start(struct mw_omemo *o, const char *to, const void *pt, size_t len,
-    bool refresh_only, bool all_bundles, mw_omemo_done_fn done, void *arg)
-{
-	struct omemo_send *op;
-
-	if (o == NULL || !omemo_jid_ok(to) || (pt == NULL && len > 0))
-		return MW_OMEMO_E_INVAL;
-	if (len > MW_OMEMO_MAX_PLAINTEXT)
-		return MW_OMEMO_E_OVERSIZE;
-	if (o->send_fn == NULL)
-		return MW_OMEMO_E_OFFLINE;
-	if ((op = calloc(1, sizeof(*op))) == NULL)
-		return MW_OMEMO_E_NOMEM;
-	if ((op->to = strdup(to)) == NULL ||
-	    (len > 0 && (op->pt = malloc(len)) == NULL)) {
-		free(op->to);
-		free(op);
-		return MW_OMEMO_E_NOMEM;
-	}
-	if (len > 0)
-		memcpy(op->pt, pt, len);
-	op->len = len;
-	op->refresh_only = refresh_only;
-	op->all_bundles = all_bundles;
-	op->done = done;
-	op->arg = arg;
-	op->next = o->sends;
-	o->sends = op;
-	op_step(o, op);
-	return 0;
-}
-
-int
-mw_omemo_send(struct mw_omemo *o, const char *to, const void *pt, size_t len,
-    mw_omemo_done_fn done, void *arg)
-{
-	return op_start(o, to, pt, len, false, false, done, arg);
-}
-
-int
-mw_omemo_refresh(struct mw_omemo *o, const char *jid, bool fetch_bundles,
-    mw_omemo_done_fn done, void *arg)
-{
-	return op_start(o, jid, NULL, 0, true, fetch_bundles, done, arg);
 }
 
 /* ---- incoming ---- */
@@ -1289,8 +1088,7 @@ omemo_net_free(struct mw_omemo *o)
 	struct omemo_iq *q;
 
 	/* fail waiting sends first (their IQs are dropped below) */
-	while (o->sends != NULL)
-		op_finish(o, o->sends, MW_OMEMO_E_OFFLINE);
+	omemo_send_fail_all(o);
 	mw_omemo_detach(o);
 	while ((q = o->iqs) != NULL) {
 		o->iqs = q->next;
