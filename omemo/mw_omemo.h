@@ -214,6 +214,8 @@ struct mw_omemo_device {
 	bool active;			/* in the last device list seen */
 	bool has_key;			/* identity key known (pinned) */
 	bool has_session;
+	bool active2;			/* in the last OMEMO 2 device list seen */
+	bool has_session2;		/* a version-4 (OMEMO 2) session */
 	char fp[MW_OMEMO_FP_HEXLEN + 1];	/* "" when !has_key */
 	enum mw_omemo_trust trust;
 };

@@ -44,6 +44,14 @@ def test_default_is_omemo2_first_contact_and_restarts(deploy):
     assert v4_sessions(d.alice, d.agent.jid) == 1
     assert read_version(d.agent, d.alice.jid) == 4     # the agent read OMEMO 2
     assert read_version(d.alice, d.agent.jid) == 4     # and answered in it
+    # `devices` shows the OMEMO 2 session and the key's Ed25519 rendering,
+    # the one `fingerprint` prints for the agent's owner
+    own = run([d.kit.moonwire, "fingerprint", "-c", d.agent.conf]).stdout
+    ed = re.search(r"^fingerprint-ed25519: (\S+)$", own, re.M).group(1)
+    curve = re.search(r"^fingerprint: (\S+)$", own, re.M).group(1)
+    out = run([d.kit.moonwire, "devices", "-c", d.alice.conf, d.agent.jid]).stdout
+    assert re.fullmatch(r"\d+ active verified %s omemo2 session2 ed25519 %s\n"
+                        % (curve, ed), out), out
     # the established session, from a new operator process
     send_ok(d, d.alice, "second", 2)
     # after a restart of the agent
@@ -55,6 +63,9 @@ def test_default_is_omemo2_first_contact_and_restarts(deploy):
     send_ok(d, d.alice, "legacy", 4, extra=["--omemo", "legacy"])
     assert read_version(d.agent, d.alice.jid) == 3
     assert read_version(d.alice, d.agent.jid) == 3
+    out = run([d.kit.moonwire, "devices", "-c", d.alice.conf, d.agent.jid]).stdout
+    assert re.fullmatch(r"\d+ active verified %s session omemo2 session2 ed25519 %s\n"
+                        % (curve, ed), out), out
     # and back to OMEMO 2 on the session kept
     send_ok(d, d.alice, "again", 5, extra=["--omemo", "2"])
     assert read_version(d.agent, d.alice.jid) == 4
