@@ -243,6 +243,29 @@ int omemo_store_devicelist_v(struct mw_omemo *o, uint32_t version,
 int omemo_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
     const uint32_t *ids, size_t n, xmpp_stanza_t **out);
 
+/* bundle.c, shared with bundle2.c: <name>b64</name> (attr=id when attr);
+ * a numeric attribute; the first element named want in s or below it
+ * (first children, an RSM <set> skipped, 6 levels); the <bundle xmlns=ns>
+ * of a bundle answer after the checks both versions make; one prekey of
+ * its <prekeys> at random; the session of a version from decoded keys;
+ * device lists of either shape */
+int omemo_add_b64_elem(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
+    const char *attr, uint32_t id, const uint8_t *p, size_t n);
+int omemo_attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v);
+xmpp_stanza_t *omemo_find_named(xmpp_stanza_t *s, const char *want);
+int omemo_bundle_find(struct mw_omemo *o, const char *jid, uint32_t dev,
+    xmpp_stanza_t *el, const char *ns, xmpp_stanza_t **b);
+int omemo_bundle_pick(xmpp_stanza_t *b, const char *name, const char *idattr,
+    xmpp_stanza_t **chosen, uint32_t *id);
+int omemo_bundle_session(struct mw_omemo *o, uint32_t version, const char *jid,
+    uint32_t dev, uint32_t pk_id, ec_public_key *pk, uint32_t spk_id,
+    ec_public_key *spk, const uint8_t *sig, size_t siglen, ec_public_key *ik);
+int omemo_parse_devicelist_v(xmpp_stanza_t *el, const char *name,
+    const char *ns, uint32_t **ids, size_t *n);
+int omemo_devicelist_element_v(struct mw_omemo *o, xmpp_ctx_t *x,
+    const char *name, const char *ns, const uint32_t *ids, size_t n,
+    xmpp_stanza_t **out);
+
 /* bundle2.c: own identity key in its OMEMO 2 form (Ed25519, sign bit 0);
  * the OMEMO 2 device list parsed (ids malloc'ed) and built */
 int omemo2_own_ik(struct mw_omemo *o, uint8_t ed[32]);
