@@ -525,6 +525,15 @@ omemo_add_hints(xmpp_ctx_t *x, xmpp_stanza_t *msg, const char *ns,
 	    FALLBACK_BODY)) : 0;
 }
 
+bool
+mw_omemo_is_encrypted(xmpp_stanza_t *stanza)
+{
+	return stanza != NULL && (xmpp_stanza_get_child_by_name_and_ns(stanza,
+	    "encrypted", MW_OMEMO_NS) != NULL ||
+	    xmpp_stanza_get_child_by_name_and_ns(stanza, "encrypted",
+	    MW_OMEMO2_NS) != NULL);
+}
+
 /* An OMEMO 2 message (message2.c) rather than a legacy one. */
 static bool
 is_omemo2(xmpp_stanza_t *stanza)

@@ -258,6 +258,9 @@ struct mw_omemo_msg {
  */
 int mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *message,
     struct mw_omemo_msg *msg);
+/* Whether a <message> carries an <encrypted> of either version (what
+ * mw_omemo_decrypt reads; anything else is not OMEMO). */
+bool mw_omemo_is_encrypted(xmpp_stanza_t *message);
 /*
  * What a message says about its sender, learnt WITHOUT decrypting and
  * without writing anything: from, device, prekey, and the sender device's

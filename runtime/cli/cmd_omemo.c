@@ -325,8 +325,7 @@ c_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	struct mw_omemo_msg m;
 	int rc;
 
-	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) ==
-	    NULL)
+	if (!mw_omemo_is_encrypted(st))
 		return 1;
 	rc = mw_omemo_decrypt(c->cli.o, st, &m);
 	if (rc == MW_OMEMO_OK) {
