@@ -20,8 +20,8 @@
 #define MAX_BUNDLE_PREKEYS	1000
 #define MAX_DEVICES		256
 
-static int
-add_key_elem(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
+int
+omemo_add_b64_elem(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
     const char *attr, uint32_t id, const uint8_t *p, size_t n)
 {
 	xmpp_stanza_t *e;
@@ -50,7 +50,7 @@ add_pub(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
 
 	if (ec_public_key_serialize(&b, k) != 0)
 		return MW_OMEMO_E_NOMEM;
-	rc = add_key_elem(x, parent, name, attr, id, signal_buffer_data(b),
+	rc = omemo_add_b64_elem(x, parent, name, attr, id, signal_buffer_data(b),
 	    signal_buffer_len(b));
 	signal_buffer_free(b);
 	return rc;
@@ -80,10 +80,10 @@ mw_omemo_bundle_element(struct mw_omemo *o, xmpp_ctx_t *x, xmpp_stanza_t **out)
 	if ((rc = add_pub(x, bundle, "signedPreKeyPublic", "signedPreKeyId",
 	    (uint32_t)spk_id, ec_key_pair_get_public(
 	    session_signed_pre_key_get_key_pair(spk)))) != 0 ||
-	    (rc = add_key_elem(x, bundle, "signedPreKeySignature", NULL, 0,
+	    (rc = omemo_add_b64_elem(x, bundle, "signedPreKeySignature", NULL, 0,
 	    session_signed_pre_key_get_signature(spk),
 	    session_signed_pre_key_get_signature_len(spk))) != 0 ||
-	    (rc = add_key_elem(x, bundle, "identityKey", NULL, 0, ik, 33)) != 0)
+	    (rc = omemo_add_b64_elem(x, bundle, "identityKey", NULL, 0, ik, 33)) != 0)
 		goto out;
 	if ((rc = omemo_adopt(bundle, omemo_new_elem(x, "prekeys", NULL))) != 0)
 		goto out;
@@ -144,8 +144,8 @@ decode_pub(struct mw_omemo *o, xmpp_stanza_t *e, ec_public_key **k)
 	return rc;
 }
 
-static int
-attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v)
+int
+omemo_attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v)
 {
 	const char *s = xmpp_stanza_get_attribute(e, name);
 	char *end;
@@ -163,8 +163,8 @@ attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v)
 /* Accepts the element named `want`, or a wrapper around it (<pubsub>,
  * <items>, <item>) up to 6 levels deep, following first children only;
  * an RSM <set> (ejabberd puts one before <items>) is skipped. */
-static xmpp_stanza_t *
-find_first_named(xmpp_stanza_t *s, const char *want)
+xmpp_stanza_t *
+omemo_find_named(xmpp_stanza_t *s, const char *want)
 {
 	const char *name;
 
@@ -181,27 +181,11 @@ find_first_named(xmpp_stanza_t *s, const char *want)
 	return NULL;
 }
 
-static xmpp_stanza_t *
-find_bundle(xmpp_stanza_t *s)
-{
-	return find_first_named(s, "bundle");
-}
-
+/* The <bundle xmlns=ns> in el, after the checks both versions make. */
 int
-mw_omemo_process_bundle(struct mw_omemo *o, const char *jid, uint32_t dev,
-    xmpp_stanza_t *el)
+omemo_bundle_find(struct mw_omemo *o, const char *jid, uint32_t dev,
+    xmpp_stanza_t *el, const char *ns, xmpp_stanza_t **b)
 {
-	xmpp_stanza_t *b, *e, *pks, *chosen = NULL;
-	ec_public_key *spk = NULL, *ik = NULL, *pk = NULL;
-	session_pre_key_bundle *bundle = NULL;
-	session_builder *builder = NULL;
-	uint8_t *sig = NULL;
-	size_t siglen = 0, npk = 0;
-	uint32_t spk_id, pk_id = 0, r;
-	signal_protocol_address a;
-	char *s;
-	int rc;
-
 	if (o == NULL || !omemo_jid_ok(jid) || dev == 0 || dev > 0x7fffffff ||
 	    el == NULL)
 		return MW_OMEMO_E_INVAL;
@@ -209,12 +193,99 @@ mw_omemo_process_bundle(struct mw_omemo *o, const char *jid, uint32_t dev,
 		return MW_OMEMO_E_TXN;
 	if (strcmp(jid, o->jid) == 0 && dev == o->device_id)
 		return MW_OMEMO_E_OWN_DEVICE;
-	if ((b = find_bundle(el)) == NULL ||
-	    xmpp_stanza_get_ns(b) == NULL ||
-	    strcmp(xmpp_stanza_get_ns(b), MW_OMEMO_NS) != 0)
+	if ((*b = omemo_find_named(el, "bundle")) == NULL ||
+	    xmpp_stanza_get_ns(*b) == NULL ||
+	    strcmp(xmpp_stanza_get_ns(*b), ns) != 0)
 		return MW_OMEMO_E_BUNDLE;
+	return 0;
+}
+
+/* One prekey of the bundle's <prekeys>, uniformly at random (reservoir
+ * sampling), at most MAX_BUNDLE_PREKEYS of them. */
+int
+omemo_bundle_pick(xmpp_stanza_t *b, const char *name, const char *idattr,
+    xmpp_stanza_t **chosen, uint32_t *id)
+{
+	xmpp_stanza_t *pks, *e;
+	size_t npk = 0;
+	uint32_t r;
+
+	*chosen = NULL;
+	if ((pks = xmpp_stanza_get_child_by_name(b, "prekeys")) == NULL)
+		return MW_OMEMO_E_BUNDLE;
+	for (e = xmpp_stanza_get_children(pks); e != NULL;
+	    e = xmpp_stanza_get_next(e)) {
+		if (!xmpp_stanza_is_tag(e) ||
+		    strcmp(xmpp_stanza_get_name(e), name) != 0)
+			continue;
+		if (++npk > MAX_BUNDLE_PREKEYS)
+			return MW_OMEMO_E_BUNDLE;
+		if (omemo_random(&r, sizeof(r)) != 0)
+			return MW_OMEMO_E_CRYPTO;
+		if (r % npk == 0)
+			*chosen = e;
+	}
+	if (*chosen == NULL || omemo_attr_id(*chosen, idattr, id) != 0)
+		return MW_OMEMO_E_BUNDLE;
+	return 0;
+}
+
+/* The session of the given version with jid/dev from decoded bundle keys,
+ * in one transaction (rolled back on failure). */
+int
+omemo_bundle_session(struct mw_omemo *o, uint32_t version, const char *jid,
+    uint32_t dev, uint32_t pk_id, ec_public_key *pk, uint32_t spk_id,
+    ec_public_key *spk, const uint8_t *sig, size_t siglen, ec_public_key *ik)
+{
+	session_pre_key_bundle *bundle = NULL;
+	session_builder *builder = NULL;
+	signal_protocol_address a = { jid, strlen(jid), (int32_t)dev };
+	int rc;
+
+	if (session_pre_key_bundle_create(&bundle, 0, (int)dev, pk_id, pk,
+	    spk_id, spk, sig, siglen, ik) != 0)
+		return MW_OMEMO_E_NOMEM;
+	if (session_builder_create(&builder, version == OMEMO_V2 ? o->store4 :
+	    o->store, &a, o->sg) != 0) {
+		rc = MW_OMEMO_E_NOMEM;
+		goto out;
+	}
+	if (version == OMEMO_V2)
+		session_builder_set_version(builder, OMEMO_V2);
+	if ((rc = omemo_begin(o)) != 0)
+		goto out;
+	rc = session_builder_process_pre_key_bundle(builder, bundle);
+	if (rc != 0) {
+		omemo_rollback(o);
+		/* libsignal reports a bad signed-prekey signature as INVALID_KEY */
+		rc = rc == SG_ERR_INVALID_KEY ? MW_OMEMO_E_BUNDLE_SIG :
+		    omemo_map_sg(rc);
+		goto out;
+	}
+	rc = omemo_commit(o);
+out:
+	if (builder != NULL)
+		session_builder_free(builder);
+	SIGNAL_UNREF(bundle);
+	return rc;
+}
+
+int
+mw_omemo_process_bundle(struct mw_omemo *o, const char *jid, uint32_t dev,
+    xmpp_stanza_t *el)
+{
+	xmpp_stanza_t *b, *e, *chosen = NULL;
+	ec_public_key *spk = NULL, *ik = NULL, *pk = NULL;
+	uint8_t *sig = NULL;
+	size_t siglen = 0;
+	uint32_t spk_id, pk_id = 0;
+	char *s;
+	int rc;
+
+	if ((rc = omemo_bundle_find(o, jid, dev, el, MW_OMEMO_NS, &b)) != 0)
+		return rc;
 	e = xmpp_stanza_get_child_by_name(b, "signedPreKeyPublic");
-	if (e == NULL || attr_id(e, "signedPreKeyId", &spk_id) != 0)
+	if (e == NULL || omemo_attr_id(e, "signedPreKeyId", &spk_id) != 0)
 		return MW_OMEMO_E_BUNDLE;
 	if ((rc = decode_pub(o, e, &spk)) != 0)
 		goto out;
@@ -232,53 +303,12 @@ mw_omemo_process_bundle(struct mw_omemo *o, const char *jid, uint32_t dev,
 	if ((rc = decode_pub(o, xmpp_stanza_get_child_by_name(b, "identityKey"),
 	    &ik)) != 0)
 		goto out;
-	rc = MW_OMEMO_E_BUNDLE;
-	if ((pks = xmpp_stanza_get_child_by_name(b, "prekeys")) == NULL)
+	if ((rc = omemo_bundle_pick(b, "preKeyPublic", "preKeyId", &chosen,
+	    &pk_id)) != 0 || (rc = decode_pub(o, chosen, &pk)) != 0)
 		goto out;
-	/* one prekey uniformly at random (reservoir sampling) */
-	for (e = xmpp_stanza_get_children(pks); e != NULL;
-	    e = xmpp_stanza_get_next(e)) {
-		if (!xmpp_stanza_is_tag(e) ||
-		    strcmp(xmpp_stanza_get_name(e), "preKeyPublic") != 0)
-			continue;
-		if (++npk > MAX_BUNDLE_PREKEYS)
-			goto out;
-		if (omemo_random(&r, sizeof(r)) != 0) {
-			rc = MW_OMEMO_E_CRYPTO;
-			goto out;
-		}
-		if (r % npk == 0)
-			chosen = e;
-	}
-	if (chosen == NULL || attr_id(chosen, "preKeyId", &pk_id) != 0)
-		goto out;
-	if ((rc = decode_pub(o, chosen, &pk)) != 0)
-		goto out;
-	if (session_pre_key_bundle_create(&bundle, 0, (int)dev, pk_id, pk,
-	    spk_id, spk, sig, siglen, ik) != 0) {
-		rc = MW_OMEMO_E_NOMEM;
-		goto out;
-	}
-	a = (signal_protocol_address){ jid, strlen(jid), (int32_t)dev };
-	if (session_builder_create(&builder, o->store, &a, o->sg) != 0) {
-		rc = MW_OMEMO_E_NOMEM;
-		goto out;
-	}
-	if ((rc = omemo_begin(o)) != 0)
-		goto out;
-	rc = session_builder_process_pre_key_bundle(builder, bundle);
-	if (rc != 0) {
-		omemo_rollback(o);
-		/* libsignal reports a bad signed-prekey signature as INVALID_KEY */
-		rc = rc == SG_ERR_INVALID_KEY ? MW_OMEMO_E_BUNDLE_SIG :
-		    omemo_map_sg(rc);
-		goto out;
-	}
-	rc = omemo_commit(o);
+	rc = omemo_bundle_session(o, OMEMO_V_LEGACY, jid, dev, pk_id, pk,
+	    spk_id, spk, sig, siglen, ik);
 out:
-	if (builder != NULL)
-		session_builder_free(builder);
-	SIGNAL_UNREF(bundle);
 	SIGNAL_UNREF(spk);
 	SIGNAL_UNREF(ik);
 	SIGNAL_UNREF(pk);
@@ -288,14 +318,17 @@ out:
 
 /* ---- device lists ---- */
 
-static xmpp_stanza_t *
-find_list(xmpp_stanza_t *s)
-{
-	return find_first_named(s, "list");
-}
-
 int
 omemo_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n)
+{
+	return omemo_parse_devicelist_v(el, "list", MW_OMEMO_NS, ids, n);
+}
+
+/* <name xmlns=ns><device id/>...: the ids (a label is the owner's name
+ * for the device: not used) */
+int
+omemo_parse_devicelist_v(xmpp_stanza_t *el, const char *name, const char *ns,
+    uint32_t **ids, size_t *n)
 {
 	xmpp_stanza_t *l, *e;
 	uint32_t *v, id;
@@ -303,8 +336,9 @@ omemo_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n)
 
 	*ids = NULL;
 	*n = 0;
-	if ((l = find_list(el)) == NULL || xmpp_stanza_get_ns(l) == NULL ||
-	    strcmp(xmpp_stanza_get_ns(l), MW_OMEMO_NS) != 0)
+	if ((l = omemo_find_named(el, name)) == NULL ||
+	    xmpp_stanza_get_ns(l) == NULL ||
+	    strcmp(xmpp_stanza_get_ns(l), ns) != 0)
 		return MW_OMEMO_E_DEVICELIST;
 	if ((v = calloc(MAX_DEVICES, sizeof(*v))) == NULL)
 		return MW_OMEMO_E_NOMEM;
@@ -443,12 +477,22 @@ int
 omemo_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
     const uint32_t *ids, size_t n, xmpp_stanza_t **out)
 {
+	return omemo_devicelist_element_v(o, x, "list", MW_OMEMO_NS, ids, n,
+	    out);
+}
+
+/* <name xmlns=ns> with ids[] (this device always included, once). */
+int
+omemo_devicelist_element_v(struct mw_omemo *o, xmpp_ctx_t *x,
+    const char *name, const char *ns, const uint32_t *ids, size_t n,
+    xmpp_stanza_t **out)
+{
 	xmpp_stanza_t *l, *d;
 	char buf[16];
 	bool own = false;
 
 	*out = NULL;
-	if ((l = omemo_new_elem(x, "list", MW_OMEMO_NS)) == NULL)
+	if ((l = omemo_new_elem(x, name, ns)) == NULL)
 		return MW_OMEMO_E_NOMEM;
 	for (size_t i = 0; i <= n; i++) {
 		uint32_t id;

@@ -53,6 +53,7 @@ mw_omemo_strerror(int err)
 	case MW_OMEMO_E_CERT_UNTRUSTED: return "server certificate not trusted (set ca_file or cert_pin_sha256)";
 	case MW_OMEMO_E_LIMIT: return "too many devices or identity keys for this JID";
 	case MW_OMEMO_E_SCE: return "OMEMO 2 envelope malformed or not addressed as the stanza";
+	case MW_OMEMO_E_VERSION: return "the recipient does not offer the OMEMO version asked for";
 	}
 	return "unknown error";
 }
@@ -263,7 +264,9 @@ mw_omemo_devices(struct mw_omemo *o, const char *jid,
 		return MW_OMEMO_E_INVAL;
 	if (sqlite3_prepare_v2(o->db, "SELECT d.device_id, d.active, "
 	    "d.identity_key, t.trust, (SELECT count(*) FROM omemo_sessions s "
-	    "WHERE s.jid = d.jid AND s.device_id = d.device_id) FROM "
+	    "WHERE s.jid = d.jid AND s.device_id = d.device_id), d.active4, "
+	    "(SELECT count(*) FROM omemo_sessions_v4 s WHERE s.jid = d.jid AND "
+	    "s.device_id = d.device_id) FROM "
 	    "omemo_devices d LEFT JOIN omemo_trust t ON t.jid = d.jid AND "
 	    "t.identity_key = d.identity_key WHERE d.jid = ? ORDER BY "
 	    "d.device_id", -1, &st, NULL) != SQLITE_OK)
@@ -290,6 +293,8 @@ mw_omemo_devices(struct mw_omemo *o, const char *jid,
 		if (sqlite3_column_type(st, 3) != SQLITE_NULL)
 			d->trust = (enum mw_omemo_trust)sqlite3_column_int(st, 3);
 		d->has_session = sqlite3_column_int(st, 4) > 0;
+		d->active2 = sqlite3_column_int(st, 5) == 1;
+		d->has_session2 = sqlite3_column_int(st, 6) > 0;
 	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {

@@ -79,8 +79,8 @@ struct target {
 	uint32_t dev;
 };
 
-static bool
-in_list(const uint32_t *v, size_t n, uint32_t x)
+bool
+omemo_id_listed(const uint32_t *v, size_t n, uint32_t x)
 {
 	for (size_t i = 0; i < n; i++)
 		if (v[i] == x)
@@ -115,7 +115,7 @@ collect_targets(struct mw_omemo *o, const char *to, const uint32_t *only,
 		return MW_OMEMO_E_NOMEM;
 	}
 	for (size_t i = 0; i < na; i++)
-		if (nonly == 0 || in_list(only, nonly, a[i]))
+		if (nonly == 0 || omemo_id_listed(only, nonly, a[i]))
 			t[n++] = (struct target){ to, a[i] };
 	*nrecipient = n;
 	for (size_t i = 0; i < nb; i++)
@@ -133,7 +133,7 @@ build_message(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
     const uint8_t *iv, size_t ivlen, const uint8_t *ct, size_t ctlen,
     xmpp_stanza_t **out)
 {
-	xmpp_stanza_t *msg = NULL, *enc, *hdr, *e;
+	xmpp_stanza_t *msg = NULL, *enc, *hdr;
 	char *b64 = NULL, *id = NULL, sid[16];
 	int rc = MW_OMEMO_E_NOMEM;
 
@@ -165,20 +165,8 @@ build_message(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 		if ((b64 = omemo_b64_encode(ct, ctlen)) == NULL ||
 		    (rc = omemo_adopt(enc, omemo_text_elem(x, "payload", NULL, b64))) != 0)
 			goto out;
-		rc = MW_OMEMO_E_NOMEM;
-		if ((e = omemo_new_elem(x, "encryption", NS_EME)) == NULL)
-			goto out;
-		if (xmpp_stanza_set_attribute(e, "name", "OMEMO") != XMPP_EOK ||
-		    xmpp_stanza_set_attribute(e, "namespace", MW_OMEMO_NS) !=
-		    XMPP_EOK) {
-			xmpp_stanza_release(e);
-			goto out;
-		}
-		if ((rc = omemo_adopt(msg, e)) != 0 ||
-		    (rc = omemo_adopt(msg, omemo_new_elem(x, "store", NS_HINTS))) != 0 ||
-		    (rc = omemo_adopt(msg, omemo_text_elem(x, "body", NULL, FALLBACK_BODY))) != 0)
-			goto out;
-	} else if ((rc = omemo_adopt(msg, omemo_new_elem(x, "store", NS_HINTS))) != 0)
+	}
+	if ((rc = omemo_add_hints(x, msg, MW_OMEMO_NS, ct != NULL)) != 0)
 		goto out;
 	*out = msg;
 	msg = NULL;
@@ -192,8 +180,8 @@ out:
 	return rc;
 }
 
-static int
-stanza_size(xmpp_stanza_t *s, size_t *n)
+int
+omemo_stanza_size(xmpp_stanza_t *s, size_t *n)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -246,7 +234,7 @@ encrypt_common(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 		goto out;
 	rc = build_message(o, x, to, t, nt, keymat, key_transport ? 16 : 32,
 	    iv, sizeof(iv), key_transport ? NULL : ct, len, &msg);
-	if (rc == 0 && (rc = stanza_size(msg, &sz)) == 0 &&
+	if (rc == 0 && (rc = omemo_stanza_size(msg, &sz)) == 0 &&
 	    sz > MW_OMEMO_MAX_STANZA)
 		rc = MW_OMEMO_E_OVERSIZE;
 	if (rc != 0) {
@@ -329,8 +317,8 @@ text_of(xmpp_stanza_t *e, char **heap)
 	return *heap;
 }
 
-static int
-decode_child(xmpp_stanza_t *e, uint8_t **out, size_t *n, size_t max)
+int
+omemo_decode_b64_text(xmpp_stanza_t *e, uint8_t **out, size_t *n, size_t max)
 {
 	char *heap;
 	const char *s = text_of(e, &heap);
@@ -361,7 +349,7 @@ parse_encrypted(struct mw_omemo *o, xmpp_stanza_t *msg, struct parsed *p)
 	if ((enc = xmpp_stanza_get_child_by_name_and_ns(msg, "encrypted",
 	    MW_OMEMO_NS)) == NULL)
 		return MW_OMEMO_E_NOT_ENCRYPTED;
-	if ((rc = stanza_size(msg, &sz)) != 0)
+	if ((rc = omemo_stanza_size(msg, &sz)) != 0)
 		return rc;
 	if (sz > MW_OMEMO_MAX_STANZA)
 		return MW_OMEMO_E_OVERSIZE;
@@ -409,15 +397,15 @@ parse_encrypted(struct mw_omemo *o, xmpp_stanza_t *msg, struct parsed *p)
 	}
 	if (iv == NULL)
 		return MW_OMEMO_E_MALFORMED;
-	if ((rc = decode_child(iv, &p->iv, &p->ivlen, MAX_IV)) != 0)
+	if ((rc = omemo_decode_b64_text(iv, &p->iv, &p->ivlen, MAX_IV)) != 0)
 		return rc;
 	if ((pl = xmpp_stanza_get_child_by_name(enc, "payload")) != NULL &&
-	    (rc = decode_child(pl, &p->payload, &p->plen,
+	    (rc = omemo_decode_b64_text(pl, &p->payload, &p->plen,
 	    MW_OMEMO_MAX_STANZA)) != 0)
 		return rc;
 	if (ours == NULL)
 		return MW_OMEMO_E_NOT_FOR_US;
-	if ((rc = decode_child(ours, &p->key, &p->keylen, MAX_KEY_B64)) != 0)
+	if ((rc = omemo_decode_b64_text(ours, &p->key, &p->keylen, MAX_KEY_B64)) != 0)
 		return rc;
 	return 0;
 }
@@ -495,13 +483,55 @@ take_incoming(struct mw_omemo *o, xmpp_stanza_t *stanza, struct parsed *p,
 
 	if ((rc = parse_encrypted(o, stanza, p)) != 0)
 		return rc;
-	if ((m->from = strdup(p->from)) == NULL)
+	return omemo_take_sender(o, m, p->from, p->sid, p->prekey);
+}
+
+int
+omemo_take_sender(struct mw_omemo *o, struct mw_omemo_msg *m,
+    const char *from, uint32_t sid, bool prekey)
+{
+	if ((m->from = strdup(from)) == NULL)
 		return MW_OMEMO_E_NOMEM;
-	m->device = p->sid;
-	m->prekey = p->prekey;
-	if (strcmp(p->from, o->jid) == 0 && p->sid == o->device_id)
+	m->device = sid;
+	m->prekey = prekey;
+	if (strcmp(from, o->jid) == 0 && sid == o->device_id)
 		return MW_OMEMO_E_OWN_DEVICE;
 	return 0;
+}
+
+/* <encryption xmlns=EME name=OMEMO namespace=ns/>, <store/> and the
+ * fallback <body> of a message with a payload; only <store/> without. */
+int
+omemo_add_hints(xmpp_ctx_t *x, xmpp_stanza_t *msg, const char *ns,
+    bool payload)
+{
+	xmpp_stanza_t *e;
+	int rc;
+
+	if (payload) {
+		if ((e = omemo_new_elem(x, "encryption", NS_EME)) == NULL)
+			return MW_OMEMO_E_NOMEM;
+		if (xmpp_stanza_set_attribute(e, "name", "OMEMO") != XMPP_EOK ||
+		    xmpp_stanza_set_attribute(e, "namespace", ns) != XMPP_EOK) {
+			xmpp_stanza_release(e);
+			return MW_OMEMO_E_NOMEM;
+		}
+		if ((rc = omemo_adopt(msg, e)) != 0)
+			return rc;
+	}
+	if ((rc = omemo_adopt(msg, omemo_new_elem(x, "store", NS_HINTS))) != 0)
+		return rc;
+	return payload ? omemo_adopt(msg, omemo_text_elem(x, "body", NULL,
+	    FALLBACK_BODY)) : 0;
+}
+
+bool
+mw_omemo_is_encrypted(xmpp_stanza_t *stanza)
+{
+	return stanza != NULL && (xmpp_stanza_get_child_by_name_and_ns(stanza,
+	    "encrypted", MW_OMEMO_NS) != NULL ||
+	    xmpp_stanza_get_child_by_name_and_ns(stanza, "encrypted",
+	    MW_OMEMO2_NS) != NULL);
 }
 
 /* An OMEMO 2 message (message2.c) rather than a legacy one. */
@@ -542,8 +572,8 @@ mw_omemo_set_require_verified(struct mw_omemo *o, bool on)
 }
 
 /* Records the sender's key fingerprint and trust into msg. */
-static void
-sender_info(struct mw_omemo *o, struct mw_omemo_msg *m)
+void
+omemo_sender_info(struct mw_omemo *o, struct mw_omemo_msg *m)
 {
 	uint8_t key[33];
 
@@ -696,7 +726,7 @@ mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 	if ((rc = omemo_device_version_set(o, p.from, p.sid,
 	    OMEMO_V_LEGACY)) != 0)
 		goto fail;
-	sender_info(o, m);
+	omemo_sender_info(o, m);
 	o->pending_decrypt = true;
 	rc = MW_OMEMO_OK;
 	goto out;

@@ -36,10 +36,6 @@
 
 #include "omemo/omemo_int.h"
 
-#define NS_EME		"urn:xmpp:eme:0"
-#define NS_HINTS	"urn:xmpp:hints"
-#define FALLBACK_BODY	"I sent you an OMEMO encrypted message but your client " \
-			"doesn't seem to support that."
 #define MAX_KEY_B64	4096	/* a key exchange with 48 bytes inside is ~250 */
 #define MAX_KEYS	1024	/* <key> elements in one message, all groups */
 
@@ -109,24 +105,11 @@ add_keys(struct mw_omemo *o, xmpp_ctx_t *x, xmpp_stanza_t *hdr,
 }
 
 static int
-stanza_len(xmpp_stanza_t *s, size_t *n)
-{
-	char *buf = NULL;
-	size_t len = 0;
-
-	if (xmpp_stanza_to_text(s, &buf, &len) != XMPP_EOK)
-		return MW_OMEMO_E_NOMEM;
-	xmpp_free(xmpp_stanza_get_context(s), buf);
-	*n = len;
-	return 0;
-}
-
-static int
 build2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to, const uint32_t *rd,
     size_t nr, const uint32_t *od, size_t no, const uint8_t *keymat,
     size_t klen, const uint8_t *ct, size_t ctlen, xmpp_stanza_t **out)
 {
-	xmpp_stanza_t *msg = NULL, *enc, *hdr, *e;
+	xmpp_stanza_t *msg = NULL, *enc, *hdr;
 	char *b64 = NULL, *id = NULL, sid[16];
 	int rc = MW_OMEMO_E_NOMEM;
 
@@ -154,23 +137,8 @@ build2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to, const uint32_t *rd,
 		    (rc = omemo_adopt(enc, omemo_text_elem(x, "payload", NULL,
 		    b64))) != 0)
 			goto out;
-		rc = MW_OMEMO_E_NOMEM;
-		if ((e = omemo_new_elem(x, "encryption", NS_EME)) == NULL)
-			goto out;
-		if (xmpp_stanza_set_attribute(e, "name", "OMEMO") != XMPP_EOK ||
-		    xmpp_stanza_set_attribute(e, "namespace", MW_OMEMO2_NS) !=
-		    XMPP_EOK) {
-			xmpp_stanza_release(e);
-			goto out;
-		}
-		if ((rc = omemo_adopt(msg, e)) != 0 ||
-		    (rc = omemo_adopt(msg, omemo_new_elem(x, "store",
-		    NS_HINTS))) != 0 ||
-		    (rc = omemo_adopt(msg, omemo_text_elem(x, "body", NULL,
-		    FALLBACK_BODY))) != 0)
-			goto out;
-	} else if ((rc = omemo_adopt(msg, omemo_new_elem(x, "store",
-	    NS_HINTS))) != 0)
+	}
+	if ((rc = omemo_add_hints(x, msg, MW_OMEMO2_NS, ct != NULL)) != 0)
 		goto out;
 	*out = msg;
 	msg = NULL;
@@ -182,15 +150,6 @@ out:
 		xmpp_free(x, id);
 	free(b64);
 	return rc;
-}
-
-static bool
-listed(const uint32_t *v, size_t n, uint32_t x)
-{
-	for (size_t i = 0; i < n; i++)
-		if (v[i] == x)
-			return true;
-	return false;
 }
 
 static int
@@ -219,7 +178,7 @@ encrypt2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 	    only, nonly)) != 0)
 		return rc;
 	for (size_t i = 0; i < nr; i++)
-		if (nonly == 0 || listed(only, nonly, rd[i]))
+		if (nonly == 0 || omemo_id_listed(only, nonly, rd[i]))
 			rd[keep++] = rd[i];
 	nr = keep;
 	if (nr == 0) {
@@ -241,7 +200,7 @@ encrypt2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 		goto out;
 	rc = build2(o, x, to, rd, nr, od, no, keymat,
 	    empty ? OMEMO2_KEY : OMEMO2_KEYMAT, ct, ctlen, &msg);
-	if (rc == 0 && (rc = stanza_len(msg, &sz)) == 0 &&
+	if (rc == 0 && (rc = omemo_stanza_size(msg, &sz)) == 0 &&
 	    sz > MW_OMEMO_MAX_STANZA)
 		rc = MW_OMEMO_E_OVERSIZE;
 	if (rc != 0) {
@@ -306,19 +265,6 @@ parsed2_free(struct parsed2 *p)
 	memset(p, 0, sizeof(*p));
 }
 
-static int
-decode_text(xmpp_stanza_t *e, uint8_t **out, size_t *n, size_t max)
-{
-	char *s = xmpp_stanza_get_text(e);
-	int rc;
-
-	if (s == NULL)
-		return MW_OMEMO_E_MALFORMED;
-	rc = omemo_b64_decode(s, out, n, max);
-	xmpp_free(xmpp_stanza_get_context(e), s);
-	return rc;
-}
-
 static char *
 bare_of(xmpp_ctx_t *x, const char *jid)
 {
@@ -347,7 +293,7 @@ parse2(struct mw_omemo *o, xmpp_stanza_t *msg, struct parsed2 *p)
 	if ((enc = xmpp_stanza_get_child_by_name_and_ns(msg, "encrypted",
 	    MW_OMEMO2_NS)) == NULL)
 		return MW_OMEMO_E_NOT_ENCRYPTED;
-	if ((rc = stanza_len(msg, &sz)) != 0)
+	if ((rc = omemo_stanza_size(msg, &sz)) != 0)
 		return rc;
 	if (sz > MW_OMEMO_MAX_STANZA)
 		return MW_OMEMO_E_OVERSIZE;
@@ -401,12 +347,12 @@ parse2(struct mw_omemo *o, xmpp_stanza_t *msg, struct parsed2 *p)
 		}
 	}
 	if ((pl = xmpp_stanza_get_child_by_name(enc, "payload")) != NULL &&
-	    (rc = decode_text(pl, &p->payload, &p->plen,
+	    (rc = omemo_decode_b64_text(pl, &p->payload, &p->plen,
 	    MW_OMEMO_MAX_STANZA)) != 0)
 		return rc;
 	if (ours == NULL)
 		return MW_OMEMO_E_NOT_FOR_US;
-	return decode_text(ours, &p->key, &p->keylen, MAX_KEY_B64);
+	return omemo_decode_b64_text(ours, &p->key, &p->keylen, MAX_KEY_B64);
 }
 
 /* ---- peek and decrypt ---- */
@@ -478,13 +424,7 @@ take2(struct mw_omemo *o, xmpp_stanza_t *stanza, struct parsed2 *p,
 	m->omemo2 = true;
 	if ((rc = parse2(o, stanza, p)) != 0)
 		return rc;
-	if ((m->from = strdup(p->from)) == NULL)
-		return MW_OMEMO_E_NOMEM;
-	m->device = p->sid;
-	m->prekey = p->kex;
-	if (strcmp(p->from, o->jid) == 0 && p->sid == o->device_id)
-		return MW_OMEMO_E_OWN_DEVICE;
-	return 0;
+	return omemo_take_sender(o, m, p->from, p->sid, p->kex);
 }
 
 int
@@ -547,18 +487,6 @@ ratchet2(struct mw_omemo *o, struct parsed2 *p, struct mw_omemo_msg *m,
 	return omemo_map_sg(rc);
 }
 
-static void
-sender2(struct mw_omemo *o, struct mw_omemo_msg *m)
-{
-	uint8_t key[33];
-
-	m->trust = MW_OMEMO_TRUST_UNDECIDED;
-	m->fp[0] = '\0';
-	if (omemo_device_key(o, m->from, m->device, key) == 0 &&
-	    omemo_key_trust(o, m->from, key, 33, &m->trust) == 0)
-		(void)mw_omemo_fp_from_key(key, 33, m->fp);
-}
-
 int
 omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
     struct mw_omemo_msg *m)
@@ -611,7 +539,7 @@ omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 	    p.from, p.to, &m->plaintext, &m->len)) != 0 ||
 	    (rc = omemo_device_version_set(o, p.from, p.sid, OMEMO_V2)) != 0)
 		goto fail;
-	sender2(o, m);
+	omemo_sender_info(o, m);
 	o->pending_decrypt = true;
 	if (m->plaintext == NULL) {
 		/* an envelope without <body> (e.g. a chat state): nothing

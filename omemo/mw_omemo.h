@@ -117,6 +117,7 @@ enum mw_omemo_err {
 	MW_OMEMO_E_CERT_UNTRUSTED = -34, /* server certificate not trusted (no CA, no pin) */
 	MW_OMEMO_E_LIMIT = -35,		/* the JID has MW_OMEMO_MAX_DEVICES_PER_JID devices / MW_OMEMO_MAX_KEYS_PER_JID keys */
 	MW_OMEMO_E_SCE = -36,		/* OMEMO 2: SCE envelope malformed, rpad missing, from/to not the stanza's */
+	MW_OMEMO_E_VERSION = -37,	/* send: the recipient does not offer the OMEMO version forced */
 };
 const char *mw_omemo_strerror(int err);
 
@@ -213,6 +214,8 @@ struct mw_omemo_device {
 	bool active;			/* in the last device list seen */
 	bool has_key;			/* identity key known (pinned) */
 	bool has_session;
+	bool active2;			/* in the last OMEMO 2 device list seen */
+	bool has_session2;		/* a version-4 (OMEMO 2) session */
 	char fp[MW_OMEMO_FP_HEXLEN + 1];	/* "" when !has_key */
 	enum mw_omemo_trust trust;
 };
@@ -255,6 +258,9 @@ struct mw_omemo_msg {
  */
 int mw_omemo_decrypt(struct mw_omemo *o, xmpp_stanza_t *message,
     struct mw_omemo_msg *msg);
+/* Whether a <message> carries an <encrypted> of either version (what
+ * mw_omemo_decrypt reads; anything else is not OMEMO). */
+bool mw_omemo_is_encrypted(xmpp_stanza_t *message);
 /*
  * What a message says about its sender, learnt WITHOUT decrypting and
  * without writing anything: from, device, prekey, and the sender device's
@@ -371,6 +377,24 @@ void mw_omemo_set_recheck(struct mw_omemo *o, unsigned interval_ms);
 typedef void (*mw_omemo_done_fn)(struct mw_omemo *o, int err, void *arg);
 int mw_omemo_refresh(struct mw_omemo *o, const char *jid, bool fetch_bundles,
     mw_omemo_done_fn done, void *arg);
+/*
+ * Which OMEMO version mw_omemo_send() speaks; both device lists of the
+ * recipient are fetched in any case.  AUTO (the default): OMEMO 2 when its
+ * urn:xmpp:omemo:2:devices list names a device, else legacy; when no
+ * OMEMO 2 device can be encrypted to (its bundles cannot be fetched or
+ * used) it falls back to legacy once.  LEGACY and V2 use only that
+ * version and fail with MW_OMEMO_E_VERSION when the recipient lists
+ * devices of the other version only (with neither list, the fetch's error,
+ * as before).
+ */
+enum mw_omemo_version {
+	MW_OMEMO_VERSION_AUTO = 0,
+	MW_OMEMO_VERSION_LEGACY = 1,
+	MW_OMEMO_VERSION_2 = 2,
+};
+void mw_omemo_set_send_version(struct mw_omemo *o, enum mw_omemo_version v);
+/* "auto", "legacy" or "2": 0; anything else -1. */
+int mw_omemo_version_parse(const char *s, enum mw_omemo_version *v);
 /*
  * Encrypts pt to to_jid like mw_omemo_encrypt(), first fetching device lists
  * and the bundles of devices without a session (building sessions), then

@@ -60,6 +60,7 @@ struct mw_omemo {
 	bool pending_decrypt;		/* ... and belongs to a decrypt */
 	bool bundle_dirty;		/* a prekey was used: republish */
 	bool require_verified;		/* decrypt only from VERIFIED sender keys */
+	enum mw_omemo_version send_version;	/* mw_omemo_send()'s choice */
 	/* republish debounce: at most one bundle publish per
 	 * MW_OMEMO_REPUBLISH_MIN_SECS; a change inside that window sets
 	 * bundle_publish_pending and mw_omemo_tick() publishes once later */
@@ -242,6 +243,29 @@ int omemo_store_devicelist_v(struct mw_omemo *o, uint32_t version,
 int omemo_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
     const uint32_t *ids, size_t n, xmpp_stanza_t **out);
 
+/* bundle.c, shared with bundle2.c: <name>b64</name> (attr=id when attr);
+ * a numeric attribute; the first element named want in s or below it
+ * (first children, an RSM <set> skipped, 6 levels); the <bundle xmlns=ns>
+ * of a bundle answer after the checks both versions make; one prekey of
+ * its <prekeys> at random; the session of a version from decoded keys;
+ * device lists of either shape */
+int omemo_add_b64_elem(xmpp_ctx_t *x, xmpp_stanza_t *parent, const char *name,
+    const char *attr, uint32_t id, const uint8_t *p, size_t n);
+int omemo_attr_id(xmpp_stanza_t *e, const char *name, uint32_t *v);
+xmpp_stanza_t *omemo_find_named(xmpp_stanza_t *s, const char *want);
+int omemo_bundle_find(struct mw_omemo *o, const char *jid, uint32_t dev,
+    xmpp_stanza_t *el, const char *ns, xmpp_stanza_t **b);
+int omemo_bundle_pick(xmpp_stanza_t *b, const char *name, const char *idattr,
+    xmpp_stanza_t **chosen, uint32_t *id);
+int omemo_bundle_session(struct mw_omemo *o, uint32_t version, const char *jid,
+    uint32_t dev, uint32_t pk_id, ec_public_key *pk, uint32_t spk_id,
+    ec_public_key *spk, const uint8_t *sig, size_t siglen, ec_public_key *ik);
+int omemo_parse_devicelist_v(xmpp_stanza_t *el, const char *name,
+    const char *ns, uint32_t **ids, size_t *n);
+int omemo_devicelist_element_v(struct mw_omemo *o, xmpp_ctx_t *x,
+    const char *name, const char *ns, const uint32_t *ids, size_t n,
+    xmpp_stanza_t **out);
+
 /* bundle2.c: own identity key in its OMEMO 2 form (Ed25519, sign bit 0);
  * the OMEMO 2 device list parsed (ids malloc'ed) and built */
 int omemo2_own_ik(struct mw_omemo *o, uint8_t ed[32]);
@@ -249,14 +273,25 @@ int omemo2_parse_devicelist(xmpp_stanza_t *el, uint32_t **ids, size_t *n);
 int omemo2_devicelist_element(struct mw_omemo *o, xmpp_ctx_t *x,
     const uint32_t *ids, size_t n, xmpp_stanza_t **out);
 
-/* pep.c: doors for pep2.c (publish outside the start-up chain; fetch a
- * node's items, cb gets the reply or NULL and the error) */
+/* pep.c: doors for pep2.c and send.c (publish outside the start-up
+ * chain; fetch a node's items -- the last one, or the one named item --
+ * from to (NULL: the own account); cb gets the reply or NULL, the error
+ * and arg, which the IQ owns: malloc'ed or NULL, freed after cb or when
+ * the transport goes away without an answer) */
 typedef void (*omemo_pep_cb)(struct mw_omemo *o, xmpp_stanza_t *reply,
-    int err);
+    int err, void *arg);
 int omemo_pep_publish(struct mw_omemo *o, const char *node,
     xmpp_stanza_t *payload);
 int omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
-    omemo_pep_cb cb);
+    const char *item, omemo_pep_cb cb, void *arg);
+/* A peer's (or the own) device list read outside the start-up chain:
+ * stored; the own list without this device is published again. */
+int omemo_pep_take_list(struct mw_omemo *o, const char *jid,
+    const uint32_t *ids, size_t n);
+
+/* send.c: mw_omemo_send / mw_omemo_refresh; fails every waiting one
+ * (MW_OMEMO_E_OFFLINE) when the transport goes away */
+void omemo_send_fail_all(struct mw_omemo *o);
 
 /* pep2.c: the OMEMO 2 publication beside the legacy one */
 int omemo2_pep_start(struct mw_omemo *o);
@@ -285,6 +320,21 @@ omemo_jid_ok(const char *jid)
 		return false;
 	return strchr(jid, '/') == NULL;
 }
+
+/* message.c, shared with message2.c: a stanza's serialized size; the
+ * strict base64 of an element's text (MW_OMEMO_E_MALFORMED without);
+ * whether x is in v; the sender's pinned key and trust into m; m's
+ * sender fields, refusing this very device (MW_OMEMO_E_OWN_DEVICE); the
+ * EME, store hint and fallback body (store hint only without payload) */
+int omemo_stanza_size(xmpp_stanza_t *s, size_t *n);
+int omemo_decode_b64_text(xmpp_stanza_t *e, uint8_t **out, size_t *n,
+    size_t max);
+bool omemo_id_listed(const uint32_t *v, size_t n, uint32_t x);
+void omemo_sender_info(struct mw_omemo *o, struct mw_omemo_msg *m);
+int omemo_take_sender(struct mw_omemo *o, struct mw_omemo_msg *m,
+    const char *from, uint32_t sid, bool prekey);
+int omemo_add_hints(xmpp_ctx_t *x, xmpp_stanza_t *msg, const char *ns,
+    bool payload);
 
 /* message.c: refuses a device whose pinned key is revoked (both versions). */
 int omemo_refuse_revoked(struct mw_omemo *o, const char *from, uint32_t sid,

@@ -1,23 +1,21 @@
 /*
- * pep.c: the asynchronous network side of OMEMO over PEP (XEP-0163).
- * Publishes this device's bundle and device list (access_model=open, with
- * a node reconfiguration and one retry on precondition-not-met, and one
- * retry without the publish-options a server may not know on any other
- * error), confirms the publication by fetching both back (logging every
- * failure and restarting with backoff until confirmed), re-checks both
- * periodically once confirmed (mw_omemo_set_recheck), follows
- * device-list pushes (re-adding this device when an update lacks it),
- * fetches peers' device lists and bundles, and drives mw_omemo_send():
- * device lists -> missing bundles -> encrypt -> send.
+ * pep.c: the OMEMO publication over PEP (XEP-0163).  Publishes this
+ * device's bundle and device list (access_model=open, with a node
+ * reconfiguration and one retry on precondition-not-met, and one retry
+ * without the publish-options a server may not know on any other error),
+ * confirms the publication by fetching both back (logging every failure
+ * and restarting with backoff until confirmed), re-checks both
+ * periodically once confirmed (mw_omemo_set_recheck), follows device-list
+ * pushes (re-adding this device when an update lacks it), and runs the
+ * periodic maintenance of mw_omemo_tick().  The IQ plumbing and the
+ * transport are iq.c's, the sends send.c's, the OMEMO 2 nodes pep2.c's.
  *
  * Nothing here blocks: requests leave through the caller's send function
  * and answers come back through mw_omemo_handle_stanza(); IQs that are never
  * answered are failed by mw_omemo_tick().
  *
- * Invariants: every pending IQ is in o->iqs exactly once and is unlinked
- * before its callback runs (callbacks may send new IQs); an answer is
- * accepted only from the entity the request went to; a send operation's
- * done callback runs exactly once, after the operation is unlinked.
+ * Invariant: answers of a superseded publication generation are ignored
+ * (stale()); the own list is replaced only after it was read back.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -26,206 +24,11 @@
 #include <string.h>
 
 #include "omemo/omemo_int.h"
+#include "omemo/pubsub_int.h"
 
-#define NS_PUBSUB	"http://jabber.org/protocol/pubsub"
-#define NS_PUBSUB_OWNER	NS_PUBSUB "#owner"
-#define NS_PUBSUB_EVENT	NS_PUBSUB "#event"
-#define NS_PUBSUB_ERRORS NS_PUBSUB "#errors"
-#define NS_DATA		"jabber:x:data"
-#define NS_STANZAS	"urn:ietf:params:xml:ns:xmpp-stanzas"
 #define MAINTAIN_EVERY	3600	/* seconds between maintenance runs */
 #define PUB_BACKOFF_MIN_MS 1000	/* first retry of a failed publication */
 #define PUB_BACKOFF_MAX_MS 60000
-
-/* publish-options / node configuration sent */
-enum pub_opts {
-	OPTS_FULL,		/* access_model, persist_items, max_items */
-	OPTS_ACCESS_ONLY,	/* access_model=open: what every server knows */
-};
-
-enum iq_kind {
-	IQ_PUBLISH,		/* payload published to node */
-	IQ_CONFIGURE,		/* node reconfigured, publish follows */
-	IQ_FETCH_LIST,
-	IQ_FETCH_BUNDLE,
-	IQ_VERIFY,		/* own list or bundle fetched back */
-};
-
-struct omemo_iq;
-typedef void (*iq_cb)(struct mw_omemo *o, struct omemo_iq *q,
-    xmpp_stanza_t *reply, int err);
-
-struct omemo_iq {
-	struct omemo_iq *next;
-	char id[48];
-	int64_t deadline;
-	enum iq_kind kind;
-	iq_cb cb;
-	char *jid;			/* asked entity (bare); NULL: own account */
-	uint32_t dev;
-	char *node;
-	xmpp_stanza_t *payload;		/* publish: the item payload (owned) */
-	bool configured;		/* node configured already: no more */
-	enum pub_opts opts;
-	bool then_list;			/* publish bundle at start: list next */
-	bool chain;			/* part of publication generation gen */
-	unsigned gen;
-	struct omemo_send *op;		/* the send/refresh waiting for this */
-	omemo_pep_cb ext;		/* omemo_pep_fetch()'s caller (pep2.c) */
-};
-
-struct omemo_send {
-	struct omemo_send *next;
-	char *to;
-	uint8_t *pt;
-	size_t len;
-	bool refresh_only;
-	bool all_bundles;		/* refresh: every device without a key too */
-	mw_omemo_done_fn done;
-	void *arg;
-	int outstanding;
-	int phase;			/* 1 device lists, 2 bundles */
-	int last_err;
-};
-
-static void op_step(struct mw_omemo *o, struct omemo_send *op);
-
-/* ---- IQ plumbing ---- */
-
-static void
-iq_free(struct omemo_iq *q)
-{
-	if (q->payload != NULL)
-		xmpp_stanza_release(q->payload);
-	free(q->jid);
-	free(q->node);
-	free(q);
-}
-
-static void
-iq_unlink(struct mw_omemo *o, struct omemo_iq *q)
-{
-	for (struct omemo_iq **p = &o->iqs; *p != NULL; p = &(*p)->next)
-		if (*p == q) {
-			*p = q->next;
-			q->next = NULL;
-			return;
-		}
-}
-
-/* Sends iq (built by the caller, consumed here) and records q. */
-static int
-iq_send(struct mw_omemo *o, xmpp_stanza_t *iq, struct omemo_iq *q)
-{
-	uint32_t r = 0;
-
-	if (o->send_fn == NULL) {
-		xmpp_stanza_release(iq);
-		iq_free(q);
-		return MW_OMEMO_E_OFFLINE;
-	}
-	(void)omemo_random(&r, sizeof(r));
-	(void)snprintf(q->id, sizeof(q->id), "mwomemo-%lu-%08x", ++o->iq_seq, r);
-	if (xmpp_stanza_set_id(iq, q->id) != XMPP_EOK) {
-		xmpp_stanza_release(iq);
-		iq_free(q);
-		return MW_OMEMO_E_NOMEM;
-	}
-	q->deadline = omemo_mono_ms() + o->iq_timeout_ms;
-	q->next = o->iqs;
-	o->iqs = q;
-	o->send_fn(iq, o->send_arg);
-	xmpp_stanza_release(iq);
-	return 0;
-}
-
-static struct omemo_iq *
-iq_new(enum iq_kind kind, iq_cb cb, const char *jid, const char *node)
-{
-	struct omemo_iq *q = calloc(1, sizeof(*q));
-
-	if (q == NULL)
-		return NULL;
-	q->kind = kind;
-	q->cb = cb;
-	if ((jid != NULL && (q->jid = strdup(jid)) == NULL) ||
-	    (node != NULL && (q->node = strdup(node)) == NULL)) {
-		iq_free(q);
-		return NULL;
-	}
-	return q;
-}
-
-/* <iq type to?><pubsub xmlns=ns/></iq>; *ps is the pubsub child. */
-static xmpp_stanza_t *
-iq_pubsub(struct mw_omemo *o, const char *type, const char *to,
-    const char *ns, xmpp_stanza_t **ps)
-{
-	xmpp_stanza_t *iq = xmpp_iq_new(o->xctx, type, "x");
-
-	if (iq == NULL)
-		return NULL;
-	if ((to != NULL && xmpp_stanza_set_to(iq, to) != XMPP_EOK) ||
-	    (*ps = omemo_new_elem(o->xctx, "pubsub", ns)) == NULL ||
-	    omemo_adopt(iq, *ps) != 0) {
-		xmpp_stanza_release(iq);
-		return NULL;
-	}
-	return iq;
-}
-
-/* <x xmlns=jabber:x:data type=submit> with FORM_TYPE and the settings */
-/* many: the node keeps one item per device (OMEMO 2 bundles), so
- * max_items is "max" rather than 1 */
-static xmpp_stanza_t *
-data_form(struct mw_omemo *o, const char *form_type, enum pub_opts opts,
-    bool many)
-{
-	const char *const fields[][2] = {
-		{ "pubsub#access_model", "open" },
-		{ "pubsub#persist_items", "true" },
-		{ "pubsub#max_items", many ? "max" : "1" },
-	};
-	int nfields = opts == OPTS_FULL ?
-	    (int)(sizeof(fields) / sizeof(fields[0])) : 1;
-	xmpp_stanza_t *x, *f;
-
-	if ((x = omemo_new_elem(o->xctx, "x", NS_DATA)) == NULL)
-		return NULL;
-	if (xmpp_stanza_set_attribute(x, "type", "submit") != XMPP_EOK)
-		goto fail;
-	for (int i = -1; i < nfields; i++) {
-		if ((f = omemo_new_elem(o->xctx, "field", NULL)) == NULL)
-			goto fail;
-		if (xmpp_stanza_set_attribute(f, "var", i < 0 ? "FORM_TYPE" :
-		    fields[i][0]) != XMPP_EOK ||
-		    (i < 0 && xmpp_stanza_set_attribute(f, "type", "hidden") !=
-		    XMPP_EOK)) {
-			xmpp_stanza_release(f);
-			goto fail;
-		}
-		if (omemo_adopt(f, omemo_text_elem(o->xctx, "value", NULL,
-		    i < 0 ? form_type : fields[i][1])) != 0) {
-			xmpp_stanza_release(f);
-			goto fail;
-		}
-		if (omemo_adopt(x, f) != 0)	/* f released by omemo_adopt */
-			goto fail;
-	}
-	return x;
-fail:
-	xmpp_stanza_release(x);
-	return NULL;
-}
-
-static bool
-has_error_condition(xmpp_stanza_t *reply, const char *name, const char *ns)
-{
-	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(reply, "error");
-
-	return e != NULL && xmpp_stanza_get_child_by_name_and_ns(e, name, ns) !=
-	    NULL;
-}
 
 /* ---- logging and the publication state ---- */
 
@@ -417,7 +220,7 @@ publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload,
 		return MW_OMEMO_E_OFFLINE;
 	if (many)	/* OMEMO 2: one item per device, named by its id */
 		(void)snprintf(item_id, sizeof(item_id), "%u", o->device_id);
-	if ((q = iq_new(IQ_PUBLISH, publish_cb, NULL, node)) == NULL)
+	if ((q = omemo_iq_new(IQ_PUBLISH, publish_cb, NULL, node)) == NULL)
 		return MW_OMEMO_E_NOMEM;
 	q->configured = configured;
 	q->opts = opts;
@@ -425,8 +228,8 @@ publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload,
 	q->chain = chain;
 	q->gen = gen;
 	if ((q->payload = xmpp_stanza_copy(payload)) == NULL ||
-	    (iq = iq_pubsub(o, "set", NULL, NS_PUBSUB, &ps)) == NULL) {
-		iq_free(q);
+	    (iq = omemo_iq_pubsub(o, "set", NULL, NS_PUBSUB, &ps)) == NULL) {
+		omemo_iq_free(q);
 		return MW_OMEMO_E_NOMEM;
 	}
 	/* each element is adopted by the iq first, so failing paths free
@@ -442,13 +245,13 @@ publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload,
 		goto fail;
 	if ((optel = omemo_new_elem(o->xctx, "publish-options", NULL)) == NULL ||
 	    omemo_adopt(ps, optel) != 0 ||
-	    omemo_adopt(optel, data_form(o,
+	    omemo_adopt(optel, omemo_data_form(o,
 	    NS_PUBSUB "#publish-options", q->opts, many)) != 0)
 		goto fail;
-	return iq_send(o, iq, q);
+	return omemo_iq_send(o, iq, q);
 fail:
 	xmpp_stanza_release(iq);
-	iq_free(q);
+	omemo_iq_free(q);
 	return MW_OMEMO_E_NOMEM;
 }
 
@@ -476,7 +279,7 @@ configure(struct mw_omemo *o, struct omemo_iq *from)
 	xmpp_stanza_t *iq, *ps, *cfg;
 	struct omemo_iq *q;
 
-	if ((q = iq_new(IQ_CONFIGURE, configure_cb, NULL, from->node)) == NULL)
+	if ((q = omemo_iq_new(IQ_CONFIGURE, configure_cb, NULL, from->node)) == NULL)
 		return MW_OMEMO_E_NOMEM;
 	q->then_list = from->then_list;
 	q->opts = from->opts;
@@ -484,26 +287,27 @@ configure(struct mw_omemo *o, struct omemo_iq *from)
 	q->gen = from->gen;
 	q->payload = from->payload;	/* moved */
 	from->payload = NULL;
-	if ((iq = iq_pubsub(o, "set", NULL, NS_PUBSUB_OWNER, &ps)) == NULL) {
-		iq_free(q);
+	if ((iq = omemo_iq_pubsub(o, "set", NULL, NS_PUBSUB_OWNER, &ps)) == NULL) {
+		omemo_iq_free(q);
 		return MW_OMEMO_E_NOMEM;
 	}
 	if ((cfg = omemo_new_elem(o->xctx, "configure", NULL)) == NULL ||
 	    omemo_adopt(ps, cfg) != 0 ||
 	    xmpp_stanza_set_attribute(cfg, "node", from->node) != XMPP_EOK ||
-	    omemo_adopt(cfg, data_form(o, NS_PUBSUB "#node_config",
+	    omemo_adopt(cfg, omemo_data_form(o, NS_PUBSUB "#node_config",
 	    q->opts, strcmp(from->node, MW_OMEMO2_NODE_BUNDLES) == 0)) != 0) {
 		xmpp_stanza_release(iq);
-		iq_free(q);
+		omemo_iq_free(q);
 		return MW_OMEMO_E_NOMEM;
 	}
-	return iq_send(o, iq, q);
+	return omemo_iq_send(o, iq, q);
 }
 
 static int fetch_own_list(struct mw_omemo *o, unsigned gen);
 static int verify_start(struct mw_omemo *o, unsigned gen);
-static int fetch_items(struct mw_omemo *o, const char *to, const char *node,
-    struct omemo_iq *q);
+static int take_list(struct mw_omemo *o, const char *jid, const uint32_t *ids,
+    size_t n, unsigned gen, bool *publishing);
+static void own_list_trouble(struct mw_omemo *o, int rc);
 
 static void
 publish_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
@@ -526,7 +330,7 @@ publish_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 		return;
 	}
 	if (err == MW_OMEMO_E_IQ && !q->configured && reply != NULL &&
-	    has_error_condition(reply, "precondition-not-met", NS_PUBSUB_ERRORS)) {
+	    omemo_has_error_condition(reply, "precondition-not-met", NS_PUBSUB_ERRORS)) {
 		if ((rc = configure(o, q)) == 0)
 			return;
 		pub_fail(o, "configure", q->node, "local-error",
@@ -604,22 +408,18 @@ omemo_pep_publish(struct mw_omemo *o, const char *node, xmpp_stanza_t *payload)
 	return publish(o, node, payload, OPTS_FULL, false, false, false, 0);
 }
 
-static void
-ext_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply, int err)
-{
-	q->ext(o, reply, err);
-}
-
+/* A device-list answer or push for jid outside the start-up chain: stored;
+ * trouble with the own list restarts the publication. */
 int
-omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
-    omemo_pep_cb cb)
+omemo_pep_take_list(struct mw_omemo *o, const char *jid, const uint32_t *ids,
+    size_t n)
 {
-	struct omemo_iq *q = iq_new(IQ_FETCH_LIST, ext_cb, to, node);
+	bool publishing;
+	int rc = take_list(o, jid, ids, n, 0, &publishing);
 
-	if (q == NULL)
-		return MW_OMEMO_E_NOMEM;
-	q->ext = cb;
-	return fetch_items(o, to, node, q);
+	if (rc != 0 && strcmp(jid, o->jid) == 0)
+		own_list_trouble(o, rc);
+	return rc;
 }
 
 /* Publishes ids (this device added) as the own device list; the
@@ -695,7 +495,7 @@ own_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 	if (err == 0 && omemo_parse_devicelist(reply, &ids, &n) != 0)
 		n = 0;	/* unreadable list: replace it with ours */
 	else if (err != 0 && !(err == MW_OMEMO_E_IQ && reply != NULL &&
-	    has_error_condition(reply, "item-not-found", NS_STANZAS))) {
+	    omemo_has_error_condition(reply, "item-not-found", NS_STANZAS))) {
 		/* server trouble: do not overwrite what may exist; retry */
 		pub_fail_iq(o, "fetch", MW_OMEMO_NODE_DEVICELIST, reply, err);
 		return;
@@ -710,38 +510,16 @@ own_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 }
 
 static int
-fetch_items(struct mw_omemo *o, const char *to, const char *node,
-    struct omemo_iq *q)
-{
-	xmpp_stanza_t *iq, *ps, *items;
-
-	if ((iq = iq_pubsub(o, "get", to, NS_PUBSUB, &ps)) == NULL) {
-		iq_free(q);
-		return MW_OMEMO_E_NOMEM;
-	}
-	/* max_items, not an item id: some clients publish item '1' */
-	if ((items = omemo_new_elem(o->xctx, "items", NULL)) == NULL ||
-	    omemo_adopt(ps, items) != 0 ||	/* iq owns items from here */
-	    xmpp_stanza_set_attribute(items, "node", node) != XMPP_EOK ||
-	    xmpp_stanza_set_attribute(items, "max_items", "1") != XMPP_EOK) {
-		xmpp_stanza_release(iq);
-		iq_free(q);
-		return MW_OMEMO_E_NOMEM;
-	}
-	return iq_send(o, iq, q);
-}
-
-static int
 fetch_own_list(struct mw_omemo *o, unsigned gen)
 {
-	struct omemo_iq *q = iq_new(IQ_FETCH_LIST, own_list_cb, NULL,
+	struct omemo_iq *q = omemo_iq_new(IQ_FETCH_LIST, own_list_cb, NULL,
 	    MW_OMEMO_NODE_DEVICELIST);
 
 	if (q == NULL)
 		return MW_OMEMO_E_NOMEM;
 	q->chain = true;
 	q->gen = gen;
-	return fetch_items(o, NULL, MW_OMEMO_NODE_DEVICELIST, q);
+	return omemo_fetch_items(o, NULL, MW_OMEMO_NODE_DEVICELIST, q);
 }
 
 /* The first child element of the item in a pubsub items answer. */
@@ -823,11 +601,11 @@ verify_start(struct mw_omemo *o, unsigned gen)
 	for (int i = 0; i < 2; i++) {
 		const char *n = i == 0 ? MW_OMEMO_NODE_DEVICELIST : node;
 
-		if ((q = iq_new(IQ_VERIFY, verify_cb, NULL, n)) == NULL)
+		if ((q = omemo_iq_new(IQ_VERIFY, verify_cb, NULL, n)) == NULL)
 			return MW_OMEMO_E_NOMEM;
 		q->chain = true;
 		q->gen = gen;
-		if ((rc = fetch_items(o, NULL, n, q)) != 0)
+		if ((rc = omemo_fetch_items(o, NULL, n, q)) != 0)
 			return rc;
 	}
 	return 0;
@@ -866,269 +644,7 @@ mw_omemo_start(struct mw_omemo *o)
 	return rc;
 }
 
-/* ---- fetching for send/refresh ---- */
-
-static void
-op_finish(struct mw_omemo *o, struct omemo_send *op, int rc)
-{
-	for (struct omemo_send **p = &o->sends; *p != NULL; p = &(*p)->next)
-		if (*p == op) {
-			*p = op->next;
-			break;
-		}
-	if (op->done != NULL)
-		op->done(o, rc, op->arg);
-	if (op->pt != NULL) {
-		explicit_bzero(op->pt, op->len);
-		free(op->pt);
-	}
-	free(op->to);
-	free(op);
-}
-
-static void
-fetch_list_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
-    int err)
-{
-	uint32_t *ids = NULL;
-	size_t n = 0;
-	const char *jid = q->jid != NULL ? q->jid : o->jid;
-
-	if (err == 0) {
-		bool publishing;
-
-		err = omemo_parse_devicelist(reply, &ids, &n);
-		if (err == 0)
-			err = take_list(o, jid, ids, n, 0, &publishing);
-		free(ids);
-		if (err != 0 && strcmp(jid, o->jid) == 0)
-			own_list_trouble(o, err);
-	}
-	if (err != 0 && strcmp(jid, o->jid) == 0)
-		o->own_list_asked = false;	/* the next send asks again */
-	if (err != 0)
-		q->op->last_err = err;
-	if (--q->op->outstanding == 0)
-		op_step(o, q->op);
-}
-
-static void
-fetch_bundle_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
-    int err)
-{
-	const char *jid = q->jid != NULL ? q->jid : o->jid;
-
-	if (err == 0)
-		err = mw_omemo_process_bundle(o, jid, q->dev, reply);
-	if (err != 0)
-		q->op->last_err = err;
-	if (--q->op->outstanding == 0)
-		op_step(o, q->op);
-}
-
-static int
-fetch_list_for(struct mw_omemo *o, struct omemo_send *op, const char *jid)
-{
-	bool own = strcmp(jid, o->jid) == 0;
-	struct omemo_iq *q = iq_new(IQ_FETCH_LIST, fetch_list_cb,
-	    own ? NULL : jid, MW_OMEMO_NODE_DEVICELIST);
-	int rc;
-
-	if (q == NULL)
-		return MW_OMEMO_E_NOMEM;
-	q->op = op;
-	op->outstanding++;
-	if ((rc = fetch_items(o, own ? NULL : jid, MW_OMEMO_NODE_DEVICELIST,
-	    q)) != 0)
-		op->outstanding--;
-	return rc;
-}
-
-static int
-fetch_bundles_for(struct mw_omemo *o, struct omemo_send *op, const char *jid)
-{
-	bool own = strcmp(jid, o->jid) == 0;
-	uint32_t *ids = NULL;
-	size_t n = 0;
-	char node[sizeof(MW_OMEMO_NODE_BUNDLES) + 16];
-	uint8_t key[33];
-	int rc;
-
-	/* every non-revoked device of the list without a session */
-	if ((rc = omemo_trusted_devices(o, jid, &ids, &n, false, false, NULL,
-	    0)) != 0)
-		return rc;
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		struct omemo_iq *q;
-
-		if (omemo_has_session(o, OMEMO_V_LEGACY, jid, ids[i]))
-			continue;
-		if (op->refresh_only && !op->all_bundles &&
-		    omemo_device_key(o, jid, ids[i], key) == 0)
-			continue;
-		(void)snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
-		    ids[i]);
-		if ((q = iq_new(IQ_FETCH_BUNDLE, fetch_bundle_cb, own ? NULL : jid,
-		    node)) == NULL) {
-			rc = MW_OMEMO_E_NOMEM;
-			break;
-		}
-		q->dev = ids[i];
-		q->op = op;
-		op->outstanding++;
-		if ((rc = fetch_items(o, own ? NULL : jid, node, q)) != 0)
-			op->outstanding--;
-	}
-	free(ids);
-	return rc;
-}
-
-static void
-op_step(struct mw_omemo *o, struct omemo_send *op)
-{
-	xmpp_stanza_t *msg = NULL;
-	int rc = 0;
-
-	if (op->phase == 0) {
-		op->phase = 1;
-		rc = fetch_list_for(o, op, op->to);
-		if (rc == 0 && !op->refresh_only && strcmp(op->to, o->jid) != 0) {
-			uint32_t *ids = NULL;
-			size_t n = 0;
-
-			/* the own list is kept fresh by start and pushes */
-			rc = omemo_trusted_devices(o, o->jid, &ids, &n, false,
-			    false, NULL, 0);
-			free(ids);
-			/* once per transport: a fan-out to N peers costs N own
-			 * list fetches otherwise */
-			if (rc == 0 && n == 0 && !o->own_list_asked) {
-				o->own_list_asked = true;
-				rc = fetch_list_for(o, op, o->jid);
-			}
-		}
-		if (rc != 0) {
-			op->last_err = rc;
-			if (op->outstanding > 0)
-				return;	/* the answers finish it */
-			op_finish(o, op, rc);
-			return;
-		}
-		if (op->outstanding > 0)
-			return;
-	}
-	if (op->phase == 1) {
-		op->phase = 2;
-		rc = fetch_bundles_for(o, op, op->to);
-		if (rc == 0 && !op->refresh_only && strcmp(op->to, o->jid) != 0)
-			rc = fetch_bundles_for(o, op, o->jid);
-		if (rc != 0)
-			op->last_err = rc;
-		if (op->outstanding > 0)
-			return;
-	}
-	/* phase 2 done: every answer is in */
-	if (op->refresh_only) {
-		op_finish(o, op, op->last_err == MW_OMEMO_E_NOMEM ?
-		    MW_OMEMO_E_NOMEM : 0);
-		return;
-	}
-	rc = mw_omemo_encrypt(o, o->xctx, op->to, NULL, 0, op->pt, op->len,
-	    &msg);
-	if (rc == 0) {
-		o->send_fn(msg, o->send_arg);
-		xmpp_stanza_release(msg);
-	} else if (rc == MW_OMEMO_E_NO_DEVICES && op->last_err != 0 &&
-	    op->last_err != MW_OMEMO_E_NO_DEVICES)
-		rc = op->last_err;	/* say why there was no device */
-	op_finish(o, op, rc);
-}
-
-static int
-op_start(struct mw_omemo *o, const char *to, const void *pt, size_t len,
-    bool refresh_only, bool all_bundles, mw_omemo_done_fn done, void *arg)
-{
-	struct omemo_send *op;
-
-	if (o == NULL || !omemo_jid_ok(to) || (pt == NULL && len > 0))
-		return MW_OMEMO_E_INVAL;
-	if (len > MW_OMEMO_MAX_PLAINTEXT)
-		return MW_OMEMO_E_OVERSIZE;
-	if (o->send_fn == NULL)
-		return MW_OMEMO_E_OFFLINE;
-	if ((op = calloc(1, sizeof(*op))) == NULL)
-		return MW_OMEMO_E_NOMEM;
-	if ((op->to = strdup(to)) == NULL ||
-	    (len > 0 && (op->pt = malloc(len)) == NULL)) {
-		free(op->to);
-		free(op);
-		return MW_OMEMO_E_NOMEM;
-	}
-	if (len > 0)
-		memcpy(op->pt, pt, len);
-	op->len = len;
-	op->refresh_only = refresh_only;
-	op->all_bundles = all_bundles;
-	op->done = done;
-	op->arg = arg;
-	op->next = o->sends;
-	o->sends = op;
-	op_step(o, op);
-	return 0;
-}
-
-int
-mw_omemo_send(struct mw_omemo *o, const char *to, const void *pt, size_t len,
-    mw_omemo_done_fn done, void *arg)
-{
-	return op_start(o, to, pt, len, false, false, done, arg);
-}
-
-int
-mw_omemo_refresh(struct mw_omemo *o, const char *jid, bool fetch_bundles,
-    mw_omemo_done_fn done, void *arg)
-{
-	return op_start(o, jid, NULL, 0, true, fetch_bundles, done, arg);
-}
-
 /* ---- incoming ---- */
-
-/* Is from (as stamped by the server) the entity q was sent to? */
-static bool
-from_matches(struct mw_omemo *o, struct omemo_iq *q, const char *from)
-{
-	char *bare;
-	bool ok;
-
-	if (from == NULL)
-		return q->jid == NULL;	/* own account answers without from */
-	if ((bare = xmpp_jid_bare(o->xctx, from)) == NULL)
-		return false;
-	ok = strcmp(bare, q->jid != NULL ? q->jid : o->jid) == 0;
-	/* the own account may also answer from the full JID of this session */
-	xmpp_free(o->xctx, bare);
-	return ok;
-}
-
-static int
-handle_iq(struct mw_omemo *o, xmpp_stanza_t *st)
-{
-	const char *type = xmpp_stanza_get_type(st), *id = xmpp_stanza_get_id(st);
-	struct omemo_iq *q;
-
-	if (type == NULL || id == NULL ||
-	    (strcmp(type, "result") != 0 && strcmp(type, "error") != 0))
-		return 0;
-	for (q = o->iqs; q != NULL; q = q->next)
-		if (strcmp(q->id, id) == 0)
-			break;
-	if (q == NULL || !from_matches(o, q, xmpp_stanza_get_from(st)))
-		return 0;
-	iq_unlink(o, q);
-	q->cb(o, q, st, strcmp(type, "result") == 0 ? 0 : MW_OMEMO_E_IQ);
-	iq_free(q);
-	return 1;
-}
 
 static int
 handle_event(struct mw_omemo *o, xmpp_stanza_t *st)
@@ -1177,7 +693,7 @@ mw_omemo_handle_stanza(struct mw_omemo *o, xmpp_stanza_t *st)
 	if (o == NULL || st == NULL || (name = xmpp_stanza_get_name(st)) == NULL)
 		return 0;
 	if (strcmp(name, "iq") == 0)
-		return handle_iq(o, st);
+		return omemo_iq_handle(o, st);
 	if (strcmp(name, "message") == 0)
 		return handle_event(o, st);
 	return 0;
@@ -1187,21 +703,11 @@ void
 mw_omemo_tick(struct mw_omemo *o)
 {
 	int64_t now = omemo_mono_ms();
-	struct omemo_iq *q, *next;
 	bool changed = false;
 
 	if (o == NULL)
 		return;
-	/* expire one at a time: callbacks may add or complete others */
-	for (q = o->iqs; q != NULL; q = next) {
-		next = q->next;
-		if (q->deadline <= now) {
-			iq_unlink(o, q);
-			q->cb(o, q, NULL, MW_OMEMO_E_TIMEOUT);
-			iq_free(q);
-			next = o->iqs;	/* the list may have changed */
-		}
-	}
+	omemo_iq_expire(o, now);
 	if (!o->txn && omemo_now() - o->last_maintain >= MAINTAIN_EVERY &&
 	    mw_omemo_maintain(o, omemo_now(), &changed) == 0 && changed)
 		(void)omemo_pep_bundle_changed(o);
@@ -1232,68 +738,3 @@ mw_omemo_tick(struct mw_omemo *o)
 	}
 }
 
-/* ---- transport ---- */
-
-int
-mw_omemo_set_transport(struct mw_omemo *o, xmpp_ctx_t *xctx,
-    mw_omemo_send_fn send_fn, void *arg)
-{
-	if (o == NULL || (send_fn != NULL && xctx == NULL))
-		return MW_OMEMO_E_INVAL;
-	o->xctx = xctx;
-	o->send_fn = send_fn;
-	o->send_arg = arg;
-	o->own_list_asked = false;	/* a new stream: ask once again */
-	return 0;
-}
-
-static void
-conn_send(xmpp_stanza_t *st, void *arg)
-{
-	xmpp_send(arg, st);
-}
-
-static int
-h_stanza(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
-{
-	(void)mw_omemo_handle_stanza(arg, st);
-	return 1;	/* stay registered */
-}
-
-int
-mw_omemo_attach(struct mw_omemo *o, xmpp_conn_t *conn)
-{
-	if (o == NULL || conn == NULL)
-		return MW_OMEMO_E_INVAL;
-	mw_omemo_detach(o);
-	o->conn = conn;
-	xmpp_handler_add(conn, h_stanza, NULL, "iq", NULL, o);
-	xmpp_handler_add(conn, h_stanza, NS_PUBSUB_EVENT, "message", NULL, o);
-	return mw_omemo_set_transport(o, xmpp_conn_get_context(conn), conn_send,
-	    conn);
-}
-
-void
-mw_omemo_detach(struct mw_omemo *o)
-{
-	if (o == NULL || o->conn == NULL)
-		return;
-	xmpp_handler_delete(o->conn, h_stanza);
-	o->conn = NULL;
-	(void)mw_omemo_set_transport(o, NULL, NULL, NULL);
-}
-
-void
-omemo_net_free(struct mw_omemo *o)
-{
-	struct omemo_iq *q;
-
-	/* fail waiting sends first (their IQs are dropped below) */
-	while (o->sends != NULL)
-		op_finish(o, o->sends, MW_OMEMO_E_OFFLINE);
-	mw_omemo_detach(o);
-	while ((q = o->iqs) != NULL) {
-		o->iqs = q->next;
-		iq_free(q);
-	}
-}

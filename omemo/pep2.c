@@ -106,12 +106,13 @@ omemo2_pep_event(struct mw_omemo *o, const char *from, xmpp_stanza_t *items)
 }
 
 static void
-own_list_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err)
+own_list_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err, void *arg)
 {
 	uint32_t *ids = NULL;
 	size_t n = 0;
 	char fields[160];
 
+	(void)arg;
 	if (err != 0 && !(err == MW_OMEMO_E_IQ && item_not_found(reply))) {
 		/* do not overwrite a list that may exist; the next start of
 		 * the publication tries again */
@@ -137,5 +138,6 @@ omemo2_pep_start(struct mw_omemo *o)
 
 	if ((rc = omemo2_pep_publish_bundle(o)) != 0)
 		return rc;
-	return omemo_pep_fetch(o, NULL, MW_OMEMO2_NODE_DEVICES, own_list_cb);
+	return omemo_pep_fetch(o, NULL, MW_OMEMO2_NODE_DEVICES, NULL,
+	    own_list_cb, NULL);
 }

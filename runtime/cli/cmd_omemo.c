@@ -203,10 +203,22 @@ mw_cmd_devices(int argc, char **argv)
 			mw_omemo_fp_group(d[k].fp, '-', g);
 		else
 			snprintf(g, sizeof(g), "(key unknown)");
-		printf("%u %s %s %s%s\n", d[k].id,
+		printf("%u %s %s %s%s", d[k].id,
 		    d[k].active ? "active" : "inactive",
 		    d[k].has_key ? mw_omemo_trust_name(d[k].trust) : "-", g,
 		    d[k].has_session ? " session" : "");
+		/* a device that speaks OMEMO 2: the key as its clients show
+		 * it (Ed25519), and whether a version-4 session exists */
+		if (d[k].active2 || d[k].has_session2) {
+			char ed[MW_OMEMO_FP_HEXLEN + 1], eg[72];
+
+			printf(" omemo2%s", d[k].has_session2 ? " session2" : "");
+			if (d[k].has_key && mw_omemo_fp_ed25519(d[k].fp, ed) == 0) {
+				mw_omemo_fp_group(ed, '-', eg);
+				printf(" ed25519 %s", eg);
+			}
+		}
+		putchar('\n');
 	}
 	free(d);
 	cli_close(&c);
@@ -313,8 +325,7 @@ c_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	struct mw_omemo_msg m;
 	int rc;
 
-	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) ==
-	    NULL)
+	if (!mw_omemo_is_encrypted(st))
 		return 1;
 	rc = mw_omemo_decrypt(c->cli.o, st, &m);
 	if (rc == MW_OMEMO_OK) {

@@ -49,6 +49,7 @@ struct sender {
 	size_t nt;
 	bool json;
 	const char *config;		/* the account file, for hints */
+	enum mw_omemo_version omemo;	/* --omemo: AUTO unless forced */
 };
 
 static void
@@ -76,6 +77,9 @@ send_usage(FILE *f)
 	    "  --envelope FILE     send an envelope signed elsewhere (`moonwire sign`)\n"
 	    "  --timeout DURATION  how long to wait for results (default 60s)\n"
 	    "  --json              one JSON object per result, one per line, then a summary\n"
+	    "  --omemo VERSION     legacy or 2: speak only that OMEMO version; a target\n"
+	    "                      that does not offer it is not sent to (default: OMEMO 2\n"
+	    "                      where the agent publishes it, legacy otherwise)\n"
 	    "\n"
 	    "With several targets a table (one line per target) and the totals follow\n"
 	    "the results.  The job is recorded in CONFIG's database before anything is\n"
@@ -332,6 +336,7 @@ run_job(struct sender *s, bool given_envelope, const char *program, size_t plen,
 	f.print_results = true;
 	if (mw_fleet_open(&f, "send", s->config, &s->acct) != 0)
 		goto out;
+	mw_omemo_set_send_version(f.o, s->omemo);
 	snprintf(f.job_id, sizeof(f.job_id), "%s", s->t[0].job_id);
 	job_hash(s, given_envelope, program, plen, hash);
 	if ((jids = calloc(s->nt, sizeof(*jids))) == NULL)
@@ -378,7 +383,7 @@ int
 mw_cmd_send(int argc, char **argv)
 {
 	enum { OPT_TO = 256, OPT_TTL, OPT_LIMIT, OPT_ENVELOPE, OPT_TIMEOUT, OPT_JSON, OPT_ARG,
-	    OPT_TARGETS, OPT_GROUP, OPT_MAX_TARGETS };
+	    OPT_TARGETS, OPT_GROUP, OPT_MAX_TARGETS, OPT_OMEMO };
 	static const struct option lo[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "key", required_argument, NULL, 'k' },
@@ -392,6 +397,7 @@ mw_cmd_send(int argc, char **argv)
 		{ "envelope", required_argument, NULL, OPT_ENVELOPE },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "json", no_argument, NULL, OPT_JSON },
+		{ "omemo", required_argument, NULL, OPT_OMEMO },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -476,6 +482,13 @@ mw_cmd_send(int argc, char **argv)
 			}
 			break;
 		case OPT_JSON: s.json = true; break;
+		case OPT_OMEMO:
+			if (mw_omemo_version_parse(optarg, &s.omemo) != 0 ||
+			    s.omemo == MW_OMEMO_VERSION_AUTO) {
+				fprintf(stderr, "moonwire send: --omemo: legacy or 2\n");
+				goto out;
+			}
+			break;
 		case 'h': send_usage(stdout); rc = MW_EXIT_OK; goto out;
 		default: send_usage(stderr); goto out;
 		}

@@ -12,7 +12,7 @@ _moonwire_opts() {
 	agent) echo "-c --check" ;;
 	send)
 		echo "-c --config --to --targets --group --max-targets -k --key --ttl" \
-			"--limit --arg --envelope --timeout --json --help" ;;
+			"--limit --arg --envelope --timeout --json --omemo --help" ;;
 	fleet) echo "-c --config --group --json --help" ;;
 	results) echo "-c --config --json --wait --help" ;;
 	jobs) echo "-c --config --json --limit --help" ;;
@@ -78,6 +78,9 @@ _moonwire() {
 	--user)
 		COMPREPLY=($(compgen -u -- "$cur")); return 0 ;;
 	--jid|--principal|--operator|--host|--port)
+		return 0 ;;
+	--omemo)
+		COMPREPLY=($(compgen -W "legacy 2" -- "$cur"))
 		return 0 ;;
 	--limit)
 		COMPREPLY=($(compgen -S = -W "instructions memory cpu wall output program result depth calls write_total" -- "$cur"))

@@ -142,7 +142,7 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 		on_message_error(f, st);
 		return 1;
 	}
-	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL) {
+	if (!mw_omemo_is_encrypted(st)) {
 		note_chat_state(f, st);
 		return 1;
 	}

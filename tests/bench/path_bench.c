@@ -327,7 +327,7 @@ op_on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	int rc;
 
 	(void)conn;
-	if (xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL)
+	if (!mw_omemo_is_encrypted(st))
 		return 1;
 	rc = mw_omemo_decrypt(op->o, st, &m);
 	if (rc == MW_OMEMO_OK)

@@ -4,6 +4,9 @@ the real Prosody of the `prosody` fixture and real agent processes.
   kit     a tests/lib/agentkit.Kit in tmp_path; every agent and python peer
           is stopped after the test, and on failure the agent logs are
           printed.
+  omemo   parametrizes a test over `moonwire send --omemo legacy` and
+          `--omemo 2` (the kit's operators send with it); the agent
+          publishes both versions and answers in the one it got.
   deploy  the usual deployment: agent "agent" with the standard policy
           (Deploy.policy), operator "alice" allowed for it, fingerprints
           verified both ways; the agent is NOT started (tests adjust the
@@ -92,3 +95,9 @@ def kit(request, moonwire_bin, prosody, tmp_path):
 @pytest.fixture
 def deploy(kit):
     return Deploy(kit)
+
+
+@pytest.fixture(params=["legacy", "2"])
+def omemo(request, kit):
+    kit.omemo = request.param
+    return request.param

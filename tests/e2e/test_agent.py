@@ -11,6 +11,11 @@ safe), the agent's audit line, and that nothing ran (the refused job would
 have left a marker file in a granted write dir and bumped a kv counter);
 then the agent must still serve a good job.
 
+A representative subset (a good job, refusals, the untrusted device,
+replays, restarts of the agent) runs twice through the `omemo` fixture:
+`moonwire send --omemo legacy` and `--omemo 2`; the rest with the default
+(OMEMO 2, which the agent offers).
+
 Waits are bounded: the agent log is polled with wait_log, `moonwire send`
 has a --timeout, python peer events have expect() timeouts.
 """
@@ -21,6 +26,8 @@ import signal
 import socket
 import subprocess
 import time
+
+import pytest
 
 from agentkit import run
 
@@ -166,6 +173,7 @@ def test_fleet_one_send_three_agents(kit):
         assert "== %s\nstatus: ok\nreturned: " % a.jid in p.stdout, p.stdout
 
 
+@pytest.mark.usefixtures("omemo")
 def test_ssh_keygen_signed_envelope_runs(deploy):
     d = deploy
     d.agent.start()
@@ -179,6 +187,7 @@ def test_ssh_keygen_signed_envelope_runs(deploy):
 
 # ------------------------------------------------------- 2. refusals
 
+@pytest.mark.usefixtures("omemo")
 def test_untrusted_device_gets_no_reply(deploy):
     d, kit = deploy, deploy.kit
     mallory = kit.operator("mallory")
@@ -196,6 +205,7 @@ def test_untrusted_device_gets_no_reply(deploy):
     still_serves(d)
 
 
+@pytest.mark.usefixtures("omemo")
 def test_unknown_signer(deploy):
     d = deploy
     other = os.path.join(d.kit.workdir, "id_other")
@@ -227,6 +237,7 @@ def test_signer_not_allowed_for_that_jid(deploy):
     still_serves(d)
 
 
+@pytest.mark.usefixtures("omemo")
 def test_tampered_program(deploy):
     d = deploy
     d.agent.start()
@@ -239,6 +250,7 @@ def test_tampered_program(deploy):
     still_serves(d)
 
 
+@pytest.mark.usefixtures("omemo")
 def test_expired_and_future_dated(deploy):
     d = deploy
     d.agent.start()
@@ -291,6 +303,7 @@ def test_wrong_audience(deploy):
     still_serves(d)
 
 
+@pytest.mark.usefixtures("omemo")
 def test_replay_and_duplicate(deploy):
     d = deploy
     pat = peer_allowed(d)
@@ -449,6 +462,7 @@ def wait_for(cond, timeout=15.0, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
+@pytest.mark.usefixtures("omemo")
 def test_sigkill_during_job_then_interrupted_once(deploy):
     d = deploy
     d.agent.start()
@@ -664,6 +678,7 @@ def test_ping_unknown_iq_and_subscriptions(deploy):
     assert all(e["type"] in ("unavailable", "unsubscribed") for e in seen), seen
 
 
+@pytest.mark.usefixtures("omemo")
 def test_offline_job_runs_when_the_agent_returns(deploy):
     d = deploy
     d.agent.start()

@@ -122,6 +122,8 @@ class Operator(Identity):
         cmd = [self.kit.moonwire, "send", "-c", self.conf, "--timeout", timeout]
         for a in agents:
             cmd += ["--to", a.jid if hasattr(a, "jid") else a]
+        if self.kit.omemo:
+            cmd += ["--omemo", self.kit.omemo]
         if json_out:
             cmd.append("--json")
         cmd += list(extra)
@@ -140,6 +142,8 @@ class Operator(Identity):
         cmd = [self.kit.moonwire, "send", "-c", self.conf, "--timeout", timeout, "--json"]
         for a in agents:
             cmd += ["--to", a.jid if hasattr(a, "jid") else a]
+        if self.kit.omemo:
+            cmd += ["--omemo", self.kit.omemo]
         cmd += list(extra)
         cmd += ["--envelope", envelope] if envelope is not None else [program]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -322,6 +326,9 @@ class Kit:
         self.agents = []
         self.peers = []
         self.counter = itertools.count(1)
+        # `moonwire send --omemo` of every operator (None: the default,
+        # OMEMO 2 where offered); the e2e `omemo` fixture sets it
+        self.omemo = None
 
     def agent(self, user="agent"):
         a = Agent(self, user)

@@ -212,7 +212,7 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	int rc;
 
 	(void)conn;
-	if (c->raw || xmpp_stanza_get_child_by_name_and_ns(st, "encrypted", MW_OMEMO_NS) == NULL)
+	if (c->raw || !mw_omemo_is_encrypted(st))
 		return 1;
 	rc = mw_omemo_decrypt(c->o, st, &m);
 	if (rc == MW_OMEMO_OK)

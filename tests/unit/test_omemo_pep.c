@@ -43,7 +43,9 @@ static struct {
 	bool refuse_max_items;	/* ejabberd 23.01: unknown publish-option */
 	bool refuse_publish;	/* every publish: forbidden */
 	bool rsm;		/* an RSM <set> before <items> (ejabberd) */
+	bool wrong_item;	/* OMEMO 2 bundle answers carry item 999 */
 	char inbox[MAXEP][8][256];
+	bool inbox2[MAXEP][8];	/* ... arrived as OMEMO 2 */
 	int ninbox[MAXEP];
 } S;
 
@@ -122,6 +124,7 @@ deliver(int to, const char *text)
 
 		if (rc == MW_OMEMO_OK) {
 			assert_true(S.ninbox[to] < 8);
+			S.inbox2[to][S.ninbox[to]] = m.omemo2;
 			snprintf(S.inbox[to][S.ninbox[to]++], 256, "%s",
 			    (char *)m.plaintext);
 			assert_int_equal(mw_omemo_commit(e->o), 0);
@@ -153,7 +156,7 @@ serve_iq(int from, xmpp_stanza_t *iq)
 	const char *to = xmpp_stanza_get_to(iq);
 	const char *owner = to != NULL ? to : S.ep[from]->jid;
 	xmpp_stanza_t *ps;
-	char *inner = NULL;
+	char *inner = NULL, key[160];
 
 	if (S.drop_iqs)
 		return;
@@ -206,6 +209,12 @@ serve_iq(int from, xmpp_stanza_t *iq)
 			    "protocol/pubsub#errors'/></error>");
 			return;
 		}
+		/* OMEMO 2 bundles: one item per device, kept by item id */
+		if (strcmp(node, MW_OMEMO2_NODE_BUNDLES) == 0) {
+			(void)snprintf(key, sizeof(key), "%s/%s", node,
+			    xmpp_stanza_get_attribute(item, "id"));
+			node = key;
+		}
 		it = item_find(S.ep[from]->jid, node, true);
 		free(it->xml);
 		it->xml = text_of_stanza(xmpp_stanza_get_children(item));
@@ -229,10 +238,24 @@ serve_iq(int from, xmpp_stanza_t *iq)
 	}
 	{
 		xmpp_stanza_t *items = xmpp_stanza_get_child_by_name(ps, "items");
+		xmpp_stanza_t *want = xmpp_stanza_get_child_by_name(items, "item");
 		const char *node = xmpp_stanza_get_attribute(items, "node");
-		struct node_item *it = item_find(owner, node, false);
+		const char *item_id = "current";
+		struct node_item *it;
 
-		assert_string_equal(xmpp_stanza_get_attribute(items, "max_items"), "1");
+		/* the last item, or (OMEMO 2 bundles) the one asked for */
+		if (want != NULL) {
+			assert_string_equal(node, MW_OMEMO2_NODE_BUNDLES);
+			item_id = xmpp_stanza_get_attribute(want, "id");
+			(void)snprintf(key, sizeof(key), "%s/%s", node, item_id);
+			it = item_find(owner, key, false);
+			if (S.wrong_item)
+				item_id = "999";
+		} else {
+			assert_string_equal(xmpp_stanza_get_attribute(items,
+			    "max_items"), "1");
+			it = item_find(owner, node, false);
+		}
 		if (it == NULL) {
 			reply(from, to, id, "error", "<error type='cancel'>"
 			    "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
@@ -240,9 +263,10 @@ serve_iq(int from, xmpp_stanza_t *iq)
 			return;
 		}
 		assert_int_not_equal(asprintf(&inner, "<pubsub xmlns='http://jabber.org/"
-		    "protocol/pubsub'>%s<items node='%s'><item id='current'>%s</item>"
+		    "protocol/pubsub'>%s<items node='%s'><item id='%s'>%s</item>"
 		    "</items></pubsub>", S.rsm ? "<set xmlns='http://jabber.org/"
-		    "protocol/rsm'><count>1</count></set>" : "", node, it->xml), -1);
+		    "protocol/rsm'><count>1</count></set>" : "", node, item_id,
+		    it->xml), -1);
 		reply(from, to, id, "result", inner);
 		free(inner);
 	}
@@ -738,7 +762,9 @@ test_omemo2_published_and_readded(void **state)
 	assert_int_equal(mw_omemo_start(A.o), 0);
 	pump();
 	snprintf(dev, sizeof(dev), "id=\"%u\"", mw_omemo_device_id(A.o));
-	it = item_find(A.jid, MW_OMEMO2_NODE_BUNDLES, false);
+	snprintf(xml, sizeof(xml), "%s/%u", MW_OMEMO2_NODE_BUNDLES,
+	    mw_omemo_device_id(A.o));
+	it = item_find(A.jid, xml, false);	/* item id: the device id */
 	assert_non_null(it);
 	assert_non_null(strstr(it->xml, "urn:xmpp:omemo:2"));
 	assert_non_null(strstr(it->xml, "<ik>"));
@@ -784,6 +810,84 @@ test_omemo2_published_and_readded(void **state)
 	}
 }
 
+/* The version mw_omemo_send() picks: OMEMO 2 where offered, legacy
+ * otherwise or when forced; a forced version not offered is refused; a
+ * bundle answer for another device is refused and AUTO falls back. */
+static void
+test_send_version(void **state)
+{
+	struct node_item *it;
+
+	assert_int_equal(mw_omemo_start(A.o), 0);
+	assert_int_equal(mw_omemo_start(B.o), 0);
+	pump();
+	trust_each_other(&A, &B);
+	/* the server answers the OMEMO 2 bundle fetch with another item */
+	S.wrong_item = true;
+	mw_omemo_set_send_version(A.o, MW_OMEMO_VERSION_2);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "nope", 4, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_calls, 1);
+	assert_int_equal(done_rc[0], MW_OMEMO_E_BUNDLE);
+	assert_int_equal(S.ninbox[1], 0);
+	assert_int_equal(count(&A, "SELECT count(*) FROM omemo_sessions_v4"), 0);
+	/* AUTO: no usable OMEMO 2 device, so legacy */
+	mw_omemo_set_send_version(A.o, MW_OMEMO_VERSION_AUTO);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "fallback", 8, on_done,
+	    NULL), 0);
+	pump();
+	assert_int_equal(done_rc[1], 0);
+	assert_int_equal(S.ninbox[1], 1);
+	assert_string_equal(S.inbox[1][0], "fallback");
+	assert_false(S.inbox2[1][0]);
+	S.wrong_item = false;
+	/* AUTO with B's OMEMO 2 bundle served: OMEMO 2 */
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "two", 3, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_rc[2], 0);
+	assert_string_equal(S.inbox[1][1], "two");
+	assert_true(S.inbox2[1][1]);
+	/* forced legacy beside it */
+	mw_omemo_set_send_version(A.o, MW_OMEMO_VERSION_LEGACY);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "old", 3, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_rc[3], 0);
+	assert_string_equal(S.inbox[1][2], "old");
+	assert_false(S.inbox2[1][2]);
+	/* B's OMEMO 2 list gone: forced 2 is refused, nothing sent */
+	it = item_find(B.jid, MW_OMEMO2_NODE_DEVICES, false);
+	assert_non_null(it);
+	snprintf(it->node, 128, "gone");
+	mw_omemo_set_send_version(A.o, MW_OMEMO_VERSION_2);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "x", 1, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_rc[4], MW_OMEMO_E_VERSION);
+	assert_int_equal(S.ninbox[1], 3);
+	/* ... and AUTO goes legacy */
+	mw_omemo_set_send_version(A.o, MW_OMEMO_VERSION_AUTO);
+	assert_int_equal(mw_omemo_send(A.o, B.jid, "auto", 4, on_done, NULL), 0);
+	pump();
+	assert_int_equal(done_rc[5], 0);
+	assert_string_equal(S.inbox[1][3], "auto");
+	assert_false(S.inbox2[1][3]);
+}
+
+static void
+test_version_parse(void **state)
+{
+	enum mw_omemo_version v;
+
+	assert_int_equal(mw_omemo_version_parse("2", &v), 0);
+	assert_int_equal(v, MW_OMEMO_VERSION_2);
+	assert_int_equal(mw_omemo_version_parse("legacy", &v), 0);
+	assert_int_equal(v, MW_OMEMO_VERSION_LEGACY);
+	assert_int_equal(mw_omemo_version_parse("auto", &v), 0);
+	assert_int_equal(v, MW_OMEMO_VERSION_AUTO);
+	assert_int_equal(mw_omemo_version_parse("1", &v), -1);
+	assert_int_equal(mw_omemo_version_parse("", &v), -1);
+	assert_int_equal(mw_omemo_version_parse(NULL, &v), -1);
+}
+
 int
 main(void)
 {
@@ -799,6 +903,8 @@ main(void)
 		T(test_publish_failure_logged_and_retried),
 		T(test_own_list_during_txn_retried),
 		T(test_omemo2_published_and_readded),
+		T(test_send_version),
+		T(test_version_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
