@@ -190,60 +190,46 @@ on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 	return 1;
 }
 
+/* Target i's record of the last IQ error about it. */
+static void
+note_iq_error(struct mw_fleet *f, size_t i, const char *cond, const char *etype,
+    const char *text)
+{
+	snprintf(f->t[i].iq_error, sizeof(f->t[i].iq_error), "%s", cond);
+	snprintf(f->t[i].iq_error_type, sizeof(f->t[i].iq_error_type), "%s",
+	    etype != NULL ? etype : "");
+	snprintf(f->t[i].iq_error_text, sizeof(f->t[i].iq_error_text), "%s", text);
+}
+
 /* Remembers the condition of every IQ error (the OMEMO layer reports only
  * that there was one), to say what it means. */
 static int
 on_iq_error(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 {
 	struct mw_fleet *f = arg;
-	xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(st, "error"), *c;
-	const char *from = xmpp_stanza_get_from(st), *cond = "undefined-condition";
-	const char *etype;
-	xmpp_stanza_t *text_el = NULL;
-	char *text = NULL;
+	const char *from = xmpp_stanza_get_from(st), *etype;
+	char cond[sizeof(f->t[0].iq_error)], text[sizeof(f->t[0].iq_error_text)];
 	ssize_t hit;
 	size_t n;
 
+	(void)conn;
 	if (from == NULL)
 		return 1;	/* about our own account */
-	for (c = e ? xmpp_stanza_get_children(e) : NULL; c != NULL;
-	    c = xmpp_stanza_get_next(c)) {
-		const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
-
-		if (name == NULL || ns == NULL ||
-		    strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0)
-			continue;
-		if (strcmp(name, "text") == 0)
-			text_el = c;
-		else if (strcmp(cond, "undefined-condition") == 0)
-			cond = name;
-	}
-	if (text_el != NULL)
-		text = xmpp_stanza_get_text(text_el);
-	etype = e != NULL ? xmpp_stanza_get_type(e) : NULL;
+	etype = stanza_error(st, cond, sizeof(cond), text, sizeof(text));
+	if (cond[0] == '\0')
+		snprintf(cond, sizeof(cond), "undefined-condition");
 	n = strcspn(from, "/");
 	if ((hit = mw_fleet_find_from(f, from)) >= 0) {
-		snprintf(f->t[hit].iq_error, sizeof(f->t[hit].iq_error), "%s", cond);
-		snprintf(f->t[hit].iq_error_type, sizeof(f->t[hit].iq_error_type), "%s",
-		    etype != NULL ? etype : "");
-		snprintf(f->t[hit].iq_error_text, sizeof(f->t[hit].iq_error_text), "%s",
-		    text != NULL ? text : "");
+		note_iq_error(f, (size_t)hit, cond, etype, text);
 	} else if (memchr(from, '@', n) == NULL) {
 		/* a server answering for its users: every target of that domain */
 		for (size_t i = 0; i < f->nt; i++) {
 			const char *domain = strchr(f->rows[i].jid, '@') + 1;
 
-			if (strlen(domain) == n && strncmp(domain, from, n) == 0) {
-				snprintf(f->t[i].iq_error, sizeof(f->t[i].iq_error), "%s", cond);
-				snprintf(f->t[i].iq_error_type, sizeof(f->t[i].iq_error_type),
-				    "%s", etype != NULL ? etype : "");
-				snprintf(f->t[i].iq_error_text, sizeof(f->t[i].iq_error_text),
-				    "%s", text != NULL ? text : "");
-			}
+			if (strlen(domain) == n && strncmp(domain, from, n) == 0)
+				note_iq_error(f, i, cond, etype, text);
 		}
 	}
-	if (text != NULL)
-		xmpp_free(xmpp_conn_get_context(conn), text);
 	return 1;
 }
 

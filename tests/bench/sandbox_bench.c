@@ -149,22 +149,32 @@ proc_kb(pid_t pid, const char *file, const char *key)
 	return v;
 }
 
-static pid_t
-ppid_of(pid_t pid)
+/* The fields of /proc/PID/stat after the command name (which may contain
+ * anything, ')' too), in buf; NULL when unreadable. */
+static const char *
+proc_stat_fields(pid_t pid, char *buf, size_t len)
 {
-	char path[64], buf[512];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		return NULL;
+	ssize_t n = read(fd, buf, len - 1);
 	close(fd);
 	if (n <= 0)
-		return -1;
+		return NULL;
 	buf[n] = '\0';
-	char *p = strrchr(buf, ')');	/* comm may contain anything */
+	char *p = strrchr(buf, ')');
+	return p != NULL ? p + 1 : NULL;
+}
+
+static pid_t
+ppid_of(pid_t pid)
+{
+	char buf[512];
+	const char *p = proc_stat_fields(pid, buf, sizeof(buf));
 	int ppid;
-	if (p == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1)
+	if (p == NULL || sscanf(p, " %*c %d", &ppid) != 1)
 		return -1;
 	return ppid;
 }
@@ -177,19 +187,10 @@ ppid_of(pid_t pid)
 static int
 proc_cpu_us(pid_t pid, double *own, double *kids)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')');
+	char buf[1024];
+	const char *p = proc_stat_fields(pid, buf, sizeof(buf));
 	unsigned long long ut, st, cut, cst;
-	if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+	if (p == NULL || sscanf(p, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
 	    "%llu %llu %llu %llu", &ut, &st, &cut, &cst) != 4)
 		return -1;
 	double tick = 1e6 / (double)sysconf(_SC_CLK_TCK);
