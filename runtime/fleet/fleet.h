@@ -363,7 +363,7 @@ void mw_fleet_progress_clear(struct mw_fleet_progress *p);
 
 /* ---- pacing and retries (pace.c) ---- */
 
-#define MW_FLEET_SEND_WINDOW	64	/* sends in flight at most (first contact: 2 IQs each) */
+#define MW_FLEET_SEND_WINDOW	64	/* sends in flight at most (first contact: 3 IQs each: both device lists, a bundle) */
 #define MW_FLEET_MAX_TRIES	8	/* sends of one target before its error stands */
 #define MW_FLEET_BACKOFF_MIN_MS	250
 #define MW_FLEET_BACKOFF_MAX_MS	8000
