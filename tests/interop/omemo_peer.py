@@ -92,6 +92,8 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import omemo
+import omemo.message
+import omemo.session
 import oldmemo
 import oldmemo.etree
 import slixmpp
@@ -620,9 +622,12 @@ class Peer:
                       "id": sid})
                 return
             trust = await sm._evaluate_custom_trust_level(device)
-            emit({"event": "message", "from": sender, "device_id": device.device_id,
+            ev = {"event": "message", "from": sender, "device_id": device.device_id,
                   "body": plaintext.decode("utf-8", "replace"), "encrypted": True,
-                  "id": sid, "type": mtype, "trust": trust.name.lower(), "delayed": delayed})
+                  "id": sid, "type": mtype, "trust": trust.name.lower(), "delayed": delayed}
+            if OMEMO2:
+                ev["kex"] = await self.kex_for_me(enc)
+            emit(ev)
             return
 
         body = stanza.xml.find("{jabber:client}body")
@@ -630,6 +635,20 @@ class Peer:
             emit({"event": "message", "from": sender, "device_id": None,
                   "body": body.text or "", "encrypted": False, "id": sid, "type": mtype,
                   "delayed": delayed})
+
+    async def kex_for_me(self, enc):
+        """OMEMO 2: whether the <key> for this device was a key exchange
+        (kex="true"), the sign of a first contact or of a session the
+        sender does not yet know confirmed."""
+        own, _ = await self.session_manager.get_own_device_information()
+        me = self.xmpp.boundjid.bare
+        for keys in enc.iter(NS + "keys"):
+            if keys.get("jid") != me:
+                continue
+            for key in keys.findall(NS + "key"):
+                if key.get("rid") == str(own.device_id):
+                    return key.get("kex") in ("true", "1")
+        return None
 
     # ---- outgoing
 
@@ -729,6 +748,34 @@ class Peer:
                     "signed_prekey_id": int(spk.get("signedPreKeyId")),
                     "identity_key": (b.findtext(NS + "identityKey") or "").strip()})
 
+    async def cmd_send_empty(self, cmd):
+        """An empty OMEMO message (<keys>, no <payload>) to every device of
+        `to` with a session, built the way python-omemo builds its own
+        session-completion / heartbeat messages (SessionManager's private
+        __send_empty_message: backend.encrypt_empty, encrypt_key_material),
+        but on demand."""
+        to = slixmpp.JID(cmd["to"]).bare
+        sm = self.session_manager
+        backend = next(b for b in sm._SessionManager__backends if b.namespace == NAMESPACE)
+        sent = []
+        for info in sorted(await sm.get_device_information(to), key=lambda d: d.device_id):
+            session = await backend.load_session(to, info.device_id)
+            if session is None:
+                continue
+            content, plain_key_material = await backend.encrypt_empty()
+            ekm = await backend.encrypt_key_material(session, plain_key_material)
+            kex = (session.key_exchange if session.initiation is omemo.session.Initiation.ACTIVE
+                   and not session.confirmed else None)
+            message = omemo.message.Message(NAMESPACE, self.xmpp.boundjid.bare,
+                                            (await sm.get_own_device_information())[0].device_id,
+                                            content, frozenset({(ekm, kex)}))
+            self.send_omemo_stanza(message, to, body=None, stanza_id=cmd.get("id"))
+            await backend.store_session(session)
+            sent.append({"device_id": info.device_id, "kex": kex is not None})
+        if not sent:
+            raise ValueError("no session with %s" % to)
+        self.reply({"event": "sent_empty", "to": to, "recipients": sent})
+
     async def cmd_send_plain(self, cmd):
         msg = self.xmpp.make_message(mto=cmd["to"], mbody=cmd["body"], mtype=cmd.get("type", "chat"))
         msg["id"] = cmd.get("id") or uuid.uuid4().hex
@@ -741,7 +788,7 @@ class Peer:
 
     async def command_loop(self):
         handlers = {"send": self.cmd_send, "trust": self.cmd_trust, "devices": self.cmd_devices,
-                    "bundle": self.cmd_bundle,
+                    "bundle": self.cmd_bundle, "send_empty": self.cmd_send_empty,
                     "send_plain": self.cmd_send_plain, "send_raw": self.cmd_send_raw}
         while True:
             line = await self.commands.get()
