@@ -125,3 +125,38 @@ def test_fingerprint_renderings_and_trust_by_ed25519(deploy):
     grouped = "-".join(pat.fingerprint[i:i + 8] for i in range(0, 64, 8))
     assert re.search(r"^%s device \d+: verified %s$" % (re.escape(pat.jid), grouped),
                      p.stdout, re.M), p.stdout
+
+
+def test_empty_omemo2_messages_run_nothing(deploy):
+    """XEP-0384's empty messages (<keys>, no <payload>), as python-omemo
+    sends them to complete a key exchange or keep a session fresh: the agent
+    logs them, runs nothing, answers nothing, and the session goes on."""
+    d = deploy
+    pat = omemo2_peer(d, "sam")
+    d.kit.trust_peer(d.agent, pat)
+    d.agent.start()
+    # first contact by an empty message carrying the key exchange
+    ev = pat.send_empty(d.agent.jid, build=True)
+    assert [r["kex"] for r in ev["recipients"]] == [True], ev
+    d.agent.wait_log(r"key-transport from=%s device=%d" % (re.escape(pat.jid), pat.device_id))
+    assert d.agent.grep(r"new-session from=%s " % re.escape(pat.jid))
+    # a job on the session that empty message built
+    env = d.alice.sign(d.agent, d.marker_job("after-kex"), extra=["--job-id", "job-e1"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-e1", h
+    # an empty message on the established (confirmed) session
+    ev = pat.send_empty(d.agent.jid)
+    assert [r["kex"] for r in ev["recipients"]] == [False], ev
+    d.agent.wait_log(r"key-transport from=%s device=%d" % (re.escape(pat.jid), pat.device_id))
+    env = d.alice.sign(d.agent, d.marker_job("after-empty"), extra=["--job-id", "job-e2"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-e2", h
+    # nothing ran but the two jobs, nothing else came back, nothing refused
+    assert d.markers() == ["after-empty", "after-kex"], d.markers()
+    pat.sync()
+    assert pat.events("message") == [], pat.events("message")
+    assert [e for e in pat.history if e.get("event") == "decrypt_error"] == []
+    assert len(d.agent.grep(r"key-transport from=%s " % re.escape(pat.jid))) == 2
+    assert not d.agent.grep(r"refused code=")

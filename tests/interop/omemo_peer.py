@@ -753,9 +753,16 @@ class Peer:
         `to` with a session, built the way python-omemo builds its own
         session-completion / heartbeat messages (SessionManager's private
         __send_empty_message: backend.encrypt_empty, encrypt_key_material),
-        but on demand."""
+        but on demand.  With "build": true a missing session is built
+        first (encrypt() builds it; its message is thrown away), so the
+        empty message is a first contact carrying the key exchange, as a
+        key-transport message may be."""
         to = slixmpp.JID(cmd["to"]).bare
         sm = self.session_manager
+        if cmd.get("build"):
+            await sm.refresh_device_list(NAMESPACE, to)
+            plain = (sce_wrap("", self.xmpp.boundjid.bare, to) if OMEMO2 else b" ")
+            await sm.encrypt(frozenset([to]), {NAMESPACE: plain})
         backend = next(b for b in sm._SessionManager__backends if b.namespace == NAMESPACE)
         sent = []
         for info in sorted(await sm.get_device_information(to), key=lambda d: d.device_id):

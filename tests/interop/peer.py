@@ -232,10 +232,12 @@ class OmemoPeer:
         "error" event too (e.g. StillUndecided under manual trust)."""
         return self._reply(self.command("send", to=to, body=body), "sent", timeout, check)
 
-    def send_empty(self, to, timeout=15.0):
+    def send_empty(self, to, build=False, timeout=15.0):
         """An empty OMEMO message (keys, no payload) to every device of `to`
-        with a session; returns the "sent_empty" event."""
-        return self._reply(self.command("send_empty", to=to), "sent_empty", timeout, True)
+        with a session (build=True: building missing sessions first, so the
+        message carries the key exchange); returns the "sent_empty" event."""
+        return self._reply(self.command("send_empty", to=to, build=build), "sent_empty",
+                           timeout, True)
 
     def send_plain(self, to, body, timeout=10.0):
         return self._reply(self.command("send_plain", to=to, body=body), "sent_plain", timeout, True)

@@ -19,12 +19,15 @@ pytestmark = pytest.mark.prosody_only(
     "python-omemo twomemo cannot publish on ejabberd 23.01 (pubsub#max_items)")
 
 
-def recv_skipping_empty(mw, timeout=20):
+def recv_skipping_empty(mw, timeout=20, dropped=None):
     """The next decrypted text of mw; empty OMEMO 2 messages (python sends
-    one to complete a key exchange) are reported as "dropped" and skipped."""
+    one to complete a key exchange) are reported as "dropped" and skipped
+    (appended to `dropped`)."""
     while True:
         ev = mw.events.get(timeout=timeout)
         if ev[0] == "dropped":
+            if dropped is not None:
+                dropped.append(ev)
             continue
         assert ev[0] == "recv", ev
         return ev[1], int(ev[2]), ev[3], ev[4] if len(ev) > 4 else ""
@@ -44,8 +47,10 @@ def test_moonwire_first_over_omemo2_and_restart(moonwire_bin, prosody, omemo_pee
         # python completes the key exchange with an empty message (dropped
         # by moonwire, not an error) and answers
         py.send(mw.jid, "python answers")
-        assert recv_skipping_empty(mw) == (py.jid, py.device_id, "verified",
-                                           "python answers")
+        dropped = []
+        assert recv_skipping_empty(mw, dropped=dropped) == (py.jid, py.device_id,
+                                                            "verified", "python answers")
+        assert [(e[1], int(e[2])) for e in dropped] == [(py.jid, py.device_id)], dropped
         # the session is confirmed: no key exchange any more
         mw.send_to(py.jid, "established")
         ev = py.expect("message", sender=mw.jid, timeout=20)
