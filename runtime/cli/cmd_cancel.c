@@ -32,7 +32,7 @@ cancel_usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: moonwire cancel -c CONFIG [-k KEY] [--to JID ...] [--timeout DURATION]\n"
-	    "           [--ttl DURATION] [--json] JOB\n"
+	    "           [--ttl DURATION] [--json] [--omemo VERSION] JOB\n"
 	    "\n"
 	    "Sends a signed cancellation of job JOB to each of its targets that has no\n"
 	    "outcome yet (or to those given with --to): a running job is stopped and\n"
@@ -44,16 +44,20 @@ cancel_usage(FILE *f)
 	    "  --timeout DURATION  how long to wait for the answers (default 30s)\n"
 	    "  --ttl DURATION      how long the cancellation is valid (default 5m)\n"
 	    "  --json              JSON Lines: the answers, then a summary object\n"
+	    "  --omemo VERSION     legacy or 2: speak only that OMEMO version; a target\n"
+	    "                      that does not offer it gets nothing (not_sent)\n"
+	    "                      (default: OMEMO 2 where the agent publishes it)\n"
 	    "\n"
 	    "exit status: 0 nothing of the job runs any more (cancelled or already\n"
 	    "finished); 7 an agent refused the cancellation (e.g. unknown_job); 6 no\n"
-	    "answer in time; 2 usage, no such job, a JID that is not a target.\n");
+	    "answer in time or not sent; 2 usage, no such job, a JID that is not a\n"
+	    "target.\n");
 }
 
-enum cancel_outcome { C_CANCELLED, C_FINISHED, C_REFUSED, C_NO_ANSWER };
+enum cancel_outcome { C_CANCELLED, C_FINISHED, C_REFUSED, C_NO_ANSWER, C_NOT_SENT };
 
 static const char *const outcome_name[] = {
-	"cancelled", "already_finished", "refused", "no_answer",
+	"cancelled", "already_finished", "refused", "no_answer", "not_sent",
 };
 
 /* The outcome of target i after the wait; detail: the status or refusal. */
@@ -74,6 +78,9 @@ outcome_of(struct mw_fleet *f, size_t i, char *detail, size_t dl)
 	}
 	if (f->rows[i].state != MW_FLEET_PENDING)
 		return C_FINISHED;
+	/* the job's row stays pending: the job was sent, its cancel was not */
+	if (f->t[i].cancel_unsent)
+		return C_NOT_SENT;
 	if (mw_jobtable_cancel_answer_get(f->db, f->job_id, f->rows[i].jid,
 	    f->cancel_since_ms, &text) == 1 &&
 	    mw_result_message_parse(text, strlen(text), &m) == 0) {
@@ -89,7 +96,7 @@ outcome_of(struct mw_fleet *f, size_t i, char *detail, size_t dl)
 static int
 report(struct mw_fleet *f, const bool *asked, bool json)
 {
-	size_t n[4] = { 0 };
+	size_t n[5] = { 0 };
 	char detail[128];
 
 	for (size_t i = 0; i < f->nt; i++) {
@@ -111,7 +118,8 @@ report(struct mw_fleet *f, const bool *asked, bool json)
 		    cJSON_AddNumberToObject(s, "cancelled", (double)n[C_CANCELLED]) != NULL &&
 		    cJSON_AddNumberToObject(s, "already_finished", (double)n[C_FINISHED]) != NULL &&
 		    cJSON_AddNumberToObject(s, "refused", (double)n[C_REFUSED]) != NULL &&
-		    cJSON_AddNumberToObject(s, "no_answer", (double)n[C_NO_ANSWER]) != NULL)
+		    cJSON_AddNumberToObject(s, "no_answer", (double)n[C_NO_ANSWER]) != NULL &&
+		    cJSON_AddNumberToObject(s, "not_sent", (double)n[C_NOT_SENT]) != NULL)
 			line = cJSON_PrintUnformatted(s);
 		if (line != NULL)
 			printf("%s\n", line);
@@ -119,9 +127,9 @@ report(struct mw_fleet *f, const bool *asked, bool json)
 		cJSON_Delete(s);
 	} else
 		printf("cancel of job %s: %zu cancelled, %zu already finished, %zu refused, "
-		    "%zu no answer\n", f->job_id, n[C_CANCELLED], n[C_FINISHED], n[C_REFUSED],
-		    n[C_NO_ANSWER]);
-	if (n[C_NO_ANSWER] > 0)
+		    "%zu no answer, %zu not sent\n", f->job_id, n[C_CANCELLED], n[C_FINISHED],
+		    n[C_REFUSED], n[C_NO_ANSWER], n[C_NOT_SENT]);
+	if (n[C_NO_ANSWER] > 0 || n[C_NOT_SENT] > 0)
 		return MW_EXIT_UNAVAILABLE;
 	return n[C_REFUSED] > 0 ? MW_EXIT_REFUSED : MW_EXIT_OK;
 }
@@ -129,7 +137,7 @@ report(struct mw_fleet *f, const bool *asked, bool json)
 int
 mw_cmd_cancel(int argc, char **argv)
 {
-	enum { OPT_TO = 256, OPT_TIMEOUT, OPT_TTL, OPT_JSON };
+	enum { OPT_TO = 256, OPT_TIMEOUT, OPT_TTL, OPT_JSON, OPT_OMEMO };
 	static const struct option lo[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "key", required_argument, NULL, 'k' },
@@ -137,6 +145,7 @@ mw_cmd_cancel(int argc, char **argv)
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "ttl", required_argument, NULL, OPT_TTL },
 		{ "json", no_argument, NULL, OPT_JSON },
+		{ "omemo", required_argument, NULL, OPT_OMEMO },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -147,6 +156,7 @@ mw_cmd_cancel(int argc, char **argv)
 	const char *config = NULL, *keypath = NULL;
 	char **to = NULL, **sigs = NULL, err[512];
 	bool *asked = NULL, json = false;
+	enum mw_omemo_version omemo = MW_OMEMO_VERSION_AUTO;
 	size_t nto = 0, pending = 0;
 	uint64_t timeout_ms = CANCEL_TIMEOUT_DEFAULT_MS, ttl_ms = CANCEL_TTL_DEFAULT_MS;
 	int ch, rc = MW_EXIT_USAGE, found;
@@ -189,6 +199,13 @@ mw_cmd_cancel(int argc, char **argv)
 			}
 			break;
 		case OPT_JSON: json = true; break;
+		case OPT_OMEMO:
+			if (mw_omemo_version_parse(optarg, &omemo) != 0 ||
+			    omemo == MW_OMEMO_VERSION_AUTO) {
+				fprintf(stderr, "moonwire cancel: --omemo: legacy or 2\n");
+				goto out;
+			}
+			break;
 		case 'h': cancel_usage(stdout); rc = MW_EXIT_OK; goto out;
 		default: cancel_usage(stderr); goto out;
 		}
@@ -216,6 +233,7 @@ mw_cmd_cancel(int argc, char **argv)
 	f.print_results = true;
 	if (mw_fleet_open(&f, "cancel", config, &acct) != 0)
 		goto out;
+	mw_omemo_set_send_version(f.o, omemo);
 	snprintf(f.job_id, sizeof(f.job_id), "%s", argv[optind]);
 	if ((found = mw_jobtable_job(f.db, f.job_id, &info)) <= 0) {
 		if (found == 0)

@@ -16,7 +16,7 @@ _moonwire_opts() {
 	fleet) echo "-c --config --group --json --help" ;;
 	results) echo "-c --config --json --wait --help" ;;
 	jobs) echo "-c --config --json --limit --help" ;;
-	cancel) echo "-c --config -k --key --to --timeout --ttl --json --help" ;;
+	cancel) echo "-c --config -k --key --to --timeout --ttl --json --omemo --help" ;;
 	sign)
 		echo "-k --key --to --ttl --job-id --limit --arg --prepare --signature --cancel --help" ;;
 	verify) echo "-f --allowed-signers --audience --at --help" ;;

@@ -406,6 +406,7 @@ struct mw_fleet_target {
 	char iq_error_type[16];		/* its type (wait, cancel, ...) */
 	char iq_error_text[256];
 	bool cancel_answered;		/* cancel: the agent answered the cancellation */
+	bool cancel_unsent;		/* cancel: the cancellation could not be sent */
 	bool inflight;			/* an mw_omemo_send of it is running */
 	bool queued;			/* to be (re)sent when the pace allows */
 	unsigned tries;			/* sends started */

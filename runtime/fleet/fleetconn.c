@@ -304,7 +304,9 @@ poll_table(struct mw_fleet *f)
 }
 
 /* Send failures noted by on_sent, into the table (outside any omemo
- * transaction: on_sent may run inside one). */
+ * transaction: on_sent may run inside one).  A cancellation that could
+ * not be sent ends the wait for its target but leaves the job's row alone:
+ * the job itself was sent, and its result may still come. */
 static void
 record_unsent(struct mw_fleet *f)
 {
@@ -313,6 +315,15 @@ record_unsent(struct mw_fleet *f)
 
 		if (t->unsent_why == NULL || f->rows[i].state != MW_FLEET_PENDING)
 			continue;
+		if (f->cancel_since_ms != 0) {
+			if (!t->cancel_answered && !t->cancel_unsent)
+				f->remaining--;
+			t->cancel_unsent = t->cancel_answered = true;
+			free(t->unsent_why);
+			t->unsent_why = NULL;
+			t->dirty = false;
+			continue;
+		}
 		if (mw_jobtable_unsent(f->db, f->job_id, f->rows[i].jid, t->unsent_why,
 		    mw_fleet_wall_ms()) != 0)
 			fprintf(stderr, "moonwire %s: %s: cannot record the failed send: %s\n",

@@ -20,6 +20,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from agentkit import run
 from test_agent import peer_allowed, peer_result, result_body, write
 
@@ -293,3 +295,65 @@ def test_moonwire_cancel_command(deploy):
     t = run([d.kit.moonwire, "cancel", "-c", d.alice.conf, "--to", "nobody@localhost",
              job], check=False)
     assert t.returncode == 2 and "is not a target of job" in t.stderr, t.stderr
+
+
+def test_moonwire_cancel_forced_to_omemo2(deploy):
+    """`moonwire cancel --omemo 2` of a job sent over legacy OMEMO: the
+    agent reads the cancellation over OMEMO 2 (the version it last read
+    from alice, omemo_devices.reply_version, goes from 3 to 4) and kills
+    the job."""
+    from test_operator_omemo2 import read_version
+    d = deploy
+    d.agent.start()
+    prog = d.program("sleepy2.lua", 'sleep(8)\nfs.write("%s/sleepy2", "ran\\n")\nreturn 1\n'
+                     % d.out)
+    p, _ = d.alice.send(d.agent, prog, timeout="1s", extra=["--omemo", "legacy"])
+    assert p.returncode == 6, (p.stdout, p.stderr)
+    job = re.search(r"moonwire results -c \S+ ([0-9a-f]{32})", p.stderr).group(1)
+    d.agent.wait_log(r"accepted job=%s " % job)
+    assert read_version(d.agent, d.alice.jid) == 3
+    c = run([d.kit.moonwire, "cancel", "-c", d.alice.conf, "--timeout", "20s",
+             "--omemo", "2", job], check=False)
+    assert c.returncode == 0, (c.stdout, c.stderr)
+    assert re.search(r"^%s\s+cancelled\s+cancelled$" % re.escape(d.agent.jid), c.stdout,
+                     re.M), c.stdout
+    d.agent.wait_log(r"cancelled job=%s .*started=yes" % job)
+    assert read_version(d.agent, d.alice.jid) == 4
+    assert read_version(d.alice, d.agent.jid) == 4     # the answer came in OMEMO 2
+    bad = run([d.kit.moonwire, "cancel", "-c", d.alice.conf, "--omemo", "3", job],
+              check=False)
+    assert bad.returncode == 2 and "--omemo: legacy or 2" in bad.stderr, bad.stderr
+
+
+@pytest.mark.prosody_only("python-omemo peers; the legacy one stands for an agent "
+                          "without OMEMO 2")
+def test_cancel_not_offered_version_is_not_sent_and_job_stays(kit):
+    """A cancellation that cannot be sent (here: --omemo 2 to a recipient
+    with legacy OMEMO only) is reported `not_sent`, exit 6, and leaves the
+    job's own row alone: the job was sent and still waits for its result
+    (it is not turned into "not sent", nor the cancel into
+    "already_finished")."""
+    alice = kit.operator("alice")
+    old = kit.peer("pat")
+    kit.trust_peer(alice, old)
+    prog = kit.workdir + "/p.lua"
+    with open(prog, "w") as f:
+        f.write("return 1\n")
+    p, _ = alice.send(old.jid, prog, timeout="2s")
+    assert p.returncode == 6, (p.stdout, p.stderr)
+    old.expect_message(alice.jid, timeout=20)
+    job = re.search(r"moonwire results -c \S+ ([0-9a-f]{32})", p.stderr).group(1)
+    c = run([kit.moonwire, "cancel", "-c", alice.conf, "--timeout", "10s", "--omemo", "2",
+             job], check=False)
+    assert c.returncode == 6, (c.stdout, c.stderr)
+    assert re.search(r"^%s\s+not_sent\s" % re.escape(old.jid), c.stdout, re.M), c.stdout
+    assert "0 no answer, 1 not sent" in c.stdout, c.stdout
+    assert re.search(r"%s: the recipient does not offer the OMEMO version asked for"
+                     % re.escape(old.jid), c.stderr), c.stderr
+    r = run([kit.moonwire, "results", "-c", alice.conf, "--json", job], check=False)
+    objs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert objs[0]["from"] == old.jid and objs[0]["status"] == "no_answer", objs
+    # the same cancel without --omemo goes out (legacy) and waits for an answer
+    c = run([kit.moonwire, "cancel", "-c", alice.conf, "--timeout", "2s", job], check=False)
+    assert c.returncode == 6 and "1 no answer, 0 not sent" in c.stdout, (c.stdout, c.stderr)
+    assert "moonwire-cancel" in old.expect_message(alice.jid, timeout=20)["body"]
