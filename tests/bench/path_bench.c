@@ -422,6 +422,9 @@ ops_open(void)
 		if ((rc = mw_omemo_db_open(op->acct.db, true, &op->db)) != 0 ||
 		    (rc = mw_omemo_open(&op->o, op->db, op->acct.jid)) != 0)
 			die("omemo open", rc);
+		/* established jobs go through mw_omemo_encrypt (legacy): the
+		 * first contact builds a legacy session too */
+		mw_omemo_set_send_version(op->o, MW_OMEMO_VERSION_LEGACY);
 		if ((op->conn = xmpp_conn_new(X)) == NULL ||
 		    mw_omemo_account_apply(&op->acct, op->conn) != 0 ||
 		    mw_omemo_set_transport(op->o, X, op_send_stanza, op) != 0)

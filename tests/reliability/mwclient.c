@@ -377,6 +377,10 @@ cmd_run(int argc, char **argv, bool raw)
 		fprintf(stderr, "mwclient: cannot open %s\n", c.acct.db);
 		return 1;
 	}
+	/* the first send builds the session that the next ones reuse with
+	 * mw_omemo_encrypt, which speaks legacy OMEMO: so does the first */
+	if (!raw)
+		mw_omemo_set_send_version(c.o, MW_OMEMO_VERSION_LEGACY);
 	xmpp_initialize();
 	if ((c.x = xmpp_ctx_new(NULL, NULL)) == NULL ||
 	    (!raw && mw_omemo_set_transport(c.o, c.x, send_stanza, &c) != 0))
