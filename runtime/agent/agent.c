@@ -92,7 +92,7 @@ agent_log(const char *event, const char *fmt, ...)
 	 * job logs three lines; strftime was a visible part of them) */
 	static time_t stamp_sec = (time_t)-1;
 	static char stamp_text[32];
-	char buf[2048], ts[40] = "";
+	char buf[2048], ts[64] = "";
 	va_list ap;
 	size_t n;
 
