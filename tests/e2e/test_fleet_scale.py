@@ -16,6 +16,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from agentkit import Kit, json_lines, run
 from fleet import run_peak_rss
 from prosody import Prosody
@@ -140,6 +142,9 @@ def test_operator_peak_rss_for_a_thousand_targets(kit):
     fetch, an error and a summary line: every target costs the operator its
     rows, its state and its line, which is what grows with the fleet.  The
     bound is on memory, not time (measured: ~11 MiB at 500 agents)."""
+    if "asan" in os.path.basename(os.path.dirname(os.path.abspath(kit.moonwire))):
+        pytest.skip("an ASan build's RSS is its shadow memory (359 MiB here), not the "
+                    "operator's: this bound holds for the build users run")
     alice = kit.operator("alice")
     good = agents(kit, alice, 2)
     domain = kit.prosody.domain
