@@ -140,6 +140,7 @@ mw_omemo_close(struct mw_omemo *o)
 		return;
 	omemo_rollback(o);
 	omemo_net_free(o);
+	omemo2_upkeep_free(o);
 	omemo_stmt_cache_free(o);
 	if (o->store != NULL)
 		signal_protocol_store_context_destroy(o->store);
@@ -174,6 +175,13 @@ mw_omemo_set_republish_interval(struct mw_omemo *o, unsigned ms)
 {
 	if (o != NULL)
 		o->republish_ms = ms;
+}
+
+void
+mw_omemo_set_empty_delay(struct mw_omemo *o, unsigned ms)
+{
+	if (o != NULL)
+		o->complete_ms = ms;
 }
 
 bool

@@ -213,6 +213,21 @@ omemo_pep_fetch(struct mw_omemo *o, const char *to, const char *node,
 	return omemo_fetch_items_id(o, to, node, item, q);
 }
 
+/* The item of a pubsub answer, when it is the one asked for. */
+bool
+omemo_pubsub_item_is(xmpp_stanza_t *reply, uint32_t dev)
+{
+	xmpp_stanza_t *ps, *items, *item;
+	uint32_t id;
+
+	if ((ps = xmpp_stanza_get_child_by_name(reply, "pubsub")) == NULL ||
+	    (items = xmpp_stanza_get_child_by_name(ps, "items")) == NULL ||
+	    (item = xmpp_stanza_get_child_by_name(items, "item")) == NULL)
+		return false;
+	return omemo_parse_devid(xmpp_stanza_get_attribute(item, "id"), &id) ==
+	    0 && id == dev;
+}
+
 /* Is from (as stamped by the server) the entity q was sent to? */
 static bool
 from_matches(struct mw_omemo *o, struct omemo_iq *q, const char *from)

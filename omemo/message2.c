@@ -185,7 +185,8 @@ encrypt2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 		free(rd);
 		return MW_OMEMO_E_NO_DEVICES;
 	}
-	if (strcmp(to, o->jid) != 0 && (rc = omemo_trusted_devices_v(o,
+	/* an empty message is owed to one device only (upkeep2.c) */
+	if (!empty && strcmp(to, o->jid) != 0 && (rc = omemo_trusted_devices_v(o,
 	    OMEMO_V2, o->jid, &od, &no, true, true, NULL, 0)) != 0)
 		goto out;
 	memset(keymat, 0, sizeof(keymat));
@@ -209,6 +210,8 @@ encrypt2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 	}
 	if ((rc = omemo_commit(o)) != 0)
 		goto out;
+	for (size_t i = 0; i < nr; i++)
+		omemo2_upkeep_sent(o, to, rd[i]);
 	*out = msg;
 	msg = NULL;
 out:
@@ -253,6 +256,8 @@ struct parsed2 {
 	size_t keylen;
 	uint8_t *payload;	/* NULL: empty message */
 	size_t plen;
+	uint32_t counter;	/* of the message in its sending chain */
+	bool ratchet_failed;	/* the ratchet, not the parse, refused it */
 };
 
 static void
@@ -469,6 +474,8 @@ ratchet2(struct mw_omemo *o, struct parsed2 *p, struct mw_omemo_msg *m,
 				    signal_buffer_len(ik), m->fp);
 				signal_buffer_free(ik);
 			}
+			p->counter = signal_message_get_counter(
+			    pre_key_signal_message_get_signal_message(pm));
 			rc = session_cipher_decrypt_pre_key_signal_message(c, pm,
 			    NULL, out);
 			SIGNAL_UNREF(pm);
@@ -479,11 +486,13 @@ ratchet2(struct mw_omemo *o, struct parsed2 *p, struct mw_omemo_msg *m,
 		rc = signal_message_deserialize_omemo(&sm, p->key, p->keylen,
 		    o->sg);
 		if (rc == 0) {
+			p->counter = signal_message_get_counter(sm);
 			rc = session_cipher_decrypt_signal_message(c, sm, NULL, out);
 			SIGNAL_UNREF(sm);
 		}
 	}
 	session_cipher_free(c);
+	p->ratchet_failed = rc != 0;
 	return omemo_map_sg(rc);
 }
 
@@ -525,6 +534,7 @@ omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 		o->pending_decrypt = true;
 		if ((rc = mw_omemo_commit(o)) != 0)
 			goto out;
+		omemo2_upkeep_received(o, p.from, p.sid, p.kex, p.counter);
 		rc = MW_OMEMO_DROPPED;
 		goto out;
 	}
@@ -541,6 +551,8 @@ omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 		goto fail;
 	omemo_sender_info(o, m);
 	o->pending_decrypt = true;
+	/* owed only if the caller commits: the tick reads the session then */
+	omemo2_upkeep_received(o, p.from, p.sid, p.kex, p.counter);
 	if (m->plaintext == NULL) {
 		/* an envelope without <body> (e.g. a chat state): nothing
 		 * for the caller, the ratchet step is kept */
@@ -554,6 +566,8 @@ omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 fail:
 	omemo_rollback(o);
 	o->bundle_dirty = false;	/* a consumed prekey was rolled back */
+	if (p.ratchet_failed && rc != MW_OMEMO_E_DUPLICATE)
+		omemo2_upkeep_broken(o, p.from, p.sid, rc);
 	if (m->plaintext != NULL) {
 		OPENSSL_clear_free(m->plaintext, m->len + 1);
 		m->plaintext = NULL;

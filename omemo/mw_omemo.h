@@ -342,9 +342,15 @@ void mw_omemo_detach(struct mw_omemo *o);
 /* 1 if the stanza was an answer/event for this layer and is consumed. */
 int mw_omemo_handle_stanza(struct mw_omemo *o, xmpp_stanza_t *stanza);
 /* Fails IQs unanswered for MW_OMEMO_IQ_TIMEOUT_MS; runs maintenance (signed
- * prekey rotation, prekey refill, republish).  Call from a timer. */
+ * prekey rotation, prekey refill, republish); sends the empty OMEMO 2
+ * messages owed (key-exchange completion, heartbeat, session repair: see
+ * omemo/upkeep2.c).  Call from a timer, outside transactions. */
 void mw_omemo_tick(struct mw_omemo *o);
 void mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms);	/* tests */
+/* How long after a received OMEMO 2 key exchange an empty message
+ * completes it when nothing else was sent on that session (default
+ * 1000 ms; 0: the default). */
+void mw_omemo_set_empty_delay(struct mw_omemo *o, unsigned ms);	/* tests */
 /* The bundle republish window (default MW_OMEMO_REPUBLISH_MIN_SECS). */
 void mw_omemo_set_republish_interval(struct mw_omemo *o, unsigned ms);	/* tests */
 

@@ -29,6 +29,7 @@
 
 struct omemo_iq;
 struct omemo_send;
+struct omemo_upkeep;
 
 #define OMEMO_STMT_CACHE 64	/* prepared statements kept (store.c) */
 
@@ -101,6 +102,10 @@ struct mw_omemo {
 	int64_t recheck_ms;
 	int64_t next_recheck_ms;
 	bool verify_failed;
+
+	/* empty OMEMO 2 messages owed to peers (upkeep2.c) */
+	struct omemo_upkeep *upkeep;
+	int64_t complete_ms;		/* kex-completion grace; 0: default */
 };
 
 /* A store callback refusing a write over a per-JID cap (store.c); outside
@@ -301,6 +306,24 @@ int omemo2_pep_publish_bundle(struct mw_omemo *o);
  * 1: consumed. */
 int omemo2_pep_event(struct mw_omemo *o, const char *from,
     xmpp_stanza_t *items);
+
+/* upkeep2.c: what a decrypt leaves owed (a key exchange to complete, a
+ * heartbeat from message OMEMO2_STALE of a sending chain on, a repair
+ * after a ratchet failure err of a VERIFIED device), paid by
+ * omemo2_upkeep_tick() outside transactions; the count of devices owed */
+#define OMEMO2_STALE	53
+void omemo2_upkeep_received(struct mw_omemo *o, const char *jid, uint32_t dev,
+    bool kex, uint32_t counter);
+void omemo2_upkeep_broken(struct mw_omemo *o, const char *jid, uint32_t dev,
+    int err);
+/* a message to jid/dev was committed: what was owed to it is paid */
+void omemo2_upkeep_sent(struct mw_omemo *o, const char *jid, uint32_t dev);
+void omemo2_upkeep_tick(struct mw_omemo *o, int64_t now);
+size_t omemo2_upkeep_owed(const struct mw_omemo *o);
+void omemo2_upkeep_free(struct mw_omemo *o);
+
+/* iq.c: whether a pubsub answer's (first) item is the one with id dev */
+bool omemo_pubsub_item_is(xmpp_stanza_t *reply, uint32_t dev);
 
 /* pep.c */
 void omemo_net_free(struct mw_omemo *o);

@@ -708,6 +708,7 @@ mw_omemo_tick(struct mw_omemo *o)
 	if (o == NULL)
 		return;
 	omemo_iq_expire(o, now);
+	omemo2_upkeep_tick(o, now);
 	if (!o->txn && omemo_now() - o->last_maintain >= MAINTAIN_EVERY &&
 	    mw_omemo_maintain(o, omemo_now(), &changed) == 0 && changed)
 		(void)omemo_pep_bundle_changed(o);

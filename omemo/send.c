@@ -159,21 +159,6 @@ list2_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err, void *arg)
 	answered(o, op);
 }
 
-/* The item of a pubsub answer, when it is the one asked for. */
-static bool
-item_is(xmpp_stanza_t *reply, uint32_t dev)
-{
-	xmpp_stanza_t *ps, *items, *item;
-	uint32_t id;
-
-	if ((ps = xmpp_stanza_get_child_by_name(reply, "pubsub")) == NULL ||
-	    (items = xmpp_stanza_get_child_by_name(ps, "items")) == NULL ||
-	    (item = xmpp_stanza_get_child_by_name(items, "item")) == NULL)
-		return false;
-	return omemo_parse_devid(xmpp_stanza_get_attribute(item, "id"), &id) ==
-	    0 && id == dev;
-}
-
 static void
 bundle_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err, void *arg)
 {
@@ -182,8 +167,9 @@ bundle_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err, void *arg)
 	const char *jid = f->own ? o->jid : op->to;
 
 	if (err == 0 && f->v2)
-		err = item_is(reply, f->dev) ? mw_omemo2_process_bundle(o, jid,
-		    f->dev, reply) : MW_OMEMO_E_BUNDLE;
+		err = omemo_pubsub_item_is(reply, f->dev) ?
+		    mw_omemo2_process_bundle(o, jid, f->dev, reply) :
+		    MW_OMEMO_E_BUNDLE;
 	else if (err == 0)
 		err = mw_omemo_process_bundle(o, jid, f->dev, reply);
 	if (err != 0)

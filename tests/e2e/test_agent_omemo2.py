@@ -14,6 +14,8 @@ beside.
 """
 
 import re
+import sqlite3
+import time
 
 import pytest
 
@@ -160,3 +162,90 @@ def test_empty_omemo2_messages_run_nothing(deploy):
     assert [e for e in pat.history if e.get("event") == "decrypt_error"] == []
     assert len(d.agent.grep(r"key-transport from=%s " % re.escape(pat.jid))) == 2
     assert not d.agent.grep(r"refused code=")
+
+
+def test_agent_completes_key_exchange_and_sends_heartbeats(deploy):
+    """The agent's own empty OMEMO 2 messages (XEP-0384): a key exchange
+    that no reply answered is completed about a second later, so the peer
+    stops attaching it; after 53 unanswered messages of one sending chain
+    the 54th is answered by a heartbeat that turns the ratchet, once."""
+    d = deploy
+    pat = omemo2_peer(d, "ursula")
+    d.kit.trust_peer(d.agent, pat)
+    d.agent.start()
+    who = r"jid=%s device=%d" % (re.escape(pat.jid), pat.device_id)
+    ev = pat.send_empty(d.agent.jid, build=True)
+    assert [r["kex"] for r in ev["recipients"]] == [True], ev
+    d.agent.wait_log(r"omemo-empty-sent %s reason=kex-completion" % who)
+    ka = pat.expect("key_transport", sender=d.agent.jid, timeout=15)
+    assert ka["kex"] is False, ka
+    # the session is confirmed: no key exchange from the peer any more
+    ev = pat.send_empty(d.agent.jid)
+    assert [r["kex"] for r in ev["recipients"]] == [False], ev
+    # messages 0..52 of the peer's chain want no heartbeat ...
+    for _ in range(52):
+        pat.send_empty(d.agent.jid)
+
+    def transports():
+        return len(d.agent.grep(r"key-transport from=%s " % re.escape(pat.jid)))
+    deadline = time.monotonic() + 30
+    while transports() < 54 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert transports() == 54, transports()
+    time.sleep(2.5)         # two of the agent's 1 s ticks: nothing is due
+    assert not d.agent.grep(r"reason=heartbeat")
+    assert pat.events("key_transport") == [], pat.events("key_transport")
+    # ... the 54th does, once
+    pat.send_empty(d.agent.jid)
+    d.agent.wait_log(r"omemo-empty-sent %s reason=heartbeat" % who)
+    ka = pat.expect("key_transport", sender=d.agent.jid, timeout=15)
+    assert ka["kex"] is False, ka
+    pat.send_empty(d.agent.jid)
+    d.agent.wait_log(r"key-transport from=%s " % re.escape(pat.jid))
+    time.sleep(2.5)
+    assert len(d.agent.grep(r"omemo-empty-sent ")) == 2, d.agent.grep(r"omemo-empty-sent ")
+    # and jobs go on
+    env = d.alice.sign(d.agent, d.marker_job("after-heartbeat"), extra=["--job-id", "job-h1"])
+    pat.send(d.agent.jid, env)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-h1", h
+    assert not d.agent.grep(r"refused code=")
+
+
+def test_agent_repairs_a_lost_session(deploy):
+    """A verified device's message that no longer decrypts (here: the agent
+    lost its OMEMO 2 session, as after restoring an old backup) makes the
+    agent fetch the device's bundle, build a new session over the pinned
+    identity and send an empty message carrying the key exchange; the peer
+    accepts it, and the job sent again runs.  The message that failed was
+    never decrypted, so nothing ran twice."""
+    d = deploy
+    pat = omemo2_peer(d, "victor")
+    d.kit.trust_peer(d.agent, pat)
+    d.agent.start()
+    env1 = d.alice.sign(d.agent, d.marker_job("before-loss"), extra=["--job-id", "job-r1"])
+    pat.send(d.agent.jid, env1)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok", h
+    d.agent.stop()
+    db = sqlite3.connect(d.agent.db)
+    with db:
+        n = db.execute("DELETE FROM omemo_sessions_v4 WHERE jid = ?", (pat.jid,)).rowcount
+    db.close()
+    assert n == 1, n
+    d.agent.start()
+    env2 = d.alice.sign(d.agent, d.marker_job("after-repair"), extra=["--job-id", "job-r2"])
+    ev = pat.send(d.agent.jid, env2)
+    assert [r["prekey"] for r in ev["recipients"]] == [False], ev
+    who = r"jid=%s device=%d" % (re.escape(pat.jid), pat.device_id)
+    d.agent.wait_log(r"refused code=omemo from=%s device=%d " % (re.escape(pat.jid), pat.device_id))
+    d.agent.wait_log(r"omemo-repaired %s" % who)
+    ka = pat.expect("key_transport", sender=d.agent.jid, timeout=20)
+    assert ka["kex"] is True, ka
+    # the job that failed never ran: sent again, it runs once
+    assert d.markers() == ["before-loss"], d.markers()
+    pat.send(d.agent.jid, env2)
+    h, _ = result_body(peer_result(pat, d.agent, timeout=30))
+    assert h["status"] == "ok" and h["job-id"] == "job-r2", h
+    assert d.markers() == ["after-repair", "before-loss"], d.markers()
+    assert len(d.agent.grep(r"omemo-repair ")) == 1

@@ -618,8 +618,11 @@ class Peer:
                       "reason": describe(e)})
                 return
             if plaintext is None:
-                emit({"event": "key_transport", "from": sender, "device_id": device.device_id,
-                      "id": sid})
+                ev = {"event": "key_transport", "from": sender, "device_id": device.device_id,
+                      "id": sid}
+                if OMEMO2:
+                    ev["kex"] = await self.kex_for_me(enc)
+                emit(ev)
                 return
             trust = await sm._evaluate_custom_trust_level(device)
             ev = {"event": "message", "from": sender, "device_id": device.device_id,
