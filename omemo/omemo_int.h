@@ -327,6 +327,9 @@ bool omemo_pubsub_item_is(xmpp_stanza_t *reply, uint32_t dev);
 
 /* pep.c */
 void omemo_net_free(struct mw_omemo *o);
+/* A line to the log sink (mw_omemo_set_log): event, then printf fields. */
+void omemo_log(struct mw_omemo *o, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* X25519 calls libomemo-c made through curve.c (tests: the interposition works). */
 unsigned long omemo_curve_calls(void);
 /* The bundle changed (prekey used, rotation): republish when online. */

@@ -86,8 +86,8 @@ backoff_min(const struct mw_omemo *o)
 	    PUB_BACKOFF_MIN_MS;
 }
 
-static void
-pep_log(struct mw_omemo *o, const char *event, const char *fmt, ...)
+void
+omemo_log(struct mw_omemo *o, const char *event, const char *fmt, ...)
 {
 	char fields[512];
 	va_list ap;
@@ -166,7 +166,7 @@ pub_fail(struct mw_omemo *o, const char *op, const char *node,
 	if (strncmp(node, MW_OMEMO2_NS, strlen(MW_OMEMO2_NS)) == 0) {
 		/* OMEMO 2 (pep2.c) runs beside the chain and never stops it:
 		 * it is tried again with the chain's next start */
-		pep_log(o, "omemo-publish-failed", "node=%s op=%s condition=%s "
+		omemo_log(o, "omemo-publish-failed", "node=%s op=%s condition=%s "
 		    "text=\"%s\" retry=next-publication", node, op, cond,
 		    text != NULL ? text : "");
 		return;
@@ -178,7 +178,7 @@ pub_fail(struct mw_omemo *o, const char *op, const char *node,
 	o->pub_retry_at_ms = omemo_mono_ms() + delay;
 	o->pub_backoff_ms = delay * 2 > PUB_BACKOFF_MAX_MS ? PUB_BACKOFF_MAX_MS :
 	    delay * 2;
-	pep_log(o, "omemo-publish-failed", "node=%s op=%s condition=%s "
+	omemo_log(o, "omemo-publish-failed", "node=%s op=%s condition=%s "
 	    "text=\"%s\" retry_in_ms=%" PRId64, node, op, cond,
 	    text != NULL ? text : "", delay);
 }
@@ -341,7 +341,7 @@ publish_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 		/* e.g. ejabberd 23.01: resource-constraint "Unknown field
 		 * 'pubsub#max_items'": once more with access_model only */
 		describe_error(reply, err, cond, sizeof(cond), text, sizeof(text));
-		pep_log(o, "omemo-publish-refused", "node=%s condition=%s "
+		omemo_log(o, "omemo-publish-refused", "node=%s condition=%s "
 		    "text=\"%s\" next=publish-options-access-model-only",
 		    q->node, cond, text);
 		if ((rc = publish(o, q->node, q->payload, OPTS_ACCESS_ONLY, false,
@@ -582,9 +582,9 @@ verify_cb(struct mw_omemo *o, struct omemo_iq *q, xmpp_stanza_t *reply,
 	o->pub_state = OMEMO_PUB_CONFIRMED;
 	o->pub_backoff_ms = backoff_min(o);
 	if (recheck)
-		pep_log(o, "omemo-recheck", "device=%u result=ok", o->device_id);
+		omemo_log(o, "omemo-recheck", "device=%u result=ok", o->device_id);
 	else
-		pep_log(o, "omemo-published", "device=%u", o->device_id);
+		omemo_log(o, "omemo-published", "device=%u", o->device_id);
 	schedule_recheck(o);
 }
 

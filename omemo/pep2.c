@@ -26,13 +26,6 @@
 
 #define NS_STANZAS	"urn:ietf:params:xml:ns:xmpp-stanzas"
 
-static void
-pep2_log(struct mw_omemo *o, const char *event, const char *fields)
-{
-	if (o->log_fn != NULL)
-		o->log_fn(event, fields, o->log_arg);
-}
-
 static bool
 item_not_found(xmpp_stanza_t *reply)
 {
@@ -84,7 +77,7 @@ take_list2(struct mw_omemo *o, const char *jid, const uint32_t *ids, size_t n)
 		(void)snprintf(fields, sizeof(fields), "node=%s op=publish "
 		    "condition=local-error text=\"%s\" retry=next-publication",
 		    MW_OMEMO2_NODE_DEVICES, mw_omemo_strerror(rc));
-		pep2_log(o, "omemo-publish-failed", fields);
+		omemo_log(o, "omemo-publish-failed", "%s", fields);
 	}
 }
 
@@ -120,7 +113,7 @@ own_list_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err, void *arg)
 		    "condition=%s text=\"%s\" retry=next-publication",
 		    MW_OMEMO2_NODE_DEVICES, err == MW_OMEMO_E_TIMEOUT ? "timeout" :
 		    "error", mw_omemo_strerror(err));
-		pep2_log(o, "omemo-publish-failed", fields);
+		omemo_log(o, "omemo-publish-failed", "%s", fields);
 		return;
 	}
 	if (err == 0 && omemo2_parse_devicelist(reply, &ids, &n) != 0)

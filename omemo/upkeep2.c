@@ -30,7 +30,6 @@
  * past that, new debts are dropped, never old ones.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,24 +65,6 @@ struct repair_fetch {
 	char jid[OMEMO_BARE_MAX + 1];
 	uint32_t dev;
 };
-
-static void
-upkeep_log(struct mw_omemo *o, const char *event, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-upkeep_log(struct mw_omemo *o, const char *event, const char *fmt, ...)
-{
-	char fields[512];
-	va_list ap;
-
-	if (o->log_fn == NULL)
-		return;
-	va_start(ap, fmt);
-	(void)vsnprintf(fields, sizeof(fields), fmt, ap);
-	va_end(ap);
-	o->log_fn(event, fields, o->log_arg);
-}
 
 static struct omemo_upkeep *
 find(struct mw_omemo *o, const char *jid, uint32_t dev, bool create)
@@ -165,7 +146,7 @@ omemo2_upkeep_broken(struct mw_omemo *o, const char *jid, uint32_t dev,
 		return;		/* one already on its way */
 	if (e != NULL && e->repaired_ms != 0 &&
 	    now - e->repaired_ms < OMEMO2_REPAIR_EVERY_MS) {
-		upkeep_log(o, "omemo-repair-skipped", "jid=%s device=%" PRIu32
+		omemo_log(o, "omemo-repair-skipped", "jid=%s device=%" PRIu32
 		    " reason=\"repaired %" PRId64 " s ago; at most one repair "
 		    "per device every %d s\"", jid, dev,
 		    (now - e->repaired_ms) / 1000, OMEMO2_REPAIR_EVERY_MS / 1000);
@@ -209,7 +190,7 @@ send_empty(struct mw_omemo *o, const char *jid, uint32_t dev,
 		return rc;
 	o->send_fn(st, o->send_arg);
 	xmpp_stanza_release(st);
-	upkeep_log(o, "omemo-empty-sent", "jid=%s device=%" PRIu32
+	omemo_log(o, "omemo-empty-sent", "jid=%s device=%" PRIu32
 	    " reason=%s", jid, dev, reason);
 	return 0;
 }
@@ -229,10 +210,10 @@ repair_cb(struct mw_omemo *o, xmpp_stanza_t *reply, int err, void *arg)
 	if (err == 0)
 		err = send_empty(o, f->jid, f->dev, "repair");
 	if (err != 0)
-		upkeep_log(o, "omemo-repair-failed", "jid=%s device=%" PRIu32
+		omemo_log(o, "omemo-repair-failed", "jid=%s device=%" PRIu32
 		    " error=\"%s\"", f->jid, f->dev, mw_omemo_strerror(err));
 	else
-		upkeep_log(o, "omemo-repaired", "jid=%s device=%" PRIu32
+		omemo_log(o, "omemo-repaired", "jid=%s device=%" PRIu32
 		    " (new session sent with its key exchange)", f->jid, f->dev);
 }
 
@@ -250,7 +231,7 @@ start_repair(struct mw_omemo *o, struct omemo_upkeep *e, int64_t now)
 	(void)snprintf(f->jid, sizeof(f->jid), "%s", e->jid);
 	f->dev = e->dev;
 	(void)snprintf(item, sizeof(item), "%" PRIu32, e->dev);
-	upkeep_log(o, "omemo-repair", "jid=%s device=%" PRIu32 " reason=\"its "
+	omemo_log(o, "omemo-repair", "jid=%s device=%" PRIu32 " reason=\"its "
 	    "message did not decrypt; fetching its bundle for a new session\"",
 	    e->jid, e->dev);
 	e->fetching = true;
@@ -258,7 +239,7 @@ start_repair(struct mw_omemo *o, struct omemo_upkeep *e, int64_t now)
 	if ((rc = omemo_pep_fetch(o, strcmp(e->jid, o->jid) == 0 ? NULL :
 	    e->jid, MW_OMEMO2_NODE_BUNDLES, item, repair_cb, f)) != 0) {
 		e->fetching = false;
-		upkeep_log(o, "omemo-repair-failed", "jid=%s device=%" PRIu32
+		omemo_log(o, "omemo-repair-failed", "jid=%s device=%" PRIu32
 		    " error=\"%s\"", e->jid, e->dev, mw_omemo_strerror(rc));
 	}
 }
@@ -285,7 +266,7 @@ omemo2_upkeep_tick(struct mw_omemo *o, int64_t now)
 
 			/* an unverified device gets nothing: not an error */
 			if (rc != 0 && rc != MW_OMEMO_E_NO_DEVICES)
-				upkeep_log(o, "omemo-empty-failed", "jid=%s "
+				omemo_log(o, "omemo-empty-failed", "jid=%s "
 				    "device=%" PRIu32 " reason=%s error=\"%s\"",
 				    e->jid, e->dev, why, mw_omemo_strerror(rc));
 		}

@@ -274,6 +274,43 @@ replace(const char *s, const char *from, const char *to)
 	return r;
 }
 
+/* OMEMO 2: e's bundle element; to learns from's OMEMO 2 device list;
+ * a's OMEMO 2 message to b in its wire form (free it) */
+static inline xmpp_stanza_t *
+bundle2_of(struct ep *e)
+{
+	xmpp_stanza_t *b = NULL;
+
+	assert_int_equal(mw_omemo2_bundle_element(e->o, tl_x, &b), MW_OMEMO_OK);
+	return b;
+}
+
+static inline void
+learn_devlist2(struct ep *to, struct ep *from)
+{
+	char xml[256];
+	xmpp_stanza_t *l;
+
+	snprintf(xml, sizeof(xml), "<devices xmlns='%s'><device id='%u' "
+	    "label='x'/></devices>", MW_OMEMO2_NS, mw_omemo_device_id(from->o));
+	l = parse(xml);
+	assert_int_equal(mw_omemo2_process_devicelist(to->o, from->jid, l), 0);
+	xmpp_stanza_release(l);
+}
+
+static inline char *
+enc2(struct ep *a, struct ep *b, const char *text)
+{
+	xmpp_stanza_t *m = NULL;
+	char *w;
+
+	assert_int_equal(mw_omemo2_encrypt(a->o, tl_x, b->jid, NULL, 0, text,
+	    strlen(text), &m), MW_OMEMO_OK);
+	w = wire_text(a, m);
+	xmpp_stanza_release(m);
+	return w;
+}
+
 /* The text between open and close tags after marker (fresh string). */
 static inline char *
 between(const char *s, const char *open, const char *close)

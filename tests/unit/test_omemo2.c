@@ -32,28 +32,6 @@ teardown(void **state)
 	return 0;
 }
 
-static xmpp_stanza_t *
-bundle2_of(struct ep *e)
-{
-	xmpp_stanza_t *b = NULL;
-
-	assert_int_equal(mw_omemo2_bundle_element(e->o, tl_x, &b), MW_OMEMO_OK);
-	return b;
-}
-
-static void
-learn_devlist2(struct ep *to, struct ep *from)
-{
-	char xml[256];
-	xmpp_stanza_t *l;
-
-	snprintf(xml, sizeof(xml), "<devices xmlns='%s'><device id='%u' "
-	    "label='x'/></devices>", MW_OMEMO2_NS, mw_omemo_device_id(from->o));
-	l = parse(xml);
-	assert_int_equal(mw_omemo2_process_devicelist(to->o, from->jid, l), 0);
-	xmpp_stanza_release(l);
-}
-
 /* a builds a version-4 session with b, knows b's OMEMO 2 list, trusts b */
 static void
 introduce2(struct ep *a, struct ep *b)
@@ -78,19 +56,6 @@ know2(struct ep *b, struct ep *a)
 	learn_devlist2(b, a);
 	fp_of(a, fp);
 	assert_int_equal(mw_omemo_trust(b->o, a->jid, fp), MW_OMEMO_OK);
-}
-
-static char *
-enc2(struct ep *a, struct ep *b, const char *text)
-{
-	xmpp_stanza_t *m = NULL;
-	char *w;
-
-	assert_int_equal(mw_omemo2_encrypt(a->o, tl_x, b->jid, NULL, 0, text,
-	    strlen(text), &m), MW_OMEMO_OK);
-	w = wire_text(a, m);
-	xmpp_stanza_release(m);
-	return w;
 }
 
 static void
