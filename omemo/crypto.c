@@ -5,7 +5,10 @@
  * Everything goes through EVP / EVP_MAC; no primitive is implemented here.
  * Invariants: every callback returns 0 or a negative SG_ERR_*; contexts are
  * freed on every path; buffers that held key material or plaintext are
- * cleansed before release.
+ * cleansed before release.  Algorithms are the handles of omemo_evp()
+ * (evp_int.h), fetched once per process: no call here names an algorithm
+ * (no EVP_sha512(), EVP_aes_*() or digest name in an OSSL_PARAM), and
+ * every callback fails when the table could not be built.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +17,90 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
+#include "omemo/evp_int.h"
 #include "omemo/omemo_int.h"
+
+/* ---- the algorithm table (evp_int.h) ---- */
+
+static CRYPTO_ONCE evp_once = CRYPTO_ONCE_STATIC_INIT;
+static struct omemo_evp evp_table;
+static const struct omemo_evp *evp;	/* &evp_table once complete, else NULL */
+
+static void
+evp_table_free(struct omemo_evp *t)
+{
+	EVP_MAC_CTX_free(t->hmac_sha256);
+	EVP_MD_free(t->sha512);
+	for (size_t i = 0; i < 3; i++) {
+		EVP_CIPHER_free(t->aes_cbc[i]);
+		EVP_CIPHER_free(t->aes_ctr[i]);
+	}
+	EVP_CIPHER_free(t->aes128_gcm);
+	EVP_KDF_free(t->hkdf);
+	memset(t, 0, sizeof(*t));
+}
+
+/* Runs once (CRYPTO_THREAD_run_once); publishes the table only when
+ * every fetch succeeded. */
+static void
+evp_table_init(void)
+{
+	static const char *const cbc[3] = {
+		"AES-128-CBC", "AES-192-CBC", "AES-256-CBC" };
+	static const char *const ctr[3] = {
+		"AES-128-CTR", "AES-192-CTR", "AES-256-CTR" };
+	struct omemo_evp *t = &evp_table;
+	OSSL_PARAM params[2];
+	EVP_MAC *mac;
+	int ok = 1;
+
+	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
+		return;
+	t->hmac_sha256 = EVP_MAC_CTX_new(mac);
+	EVP_MAC_free(mac);	/* the context keeps its own reference */
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	    (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (t->hmac_sha256 == NULL ||
+	    EVP_MAC_CTX_set_params(t->hmac_sha256, params) != 1)
+		ok = 0;
+	if ((t->sha512 = EVP_MD_fetch(NULL, "SHA512", NULL)) == NULL)
+		ok = 0;
+	for (size_t i = 0; i < 3; i++)
+		if ((t->aes_cbc[i] = EVP_CIPHER_fetch(NULL, cbc[i], NULL)) ==
+		    NULL || (t->aes_ctr[i] = EVP_CIPHER_fetch(NULL, ctr[i],
+		    NULL)) == NULL)
+			ok = 0;
+	if ((t->aes128_gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL)) ==
+	    NULL)
+		ok = 0;
+	if ((t->hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL)) == NULL)
+		ok = 0;
+	if (!ok) {
+		evp_table_free(t);
+		return;
+	}
+	evp = t;
+}
+
+const struct omemo_evp *
+omemo_evp(void)
+{
+	if (CRYPTO_THREAD_run_once(&evp_once, evp_table_init) != 1)
+		return NULL;
+	return evp;
+}
+
+EVP_MAC_CTX *
+omemo_hmac_sha256_new(void)
+{
+	const struct omemo_evp *t = omemo_evp();
+
+	return t != NULL ? EVP_MAC_CTX_dup(t->hmac_sha256) : NULL;
+}
 
 int
 omemo_random(void *p, size_t n)
@@ -37,21 +121,14 @@ cb_random(uint8_t *data, size_t len, void *u)
 static int
 cb_hmac_init(void **hctx, const uint8_t *key, size_t key_len, void *u)
 {
-	EVP_MAC *mac;
 	EVP_MAC_CTX *c;
-	OSSL_PARAM params[2];
 
 	*hctx = NULL;
-	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
+	if (omemo_evp() == NULL)
 		return SG_ERR_UNKNOWN;
-	c = EVP_MAC_CTX_new(mac);
-	EVP_MAC_free(mac);	/* the context keeps its own reference */
-	if (c == NULL)
+	if ((c = omemo_hmac_sha256_new()) == NULL)
 		return SG_ERR_NOMEM;
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-	    (char *)"SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if (EVP_MAC_init(c, key, key_len, params) != 1) {
+	if (EVP_MAC_init(c, key, key_len, NULL) != 1) {
 		EVP_MAC_CTX_free(c);
 		return SG_ERR_UNKNOWN;
 	}
@@ -89,11 +166,15 @@ cb_hmac_cleanup(void *hctx, void *u)
 static int
 cb_sha512_init(void **dctx, void *u)
 {
+	const struct omemo_evp *t = omemo_evp();
 	EVP_MD_CTX *c;
 
+	*dctx = NULL;
+	if (t == NULL)
+		return SG_ERR_UNKNOWN;
 	if ((c = EVP_MD_CTX_new()) == NULL)
 		return SG_ERR_NOMEM;
-	if (EVP_DigestInit_ex(c, EVP_sha512(), NULL) != 1) {
+	if (EVP_DigestInit_ex(c, t->sha512, NULL) != 1) {
 		EVP_MD_CTX_free(c);
 		return SG_ERR_UNKNOWN;
 	}
@@ -111,12 +192,13 @@ cb_sha512_update(void *dctx, const uint8_t *data, size_t len, void *u)
 static int
 cb_sha512_final(void *dctx, signal_buffer **out, void *u)
 {
+	const struct omemo_evp *t = omemo_evp();
 	uint8_t md[EVP_MAX_MD_SIZE];
 	unsigned int n = 0;
 
-	if (EVP_DigestFinal_ex(dctx, md, &n) != 1)
+	if (t == NULL || EVP_DigestFinal_ex(dctx, md, &n) != 1)
 		return SG_ERR_UNKNOWN;
-	if (EVP_DigestInit_ex(dctx, EVP_sha512(), NULL) != 1)
+	if (EVP_DigestInit_ex(dctx, t->sha512, NULL) != 1)
 		return SG_ERR_UNKNOWN;
 	*out = signal_buffer_create(md, n);
 	return *out != NULL ? 0 : SG_ERR_NOMEM;
@@ -131,21 +213,20 @@ cb_sha512_cleanup(void *dctx, void *u)
 /* ---- AES-CBC/PKCS#7 and AES-CTR ---- */
 
 static const EVP_CIPHER *
-pick_cipher(int cipher, size_t key_len)
+pick_cipher(const struct omemo_evp *t, int cipher, size_t key_len)
 {
-	if (cipher == SG_CIPHER_AES_CBC_PKCS5) {
-		switch (key_len) {
-		case 16: return EVP_aes_128_cbc();
-		case 24: return EVP_aes_192_cbc();
-		case 32: return EVP_aes_256_cbc();
-		}
-	} else if (cipher == SG_CIPHER_AES_CTR_NOPADDING) {
-		switch (key_len) {
-		case 16: return EVP_aes_128_ctr();
-		case 24: return EVP_aes_192_ctr();
-		case 32: return EVP_aes_256_ctr();
-		}
+	size_t i;
+
+	switch (key_len) {
+	case 16: i = 0; break;
+	case 24: i = 1; break;
+	case 32: i = 2; break;
+	default: return NULL;
 	}
+	if (cipher == SG_CIPHER_AES_CBC_PKCS5)
+		return t->aes_cbc[i];
+	if (cipher == SG_CIPHER_AES_CTR_NOPADDING)
+		return t->aes_ctr[i];
 	return NULL;
 }
 
@@ -154,6 +235,7 @@ aes_crypt(signal_buffer **output, int cipher, const uint8_t *key,
     size_t key_len, const uint8_t *iv, size_t iv_len, const uint8_t *in,
     size_t in_len, int enc)
 {
+	const struct omemo_evp *t = omemo_evp();
 	const EVP_CIPHER *ev;
 	EVP_CIPHER_CTX *c = NULL;
 	uint8_t *buf = NULL;
@@ -161,7 +243,9 @@ aes_crypt(signal_buffer **output, int cipher, const uint8_t *key,
 	int n1 = 0, n2 = 0, ret = SG_ERR_UNKNOWN;
 
 	*output = NULL;
-	if ((ev = pick_cipher(cipher, key_len)) == NULL || iv_len != 16 ||
+	if (t == NULL)
+		return SG_ERR_UNKNOWN;
+	if ((ev = pick_cipher(t, cipher, key_len)) == NULL || iv_len != 16 ||
 	    in_len > INT32_MAX - 32)
 		return SG_ERR_INVAL;
 	cap = in_len + 16;	/* one block of padding at most */
@@ -225,6 +309,10 @@ omemo_crypto_provider(signal_context *sg)
 		.decrypt_func = cb_decrypt,
 		.user_data = NULL,
 	};
+
+	/* a context whose callbacks could only fail is not opened */
+	if (omemo_evp() == NULL)
+		return -1;
 	return signal_context_set_crypto_provider(sg, &p);
 }
 
@@ -234,15 +322,16 @@ static int
 gcm(int enc, const uint8_t key[16], const uint8_t *iv, size_t ivlen,
     const uint8_t *in, size_t n, uint8_t *out, uint8_t tag[16])
 {
+	const struct omemo_evp *t = omemo_evp();
 	EVP_CIPHER_CTX *c;
 	int l = 0, ret = -1;
 
-	if (ivlen == 0 || ivlen > 64 || n > INT32_MAX)
+	if (t == NULL || ivlen == 0 || ivlen > 64 || n > INT32_MAX)
 		return -1;
 	if ((c = EVP_CIPHER_CTX_new()) == NULL)
 		return -1;
 	/* The IV length is set explicitly: senders use 12 or 16 bytes. */
-	if (EVP_CipherInit_ex(c, EVP_aes_128_gcm(), NULL, NULL, NULL, enc) != 1 ||
+	if (EVP_CipherInit_ex(c, t->aes128_gcm, NULL, NULL, NULL, enc) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, (int)ivlen, NULL) != 1 ||
 	    EVP_CipherInit_ex(c, NULL, NULL, key, iv, enc) != 1)
 		goto out;

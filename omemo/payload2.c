@@ -7,7 +7,8 @@
  * ciphertext truncated to 16 bytes.  key||tag (48 bytes) is what the
  * ratchet carries per device.
  *
- * Everything is OpenSSL 3 (EVP_KDF, EVP_CIPHER, EVP_MAC); the tag is
+ * Everything is OpenSSL 3 (EVP_KDF, EVP_CIPHER, EVP_MAC), with the
+ * algorithms fetched once per process (omemo_evp(), evp_int.h); the tag is
  * compared in constant time before anything is decrypted; derived keys are
  * cleansed on every path.
  */
@@ -19,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 
+#include "omemo/evp_int.h"
 #include "omemo/omemo_int.h"
 
 #define DERIVED	80
@@ -27,16 +29,14 @@ static int
 derive(const uint8_t key[OMEMO2_KEY], uint8_t out[DERIVED])
 {
 	static const uint8_t salt[32];
-	EVP_KDF *kdf;
+	const struct omemo_evp *t = omemo_evp();
 	EVP_KDF_CTX *c;
 	OSSL_PARAM p[5];
 	int ok;
 
-	if ((kdf = EVP_KDF_fetch(NULL, "HKDF", NULL)) == NULL)
-		return -1;
-	c = EVP_KDF_CTX_new(kdf);
-	EVP_KDF_free(kdf);
-	if (c == NULL)
+	/* The digest stays a name: OpenSSL 3.0's HKDF cannot be duplicated
+	 * from a template, and a KDF takes its digest only by name. */
+	if (t == NULL || (c = EVP_KDF_CTX_new(t->hkdf)) == NULL)
 		return -1;
 	p[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
 	    (char *)"SHA256", 0);
@@ -59,25 +59,34 @@ tag_of(const uint8_t key[32], const uint8_t *ct, size_t n,
 {
 	uint8_t md[32];
 	size_t mdlen = 0;
+	EVP_MAC_CTX *c;
+	int ok;
 
-	if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, 32, ct, n, md,
-	    sizeof(md), &mdlen) == NULL || mdlen != sizeof(md))
+	if ((c = omemo_hmac_sha256_new()) == NULL)
 		return -1;
-	memcpy(tag, md, OMEMO2_TAG);
+	ok = EVP_MAC_init(c, key, 32, NULL) == 1 &&
+	    EVP_MAC_update(c, ct, n) == 1 &&
+	    EVP_MAC_final(c, md, &mdlen, sizeof(md)) == 1 &&
+	    mdlen == sizeof(md);
+	EVP_MAC_CTX_free(c);
+	if (ok)
+		memcpy(tag, md, OMEMO2_TAG);
 	OPENSSL_cleanse(md, sizeof(md));
-	return 0;
+	return ok ? 0 : -1;
 }
 
 static int
 cbc(int enc, const uint8_t key[32], const uint8_t iv[16], const uint8_t *in,
     size_t n, uint8_t *out, size_t *outlen)
 {
+	const struct omemo_evp *t = omemo_evp();
 	EVP_CIPHER_CTX *c;
 	int l1 = 0, l2 = 0, ret = -1;
 
-	if (n > INT32_MAX - 32 || (c = EVP_CIPHER_CTX_new()) == NULL)
+	if (t == NULL || n > INT32_MAX - 32 || (c = EVP_CIPHER_CTX_new()) == NULL)
 		return -1;
-	if (EVP_CipherInit_ex(c, EVP_aes_256_cbc(), NULL, key, iv, enc) != 1)
+	if (EVP_CipherInit_ex(c, t->aes_cbc[2] /* 256 */, NULL, key, iv,
+	    enc) != 1)
 		goto out;
 	if (n > 0 && EVP_CipherUpdate(c, out, &l1, in, (int)n) != 1)
 		goto out;
