@@ -120,6 +120,8 @@ mw_omemo_open(struct mw_omemo **out, sqlite3 *db, const char *own_jid)
 	rc = MW_OMEMO_E_NOMEM;
 	if (signal_context_create(&o->sg, o) != 0)
 		goto fail;
+	/* OpenSSL without the algorithms OMEMO needs is not a memory error */
+	rc = MW_OMEMO_E_CRYPTO;
 	if (omemo_crypto_provider(o->sg) != 0)
 		goto fail;
 	if ((rc = omemo_store_register(o)) != 0)

@@ -387,7 +387,8 @@ child_without_algorithms(void)
 	signal_context_destroy(sg);
 	if (sqlite3_open(":memory:", &db) != SQLITE_OK)
 		return 9;
-	if (mw_omemo_open(&o, db, "evp@example.org") == 0 || o != NULL)
+	if (mw_omemo_open(&o, db, "evp@example.org") != MW_OMEMO_E_CRYPTO ||
+	    o != NULL)
 		return 10;
 	sqlite3_close(db);
 	return 0;
