@@ -115,6 +115,8 @@ def test_bad_targets_each_get_their_own_reason(kit):
 
 
 @operator_side
+@pytest.mark.prosody_only("starts its own Prosody with mod_limits: in the ejabberd pass it "
+                          "would only run the root pass's test again")
 def test_throttled_fanout_gets_every_result(moonwire_bin, tmp_path):
     """Prosody's mod_limits throttles every c2s stream (the operator's
     included) to a trickle: the fan-out is slower, and every target's
