@@ -72,8 +72,15 @@ def pytest_collection_modifyitems(config, items):
     if XMPP_SERVER != "ejabberd":
         return
     for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "ejabberd" in names or "ejabberd_cluster" in names:
+            # it starts its own ejabberd whatever the pass: the root pass
+            # already ran it exactly so
+            item.add_marker(pytest.mark.skip(reason="ejabberd pass: starts its own "
+                                             "ejabberd; the root pass runs it"))
+            continue
         m = item.get_closest_marker("prosody_only")
-        if m is not None or "tls_prosody" in getattr(item, "fixturenames", ()):
+        if m is not None or "tls_prosody" in names:
             why = (m.args[0] if m is not None and m.args else
                    "needs Prosody itself (TLS with a private CA)")
             item.add_marker(pytest.mark.skip(reason="ejabberd pass: " + why))
