@@ -47,6 +47,15 @@ EJABBERDCTL = "/usr/sbin/ejabberdctl"
 RUN_USER = "ejabberd"
 
 
+def _running(pid):
+    """Whether pid is a process that has not exited (a zombie has)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class EjabberdError(RuntimeError):
     """The server could not be started, stopped or administered."""
 
@@ -233,21 +242,26 @@ class Ejabberd:
         return pids
 
     def stop(self, timeout=20.0):
-        """SIGTERM to the Erlang VM (an orderly init:stop, about 1 s, where
-        `ejabberdctl stop` boots a second VM and takes 3 s), then SIGKILL
-        to the whole session.  Idempotent; removes the work directory
-        unless MW_KEEP_EJABBERD is set."""
+        """SIGKILL to the Erlang VM and to the launcher's session, then
+        wait until the VM is gone (`ejabberdctl stop` boots a second VM
+        and takes 3 s; a SIGTERM's orderly init:stop 1-3 s).  Idempotent;
+        removes the work directory unless MW_KEEP_EJABBERD is set."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                for pid in self._vm_pids():
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+            # SIGKILL to the VM, whatever became of its launcher: su may be
+            # gone (its parent-death signal follows the thread that started
+            # it, e.g. the spare node's boot thread) while the VM, in a
+            # session of its own, runs on.  The node is a throwaway: an
+            # orderly init:stop would only cost its 1-3 s per test.
+            vm = self._vm_pids()
+            for pid in vm:
                 try:
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
                     pass
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and any(_running(pid) for pid in vm):
+                self.proc.poll()    # reaps su once it is gone
+                time.sleep(0.05)
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)   # su, beam, heart
             except (ProcessLookupError, PermissionError):
