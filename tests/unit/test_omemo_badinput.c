@@ -390,6 +390,38 @@ test_oversized(void **state)
 	assert_int_equal(mw_omemo_encrypt(A.o, tl_x, B.jid, NULL, 0, huge,
 	    MW_OMEMO_MAX_PLAINTEXT + 1, &s), MW_OMEMO_E_OVERSIZE);
 	free(huge);
+	/* a body of escapable text counts as its escapes, from above */
+	huge = NULL;
+	pl = malloc(MW_OMEMO_MAX_STANZA + 1);	/* the wire form of 52,428 '&' */
+	assert_non_null(pl);
+	for (size_t i = 0; i < MW_OMEMO_MAX_STANZA / 5; i++)
+		memcpy(pl + 5 * i, "&amp;", 5);
+	pl[MW_OMEMO_MAX_STANZA / 5 * 5] = '\0';
+	w = malloc(strlen(good) + strlen(pl) + 32);
+	assert_non_null(w);
+	sprintf(w, "%.*s<body>%s</body>%s",
+	    (int)(strstr(good, "</message>") - good), good, pl,
+	    strstr(good, "</message>"));
+	refused(&B, w, MW_OMEMO_E_OVERSIZE);
+	free(w);
+	free(pl);
+	free(huge);
+	/* nested deeper than any OMEMO stanza: refused, not recursed into */
+	{
+		size_t depth = 200, len = strlen(good) + depth * 16;
+		char *deep = malloc(len), *p;
+
+		assert_non_null(deep);
+		p = deep + snprintf(deep, len, "%.*s",
+		    (int)(strstr(good, "</message>") - good), good);
+		for (size_t i = 0; i < depth; i++)
+			p += sprintf(p, "<x>");
+		for (size_t i = 0; i < depth; i++)
+			p += sprintf(p, "</x>");
+		strcpy(p, strstr(good, "</message>"));
+		refused(&B, deep, MW_OMEMO_E_MALFORMED);
+		free(deep);
+	}
 	still_works();
 }
 
