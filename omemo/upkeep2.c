@@ -26,8 +26,9 @@
  * that device in the meantime -- a job's result -- pays the debt
  * (omemo2_upkeep_sent, after encrypt2's commit), and the session itself is
  * read once more before paying (its sending chain's index is 0 after a DH
- * ratchet step until this side sends), so nothing is sent twice.  The list is bounded (OMEMO2_UPKEEP_MAX devices);
- * past that, new debts are dropped, never old ones.
+ * ratchet step until this side sends), so nothing is sent twice.  The
+ * list is bounded (OMEMO2_UPKEEP_MAX devices); past that, new debts are
+ * dropped, never old ones.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -290,9 +291,8 @@ omemo2_upkeep_owed(const struct mw_omemo *o)
 	size_t n = 0;
 
 	for (const struct omemo_upkeep *e = o->upkeep; e != NULL; e = e->next)
-		if (e->owed != 0) {
+		if (e->owed != 0)
 			n++;
-		}
 	return n;
 }
 
