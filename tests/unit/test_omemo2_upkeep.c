@@ -168,7 +168,23 @@ take_empty(struct out *o, size_t i, struct ep *e)
 static void
 test_kex_completed_when_nothing_follows(void **state)
 {
+	struct ep B2;
+	xmpp_stanza_t *bun;
+	char fp[65], b2dev[32], *real;
+
 	trust_each_other();
+	/* B's account has a second verified device with a session: a real
+	 * message would carry a key for it, an empty one must not */
+	ep_new(&B2, B.jid, "b2");
+	bun = bundle2_of(&B2);
+	assert_int_equal(mw_omemo2_process_bundle(B.o, B2.jid,
+	    mw_omemo_device_id(B2.o), bun), MW_OMEMO_OK);
+	xmpp_stanza_release(bun);
+	learn_devlist2(&B, &B2);
+	fp_of(&B2, fp);
+	assert_int_equal(mw_omemo_trust(B.o, B2.jid, fp), MW_OMEMO_OK);
+	snprintf(b2dev, sizeof(b2dev), "rid=\"%u\"", mw_omemo_device_id(B2.o));
+	ep_close(&B2);
 	assert_true(send2(&A, &B, "first contact"));
 	assert_int_equal(omemo2_upkeep_owed(B.o), 1);
 	tick(&B);
@@ -176,13 +192,17 @@ test_kex_completed_when_nothing_follows(void **state)
 	assert_non_null(strstr(outB.log, "omemo-empty-sent jid=alice@example.org"));
 	assert_non_null(strstr(outB.log, "reason=kex-completion"));
 	/* to A's device alone: no <keys> for B's own account */
-	assert_null(strstr(outB.st[0], "jid='bob@example.org'"));
+	assert_null(strstr(outB.st[0], b2dev));
 	assert_false(take_empty(&outB, 0, &A));
 	/* A knows the session is built: no more key exchange */
 	assert_false(send2(&A, &B, "second"));
 	tick(&B);
 	assert_int_equal(outB.n, 1);
 	assert_int_equal(omemo2_upkeep_owed(B.o), 0);
+	/* while a real message from B carries a key for its other device */
+	real = enc2(&B, &A, "a real one");
+	assert_non_null(strstr(real, b2dev));
+	free(real);
 }
 
 static void
