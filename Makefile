@@ -15,9 +15,12 @@ WARN      = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
 OPT      ?= -O2 -g
 CFLAGS   := $(OPT) -std=gnu11 $(WARN) -D_GNU_SOURCE -fstack-protector-strong -fPIE \
             -I. $(PKG_CFLAGS) $(EXTRA_CFLAGS)
-# curve25519_donna: omemo/curve.c replaces libsignal's own X25519 with
-# OpenSSL's; the executable must export it for the interposition to work.
-LDFLAGS  += -pie -Wl,-z,relro,-z,now -Wl,-u,curve25519_donna -Wl,--export-dynamic-symbol=curve25519_donna $(EXTRA_LDFLAGS)
+# curve25519_donna: omemo/curve.c replaces libomemo-c's own X25519 with
+# OpenSSL's; fe_edy_to_montx: omemo/edconv.c remembers its Ed25519 to
+# Curve25519 conversions.  The executable must export both for the
+# interposition to work.
+INTERPOSED = curve25519_donna fe_edy_to_montx
+LDFLAGS  += -pie -Wl,-z,relro,-z,now $(foreach s,$(INTERPOSED),-Wl,-u,$(s) -Wl,--export-dynamic-symbol=$(s)) $(EXTRA_LDFLAGS)
 LIBS      = $(PKG_LIBS) -lm
 
 # Debian packages: build, run, test, demo and bench.

@@ -332,6 +332,9 @@ void omemo_log(struct mw_omemo *o, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* X25519 calls libomemo-c made through curve.c (tests: the interposition works). */
 unsigned long omemo_curve_calls(void);
+/* edconv.c: this thread's cache hits and misses of libomemo-c's Ed25519
+ * to Curve25519 conversion (tests and the bench: the interposition works). */
+void omemo_edconv_counts(unsigned long *hits, unsigned long *misses);
 /* The bundle changed (prekey used, rotation): republish when online. */
 int omemo_pep_bundle_changed(struct mw_omemo *o);
 

@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 
 from prosody import Prosody  # noqa: E402
 from agentkit import Kit  # noqa: E402
+from mwbinary import interpose_ldflags  # noqa: E402
 
 PATH_PKGS = ["libstrophe", "libomemo-c", "lua5.4", "libseccomp", "openssl",
              "sqlite3", "libcjson"]
@@ -101,7 +102,7 @@ def build_path_bench(build_dir):
     cc = os.environ.get("CC") or "cc"
     cmd = ([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-I" + ROOT] + pkg_config("--cflags") +
            ["-o", exe, os.path.join(HERE, "path_bench.c")] + libs + pkg_config("--libs") +
-           ["-lm", "-Wl,-u,curve25519_donna", "-Wl,--export-dynamic-symbol=curve25519_donna"])
+           ["-lm"] + interpose_ldflags())
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise PathError("compiling path_bench failed:\n" + " ".join(cmd) + "\n" +

@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 
 from agentkit import Agent, Kit, Operator, run  # noqa: E402,F401
+from mwbinary import interpose_ldflags  # noqa: E402
 
 PKGS = ["libstrophe", "libomemo-c", "lua5.4", "libseccomp", "openssl",
         "sqlite3", "libcjson"]
@@ -48,8 +49,7 @@ def build_mwclient(moonwire):
                if "asan" in os.path.basename(build) else [])
         cmd = (["cc", "-O1", "-g", "-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Werror",
                 "-Wno-unused-parameter", "-I" + ROOT] + san + ["-o", exe, src] + libs + flags +
-               ["-lm", "-Wl,-u,curve25519_donna",
-                "-Wl,--export-dynamic-symbol=curve25519_donna"])
+               ["-lm"] + interpose_ldflags())
         subprocess.run(cmd, check=True)
     return exe
 
