@@ -367,19 +367,19 @@ device_rows(struct mw_omemo *o, const char *jid, uint32_t dev, int64_t *out)
 	sqlite3_stmt *st;
 	int64_t exists, count;
 
-	if (sqlite3_prepare_v2(o->db, "SELECT (SELECT count(*) FROM omemo_devices "
+	if (omemo_prep(o, &st, "SELECT (SELECT count(*) FROM omemo_devices "
 	    "WHERE jid = ?1 AND device_id = ?2), (SELECT count(*) FROM "
-	    "omemo_devices WHERE jid = ?1)", -1, &st, NULL) != SQLITE_OK)
+	    "omemo_devices WHERE jid = ?1)") != 0)
 		return MW_OMEMO_E_DB;
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 2, dev) != SQLITE_OK ||
 	    sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		omemo_unprep(o, st);
 		return MW_OMEMO_E_DB;
 	}
 	exists = sqlite3_column_int64(st, 0);
 	count = sqlite3_column_int64(st, 1);
-	sqlite3_finalize(st);
+	omemo_unprep(o, st);
 	*out = exists > 0 ? 1 : count < MW_OMEMO_MAX_DEVICES_PER_JID ? 0 : -1;
 	return 0;
 }
@@ -393,40 +393,39 @@ omemo_store_devicelist_v(struct mw_omemo *o, uint32_t version,
 
 	if ((rc = omemo_begin(o)) != 0)
 		return rc;
-	if (sqlite3_prepare_v2(o->db, version == OMEMO_V2 ?
+	if (omemo_prep(o, &st, version == OMEMO_V2 ?
 	    "UPDATE omemo_devices SET active4 = 0 WHERE jid = ?" :
-	    "UPDATE omemo_devices SET active = 0 WHERE jid = ?", -1, &st,
-	    NULL) != SQLITE_OK) {
+	    "UPDATE omemo_devices SET active = 0 WHERE jid = ?") != 0) {
 		omemo_rollback(o);
 		return MW_OMEMO_E_DB;
 	}
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_step(st) != SQLITE_DONE) {
-		sqlite3_finalize(st);
+		omemo_unprep(o, st);
 		omemo_rollback(o);
 		return MW_OMEMO_E_DB;
 	}
-	sqlite3_finalize(st);
+	omemo_unprep(o, st);
 	/* Bounded: rows of devices that left both lists and hold nothing (no
 	 * pinned key, no session of either version) are forgotten, and at most
 	 * MW_OMEMO_MAX_DEVICES_PER_JID rows are kept for jid (this device
 	 * always, for the own list): a list of thousands stores no more. */
-	if (sqlite3_prepare_v2(o->db, "DELETE FROM omemo_devices WHERE jid = ?1 "
+	if (omemo_prep(o, &st, "DELETE FROM omemo_devices WHERE jid = ?1 "
 	    "AND active = 0 AND active4 = 0 AND identity_key IS NULL AND NOT "
 	    "EXISTS (SELECT 1 FROM omemo_sessions s WHERE s.jid = ?1 AND "
 	    "s.device_id = omemo_devices.device_id) AND NOT EXISTS (SELECT 1 "
 	    "FROM omemo_sessions_v4 s WHERE s.jid = ?1 AND s.device_id = "
-	    "omemo_devices.device_id)", -1, &st, NULL) != SQLITE_OK) {
+	    "omemo_devices.device_id)") != 0) {
 		omemo_rollback(o);
 		return MW_OMEMO_E_DB;
 	}
 	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_step(st) != SQLITE_DONE) {
-		sqlite3_finalize(st);
+		omemo_unprep(o, st);
 		omemo_rollback(o);
 		return MW_OMEMO_E_DB;
 	}
-	sqlite3_finalize(st);
+	omemo_unprep(o, st);
 	for (size_t i = 0; i < n; i++) {
 		bool own = strcmp(jid, o->jid) == 0 && ids[i] == o->device_id;
 		int64_t have = 0;

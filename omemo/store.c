@@ -138,12 +138,28 @@ omemo_schema(sqlite3 *db)
 
 /* ---- transactions ---- */
 
+/* BEGIN IMMEDIATE, COMMIT or ROLLBACK through the statement cache (one
+ * message opens and ends two or three transactions; parsing them each
+ * time showed in the operator's profile). */
+static int
+omemo_run(struct mw_omemo *o, const char *sql)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (omemo_prep(o, &st, sql) != 0)
+		return MW_OMEMO_E_DB;
+	rc = sqlite3_step(st);
+	omemo_unprep(o, st);
+	return rc == SQLITE_DONE ? 0 : MW_OMEMO_E_DB;
+}
+
 int
 omemo_begin(struct mw_omemo *o)
 {
 	if (o->txn || !sqlite3_get_autocommit(o->db))
 		return MW_OMEMO_E_TXN;
-	if (omemo_exec(o->db, "BEGIN IMMEDIATE") != 0)
+	if (omemo_run(o, "BEGIN IMMEDIATE") != 0)
 		return MW_OMEMO_E_DB;
 	o->txn = true;
 	return 0;
@@ -156,10 +172,10 @@ omemo_commit(struct mw_omemo *o)
 		return MW_OMEMO_E_TXN;
 	o->txn = false;
 	o->pending_decrypt = false;
-	if (omemo_exec(o->db, "COMMIT") != 0) {
+	if (omemo_run(o, "COMMIT") != 0) {
 		/* A failed COMMIT may leave the transaction open: end it. */
 		if (!sqlite3_get_autocommit(o->db))
-			(void)omemo_exec(o->db, "ROLLBACK");
+			(void)omemo_run(o, "ROLLBACK");
 		return MW_OMEMO_E_DB;
 	}
 	return 0;
@@ -173,7 +189,7 @@ omemo_rollback(struct mw_omemo *o)
 	o->txn = false;
 	o->pending_decrypt = false;
 	if (!sqlite3_get_autocommit(o->db))
-		(void)omemo_exec(o->db, "ROLLBACK");
+		(void)omemo_run(o, "ROLLBACK");
 }
 
 /* ---- small statement helpers ---- */

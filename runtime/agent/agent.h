@@ -100,6 +100,20 @@ int mw_journal_init(sqlite3 *db);
 /* Finalizes the journal's prepared statements on db; call before closing
  * it (a later call on another handle does it too). */
 void mw_journal_close(sqlite3 *db);
+/* Statements kept prepared on one database handle at a time (journal.c;
+ * runtime/fleet/jobtable.c too): sql[i] is prepared on first use, reset and
+ * unbound by mw_stmt_done() after every use, finalized by
+ * mw_stmt_cache_close() (call before closing the handle) or when the cache
+ * is used with another handle. */
+struct mw_stmt_cache {
+	sqlite3 *db;
+	const char *const *sql;
+	sqlite3_stmt **st;
+	size_t n;
+};
+sqlite3_stmt *mw_stmt_get(struct mw_stmt_cache *c, sqlite3 *db, size_t which);
+void mw_stmt_done(sqlite3_stmt *st);
+void mw_stmt_cache_close(struct mw_stmt_cache *c, sqlite3 *db);
 /* Inside the caller's open transaction: 1 found (*e filled), 0 not found,
  * -1 database error. */
 int mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,

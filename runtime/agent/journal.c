@@ -46,6 +46,7 @@ static const char *const migrations[] = {
  * has one.  A statement is reset and its bindings cleared after every use,
  * so none holds a read transaction or points at a caller's memory between
  * calls.  mw_journal_close() finalizes them before the handle is closed.
+ * The cache itself (mw_stmt_get) serves runtime/fleet/jobtable.c too.
  */
 enum { J_LOOKUP, J_ACCEPT, J_FINISH, J_CANCEL, J_DELIVERY, J_N };
 static const char *const cached_sql[J_N] = {
@@ -61,47 +62,54 @@ static const char *const cached_sql[J_N] = {
 	[J_DELIVERY] = "UPDATE mw_jobs SET replied = ? WHERE signer = ? AND "
 	    "job_id = ? AND replied = ?",
 };
-static sqlite3 *cached_db;
 static sqlite3_stmt *cached[J_N];
+static struct mw_stmt_cache cache = { NULL, cached_sql, cached, J_N };
+
+/* ---- a handle's statements kept prepared (the journal's and fleet's) ---- */
 
 void
-mw_journal_close(sqlite3 *db)
+mw_stmt_cache_close(struct mw_stmt_cache *c, sqlite3 *db)
 {
-	if (db != cached_db)
+	if (db != c->db)
 		return;
-	for (int i = 0; i < J_N; i++) {
-		sqlite3_finalize(cached[i]);
-		cached[i] = NULL;
+	for (size_t i = 0; i < c->n; i++) {
+		sqlite3_finalize(c->st[i]);
+		c->st[i] = NULL;
 	}
-	cached_db = NULL;
+	c->db = NULL;
 }
 
-/* The prepared statement `which` on db, or NULL (error on db). */
-static sqlite3_stmt *
-stmt(sqlite3 *db, int which)
+sqlite3_stmt *
+mw_stmt_get(struct mw_stmt_cache *c, sqlite3 *db, size_t which)
 {
-	if (db != cached_db) {
+	if (db != c->db) {
 		/* another handle: the old one's statements go (a handle
-		 * closed without mw_journal_close() is still open then) */
-		mw_journal_close(cached_db);
-		cached_db = db;
+		 * closed without closing the cache is still open then) */
+		mw_stmt_cache_close(c, c->db);
+		c->db = db;
 	}
-	if (cached[which] == NULL &&
-	    sqlite3_prepare_v3(db, cached_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
-	    &cached[which], NULL) != SQLITE_OK) {
-		cached[which] = NULL;
+	if (c->st[which] == NULL &&
+	    sqlite3_prepare_v3(db, c->sql[which], -1, SQLITE_PREPARE_PERSISTENT,
+	    &c->st[which], NULL) != SQLITE_OK) {
+		c->st[which] = NULL;
 		return NULL;
 	}
-	return cached[which];
+	return c->st[which];
 }
 
-static void
-done(sqlite3_stmt *st)
+void
+mw_stmt_done(sqlite3_stmt *st)
 {
 	if (st != NULL) {
 		(void)sqlite3_reset(st);
 		(void)sqlite3_clear_bindings(st);
 	}
+}
+
+void
+mw_journal_close(sqlite3 *db)
+{
+	mw_stmt_cache_close(&cache, db);
 }
 
 static int
@@ -172,7 +180,7 @@ int
 mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
     struct mw_journal_entry *e)
 {
-	sqlite3_stmt *st = stmt(db, J_LOOKUP);
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, J_LOOKUP);
 	int rc = -1;
 
 	memset(e, 0, sizeof(*e));
@@ -186,14 +194,14 @@ mw_journal_lookup(sqlite3 *db, const char *signer, const char *job_id,
 	default: break;
 	}
 out:
-	done(st);
+	mw_stmt_done(st);
 	return rc;
 }
 
 int
 mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now)
 {
-	sqlite3_stmt *st = stmt(db, J_ACCEPT);
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, J_ACCEPT);
 	int rc = -1;
 
 	if (st != NULL &&
@@ -206,7 +214,7 @@ mw_journal_accept(sqlite3 *db, const struct mw_journal_entry *e, int64_t now)
 	    sqlite3_bind_int64(st, 7, now) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
-	done(st);
+	mw_stmt_done(st);
 	return rc;
 }
 
@@ -214,7 +222,7 @@ static int
 finish(sqlite3 *db, const char *signer, const char *job_id, const char *result,
     int64_t now, int replied)
 {
-	sqlite3_stmt *st = stmt(db, J_FINISH);
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, J_FINISH);
 	int rc = -1;
 
 	if (st != NULL &&
@@ -227,7 +235,7 @@ finish(sqlite3 *db, const char *signer, const char *job_id, const char *result,
 	    sqlite3_bind_int(st, 7, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1)
 		rc = 0;
-	done(st);
+	mw_stmt_done(st);
 	return rc;
 }
 
@@ -249,7 +257,7 @@ int
 mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
     const uint8_t cancel_sha256[32])
 {
-	sqlite3_stmt *st = stmt(db, J_CANCEL);
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, J_CANCEL);
 	int rc = -1;
 
 	if (st != NULL &&
@@ -259,7 +267,7 @@ mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
 	    sqlite3_bind_int(st, 4, MW_JOURNAL_ACCEPTED) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = sqlite3_changes(db) == 1 ? 0 : -1;
-	done(st);
+	mw_stmt_done(st);
 	return rc;
 }
 
@@ -268,7 +276,7 @@ mw_journal_cancel(sqlite3 *db, const char *signer, const char *job_id,
 static int
 set_delivery(sqlite3 *db, const char *signer, const char *job_id, int from, int to)
 {
-	sqlite3_stmt *st = stmt(db, J_DELIVERY);
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, J_DELIVERY);
 	int rc = -1;
 
 	if (st != NULL &&
@@ -278,7 +286,7 @@ set_delivery(sqlite3 *db, const char *signer, const char *job_id, int from, int 
 	    sqlite3_bind_int(st, 4, from) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
-	done(st);
+	mw_stmt_done(st);
 	return rc;
 }
 

@@ -271,8 +271,10 @@ mw_cmd_jobs(int argc, char **argv)
 	rc = MW_EXIT_OK;
 out:
 	free(v);
-	if (db != NULL)
+	if (db != NULL) {
+		mw_jobtable_close(db);
 		sqlite3_close(db);
+	}
 	mw_omemo_account_free(&acct);
 	return rc;
 }

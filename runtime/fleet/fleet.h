@@ -259,6 +259,9 @@ int mw_jobtable_cancel_answer_get(sqlite3 *db, const char *job_id, const char *j
 /* Creates or migrates the fleet_* tables (mw_schema component "fleet").
  * 0, or -1 (a database error, or a schema from a newer moonwire). */
 int mw_jobtable_init(sqlite3 *db);
+/* Finalizes the statements the job table keeps prepared on db; call
+ * before closing it. */
+void mw_jobtable_close(sqlite3 *db);
 /* The job and its targets (in this order), one transaction, committed when
  * it returns 0.  A job id already in the table (the same envelope sent
  * again) keeps its other rows, adds the targets it lacks, and makes the

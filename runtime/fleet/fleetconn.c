@@ -441,8 +441,10 @@ mw_fleet_close(struct mw_fleet *f)
 		xmpp_ctx_free(f->x);
 		xmpp_shutdown();
 	}
-	if (f->db != NULL)
+	if (f->db != NULL) {
+		mw_jobtable_close(f->db);
 		sqlite3_close(f->db);
+	}
 	for (size_t i = 0; f->t != NULL && i < f->nt; i++)
 		free(f->t[i].unsent_why);
 	mw_fleet_rows_free(f->rows, f->nt);

@@ -58,6 +58,35 @@ static const char *const migrations[] = {
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
+/* The columns read_row() reads, in its order. */
+#define ROW_COLUMNS "jid, state, seen, sent_ms, done_ms, status, detail, result, seq"
+
+/* The statements run once per target (a result, an unsent target, a
+ * sighting, the changes a waiting process reads) stay prepared: parsing
+ * them was 10 % of the operator's CPU in a fan-out (issue 11).
+ * mw_jobtable_close() finalizes them. */
+enum { T_SEQ, T_STATE, T_RESULT, T_UNSENT, T_SEEN, T_CHANGES, T_N };
+static const char *const cached_sql[T_N] = {
+	[T_SEQ] = "SELECT COALESCE(MAX(seq), 0) + 1 FROM fleet_targets",
+	[T_STATE] = "SELECT state FROM fleet_targets WHERE job_id = ? AND jid = ?",
+	[T_RESULT] = "UPDATE fleet_targets SET state = 2, status = ?, result = ?, "
+	    "done_ms = ?, detail = NULL, seq = ? WHERE job_id = ? AND jid = ?",
+	[T_UNSENT] = "UPDATE fleet_targets SET state = 1, detail = ?, done_ms = ?, "
+	    "seq = ? WHERE job_id = ? AND jid = ? AND state = 0",
+	[T_SEEN] = "UPDATE fleet_targets SET seen = ?, sent_ms = CASE WHEN ? > 0 "
+	    "THEN ? ELSE sent_ms END WHERE job_id = ? AND jid = ?",
+	[T_CHANGES] = "SELECT " ROW_COLUMNS " FROM fleet_targets WHERE job_id = ? "
+	    "AND seq > ? ORDER BY seq",
+};
+static sqlite3_stmt *cached[T_N];
+static struct mw_stmt_cache cache = { NULL, cached_sql, cached, T_N };
+
+void
+mw_jobtable_close(sqlite3 *db)
+{
+	mw_stmt_cache_close(&cache, db);
+}
+
 static int
 exec_sql(sqlite3 *db, const char *sql)
 {
@@ -92,15 +121,14 @@ mw_fleet_rows_free(struct mw_fleet_row *rows, size_t n)
 static int
 next_seq(sqlite3 *db, int64_t *seq)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, T_SEQ);
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM fleet_targets",
-	    -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+	if (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
 		*seq = sqlite3_column_int64(st, 0);
 		rc = 0;
 	}
-	sqlite3_finalize(st);
+	mw_stmt_done(st);
 	return rc;
 }
 
@@ -177,34 +205,30 @@ int
 mw_jobtable_record(sqlite3 *db, const char *job_id, const char *jid,
     const char *text, size_t len, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, T_STATE);
 	int64_t seq;
 	char *status;
 	int rc = -1, state;
 
-	if (sqlite3_prepare_v2(db, "SELECT state FROM fleet_targets WHERE job_id = ? "
-	    "AND jid = ?", -1, &st, NULL) != SQLITE_OK ||
+	if (st == NULL ||
 	    sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_text(st, 2, jid, -1, SQLITE_STATIC) != SQLITE_OK) {
-		sqlite3_finalize(st);
+		mw_stmt_done(st);
 		return -1;
 	}
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		mw_stmt_done(st);
 		return rc == SQLITE_DONE ? 0 : -1;
 	}
 	state = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	st = NULL;
+	mw_stmt_done(st);
 	if (state == MW_FLEET_RESULT)
 		return 2;
 	if (next_seq(db, &seq) != 0 || (status = result_status(text, len)) == NULL)
 		return -1;
 	rc = -1;
-	if (sqlite3_prepare_v2(db, "UPDATE fleet_targets SET state = 2, status = ?, "
-	    "result = ?, done_ms = ?, detail = NULL, seq = ? WHERE job_id = ? AND jid = ?",
-	    -1, &st, NULL) == SQLITE_OK &&
+	if ((st = mw_stmt_get(&cache, db, T_RESULT)) != NULL &&
 	    sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 2, text, (int)len, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_int64(st, 3, now_ms) == SQLITE_OK &&
@@ -213,7 +237,7 @@ mw_jobtable_record(sqlite3 *db, const char *job_id, const char *jid,
 	    sqlite3_bind_text(st, 6, jid, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 1;
-	sqlite3_finalize(st);
+	mw_stmt_done(st);
 	free(status);
 	return rc;
 }
@@ -279,9 +303,7 @@ mw_jobtable_unsent(sqlite3 *db, const char *job_id, const char *jid,
 	if (!sqlite3_get_autocommit(db) || exec_sql(db, "BEGIN IMMEDIATE") != 0)
 		return -1;
 	if (next_seq(db, &seq) == 0 &&
-	    sqlite3_prepare_v2(db, "UPDATE fleet_targets SET state = 1, detail = ?, "
-	    "done_ms = ?, seq = ? WHERE job_id = ? AND jid = ? AND state = 0", -1, &st,
-	    NULL) == SQLITE_OK &&
+	    (st = mw_stmt_get(&cache, db, T_UNSENT)) != NULL &&
 	    sqlite3_bind_text(st, 1, why, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_int64(st, 2, now_ms) == SQLITE_OK &&
 	    sqlite3_bind_int64(st, 3, seq) == SQLITE_OK &&
@@ -289,7 +311,7 @@ mw_jobtable_unsent(sqlite3 *db, const char *job_id, const char *jid,
 	    sqlite3_bind_text(st, 5, jid, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
-	sqlite3_finalize(st);
+	mw_stmt_done(st);
 	if (rc == 0 && exec_sql(db, "COMMIT") == 0)
 		return 0;
 	(void)exec_sql(db, "ROLLBACK");
@@ -303,9 +325,7 @@ mw_jobtable_seen(sqlite3 *db, const char *job_id, const char *jid,
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "UPDATE fleet_targets SET seen = ?, "
-	    "sent_ms = CASE WHEN ? > 0 THEN ? ELSE sent_ms END "
-	    "WHERE job_id = ? AND jid = ?", -1, &st, NULL) == SQLITE_OK &&
+	if ((st = mw_stmt_get(&cache, db, T_SEEN)) != NULL &&
 	    sqlite3_bind_int(st, 1, (int)seen) == SQLITE_OK &&
 	    sqlite3_bind_int64(st, 2, sent_ms) == SQLITE_OK &&
 	    sqlite3_bind_int64(st, 3, sent_ms) == SQLITE_OK &&
@@ -313,7 +333,7 @@ mw_jobtable_seen(sqlite3 *db, const char *job_id, const char *jid,
 	    sqlite3_bind_text(st, 5, jid, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
-	sqlite3_finalize(st);
+	mw_stmt_done(st);
 	return rc;
 }
 
@@ -328,7 +348,6 @@ col_dup(sqlite3_stmt *st, int i)
 
 /* A row of SELECT jid, state, seen, sent_ms, done_ms, status, detail,
  * result, seq. */
-#define ROW_COLUMNS "jid, state, seen, sent_ms, done_ms, status, detail, result, seq"
 static int
 read_row(sqlite3_stmt *st, struct mw_fleet_row *r)
 {
@@ -399,15 +418,14 @@ int
 mw_jobtable_changes(sqlite3 *db, const char *job_id, int64_t after,
     int (*cb)(void *arg, const struct mw_fleet_row *r), void *arg, int64_t *last)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = mw_stmt_get(&cache, db, T_CHANGES);
 	int rc;
 
 	*last = after;
-	if (sqlite3_prepare_v2(db, "SELECT " ROW_COLUMNS " FROM fleet_targets WHERE "
-	    "job_id = ? AND seq > ? ORDER BY seq", -1, &st, NULL) != SQLITE_OK ||
+	if (st == NULL ||
 	    sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 2, after) != SQLITE_OK) {
-		sqlite3_finalize(st);
+		mw_stmt_done(st);
 		return -1;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -415,7 +433,7 @@ mw_jobtable_changes(sqlite3 *db, const char *job_id, int64_t after,
 		int stop;
 
 		if (read_row(st, &r) != 0) {
-			sqlite3_finalize(st);
+			mw_stmt_done(st);
 			return -1;
 		}
 		*last = r.seq;
@@ -426,7 +444,7 @@ mw_jobtable_changes(sqlite3 *db, const char *job_id, int64_t after,
 			break;
 		}
 	}
-	sqlite3_finalize(st);
+	mw_stmt_done(st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 

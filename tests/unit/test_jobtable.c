@@ -145,6 +145,7 @@ test_migration_from_current_schema(void **state)
 	assert_int_equal(query_int(db, "SELECT version FROM mw_schema WHERE "
 	    "component = 'fleet'"), 3);
 	assert_int_equal(sqlite3_get_autocommit(db), 1);	/* no transaction left */
+	mw_jobtable_close(db);
 	sqlite3_close(db);
 }
 
@@ -193,7 +194,9 @@ test_job_durable_before_send(void **state)
 	assert_int_equal(mw_jobtable_create(db, "job2", HASH, 1, JIDS, 3), -1);
 	exec_ok(db, "ROLLBACK");
 	assert_int_equal(mw_jobtable_job(other, "job2", &info), 0);
+	mw_jobtable_close(other);
 	sqlite3_close(other);
+	mw_jobtable_close(db);
 	sqlite3_close(db);
 }
 
@@ -301,7 +304,9 @@ test_result_recorded_by_job_id(void **state)
 	assert_string_equal(rows[2].status, "refused");
 	mw_fleet_rows_free(rows, n);
 	assert_int_equal(record(db, "job1", "b@example.org", "ok"), 1);
+	mw_jobtable_close(waiter);
 	sqlite3_close(waiter);
+	mw_jobtable_close(db);
 	sqlite3_close(db);
 }
 
@@ -330,6 +335,7 @@ test_unknown_job_id(void **state)
 	assert_int_equal(mw_jobtable_unsent(db, "nosuchjob", "a@example.org", "x", 1), 0);
 	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM fleet_targets WHERE "
 	    "state != 0"), 0);
+	mw_jobtable_close(db);
 	sqlite3_close(db);
 }
 
@@ -366,6 +372,7 @@ test_retention_pruning(void **state)
 	assert_int_equal(mw_jobtable_list(db, 10, &v, &n), 0);
 	assert_int_equal(n, 2);
 	free(v);
+	mw_jobtable_close(db);
 	sqlite3_close(db);
 
 	/* job_retention_days in the account file */
@@ -419,6 +426,7 @@ test_seen_and_sent_times(void **state)
 	/* not a change a poller needs: seq stays */
 	assert_int_equal(rows[0].seq, 0);
 	mw_fleet_rows_free(rows, n);
+	mw_jobtable_close(db);
 	sqlite3_close(db);
 }
 
@@ -498,6 +506,7 @@ test_cancel_answers_apart(void **state)
 	/* pruning the job takes its answers too */
 	assert_int_equal(mw_jobtable_prune(db, 2000), 1);	/* one job */
 	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM fleet_cancel_answers"), 0);
+	mw_jobtable_close(db);
 	sqlite3_close(db);
 }
 
