@@ -34,11 +34,13 @@ def sign_cancel(d, agent, job_id, key=None, ttl=None):
     return run(cmd).stdout
 
 
-SLOW = "3.217"      # an unusual duration: pgrep finds only our command
+# An unusual duration, unique to this test process: pgrep finds only our
+# command, also while another suite runs this file (make test's lanes).
+SLOW = "3.2%06d" % (os.getpid() % 1000000)
 
 
 def slow_job(d, name, seconds=3):
-    """Sleeps, then runs the command `slow` (/usr/bin/sleep 3.217), then
+    """Sleeps, then runs the command `slow` (/usr/bin/sleep SLOW), then
     writes the marker `name`."""
     return d.program(name + ".lua", (
         "sleep(%d)\n" % seconds +

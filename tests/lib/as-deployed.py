@@ -27,6 +27,8 @@ Usage (as root; `make deployed` does this):
   tests/lib/as-deployed.py --moonwire build/moonwire [--unit FILE]
       [--user NAME] [--keep] [--timeout SECONDS] [SUITE ...] [-- PYTEST_ARGS]
   --print-setpriv prints the setpriv prefix built from the unit and exits.
+  --ensure-user creates the user when missing and exits (make test does
+  this before its lanes start, so no suite sees /etc/passwd change).
 SUITE paths are relative to the repository (default: DEFAULT_SUITES).
 """
 
@@ -193,6 +195,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=1200.0,
                     help="seconds before the whole pytest run is killed (default 1200)")
     ap.add_argument("--print-setpriv", action="store_true")
+    ap.add_argument("--ensure-user", action="store_true")
     ap.add_argument("suites", nargs="*")
     args = ap.parse_args(argv)
 
@@ -204,6 +207,9 @@ def main(argv=None):
         print("as-deployed: must run as root (it creates a user and drops to it)",
               file=sys.stderr)
         return 2
+    if args.ensure_user:
+        ensure_user(args.user)
+        return 0
     if not (os.path.isfile(args.moonwire) and os.access(args.moonwire, os.X_OK)):
         print("as-deployed: no executable %s (make all first)" % args.moonwire, file=sys.stderr)
         return 2
