@@ -111,7 +111,7 @@ e2e-ejabberd: all
 TEST_LANE_LOCAL   ?= deployed pytest fuzz-smoke
 TEST_LANE_EJABBERD ?= e2e-ejabberd asan
 test: deps
-	$(MAKE) all
+	$(MAKE) -j$$(nproc) all
 	$(MAKE) unit
 	$(PYTHON) tests/lib/as-deployed.py --ensure-user
 	MAKE="$(MAKE)" ./tests/lib/lanes.sh local "$(TEST_LANE_LOCAL)" ejabberd "$(TEST_LANE_EJABBERD)"

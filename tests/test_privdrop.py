@@ -82,6 +82,29 @@ def _workers(run_pid, timeout=10.0):
     return []
 
 
+def _settled_workers(run_pid, workers, want_uid, timeout=5.0):
+    """[(pid, status)] of the workers once each has changed its identity.
+    A worker the zygote has just forked (a spare, made while the job runs)
+    still has the zygote's uid until its confinement reaches the uid
+    change, microseconds later, longer on a loaded machine.  Waits until
+    every worker found has want_uid, then returns their statuses; after
+    timeout returns them as they are, for the caller's assertions to show
+    which worker kept what."""
+    deadline = time.time() + timeout
+    while True:
+        found = []
+        for w in workers:
+            try:
+                found.append((w, _status(w)))
+            except FileNotFoundError:       # a spare retired meanwhile
+                pass
+        if (found and all(st["Uid"] == [str(want_uid)] * 4 for _, st in found)) \
+                or time.time() >= deadline:
+            return found
+        time.sleep(0.05)
+        workers = _workers(run_pid) or workers
+
+
 @pytest.mark.parametrize("who", ["root", "service-user-with-caps", "plain-user"])
 def test_worker_identity_and_capabilities(moonwire_bin, who):
     # pytest's tmp_path is private to root: the other users need a path
@@ -130,10 +153,11 @@ def _check(moonwire_bin, who, top):
         assert int(zst["CapAmb"][0], 16) == 0, (who, zst["CapAmb"])
         sup_caps = int(_status(_children(proc.pid)[0])["CapPrm"][0], 16)
         assert int(zst["CapPrm"][0], 16) == sup_caps, (who, zst["CapPrm"], hex(sup_caps))
-        for w in workers:
-            st = _status(w)
+        want = SERVICE_UID if who == "plain-user" else 65534
+        settled = _settled_workers(proc.pid, workers, want)
+        assert settled, "every worker found has gone"
+        for w, st in settled:
             uids = st["Uid"]
-            want = SERVICE_UID if who == "plain-user" else 65534
             assert uids == [str(want)] * 4, (who, uids)
             assert st["Groups"] == [] or who == "plain-user", st["Groups"]
             for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):

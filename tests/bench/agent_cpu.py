@@ -61,7 +61,10 @@ def main():
                 perf = None
                 if args.perf and r == 0 and m == args.moonwire[0]:
                     import subprocess
-                    perf = subprocess.Popen(["perf", "record", "-q", "-g", "-o", args.perf,
+                    # cpu-clock: this VM has no hardware counters; DWARF
+                    # unwinding: the build keeps no frame pointers
+                    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock",
+                                             "--call-graph", "dwarf,16384", "-o", args.perf,
                                              "-p", str(ag.proc.pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
