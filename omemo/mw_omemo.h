@@ -384,8 +384,9 @@ typedef void (*mw_omemo_done_fn)(struct mw_omemo *o, int err, void *arg);
 int mw_omemo_refresh(struct mw_omemo *o, const char *jid, bool fetch_bundles,
     mw_omemo_done_fn done, void *arg);
 /*
- * Which OMEMO version mw_omemo_send() speaks; both device lists of the
- * recipient are fetched in any case.  AUTO (the default): OMEMO 2 when its
+ * Which OMEMO version mw_omemo_send() speaks; the recipient's list of the
+ * version wanted first is fetched, the other one only when the first names
+ * no device (omemo/send.c).  AUTO (the default): OMEMO 2 when its
  * urn:xmpp:omemo:2:devices list names a device, else legacy; when no
  * OMEMO 2 device can be encrypted to (its bundles cannot be fetched or
  * used) it falls back to legacy once.  LEGACY and V2 use only that

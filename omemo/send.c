@@ -4,16 +4,22 @@
  * bundles -> encrypt -> send, in the OMEMO version the recipient offers
  * (mw_omemo_set_send_version).
  *
- * Phase 1 fetches both device lists of the recipient, whatever version is
- * asked for: urn:xmpp:omemo:2:devices first (so that, for a recipient
- * without one, the legacy list's error is the last IQ error the caller
- * sees), then the legacy one; the own legacy list once per transport when
- * none is stored.  The version is chosen when every answer is in.  Phase 2 fetches the bundles of the chosen version
- * for the devices without a session of that version (legacy: node
- * ...bundles:ID; OMEMO 2: item ID of urn:xmpp:omemo:2:bundles, and an
- * answer carrying another item is refused), phase 3 encrypts and sends.
- * In AUTO an OMEMO 2 attempt that finds no device to encrypt to goes back
- * to phase 2 once, for legacy.
+ * Phase 1 fetches the recipient's device list of the version wanted
+ * first -- urn:xmpp:omemo:2:devices for AUTO and 2, the legacy list for
+ * LEGACY -- and the other one only when the first does not decide (it
+ * names no device, or its fetch failed): a forced version's absence is
+ * then told apart from an account that publishes nothing, and an
+ * established fan-out to agents offering OMEMO 2 costs one list fetch per
+ * target, not two.  A refresh fetches both at once.  The own legacy list
+ * is fetched once per transport when none is stored.  The version is
+ * chosen when every answer is in.  Phase 2 fetches the bundles of the
+ * chosen version for the devices without a session of that version
+ * (legacy: node ...bundles:ID; OMEMO 2: item ID of
+ * urn:xmpp:omemo:2:bundles, and an answer carrying another item is
+ * refused), phase 3 encrypts and sends.  In AUTO an OMEMO 2 attempt that
+ * finds no device to encrypt to goes back to phase 1 once, for legacy
+ * (fetching the legacy list then if it was not), and keeps its own error
+ * when the recipient offers no legacy device either.
  *
  * Invariants: a send operation outlives every IQ that names it (the IQ's
  * argument points at it, and the operation finishes only when none is
@@ -38,6 +44,10 @@ struct omemo_send {
 	bool offers_legacy;		/* to's legacy list names a device */
 	bool offers2;			/* to's OMEMO 2 list names a device */
 	bool fell_back;			/* AUTO: OMEMO 2 gave way to legacy */
+	int fallback_err;		/* ... and why OMEMO 2 could not be used */
+	bool asked_legacy;		/* the recipient's legacy list was asked */
+	bool asked2;			/* ... its OMEMO 2 list */
+	bool asked_own;			/* the own list was considered */
 	mw_omemo_done_fn done;
 	void *arg;
 	int outstanding;
@@ -229,7 +239,30 @@ fetch_bundles_for(struct mw_omemo *o, struct omemo_send *op, bool own)
 	return rc;
 }
 
-/* Phase 1: the recipient's lists (and the own legacy list once). */
+/* Whether phase 1 still needs a list (see the file's comment); read
+ * when every answer so far is in. */
+static bool
+need_list2(const struct omemo_send *op)
+{
+	if (op->asked2)
+		return false;
+	if (op->refresh_only || op->want != MW_OMEMO_VERSION_LEGACY)
+		return true;
+	return op->asked_legacy && !op->offers_legacy;
+}
+
+static bool
+need_legacy_list(const struct omemo_send *op)
+{
+	if (op->asked_legacy)
+		return false;
+	if (op->refresh_only || op->want == MW_OMEMO_VERSION_LEGACY)
+		return true;
+	return op->asked2 && !op->offers2;
+}
+
+/* Phase 1: the recipient's lists still needed (and the own legacy list
+ * once); nothing when the answers in decide. */
 static int
 fetch_lists(struct mw_omemo *o, struct omemo_send *op)
 {
@@ -237,14 +270,21 @@ fetch_lists(struct mw_omemo *o, struct omemo_send *op)
 	size_t n = 0;
 	int rc = 0;
 
-	/* both, whatever is forced: a forced version's absence is told
-	 * apart from an account that publishes nothing */
-	if ((rc = fetch(o, op, false, true, 0, MW_OMEMO2_NODE_DEVICES, NULL,
-	    list2_cb)) != 0 || (rc = fetch(o, op, false, false, 0,
-	    MW_OMEMO_NODE_DEVICELIST, NULL, list_cb)) != 0)
-		return rc;
-	if (op->refresh_only || strcmp(op->to, o->jid) == 0)
+	if (need_list2(op)) {
+		op->asked2 = true;
+		if ((rc = fetch(o, op, false, true, 0, MW_OMEMO2_NODE_DEVICES,
+		    NULL, list2_cb)) != 0)
+			return rc;
+	}
+	if (need_legacy_list(op)) {
+		op->asked_legacy = true;
+		if ((rc = fetch(o, op, false, false, 0,
+		    MW_OMEMO_NODE_DEVICELIST, NULL, list_cb)) != 0)
+			return rc;
+	}
+	if (op->asked_own || op->refresh_only || strcmp(op->to, o->jid) == 0)
 		return 0;
+	op->asked_own = true;
 	/* the own list is kept fresh by start and pushes; ask once per
 	 * transport (a fan-out to N peers costs N own list fetches otherwise) */
 	rc = omemo_trusted_devices(o, o->jid, &ids, &n, false, false, NULL, 0);
@@ -290,8 +330,9 @@ op_step(struct mw_omemo *o, struct omemo_send *op)
 	xmpp_stanza_t *msg = NULL;
 	int rc = 0;
 
-	if (op->phase == 0) {
+	if (op->phase == 0)
 		op->phase = 1;
+	if (op->phase == 1) {
 		if ((rc = fetch_lists(o, op)) != 0) {
 			op->last_err = rc;
 			if (op->outstanding > 0)
@@ -300,10 +341,13 @@ op_step(struct mw_omemo *o, struct omemo_send *op)
 			return;
 		}
 		if (op->outstanding > 0)
-			return;
-	}
-	if (op->phase == 1) {
+			return;	/* answered() comes back here */
 		op->phase = 2;
+		if (op->fell_back && !op->offers_legacy) {
+			/* no legacy device either: OMEMO 2's reason stands */
+			op_finish(o, op, op->fallback_err);
+			return;
+		}
 		if (op->refresh_only)
 			op->version = op->offers2 && !op->offers_legacy ?
 			    OMEMO_V2 : OMEMO_V_LEGACY;
@@ -332,11 +376,13 @@ op_step(struct mw_omemo *o, struct omemo_send *op)
 		rc = mw_omemo_encrypt(o, o->xctx, op->to, NULL, 0, op->pt,
 		    op->len, &msg);
 	if (rc == MW_OMEMO_E_NO_DEVICES && op->version == OMEMO_V2 &&
-	    op->want == MW_OMEMO_VERSION_AUTO && op->offers_legacy &&
-	    !op->fell_back) {
+	    op->want == MW_OMEMO_VERSION_AUTO && !op->fell_back &&
+	    (op->offers_legacy || !op->asked_legacy)) {
 		/* no OMEMO 2 device usable (bundles missing or broken): the
-		 * same devices over legacy */
+		 * same devices over legacy, if the recipient offers them */
 		op->fell_back = true;
+		op->fallback_err = op->last_err != 0 &&
+		    op->last_err != MW_OMEMO_E_NO_DEVICES ? op->last_err : rc;
 		op->offers2 = false;
 		op->last_err = 0;
 		op->phase = 1;
