@@ -266,17 +266,20 @@ need_legacy_list(const struct omemo_send *op)
 static int
 fetch_lists(struct mw_omemo *o, struct omemo_send *op)
 {
+	/* both read before either is asked: asking sets asked2, which alone
+	 * must not make the legacy list look needed before the answer */
+	bool want2 = need_list2(op), want_legacy = need_legacy_list(op);
 	uint32_t *ids = NULL;
 	size_t n = 0;
 	int rc = 0;
 
-	if (need_list2(op)) {
+	if (want2) {
 		op->asked2 = true;
 		if ((rc = fetch(o, op, false, true, 0, MW_OMEMO2_NODE_DEVICES,
 		    NULL, list2_cb)) != 0)
 			return rc;
 	}
-	if (need_legacy_list(op)) {
+	if (want_legacy) {
 		op->asked_legacy = true;
 		if ((rc = fetch(o, op, false, false, 0,
 		    MW_OMEMO_NODE_DEVICELIST, NULL, list_cb)) != 0)

@@ -44,6 +44,7 @@ static struct {
 	bool refuse_publish;	/* every publish: forbidden */
 	bool rsm;		/* an RSM <set> before <items> (ejabberd) */
 	bool wrong_item;	/* OMEMO 2 bundle answers carry item 999 */
+	int legacy_list_fetches;	/* of B's legacy device list, by A */
 	char inbox[MAXEP][8][256];
 	bool inbox2[MAXEP][8];	/* ... arrived as OMEMO 2 */
 	int ninbox[MAXEP];
@@ -255,6 +256,9 @@ serve_iq(int from, xmpp_stanza_t *iq)
 			assert_string_equal(xmpp_stanza_get_attribute(items,
 			    "max_items"), "1");
 			it = item_find(owner, node, false);
+			if (strcmp(node, MW_OMEMO_NODE_DEVICELIST) == 0 &&
+			    from == 0 && to != NULL)
+				S.legacy_list_fetches++;
 		}
 		if (it == NULL) {
 			reply(from, to, id, "error", "<error type='cancel'>"
@@ -817,6 +821,7 @@ static void
 test_send_version(void **state)
 {
 	struct node_item *it;
+	int fetches;
 
 	assert_int_equal(mw_omemo_start(A.o), 0);
 	assert_int_equal(mw_omemo_start(B.o), 0);
@@ -841,12 +846,15 @@ test_send_version(void **state)
 	assert_string_equal(S.inbox[1][0], "fallback");
 	assert_false(S.inbox2[1][0]);
 	S.wrong_item = false;
-	/* AUTO with B's OMEMO 2 bundle served: OMEMO 2 */
+	/* AUTO with B's OMEMO 2 bundle served: OMEMO 2, and B's legacy list
+	 * is not asked for (the OMEMO 2 one decides) */
+	fetches = S.legacy_list_fetches;
 	assert_int_equal(mw_omemo_send(A.o, B.jid, "two", 3, on_done, NULL), 0);
 	pump();
 	assert_int_equal(done_rc[2], 0);
 	assert_string_equal(S.inbox[1][1], "two");
 	assert_true(S.inbox2[1][1]);
+	assert_int_equal(S.legacy_list_fetches, fetches);
 	/* forced legacy beside it */
 	mw_omemo_set_send_version(A.o, MW_OMEMO_VERSION_LEGACY);
 	assert_int_equal(mw_omemo_send(A.o, B.jid, "old", 3, on_done, NULL), 0);
@@ -863,10 +871,12 @@ test_send_version(void **state)
 	pump();
 	assert_int_equal(done_rc[4], MW_OMEMO_E_VERSION);
 	assert_int_equal(S.ninbox[1], 3);
-	/* ... and AUTO goes legacy */
+	/* ... and AUTO goes legacy, asking for the legacy list then */
 	mw_omemo_set_send_version(A.o, MW_OMEMO_VERSION_AUTO);
+	fetches = S.legacy_list_fetches;
 	assert_int_equal(mw_omemo_send(A.o, B.jid, "auto", 4, on_done, NULL), 0);
 	pump();
+	assert_int_equal(S.legacy_list_fetches, fetches + 1);
 	assert_int_equal(done_rc[5], 0);
 	assert_string_equal(S.inbox[1][3], "auto");
 	assert_false(S.inbox2[1][3]);
