@@ -204,7 +204,7 @@ mw_cmd_devices(int argc, char **argv)
 		else
 			snprintf(g, sizeof(g), "(key unknown)");
 		printf("%u %s %s %s%s", d[k].id,
-		    d[k].active ? "active" : "inactive",
+		    d[k].active || d[k].active2 ? "active" : "inactive",
 		    d[k].has_key ? mw_omemo_trust_name(d[k].trust) : "-", g,
 		    d[k].has_session ? " session" : "");
 		/* a device that speaks OMEMO 2: the key as its clients show
