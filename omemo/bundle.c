@@ -384,13 +384,73 @@ device_rows(struct mw_omemo *o, const char *jid, uint32_t dev, int64_t *out)
 	return 0;
 }
 
+/*
+ * *same = whether the devices of jid marked in this version's list are
+ * exactly the set ids.  A fan-out re-reads each target's list on every
+ * send, and it rarely changes: storing it again would take the write lock
+ * and write the same flags back.  Lists longer than the per-JID cap never
+ * match (the full store applies the cap).
+ */
+static int
+devicelist_unchanged(struct mw_omemo *o, uint32_t version, const char *jid,
+    const uint32_t *ids, size_t n, bool *same)
+{
+	sqlite3_stmt *st;
+	size_t rows = 0, distinct = 0;
+	bool all_listed = true;
+	int rc;
+
+	*same = false;
+	if (n > MW_OMEMO_MAX_DEVICES_PER_JID)
+		return 0;
+	if (omemo_prep(o, &st, version == OMEMO_V2 ?
+	    "SELECT device_id FROM omemo_devices WHERE jid = ? AND active4 = 1" :
+	    "SELECT device_id FROM omemo_devices WHERE jid = ? AND active = 1") != 0)
+		return MW_OMEMO_E_DB;
+	if (sqlite3_bind_text(st, 1, jid, -1, SQLITE_STATIC) != SQLITE_OK) {
+		omemo_unprep(o, st);
+		return MW_OMEMO_E_DB;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint32_t dev = (uint32_t)sqlite3_column_int64(st, 0);
+		bool listed = false;
+
+		rows++;
+		for (size_t i = 0; i < n && !listed; i++)
+			listed = ids[i] == dev;
+		all_listed = all_listed && listed;
+	}
+	omemo_unprep(o, st);
+	if (rc != SQLITE_DONE)
+		return MW_OMEMO_E_DB;
+	for (size_t i = 0; i < n; i++) {
+		bool dup = false;
+
+		for (size_t j = 0; j < i && !dup; j++)
+			dup = ids[j] == ids[i];
+		distinct += dup ? 0 : 1;
+	}
+	/* every marked device is listed, and there are as many of them as
+	 * distinct ids listed: the same set */
+	*same = all_listed && rows == distinct;
+	return 0;
+}
+
+/* The device list of jid in this version is ids: their rows marked, the
+ * others unmarked; nothing is written when that is so already
+ * (omemo_devices.last_seen is then the last store that changed a flag). */
 int
 omemo_store_devicelist_v(struct mw_omemo *o, uint32_t version,
     const char *jid, const uint32_t *ids, size_t n)
 {
 	sqlite3_stmt *st;
+	bool same;
 	int rc;
 
+	if ((rc = devicelist_unchanged(o, version, jid, ids, n, &same)) != 0)
+		return rc;
+	if (same)
+		return 0;
 	if ((rc = omemo_begin(o)) != 0)
 		return rc;
 	if (omemo_prep(o, &st, version == OMEMO_V2 ?

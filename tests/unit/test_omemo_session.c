@@ -521,6 +521,65 @@ test_per_jid_caps(void **state)
 	    "'eve@example.org'"), 1);
 }
 
+static void
+store_list(struct ep *e, bool v2, const char *jid, const char *devices)
+{
+	char xml[512];
+	xmpp_stanza_t *l;
+
+	snprintf(xml, sizeof(xml), v2 ? "<devices xmlns='%s'>%s</devices>" :
+	    "<list xmlns='%s'>%s</list>", v2 ? MW_OMEMO2_NS : MW_OMEMO_NS, devices);
+	l = parse(xml);
+	assert_int_equal(v2 ? mw_omemo2_process_devicelist(e->o, jid, l) :
+	    mw_omemo_process_devicelist(e->o, jid, l), 0);
+	xmpp_stanza_release(l);
+}
+
+/* Issue 11: a fan-out stores each target's device list on every send; a
+ * list that names the same devices as before (in any order, repeated)
+ * writes nothing, any change is stored, and the two versions' lists are
+ * told apart. */
+static void
+test_unchanged_devicelist_writes_nothing(void **state)
+{
+	const char *eve = "eve@example.org";
+	int before;
+
+	store_list(&B, false, eve, "<device id='5'/><device id='7'/>");
+	before = sqlite3_total_changes(B.db);
+	store_list(&B, false, eve, "<device id='7'/><device id='5'/><device id='7'/>");
+	assert_int_equal(sqlite3_total_changes(B.db), before);
+	/* the same ids in the OMEMO 2 list are news: active4 */
+	store_list(&B, true, eve, "<device id='5'/><device id='7'/>");
+	assert_true(sqlite3_total_changes(B.db) > before);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND active = 1 AND active4 = 1"), 2);
+	before = sqlite3_total_changes(B.db);
+	store_list(&B, true, eve, "<device id='7'/><device id='5'/>");
+	assert_int_equal(sqlite3_total_changes(B.db), before);
+	/* a device gone, one fewer, one more: each stored */
+	store_list(&B, false, eve, "<device id='5'/>");
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND active = 1"), 1);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND device_id = 7 AND active = 0 AND active4 = 1"), 1);
+	store_list(&B, false, eve, "<device id='5'/><device id='9'/>");
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND active = 1"), 2);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND device_id = 9 AND active = 1 AND active4 = 0"), 1);
+	/* a subset of the marked ones with a stranger in it is a change too */
+	store_list(&B, true, eve, "<device id='5'/><device id='11'/>");
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND active4 = 1"), 2);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND device_id = 11 AND active4 = 1"), 1);
+	/* an empty list unmarks them all */
+	store_list(&B, true, eve, "");
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_devices WHERE jid = "
+	    "'eve@example.org' AND active4 = 1"), 0);
+}
+
 int
 main(void)
 {
@@ -538,6 +597,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_own_devices_included, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peek_and_require_verified, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_per_jid_caps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unchanged_devicelist_writes_nothing, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
