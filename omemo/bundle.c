@@ -90,7 +90,7 @@ mw_omemo_bundle_element(struct mw_omemo *o, xmpp_ctx_t *x, xmpp_stanza_t **out)
 	pks = xmpp_stanza_get_child_by_name(bundle, "prekeys");
 	rc = MW_OMEMO_E_DB;
 	if (sqlite3_prepare_v2(o->db, "SELECT id, record FROM omemo_prekeys "
-	    "ORDER BY id", -1, &st, NULL) != SQLITE_OK)
+	    "WHERE used IS NULL ORDER BY id", -1, &st, NULL) != SQLITE_OK)
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		session_pre_key *pk = NULL;

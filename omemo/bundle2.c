@@ -113,7 +113,7 @@ mw_omemo2_bundle_element(struct mw_omemo *o, xmpp_ctx_t *x,
 	pks = xmpp_stanza_get_child_by_name(bundle, "prekeys");
 	rc = MW_OMEMO_E_DB;
 	if (sqlite3_prepare_v2(o->db, "SELECT id, record FROM omemo_prekeys "
-	    "ORDER BY id", -1, &st, NULL) != SQLITE_OK)
+	    "WHERE used IS NULL ORDER BY id", -1, &st, NULL) != SQLITE_OK)
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		session_pre_key *pk = NULL;

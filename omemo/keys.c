@@ -98,12 +98,22 @@ count_rows(struct mw_omemo *o, const char *sql, int64_t *n)
 }
 
 int
-omemo_prekeys_refill(struct mw_omemo *o, bool *changed)
+omemo_prekeys_refill(struct mw_omemo *o, int64_t now, bool *changed)
 {
+	sqlite3_stmt *st;
 	int64_t n;
 	int rc;
 
-	if ((rc = count_rows(o, "SELECT count(*) FROM omemo_prekeys", &n)) != 0)
+	if (omemo_prep(o, &st, "DELETE FROM omemo_prekeys WHERE used < ?") != 0)
+		return MW_OMEMO_E_DB;
+	if (sqlite3_bind_int64(st, 1, now - MW_OMEMO_PREKEY_GRACE_SECS) != SQLITE_OK) {
+		omemo_unprep(o, st);
+		return MW_OMEMO_E_DB;
+	}
+	if (omemo_step_done(o, st) != 0)
+		return MW_OMEMO_E_DB;
+	if ((rc = count_rows(o, "SELECT count(*) FROM omemo_prekeys WHERE "
+	    "used IS NULL", &n)) != 0)
 		return rc;
 	for (; n < MW_OMEMO_PREKEYS; n++) {
 		if ((rc = omemo_prekey_replace(o)) != 0)
@@ -208,7 +218,7 @@ create_identity(struct mw_omemo *o, const char *jid)
 	    sqlite3_step(st) != SQLITE_DONE)
 		goto fail;
 	if ((rc = omemo_spk_rotate(o, omemo_now(), true, &changed)) != 0 ||
-	    (rc = omemo_prekeys_refill(o, &changed)) != 0 ||
+	    (rc = omemo_prekeys_refill(o, omemo_now(), &changed)) != 0 ||
 	    (rc = omemo_meta_set(o, "bundle_dirty", 1)) != 0)
 		goto fail;
 	rc = omemo_commit(o);
@@ -279,7 +289,7 @@ mw_omemo_maintain(struct mw_omemo *o, int64_t now, bool *changed)
 	if ((rc = omemo_begin(o)) != 0)
 		return rc;
 	if ((rc = omemo_spk_rotate(o, now, false, changed)) != 0 ||
-	    (rc = omemo_prekeys_refill(o, changed)) != 0) {
+	    (rc = omemo_prekeys_refill(o, now, changed)) != 0) {
 		omemo_rollback(o);
 		return rc;
 	}

@@ -61,6 +61,11 @@
 #define MW_OMEMO2_NODE_DEVICES	"urn:xmpp:omemo:2:devices"
 #define MW_OMEMO2_NODE_BUNDLES	"urn:xmpp:omemo:2:bundles"
 #define MW_OMEMO_PREKEYS	100	/* prekeys kept and published */
+/* A used prekey still opens a session this long (seconds) after its first
+ * use, but is no longer published: two senders that fetched the same
+ * bundle at the same time (two operators, or a legacy and an OMEMO 2
+ * client of one user) both get through.  Then it is deleted. */
+#define MW_OMEMO_PREKEY_GRACE_SECS 300
 #define MW_OMEMO_MAX_STANZA	(256u * 1024)	/* largest <message> we build or parse */
 #define MW_OMEMO_MAX_PLAINTEXT	(128u * 1024)	/* fits in MW_OMEMO_MAX_STANZA */
 #define MW_OMEMO_FP_HEXLEN	64	/* fingerprint: 64 lowercase hex digits */

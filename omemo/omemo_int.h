@@ -215,7 +215,9 @@ int omemo_trusted_devices_v(struct mw_omemo *o, uint32_t version,
 
 /* keys.c */
 int omemo_identity_load_or_create(struct mw_omemo *o, const char *own_jid);
-int omemo_prekeys_refill(struct mw_omemo *o, bool *changed);
+/* Deletes the used prekeys whose grace period ended by now, then makes
+ * MW_OMEMO_PREKEYS unused ones (*changed when one was made). */
+int omemo_prekeys_refill(struct mw_omemo *o, int64_t now, bool *changed);
 int omemo_prekey_replace(struct mw_omemo *o);
 int omemo_spk_rotate(struct mw_omemo *o, int64_t now, bool force, bool *changed);
 int omemo_own_identity_pub(struct mw_omemo *o, uint8_t pub[33]);

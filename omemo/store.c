@@ -69,6 +69,9 @@ static const char *const migrations[] = {
 	/* the version the device last wrote in: the one it is answered in */
 	"ALTER TABLE omemo_devices ADD COLUMN reply_version INTEGER NOT NULL "
 	"DEFAULT 3 CHECK (reply_version IN (3, 4));",
+	/* 3: when a prekey was first used (NULL: never); a used one is kept
+	 * for MW_OMEMO_PREKEY_GRACE_SECS, unpublished */
+	"ALTER TABLE omemo_prekeys ADD COLUMN used INTEGER;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -410,11 +413,29 @@ k_remove(struct mw_omemo *o, const char *sql, uint32_t id)
 	return omemo_step_done(o, st) == 0 ? 0 : OMEMO_SG_EDB;
 }
 
+/* A prekey opens sessions until MW_OMEMO_PREKEY_GRACE_SECS after its first
+ * use (?2 is the oldest first use still accepted). */
 static int
 pk_load(signal_buffer **record, uint32_t id, void *u)
 {
-	return k_load(u, "SELECT record FROM omemo_prekeys WHERE id = ?",
-	    record, id);
+	struct mw_omemo *o = u;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (omemo_prep(o, &st, "SELECT record FROM omemo_prekeys WHERE id = ?1 "
+	    "AND (used IS NULL OR used >= ?2)") != 0)
+		return OMEMO_SG_EDB;
+	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 2, omemo_now() - MW_OMEMO_PREKEY_GRACE_SECS) !=
+	    SQLITE_OK) {
+		omemo_unprep(o, st);
+		return OMEMO_SG_EDB;
+	}
+	rc = omemo_load_blob(st, 0, record);
+	omemo_unprep(o, st);
+	if (rc == 0)
+		return SG_ERR_INVALID_KEY_ID;
+	return rc < 0 ? rc : SG_SUCCESS;
 }
 
 static int
@@ -427,11 +448,17 @@ pk_store(uint32_t id, uint8_t *record, size_t len, void *u)
 static int
 pk_contains(uint32_t id, void *u)
 {
-	return k_contains(u, "SELECT 1 FROM omemo_prekeys WHERE id = ?", id);
+	signal_buffer *b = NULL;
+	int rc = pk_load(&b, id, u);
+
+	signal_buffer_free(b);
+	return rc == SG_SUCCESS ? 1 : 0;
 }
 
 /*
- * libsignal removes a prekey once a PreKeySignalMessage consumed it.  The
+ * libsignal removes a prekey once a PreKeySignalMessage consumed it.  It is
+ * marked used instead (the first use counts) and kept, unpublished, for the
+ * grace period (pk_load; omemo_prekeys_expire deletes it after).  The
  * replacement (with a new, never used id) is generated in the same
  * transaction, and the bundle is marked for republishing.
  */
@@ -439,10 +466,21 @@ static int
 pk_remove(uint32_t id, void *u)
 {
 	struct mw_omemo *o = u;
+	sqlite3_stmt *st;
 	int rc;
 
-	if ((rc = k_remove(o, "DELETE FROM omemo_prekeys WHERE id = ?", id)) != 0)
-		return rc;
+	if (!o->txn)
+		return OMEMO_SG_EDB;
+	if (omemo_prep(o, &st, "UPDATE omemo_prekeys SET used = ?2 WHERE "
+	    "id = ?1 AND used IS NULL") != 0)
+		return OMEMO_SG_EDB;
+	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 2, omemo_now()) != SQLITE_OK) {
+		omemo_unprep(o, st);
+		return OMEMO_SG_EDB;
+	}
+	if ((rc = omemo_step_done(o, st)) != 0)
+		return OMEMO_SG_EDB;
 	if (sqlite3_changes(o->db) == 0)
 		return 0;
 	if (omemo_prekey_replace(o) != 0)

@@ -109,17 +109,20 @@ def test_consumed_prekey_replaced_in_published_bundle(moonwire_bin, prosody, ome
                                                       tmp_path):
     """A first-contact PreKey message consumes one of moonwire's prekeys: the
     bundle Prosody serves afterwards lacks that id, carries one new id, and
-    still has 100 prekeys, the same set as moonwire's store."""
+    still has 100 prekeys, the same set as moonwire's unused ones; the
+    consumed one is kept, marked used, for its grace period
+    (MW_OMEMO_PREKEY_GRACE_SECS)."""
     import sqlite3
     import time
     py = omemo_peers("pyuser", trust="blind")
     mw = Endpoint(moonwire_bin, prosody, str(tmp_path / "mw"), "agent").start()
     db = os.path.join(str(tmp_path / "mw"), "agent.db")
 
-    def stored_ids():
+    def stored_ids(used=False):
         con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
         try:
-            return {r[0] for r in con.execute("SELECT id FROM omemo_prekeys")}
+            return {r[0] for r in con.execute(
+                "SELECT id FROM omemo_prekeys WHERE used IS %s NULL" % ("NOT" if used else ""))}
         finally:
             con.close()
 
@@ -142,8 +145,8 @@ def test_consumed_prekey_replaced_in_published_bundle(moonwire_bin, prosody, ome
         assert len(gone) == 1, (gone, new)
         assert len(new) == 1, (gone, new)
         assert len(ids1) == 100 and len(set(ids1)) == 100
-        assert set(ids1) == stored_ids()     # what is published is what is held
-        assert gone.isdisjoint(stored_ids())   # the consumed prekey is deleted
+        assert set(ids1) == stored_ids()     # what is published is what is unused
+        assert stored_ids(used=True) == gone   # the consumed one: kept, marked used
         assert after["identity_key"] == before["identity_key"]
         assert after["signed_prekey_id"] == before["signed_prekey_id"]
         # the session keeps working both ways

@@ -298,8 +298,10 @@ lose_session_then_fail(const char *text, int want)
 	struct mw_omemo_msg m;
 	char *w;
 
-	assert_int_equal(sqlite3_exec(B.db, "DELETE FROM omemo_sessions_v4",
-	    NULL, NULL, NULL), SQLITE_OK);
+	/* ... and the prekeys they were built from are past their grace */
+	assert_int_equal(sqlite3_exec(B.db, "DELETE FROM omemo_sessions_v4; "
+	    "DELETE FROM omemo_prekeys WHERE used IS NOT NULL", NULL, NULL, NULL),
+	    SQLITE_OK);
 	w = enc2(&A, &B, text);
 	if (want != 0)
 		assert_int_equal(dec_raw(&B, w, &m), want);

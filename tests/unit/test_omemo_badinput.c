@@ -281,40 +281,86 @@ test_replay(void **state)
 	send_recv(&B, &A, "fresh back");
 }
 
-static void
-test_reused_prekey(void **state)
+/* The first message of a new sender c (jid, name) to B, built on B's old
+ * bundle reduced to prekey `used`. */
+static char *
+on_spent_prekey(struct ep *c, const char *jid, const char *name, int64_t used)
 {
-	struct ep C;
 	xmpp_stanza_t *bun;
 	char open[64], *pk, *head, *rebuilt, *w;
-	int64_t used;
 
-	/* the prekey A's first message consumed */
-	used = count(&B, "SELECT min(id) FROM (WITH RECURSIVE n(i) AS (SELECT 1 "
-	    "UNION ALL SELECT i + 1 FROM n WHERE i < 100) SELECT i AS id FROM n "
-	    "WHERE i NOT IN (SELECT id FROM omemo_prekeys))");
-	assert_true(used >= 1 && used <= 100);
-	/* C gets B's old bundle reduced to that one prekey */
 	snprintf(open, sizeof(open), "<preKeyPublic preKeyId=\"%lld\">",
 	    (long long)used);
 	pk = between(b_bundle, open, "</preKeyPublic>");
 	head = strndup(b_bundle, (size_t)(strstr(b_bundle, "<prekeys>") - b_bundle));
 	assert_int_not_equal(asprintf(&rebuilt, "%s<prekeys>%s%s</preKeyPublic>"
 	    "</prekeys></bundle>", head, open, pk), -1);
-	ep_new(&C, "carol@example.org", "c");
+	ep_new(c, jid, name);
 	bun = parse(rebuilt);
-	assert_int_equal(mw_omemo_process_bundle(C.o, B.jid,
+	assert_int_equal(mw_omemo_process_bundle(c->o, B.jid,
 	    mw_omemo_device_id(B.o), bun), MW_OMEMO_OK);
 	xmpp_stanza_release(bun);
-	know(&C, &B);
-	w = enc(&C, &B, "using a spent prekey");
+	know(c, &B);
+	w = enc(c, &B, "using a spent prekey");
 	assert_non_null(strstr(w, "prekey=\"true\""));
-	refused(&B, w, MW_OMEMO_E_PREKEY);
-	free(w);
 	free(pk);
 	free(head);
 	free(rebuilt);
+	return w;
+}
+
+/*
+ * A used prekey is no longer published but still opens a session for
+ * MW_OMEMO_PREKEY_GRACE_SECS: two senders that fetched the same bundle at
+ * once both get through.  After that it is deleted and refused.
+ */
+static void
+test_reused_prekey(void **state)
+{
+	struct ep C, D;
+	xmpp_stanza_t *bun;
+	char *w, *text, id[48];
+	size_t n;
+	bool changed;
+	int64_t used, used_at;
+
+	/* the prekey A's first message used */
+	used = count(&B, "SELECT min(id) FROM omemo_prekeys WHERE used IS NOT NULL");
+	assert_true(used >= 1 && used <= 100);
+	used_at = count(&B, "SELECT used FROM omemo_prekeys WHERE used IS NOT NULL");
+	/* within the grace period: C, on that prekey, gets through */
+	w = on_spent_prekey(&C, "carol@example.org", "c", used);
+	dec_expect(&B, w, "using a spent prekey");
+	free(w);
+	/* its first use counts: C's use did not restart the period */
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
+	    "IS NOT NULL"), 1);
+	assert_int_equal(count(&B, "SELECT used FROM omemo_prekeys WHERE used IS "
+	    "NOT NULL"), used_at);
+	/* the bundle B publishes does not offer it */
+	bun = bundle_of(&B);
+	assert_int_equal(xmpp_stanza_to_text(bun, &text, &n), XMPP_EOK);
+	snprintf(id, sizeof(id), "preKeyId=\"%lld\"", (long long)used);
+	assert_null(strstr(text, id));
+	assert_non_null(strstr(text, "preKeyId=\"101\""));
+	xmpp_free(tl_x, text);
+	xmpp_stanza_release(bun);
+	/* upkeep within the period keeps it; after, deletes it */
+	assert_int_equal(mw_omemo_maintain(B.o, used_at + MW_OMEMO_PREKEY_GRACE_SECS,
+	    &changed), MW_OMEMO_OK);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
+	    "IS NOT NULL"), 1);
+	assert_int_equal(mw_omemo_maintain(B.o, used_at + MW_OMEMO_PREKEY_GRACE_SECS + 1,
+	    &changed), MW_OMEMO_OK);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
+	    "IS NOT NULL"), 0);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys"), MW_OMEMO_PREKEYS);
+	/* D, on the same prekey after the period: refused, nothing stored */
+	w = on_spent_prekey(&D, "dave@example.org", "d", used);
+	refused(&B, w, MW_OMEMO_E_PREKEY);
+	free(w);
 	ep_close(&C);
+	ep_close(&D);
 	still_works();
 }
 

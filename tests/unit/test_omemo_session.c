@@ -42,7 +42,7 @@ test_identity(void **state)
 	assert_int_equal(strspn(fp, "0123456789abcdef"), 64);
 	assert_int_equal(count(&A, "SELECT count(*) FROM omemo_prekeys"), 100);
 	assert_int_equal(count(&A, "SELECT count(*) FROM omemo_signed_prekeys"), 1);
-	assert_int_equal(count(&A, "SELECT version FROM mw_schema WHERE component='omemo'"), 2);
+	assert_int_equal(count(&A, "SELECT version FROM mw_schema WHERE component='omemo'"), 3);
 	/* reopening keeps the identity */
 	ep_close(&A);
 	ep_open(&A);
@@ -84,8 +84,10 @@ test_first_contact_a_to_b(void **state)
 	assert_false(mw_omemo_txn_pending(B.o));
 	mw_omemo_msg_free(&m);
 	free(w);
-	/* the used prekey was replaced by one with a new id */
-	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys"), 100);
+	/* the used prekey was replaced by one with a new id, and is kept
+	 * marked used for its grace period */
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used IS NULL"), 100);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used IS NOT NULL"), 1);
 	assert_int_equal(count(&B, "SELECT max(id) FROM omemo_prekeys"), 101);
 	/* B answers without fetching A's bundle (session from the prekey msg) */
 	know(&B, &A);
