@@ -343,16 +343,20 @@ omemo_load_blob(sqlite3_stmt *st, int col, signal_buffer **out)
 
 /* ---- prekey and signed prekey stores (same shape, two tables) ---- */
 
+/* The record of key id (?1); a statement with a second parameter gets
+ * `since` bound to it. */
 static int
 k_load(struct mw_omemo *o, const char *sql, signal_buffer **record,
-    uint32_t id)
+    uint32_t id, int64_t since)
 {
 	sqlite3_stmt *st;
 	int rc;
 
 	if (omemo_prep(o, &st, sql) != 0)
 		return OMEMO_SG_EDB;
-	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK) {
+	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK ||
+	    (sqlite3_bind_parameter_count(st) > 1 &&
+	    sqlite3_bind_int64(st, 2, since) != SQLITE_OK)) {
 		omemo_unprep(o, st);
 		return OMEMO_SG_EDB;
 	}
@@ -418,24 +422,9 @@ k_remove(struct mw_omemo *o, const char *sql, uint32_t id)
 static int
 pk_load(signal_buffer **record, uint32_t id, void *u)
 {
-	struct mw_omemo *o = u;
-	sqlite3_stmt *st;
-	int rc;
-
-	if (omemo_prep(o, &st, "SELECT record FROM omemo_prekeys WHERE id = ?1 "
-	    "AND (used IS NULL OR used >= ?2)") != 0)
-		return OMEMO_SG_EDB;
-	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 2, omemo_now() - MW_OMEMO_PREKEY_GRACE_SECS) !=
-	    SQLITE_OK) {
-		omemo_unprep(o, st);
-		return OMEMO_SG_EDB;
-	}
-	rc = omemo_load_blob(st, 0, record);
-	omemo_unprep(o, st);
-	if (rc == 0)
-		return SG_ERR_INVALID_KEY_ID;
-	return rc < 0 ? rc : SG_SUCCESS;
+	return k_load(u, "SELECT record FROM omemo_prekeys WHERE id = ?1 AND "
+	    "(used IS NULL OR used >= ?2)", record, id,
+	    omemo_now() - MW_OMEMO_PREKEY_GRACE_SECS);
 }
 
 static int
@@ -493,7 +482,7 @@ static int
 spk_load(signal_buffer **record, uint32_t id, void *u)
 {
 	return k_load(u, "SELECT record FROM omemo_signed_prekeys WHERE id = ?",
-	    record, id);
+	    record, id, 0);
 }
 
 static int
