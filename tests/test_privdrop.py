@@ -91,6 +91,7 @@ def _settled_workers(run_pid, workers, want_uid, timeout=5.0):
     timeout returns them as they are, for the caller's assertions to show
     which worker kept what."""
     deadline = time.time() + timeout
+    last = []
     while True:
         found = []
         for w in workers:
@@ -98,11 +99,12 @@ def _settled_workers(run_pid, workers, want_uid, timeout=5.0):
                 found.append((w, _status(w)))
             except FileNotFoundError:       # a spare retired meanwhile
                 pass
+        last = found or last                # the run may end while we wait
         if (found and all(st["Uid"] == [str(want_uid)] * 4 for _, st in found)) \
                 or time.time() >= deadline:
-            return found
+            return last
         time.sleep(0.05)
-        workers = _workers(run_pid) or workers
+        workers = _workers(run_pid, timeout=0.5) or workers
 
 
 @pytest.mark.parametrize("who", ["root", "service-user-with-caps", "plain-user"])
