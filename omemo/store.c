@@ -447,7 +447,8 @@ pk_contains(uint32_t id, void *u)
 /*
  * libsignal removes a prekey once a PreKeySignalMessage consumed it.  It is
  * marked used instead (the first use counts) and kept, unpublished, for the
- * grace period (pk_load; omemo_prekeys_expire deletes it after).  The
+ * grace period (pk_load; omemo_prekeys_refill, run by the upkeep, deletes
+ * it after).  The
  * replacement (with a new, never used id) is generated in the same
  * transaction, and the bundle is marked for republishing.
  */
