@@ -27,6 +27,7 @@ Returns (rows, raw) like run.py's other parts.
 """
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -67,11 +68,15 @@ def timed_send(moonwire, conf, targets_file, agents, program, timeout_s, srv_pid
     cmd.append(program)
     out_path = program + ".out"
     s0 = path_suite.tree_cpu_seconds(srv_pid)
+    m0 = machine_cpu_seconds()
+    h0 = harness_cpu_seconds()
     t0 = time.monotonic()
     with open(out_path, "w") as out, open(out_path + ".err", "w") as err:
         rc, ru, peak_kib = run_peak_rss(cmd, stdout=out, stderr=err,
                                         stdin=subprocess.DEVNULL)
     wall = time.monotonic() - t0
+    m1 = machine_cpu_seconds()
+    h1 = harness_cpu_seconds()
     s1 = path_suite.tree_cpu_seconds(srv_pid)
     with open(out_path) as f:
         text = f.read()
@@ -91,8 +96,26 @@ def timed_send(moonwire, conf, targets_file, agents, program, timeout_s, srv_pid
         "wall_s": wall, "rc": rc, "ok": ok, "results": len(per_target),
         "operator_cpu_s": ru.ru_utime + ru.ru_stime, "operator_maxrss_kib": peak_kib,
         "server_cpu_s": (s1 - s0) if s0 is not None and s1 is not None else None,
+        "machine_cpu_s": m1 - m0,
+        "harness_cpu_s": h1 - h0,
         "job_ids": sorted(j for j in job_ids if j), "stderr_tail": err_text[-400:],
     }
+
+
+def machine_cpu_seconds():
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat):
+    beside wall time x cores, it says whether a send was CPU-bound."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def harness_cpu_seconds():
+    """CPU seconds of this process (every thread): what the bench itself
+    takes from the cores the fleet runs on."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def send_supports(moonwire, flag):
@@ -214,6 +237,13 @@ def rows_for(raw):
         rows.append(("  operator CPU / peak RSS",
                      f"{fmt(s.get('operator_cpu_s'), ' s', 2)} / {fmt(rss, ' MiB', 1)}",
                      "RSS <= 64 MiB", verdict(rss or None, TARGETS["operator_rss_mib"])))
+        if s.get("machine_cpu_s") is not None and s.get("wall_s"):
+            cores = os.cpu_count() or 1
+            rows.append(("  whole machine CPU / busy share of its cores / bench's own",
+                         f"{fmt(s['machine_cpu_s'], ' s', 2)} / "
+                         f"{fmt(100 * s['machine_cpu_s'] / (s['wall_s'] * cores), ' %', 0)} / "
+                         f"{fmt(s.get('harness_cpu_s'), ' s', 2)}",
+                         "", ""))
     rows.append((f"{name} CPU per agent-job (established)",
                  fmt(raw.get("server_cpu_per_agent_job_us"), " us"), "", ""))
     sm = raw.get("summary")
