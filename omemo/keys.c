@@ -97,6 +97,13 @@ count_rows(struct mw_omemo *o, const char *sql, int64_t *n)
 	return rc == SQLITE_ROW ? 0 : MW_OMEMO_E_DB;
 }
 
+void
+omemo_prekey_expiry_note(struct mw_omemo *o, int64_t at)
+{
+	if (o->prekey_expiry == 0 || at < o->prekey_expiry)
+		o->prekey_expiry = at;
+}
+
 int
 omemo_prekeys_refill(struct mw_omemo *o, int64_t now, bool *changed)
 {
@@ -120,6 +127,11 @@ omemo_prekeys_refill(struct mw_omemo *o, int64_t now, bool *changed)
 			return rc;
 		*changed = true;
 	}
+	/* the next deletion is due when the oldest kept use's period ends */
+	if ((rc = count_rows(o, "SELECT ifnull(min(used), 0) FROM omemo_prekeys "
+	    "WHERE used IS NOT NULL", &n)) != 0)
+		return rc;
+	o->prekey_expiry = n != 0 ? n + MW_OMEMO_PREKEY_GRACE_SECS + 1 : 0;
 	return 0;
 }
 
@@ -304,6 +316,15 @@ mw_omemo_maintain(struct mw_omemo *o, int64_t now, bool *changed)
 		return rc;
 	o->last_maintain = now;
 	return 0;
+}
+
+int64_t
+mw_omemo_maintain_due(const struct mw_omemo *o)
+{
+	int64_t due = o->last_maintain + MW_OMEMO_MAINTAIN_EVERY;
+
+	return o->prekey_expiry != 0 && o->prekey_expiry < due ?
+	    o->prekey_expiry : due;
 }
 
 /* ---- fingerprints ---- */

@@ -439,6 +439,11 @@ int mw_omemo_process_devicelist(struct mw_omemo *o, const char *jid,
 /* Rotates the signed prekey when due and refills prekeys; *changed is set
  * when the bundle must be republished. */
 int mw_omemo_maintain(struct mw_omemo *o, int64_t now, bool *changed);
+/* When mw_omemo_tick runs the upkeep next (wall seconds): an hour after
+ * the last, or earlier when a used prekey's MW_OMEMO_PREKEY_GRACE_SECS
+ * end, so its private key is deleted then. */
+#define MW_OMEMO_MAINTAIN_EVERY	3600
+int64_t mw_omemo_maintain_due(const struct mw_omemo *o);
 
 /* ---- account settings ---- */
 

@@ -83,6 +83,11 @@ struct mw_omemo {
 	 * start-up chain and pushes, instead of one fetch per send */
 	bool own_list_asked;
 	int64_t last_maintain;
+	/* when the first used prekey's grace period ends (wall seconds; 0:
+	 * none known): the upkeep runs then, not an hour later, so a spent
+	 * prekey's private key is gone MW_OMEMO_PREKEY_GRACE_SECS after its
+	 * first use (keys.c, store.c) */
+	int64_t prekey_expiry;
 
 	/* publication confirmation (pep.c): the start-up chain (bundle ->
 	 * own list -> list -> fetch both back) runs as generation pub_gen;
@@ -218,6 +223,9 @@ int omemo_identity_load_or_create(struct mw_omemo *o, const char *own_jid);
 /* Deletes the used prekeys whose grace period ended by now, then makes
  * MW_OMEMO_PREKEYS unused ones (*changed when one was made). */
 int omemo_prekeys_refill(struct mw_omemo *o, int64_t now, bool *changed);
+/* A used prekey may be deleted from `at` (wall seconds): the upkeep is due
+ * then at the latest (a rolled-back use only makes it run early). */
+void omemo_prekey_expiry_note(struct mw_omemo *o, int64_t at);
 int omemo_prekey_replace(struct mw_omemo *o);
 int omemo_spk_rotate(struct mw_omemo *o, int64_t now, bool force, bool *changed);
 int omemo_own_identity_pub(struct mw_omemo *o, uint8_t pub[33]);

@@ -26,7 +26,6 @@
 #include "omemo/omemo_int.h"
 #include "omemo/pubsub_int.h"
 
-#define MAINTAIN_EVERY	3600	/* seconds between maintenance runs */
 #define PUB_BACKOFF_MIN_MS 1000	/* first retry of a failed publication */
 #define PUB_BACKOFF_MAX_MS 60000
 
@@ -709,7 +708,7 @@ mw_omemo_tick(struct mw_omemo *o)
 		return;
 	omemo_iq_expire(o, now);
 	omemo2_upkeep_tick(o, now);
-	if (!o->txn && omemo_now() - o->last_maintain >= MAINTAIN_EVERY &&
+	if (!o->txn && omemo_now() >= mw_omemo_maintain_due(o) &&
 	    mw_omemo_maintain(o, omemo_now(), &changed) == 0 && changed)
 		(void)omemo_pep_bundle_changed(o);
 	/* a change held back by the debounce window goes out once it ends */

@@ -447,8 +447,8 @@ pk_contains(uint32_t id, void *u)
 /*
  * libsignal removes a prekey once a PreKeySignalMessage consumed it.  It is
  * marked used instead (the first use counts) and kept, unpublished, for the
- * grace period (pk_load; omemo_prekeys_refill, run by the upkeep, deletes
- * it after).  The
+ * grace period (pk_load; omemo_prekeys_refill deletes it after, run by
+ * the upkeep when that period ends: mw_omemo_maintain_due).  The
  * replacement (with a new, never used id) is generated in the same
  * transaction, and the bundle is marked for republishing.
  */
@@ -476,6 +476,7 @@ pk_remove(uint32_t id, void *u)
 	if (omemo_prekey_replace(o) != 0)
 		return OMEMO_SG_EDB;
 	o->bundle_dirty = true;
+	omemo_prekey_expiry_note(o, omemo_now() + MW_OMEMO_PREKEY_GRACE_SECS + 1);
 	return 0;
 }
 

@@ -5,6 +5,7 @@
  * which the ratchet still works in both directions.
  */
 #include <ctype.h>
+#include <time.h>
 
 #include "tests/unit/omemo_testlib.h"
 #include "omemo/omemo_int.h"
@@ -350,10 +351,14 @@ test_reused_prekey(void **state)
 	    &changed), MW_OMEMO_OK);
 	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
 	    "IS NOT NULL"), 1);
+	assert_int_equal(mw_omemo_maintain_due(B.o), used_at +
+	    MW_OMEMO_PREKEY_GRACE_SECS + 1);
 	assert_int_equal(mw_omemo_maintain(B.o, used_at + MW_OMEMO_PREKEY_GRACE_SECS + 1,
 	    &changed), MW_OMEMO_OK);
 	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
 	    "IS NOT NULL"), 0);
+	assert_int_equal(mw_omemo_maintain_due(B.o), used_at +
+	    MW_OMEMO_PREKEY_GRACE_SECS + 1 + MW_OMEMO_MAINTAIN_EVERY);
 	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys"), MW_OMEMO_PREKEYS);
 	/* D, on the same prekey after the period: refused, nothing stored */
 	w = on_spent_prekey(&D, "dave@example.org", "d", used);
@@ -361,6 +366,51 @@ test_reused_prekey(void **state)
 	free(w);
 	ep_close(&C);
 	ep_close(&D);
+	still_works();
+}
+
+/*
+ * The agent's tick runs the upkeep when a used prekey's grace period has
+ * ended, though the hourly upkeep is not due: the private key of a spent
+ * prekey lives MW_OMEMO_PREKEY_GRACE_SECS after its first use, no longer.
+ */
+static void
+test_spent_prekey_deleted_by_tick(void **state)
+{
+	struct ep E;
+	int64_t now = (int64_t)time(NULL), used_at;
+	bool changed;
+
+	/* an upkeep deletes the prekey A's first contact (setup) spent */
+	assert_int_equal(mw_omemo_maintain(B.o, now + MW_OMEMO_PREKEY_GRACE_SECS + 1,
+	    &changed), MW_OMEMO_OK);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
+	    "IS NOT NULL"), 0);
+	assert_int_equal(mw_omemo_maintain_due(B.o), now + MW_OMEMO_PREKEY_GRACE_SECS +
+	    1 + MW_OMEMO_MAINTAIN_EVERY);
+	/* E spends one: the upkeep is due when its period ends */
+	ep_new(&E, "erin@example.org", "e");
+	introduce(&E, &B);
+	send_recv(&E, &B, "first contact on a fresh prekey");
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
+	    "IS NOT NULL"), 1);
+	used_at = count(&B, "SELECT used FROM omemo_prekeys WHERE used IS NOT NULL");
+	assert_int_equal(mw_omemo_maintain_due(B.o), used_at +
+	    MW_OMEMO_PREKEY_GRACE_SECS + 1);
+	/* say its first use was 400 s ago; the last upkeep ran 200 s ago (and kept
+	 * it: within the period then), so the hourly one is 3,400 s away */
+	assert_int_equal(sqlite3_exec(B.db, "UPDATE omemo_prekeys SET used = used "
+	    "- 400 WHERE used IS NOT NULL", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(mw_omemo_maintain(B.o, now - 200, &changed), MW_OMEMO_OK);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
+	    "IS NOT NULL"), 1);
+	assert_true(mw_omemo_maintain_due(B.o) <= now);
+	mw_omemo_tick(B.o);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys WHERE used "
+	    "IS NOT NULL"), 0);
+	assert_int_equal(count(&B, "SELECT count(*) FROM omemo_prekeys"), MW_OMEMO_PREKEYS);
+	assert_true(mw_omemo_maintain_due(B.o) > now + MW_OMEMO_MAINTAIN_EVERY - 60);
+	ep_close(&E);
 	still_works();
 }
 
@@ -634,6 +684,7 @@ main(void)
 		T(test_truncated_key_material),
 		T(test_replay),
 		T(test_reused_prekey),
+		T(test_spent_prekey_deleted_by_tick),
 		T(test_bad_bundles),
 		T(test_oversized),
 		T(test_other_iv_lengths_accepted),
