@@ -62,12 +62,12 @@ struct mw_omemo {
 	bool bundle_dirty;		/* a prekey was used: republish */
 	bool require_verified;		/* decrypt only from VERIFIED sender keys */
 	enum mw_omemo_version send_version;	/* mw_omemo_send()'s choice */
-	/* republish debounce: at most one bundle publish per
-	 * MW_OMEMO_REPUBLISH_MIN_SECS; a change inside that window sets
-	 * bundle_publish_pending and mw_omemo_tick() publishes once later */
-	int64_t last_bundle_publish_ms;	/* monotonic; 0: never */
+	/* republish deferral: a change sets bundle_publish_pending and
+	 * mw_omemo_tick() publishes once, republish_ms after the first
+	 * pending change (pep.c, omemo_pep_bundle_changed) */
 	int64_t republish_ms;		/* the window; tests may shorten it */
 	bool bundle_publish_pending;
+	int64_t bundle_changed_ms;	/* monotonic: the first pending change */
 
 	/* network side */
 	xmpp_ctx_t *xctx;

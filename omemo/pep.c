@@ -372,14 +372,15 @@ publish_bundle(struct mw_omemo *o, bool then_list, bool chain, unsigned gen)
 }
 
 /*
- * Debounced: at most one publish caused by a change (a used prekey, a
- * rotation) per MW_OMEMO_REPUBLISH_MIN_SECS.  The first change after a
- * quiet window is published at once (a new contact's used prekey leaves
- * the bundle right away); a change inside the window only sets
- * bundle_publish_pending, and mw_omemo_tick() publishes once when the
- * window has passed, so a burst of used prekeys (one per new session)
- * costs one publish, not one each.  The bundle is read from the store when
- * it is sent: the latest state goes out.  Start-up publishes are extra.
+ * Deferred and coalesced: a change (a used prekey, a rotation) sets
+ * bundle_publish_pending, and mw_omemo_tick() publishes once
+ * MW_OMEMO_REPUBLISH_MIN_SECS after the first change still pending, with
+ * every change made meanwhile: at most one such publish per window, and
+ * none while a burst of first contacts (a fleet's fan-out, a prekey
+ * flood) is being answered.  Nothing is refused for it: a used prekey
+ * still opens sessions for MW_OMEMO_PREKEY_GRACE_SECS (store.c), ten
+ * times the window.  The bundle is read from the store when it is sent:
+ * the latest state goes out.  Start-up publishes are extra.
  */
 int
 omemo_pep_bundle_changed(struct mw_omemo *o)
@@ -388,13 +389,13 @@ omemo_pep_bundle_changed(struct mw_omemo *o)
 
 	if (o->send_fn == NULL)
 		return 0;	/* published at the next mw_omemo_start() */
-	if (o->last_bundle_publish_ms != 0 &&
-	    now - o->last_bundle_publish_ms < o->republish_ms) {
+	if (!o->bundle_publish_pending) {
 		o->bundle_publish_pending = true;
-		return 0;
+		o->bundle_changed_ms = now;
 	}
+	if (now - o->bundle_changed_ms < o->republish_ms)
+		return 0;
 	o->bundle_publish_pending = false;
-	o->last_bundle_publish_ms = now;
 	(void)omemo2_pep_publish_bundle(o);	/* failures are logged */
 	return publish_bundle(o, false, false, 0);
 }
@@ -713,7 +714,7 @@ mw_omemo_tick(struct mw_omemo *o)
 		(void)omemo_pep_bundle_changed(o);
 	/* a change held back by the debounce window goes out once it ends */
 	if (o->bundle_publish_pending && !o->txn &&
-	    now - o->last_bundle_publish_ms >= o->republish_ms)
+	    now - o->bundle_changed_ms >= o->republish_ms)
 		(void)omemo_pep_bundle_changed(o);
 	/* the periodic re-check of a confirmed publication: fetch both back;
 	 * a failure restarts the publication (verify_cb) */

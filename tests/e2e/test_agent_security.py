@@ -98,10 +98,9 @@ def test_duplicate_result_goes_only_to_the_requesting_device(deploy):
     alice_dev = int(re.search(r"accepted job=job-77 from=\S+ device=(\d+)",
                               d.agent.wait_log(r"accepted job=job-77 ")).group(1))
     d.agent.wait_log(r"reply-sent job=job-77 ")
-    # pat's session is built now, while the bundle the agent published
-    # lists only unused prekeys: alice2's first contact below uses one more,
-    # and the agent republishes at most every 30 s, so a key exchange after
-    # it could pick that prekey (1 in 100) and be refused for it
+    # pat's session is built now, before alice2's first contact below uses
+    # one more prekey (the agent republishes 30 s after a use; a key
+    # exchange that picks a used prekey is still taken for 300 s)
     pat.send_empty(d.agent.jid, build=True)
     d.agent.wait_log(r"key-transport from=%s " % re.escape(pat.jid))
     # alice's second (verified) device resends the envelope: nothing back

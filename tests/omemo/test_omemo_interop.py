@@ -134,7 +134,10 @@ def test_consumed_prekey_replaced_in_published_bundle(moonwire_bin, prosody, ome
         py.send(mw.jid, "first contact")
         jid, dev, trust, text = mw.recv()
         assert (jid, dev, text) == (py.jid, py.device_id, "first contact")
-        deadline = time.monotonic() + 15
+        # the republish waits MW_OMEMO_REPUBLISH_MIN_SECS (30 s) after the
+        # use (spec/omemo.md, "Publishing"): the old bundle is served until then
+        assert set(py.bundle(mw.jid, mw.device)["prekey_ids"]) == set(ids0)
+        deadline = time.monotonic() + 50
         while True:
             after = py.bundle(mw.jid, mw.device)
             if set(after["prekey_ids"]) != set(ids0) or time.monotonic() > deadline:
