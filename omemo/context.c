@@ -175,8 +175,11 @@ mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms)
 void
 mw_omemo_set_republish_interval(struct mw_omemo *o, unsigned ms)
 {
-	if (o != NULL)
-		o->republish_ms = ms;
+	if (o == NULL)
+		return;
+	o->republish_ms = ms;
+	if (o->bundle_publish_pending)	/* it waits no longer than that */
+		o->bundle_publish_due_ms = omemo_mono_ms() + ms;
 }
 
 void

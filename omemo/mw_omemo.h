@@ -356,7 +356,9 @@ void mw_omemo_set_iq_timeout(struct mw_omemo *o, unsigned ms);	/* tests */
  * completes it when nothing else was sent on that session (default
  * 1000 ms; 0: the default). */
 void mw_omemo_set_empty_delay(struct mw_omemo *o, unsigned ms);	/* tests */
-/* The bundle republish window (default MW_OMEMO_REPUBLISH_MIN_SECS). */
+/* The bundle republish window (default MW_OMEMO_REPUBLISH_MIN_SECS; a
+ * change is published 1-5 windows after it); a pending republish is due
+ * ms from now. */
 void mw_omemo_set_republish_interval(struct mw_omemo *o, unsigned ms);	/* tests */
 
 /*

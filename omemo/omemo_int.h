@@ -63,11 +63,11 @@ struct mw_omemo {
 	bool require_verified;		/* decrypt only from VERIFIED sender keys */
 	enum mw_omemo_version send_version;	/* mw_omemo_send()'s choice */
 	/* republish deferral: a change sets bundle_publish_pending and
-	 * mw_omemo_tick() publishes once, republish_ms after the first
-	 * pending change (pep.c, omemo_pep_bundle_changed) */
+	 * mw_omemo_tick() publishes once, 1-5 windows (random) after the
+	 * first pending change (pep.c, omemo_pep_bundle_changed) */
 	int64_t republish_ms;		/* the window; tests may shorten it */
 	bool bundle_publish_pending;
-	int64_t bundle_changed_ms;	/* monotonic: the first pending change */
+	int64_t bundle_publish_due_ms;	/* monotonic */
 
 	/* network side */
 	xmpp_ctx_t *xctx;

@@ -372,14 +372,17 @@ publish_bundle(struct mw_omemo *o, bool then_list, bool chain, unsigned gen)
 }
 
 /*
- * Deferred and coalesced: a change (a used prekey, a rotation) sets
- * bundle_publish_pending, and mw_omemo_tick() publishes once
- * MW_OMEMO_REPUBLISH_MIN_SECS after the first change still pending, with
- * every change made meanwhile: at most one such publish per window, and
- * none while a burst of first contacts (a fleet's fan-out, a prekey
- * flood) is being answered.  Nothing is refused for it: a used prekey
- * still opens sessions for MW_OMEMO_PREKEY_GRACE_SECS (store.c), ten
- * times the window.  The bundle is read from the store when it is sent:
+ * Deferred, spread and coalesced: a change (a used prekey, a rotation)
+ * sets bundle_publish_pending and a due time between 1 and 5 windows
+ * (MW_OMEMO_REPUBLISH_MIN_SECS: 30-150 s) after it, drawn at random; once
+ * it has passed, mw_omemo_tick() publishes once, with every change made
+ * meanwhile.  So there is at most one such publish per window, none while
+ * a burst of first contacts (a fleet's fan-out, a prekey flood) is being
+ * answered, and a fleet that made first contact together does not
+ * republish together: 1,000 agents' bundles reach the server over two
+ * minutes, not in one second.  Nothing is refused for it: a used prekey
+ * still opens sessions for MW_OMEMO_PREKEY_GRACE_SECS (store.c), twice
+ * the longest wait.  The bundle is read from the store when it is sent:
  * the latest state goes out.  Start-up publishes are extra.
  */
 int
@@ -390,10 +393,14 @@ omemo_pep_bundle_changed(struct mw_omemo *o)
 	if (o->send_fn == NULL)
 		return 0;	/* published at the next mw_omemo_start() */
 	if (!o->bundle_publish_pending) {
+		uint32_t r = 0;
+
+		(void)omemo_random(&r, sizeof(r));	/* 0 if it fails: the minimum */
 		o->bundle_publish_pending = true;
-		o->bundle_changed_ms = now;
+		o->bundle_publish_due_ms = now + o->republish_ms +
+		    (int64_t)(r % ((uint64_t)o->republish_ms * 4 + 1));
 	}
-	if (now - o->bundle_changed_ms < o->republish_ms)
+	if (now < o->bundle_publish_due_ms)
 		return 0;
 	o->bundle_publish_pending = false;
 	(void)omemo2_pep_publish_bundle(o);	/* failures are logged */
@@ -713,8 +720,7 @@ mw_omemo_tick(struct mw_omemo *o)
 	    mw_omemo_maintain(o, omemo_now(), &changed) == 0 && changed)
 		(void)omemo_pep_bundle_changed(o);
 	/* a change held back by the debounce window goes out once it ends */
-	if (o->bundle_publish_pending && !o->txn &&
-	    now - o->bundle_changed_ms >= o->republish_ms)
+	if (o->bundle_publish_pending && !o->txn && now >= o->bundle_publish_due_ms)
 		(void)omemo_pep_bundle_changed(o);
 	/* the periodic re-check of a confirmed publication: fetch both back;
 	 * a failure restarts the publication (verify_cb) */

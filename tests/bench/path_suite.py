@@ -488,6 +488,10 @@ def run_path(build_dir, moonwire, sandbox_bench, args, server="prosody", with_ss
             raw["fanout"] = [o for o in objs if o.get("bench") == "fanout"]
             if not raw["fanout"]:
                 raw["fanout_error"] = err.strip()[-500:]
+            elif any(o.get("ok") != o.get("agents") for o in raw["fanout"]):
+                # what path_bench said about each target that was not ok
+                raw["fanout_not_ok"] = [l for l in err.splitlines()
+                                        if l.startswith("path_bench:")][-20:]
         for a in agents:
             a.stop()
 
@@ -668,6 +672,8 @@ def rows_for(raw, ssh=None):
                      "", ""))
     elif raw.get("fanout_error"):
         rows.append(("fan-out", "failed: " + raw["fanout_error"][:80], "", ""))
+    if raw.get("fanout_not_ok"):
+        rows.append(("  fan-out, a target not ok: " + raw["fanout_not_ok"][-1][:90], "", "", ""))
     ssh = ssh if ssh is not None else (raw.get("ssh") or {})
     if "unavailable" in ssh or "error" in ssh:
         rows.append(("ssh baseline", (ssh.get("unavailable") or ssh.get("error"))[:90], "", ""))
