@@ -296,7 +296,8 @@ mw_cmd_distrust(int argc, char **argv)
  *           "connect-error ERR NAME" (certificate refused: pin, untrusted) |
  *           "disconnected EVENT ERROR"
  * one event per line, flushed.  The event loop never blocks for long
- * (xmpp_run_once with a short timeout, stdin polled).
+ * (xmpp_run_once with a short timeout, stdin polled).  MOONWIRE_TEST_REPUBLISH_MS
+ * in the environment sets the bundle republish window.
  */
 #include <poll.h>
 #include <unistd.h>
@@ -478,6 +479,15 @@ mw_cmd_omemo_client(int argc, char **argv)
 	}
 	if (cli_open(&c->cli, argc, argv, true) < 0)
 		goto out;
+	{
+		/* tests: a shorter bundle republish window (spec/omemo.md, "PEP") */
+		const char *v = getenv("MOONWIRE_TEST_REPUBLISH_MS");
+		char *end;
+		unsigned long ms = v != NULL ? strtoul(v, &end, 10) : 0;
+
+		if (v != NULL && *v != '\0' && *end == '\0' && ms <= 600000)
+			mw_omemo_set_republish_interval(c->cli.o, (unsigned)ms);
+	}
 	xmpp_initialize();
 	if ((c->x = xmpp_ctx_new(NULL, mw_omemo_account_logger())) == NULL ||
 	    (c->conn = xmpp_conn_new(c->x)) == NULL ||

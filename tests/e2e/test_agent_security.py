@@ -99,7 +99,7 @@ def test_duplicate_result_goes_only_to_the_requesting_device(deploy):
                               d.agent.wait_log(r"accepted job=job-77 ")).group(1))
     d.agent.wait_log(r"reply-sent job=job-77 ")
     # pat's session is built now, before alice2's first contact below uses
-    # one more prekey (the agent republishes 30 s after a use; a key
+    # one more prekey (the agent republishes 30-150 s after a use; a key
     # exchange that picks a used prekey is still taken for 300 s)
     pat.send_empty(d.agent.jid, build=True)
     d.agent.wait_log(r"key-transport from=%s " % re.escape(pat.jid))

@@ -20,8 +20,9 @@ TIMEOUT = 20.0
 
 
 class Endpoint:
-    def __init__(self, moonwire, prosody, workdir, user, password="pw"):
+    def __init__(self, moonwire, prosody, workdir, user, password="pw", env=None):
         self.moonwire = moonwire
+        self.env = dict(os.environ, **env) if env else None
         self.jid = prosody.register(user, password) if hasattr(prosody, "register") else None
         if not self.jid or "@" not in str(self.jid):
             self.jid = prosody.jid(user)
@@ -40,7 +41,7 @@ class Endpoint:
         self.proc = subprocess.Popen(
             [self.moonwire, "__omemo_client", "-c", self.conf],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1)
+            text=True, bufsize=1, env=self.env)
         threading.Thread(target=self._read, args=(self.proc, self.events),
                          daemon=True).start()
         ev = self.expect("ready")
