@@ -441,6 +441,10 @@ int mw_omemo_process_devicelist(struct mw_omemo *o, const char *jid,
 /* Rotates the signed prekey when due and refills prekeys; *changed is set
  * when the bundle must be republished. */
 int mw_omemo_maintain(struct mw_omemo *o, int64_t now, bool *changed);
+/* A bundle republish still waiting for its time (30-150 s after a used
+ * prekey) goes out now: for a process about to disconnect, so that a used
+ * prekey is not left listed until its next login.  0 if nothing waited. */
+int mw_omemo_publish_pending(struct mw_omemo *o);
 /* When mw_omemo_tick runs the upkeep next (wall seconds): an hour after
  * the last, or earlier when a used prekey's MW_OMEMO_PREKEY_GRACE_SECS
  * end, so its private key is deleted then. */

@@ -407,6 +407,15 @@ omemo_pep_bundle_changed(struct mw_omemo *o)
 	return publish_bundle(o, false, false, 0);
 }
 
+int
+mw_omemo_publish_pending(struct mw_omemo *o)
+{
+	if (o == NULL || !o->bundle_publish_pending || o->txn || o->send_fn == NULL)
+		return 0;
+	o->bundle_publish_due_ms = 0;	/* due now */
+	return omemo_pep_bundle_changed(o);
+}
+
 /* pep2.c's doors: a publication outside the start-up chain (a failure is
  * logged, see pub_fail), and a fetch of node's items. */
 int
@@ -719,7 +728,7 @@ mw_omemo_tick(struct mw_omemo *o)
 	if (!o->txn && omemo_now() >= mw_omemo_maintain_due(o) &&
 	    mw_omemo_maintain(o, omemo_now(), &changed) == 0 && changed)
 		(void)omemo_pep_bundle_changed(o);
-	/* a change held back by the debounce window goes out once it ends */
+	/* a change held back goes out once its time has come */
 	if (o->bundle_publish_pending && !o->txn && now >= o->bundle_publish_due_ms)
 		(void)omemo_pep_bundle_changed(o);
 	/* the periodic re-check of a confirmed publication: fetch both back;

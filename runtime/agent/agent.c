@@ -407,6 +407,9 @@ begin_stop(struct agent *a)
 	a->stopping = true;
 	a->stop_deadline_ms = agent_now_ms() + a->cfg.shutdown_grace_ms;
 	agent_log("stopping", "running=%u grace_ms=%u", a->n_jobs, a->cfg.shutdown_grace_ms);
+	/* a used prekey must not stay listed while the agent is away */
+	if (a->connected)
+		(void)mw_omemo_publish_pending(a->o);
 	/* unavailable: the server keeps new messages offline for the next start */
 	if (a->connected && (p = xmpp_presence_new(a->x)) != NULL) {
 		xmpp_stanza_set_type(p, "unavailable");

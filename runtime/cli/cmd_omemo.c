@@ -408,6 +408,7 @@ c_command(struct client *c, char *l)
 		return;
 	if (strcmp(cmd, "quit") == 0) {
 		c->quit = true;
+		(void)mw_omemo_publish_pending(c->cli.o);
 		xmpp_disconnect(c->conn);
 	} else if (strcmp(cmd, "send") == 0 && jid != NULL && rest != NULL) {
 		if ((rc = mw_omemo_send(c->cli.o, jid, rest, strlen(rest), c_done,

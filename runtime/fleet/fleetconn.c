@@ -427,6 +427,7 @@ mw_fleet_close(struct mw_fleet *f)
 {
 	if (f->connected) {
 		f->closing = true;
+		(void)mw_omemo_publish_pending(f->o);	/* before the stream ends */
 		xmpp_disconnect(f->conn);
 		for (int i = 0; i < 20 && !xmpp_conn_is_disconnected(f->conn); i++)
 			xmpp_run_once(f->x, 50);

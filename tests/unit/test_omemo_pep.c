@@ -408,6 +408,7 @@ test_send_builds_sessions(void **state)
 {
 	char node[128], used[64];
 	struct node_item *it;
+	int pubs;
 
 	assert_int_equal(mw_omemo_start(A.o), 0);
 	assert_int_equal(mw_omemo_start(B.o), 0);
@@ -419,17 +420,23 @@ test_send_builds_sessions(void **state)
 	assert_int_equal(done_rc[0], 0);
 	assert_int_equal(S.ninbox[1], 1);
 	assert_string_equal(S.inbox[1][0], "hi bob");
-	/* B's republish waits for the window (30 s, shortened here); then
-	 * its bundle goes out without the used prekey, with id 101 */
+	/* B's republish waits 30-150 s; a process about to disconnect sends
+	 * it at once: the bundle without the used prekey, with id 101 */
 	snprintf(node, sizeof(node), "%s%u", MW_OMEMO_NODE_BUNDLES,
 	    mw_omemo_device_id(B.o));
 	it = item_find(B.jid, node, false);
 	assert_null(strstr(it->xml, "preKeyId=\"101\""));
-	mw_omemo_set_republish_interval(B.o, 0);
-	mw_omemo_tick(B.o);
+	pubs = S.publishes;
+	assert_int_equal(mw_omemo_publish_pending(B.o), 0);
 	pump();
+	assert_int_equal(S.publishes, pubs + 1);
 	it = item_find(B.jid, node, false);
 	assert_non_null(strstr(it->xml, "preKeyId=\"101\""));
+	/* nothing waits any more: nothing more is published */
+	assert_int_equal(mw_omemo_publish_pending(B.o), 0);
+	mw_omemo_tick(B.o);
+	pump();
+	assert_int_equal(S.publishes, pubs + 1);
 	{
 		int64_t missing = count(&B, "SELECT min(id) FROM (WITH RECURSIVE "
 		    "n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) "
