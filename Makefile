@@ -7,7 +7,7 @@ BUILD    ?= build
 .DEFAULT_GOAL := all
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
-PKGS      = libstrophe libomemo-c lua5.4 libseccomp openssl sqlite3 libcjson
+PKGS      = libstrophe libomemo-c lua5.4 libseccomp openssl sqlite3 libcjson expat
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -24,7 +24,7 @@ LDFLAGS  += -pie -Wl,-z,relro,-z,now $(foreach s,$(INTERPOSED),-Wl,-u,$(s) -Wl,-
 LIBS      = $(PKG_LIBS) -lm
 
 # Debian packages: build, run, test, demo and bench.
-DEB_PKGS = build-essential pkg-config libstrophe-dev libomemo-c-dev \
+DEB_PKGS = build-essential pkg-config libstrophe-dev libomemo-c-dev libexpat1-dev \
 	liblua5.4-dev lua5.4 libseccomp-dev libssl-dev libsqlite3-dev sqlite3 \
 	libcjson-dev libcmocka-dev prosody ejabberd python3-omemo python3-oldmemo python3-twomemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
@@ -205,7 +205,7 @@ CROSS_TRIPLET  = $(CROSS_TRIPLET_$(ARCH))
 CROSS_BUILD    = build-$(ARCH)
 CROSS_PKG_CONFIG_LIBDIR = /usr/lib/$(CROSS_TRIPLET)/pkgconfig:/usr/share/pkgconfig
 CROSS_DEB_PKGS = gcc-$(CROSS_TRIPLET) file qemu-user qemu-system-arm cpio \
-	$(addsuffix :$(ARCH),libc6-dev libstrophe-dev libomemo-c-dev liblua5.4-dev \
+	$(addsuffix :$(ARCH),libc6-dev libstrophe-dev libomemo-c-dev libexpat1-dev liblua5.4-dev \
 	libseccomp-dev libssl-dev libsqlite3-dev libcjson-dev libcmocka-dev)
 CROSS_ENV = env -u PKG_CONFIG_PATH -u PKG_CONFIG_SYSROOT_DIR \
 	PKG_CONFIG_LIBDIR=$(CROSS_PKG_CONFIG_LIBDIR)

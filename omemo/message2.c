@@ -191,7 +191,7 @@ encrypt2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 		goto out;
 	memset(keymat, 0, sizeof(keymat));
 	if (!empty) {
-		if ((rc = omemo_sce_build(x, o->jid, to, pt, len, &env,
+		if ((rc = omemo_sce_build(o->jid, to, pt, len, &env,
 		    &envlen)) != 0 ||
 		    (rc = omemo2_payload_encrypt((const uint8_t *)env, envlen,
 		    keymat, &ct, &ctlen)) != 0)
@@ -545,7 +545,7 @@ omemo2_decrypt(struct mw_omemo *o, xmpp_stanza_t *stanza,
 	if ((rc = omemo2_payload_decrypt(signal_buffer_data(km), p.payload,
 	    p.plen, &env, &envlen)) != 0)
 		goto fail;
-	if ((rc = omemo_sce_parse(xmpp_stanza_get_context(stanza), env, envlen,
+	if ((rc = omemo_sce_parse(env, envlen,
 	    p.from, p.to, &m->plaintext, &m->len)) != 0 ||
 	    (rc = omemo_device_version_set(o, p.from, p.sid, OMEMO_V2)) != 0)
 		goto fail;

@@ -150,10 +150,10 @@ int omemo2_payload_decrypt(const uint8_t keymat[OMEMO2_KEYMAT],
  * stanza's bare JIDs; *body is malloc'ed, NUL-terminated, NULL when the
  * content carries no <body>; every violation is MW_OMEMO_E_SCE. */
 #define OMEMO_NS_SCE	"urn:xmpp:sce:1"
-int omemo_sce_build(xmpp_ctx_t *x, const char *from, const char *to,
-    const uint8_t *body, size_t n, char **out, size_t *outlen);
-int omemo_sce_parse(xmpp_ctx_t *x, const uint8_t *xml, size_t n,
-    const char *from, const char *to, uint8_t **body, size_t *bodylen);
+int omemo_sce_build(const char *from, const char *to, const uint8_t *body,
+    size_t n, char **out, size_t *outlen);
+int omemo_sce_parse(const uint8_t *xml, size_t n, const char *from,
+    const char *to, uint8_t **body, size_t *bodylen);
 
 /* proto.c: the OMEMO 2 protobufs have exactly their XEP shape; every key
  * of a legacy (Pre)SignalMessage is in its 33-byte form */

@@ -78,7 +78,7 @@ import subprocess
 import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBS = ("libstrophe", "libomemo-c", "liblua5.4", "libseccomp", "libsqlite3", "libssl")
+LIBS = ("libstrophe", "libomemo-c", "libexpat1", "liblua5.4", "libseccomp", "libsqlite3", "libssl")
 
 
 def clean_env():

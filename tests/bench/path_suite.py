@@ -49,7 +49,7 @@ from agentkit import Kit  # noqa: E402
 from mwbinary import interpose_ldflags  # noqa: E402
 
 PATH_PKGS = ["libstrophe", "libomemo-c", "lua5.4", "libseccomp", "openssl",
-             "sqlite3", "libcjson"]
+             "sqlite3", "libcjson", "expat"]
 TRIVIAL = "return 1+1"
 
 # The bench server: what tests/lib/prosody.py always does (loopback only,

@@ -49,7 +49,7 @@ TARGETS = {
     "supervisor_rss_kib": 8192.0,  # <= 8 MiB idle
     "omemo_established_us": 150.0,  # encrypt + decrypt, established session
 }
-OMEMO_PKGS = PKGS + ["libstrophe", "libomemo-c"]
+OMEMO_PKGS = PKGS + ["libstrophe", "libomemo-c", "expat"]
 
 
 class CannotRun(Exception):

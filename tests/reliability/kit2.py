@@ -27,7 +27,7 @@ from agentkit import Agent, Kit, Operator, run  # noqa: E402,F401
 from mwbinary import interpose_ldflags  # noqa: E402
 
 PKGS = ["libstrophe", "libomemo-c", "lua5.4", "libseccomp", "openssl",
-        "sqlite3", "libcjson"]
+        "sqlite3", "libcjson", "expat"]
 _build_lock = threading.Lock()
 
 

@@ -392,65 +392,153 @@ test_sce_to_mismatch(void **state)
 }
 
 /* the SCE parser on its own: each rule */
+#define ENV_OPEN "<envelope xmlns='urn:xmpp:sce:1'>"
+#define BODY_HI "<content><body xmlns='jabber:client'>hi</body></content>"
 static void
 test_sce_rules(void **state)
 {
 	static const struct {
 		const char *xml;
 		int rc;
+		const char *body;	/* when rc is 0; NULL: no <body> */
 	} cases[] = {
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content><rpad>x</rpad><from jid='a@x'/><to jid='b@x'/></envelope>", 0 },
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content><rpad>x</rpad><from jid='a@x'/></envelope>", 0 },
+		{ ENV_OPEN BODY_HI "<rpad>x</rpad><from jid='a@x'/><to jid='b@x'/></envelope>", 0, "hi" },
+		{ ENV_OPEN BODY_HI "<rpad>x</rpad><from jid='a@x'/></envelope>", 0, "hi" },
 		/* from another sender */
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content><rpad>x</rpad><from jid='mallory@x'/><to jid='b@x'/></envelope>", MW_OMEMO_E_SCE },
+		{ ENV_OPEN BODY_HI "<rpad>x</rpad><from jid='mallory@x'/><to jid='b@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
 		/* to someone else */
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content><rpad>x</rpad><from jid='a@x'/><to jid='c@x'/></envelope>", MW_OMEMO_E_SCE },
+		{ ENV_OPEN BODY_HI "<rpad>x</rpad><from jid='a@x'/><to jid='c@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
 		/* no rpad */
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content><from jid='a@x'/><to jid='b@x'/></envelope>", MW_OMEMO_E_SCE },
-		/* two rpads, two froms */
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content/><rpad/><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE },
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content/><rpad/><from jid='a@x'/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE },
-		/* no from */
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content/><rpad/></envelope>", MW_OMEMO_E_SCE },
-		/* wrong namespaces */
-		{ "<envelope xmlns='urn:xmpp:sce:0'><content/><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE },
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content><body>hi</body></content><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE },
-		/* not XML */
-		{ "<envelope xmlns='urn:xmpp:sce:1'><content>", MW_OMEMO_E_SCE },
+		{ ENV_OPEN BODY_HI "<from jid='a@x'/><to jid='b@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		/* two rpads, two froms, two tos, two times, two contents */
+		{ ENV_OPEN "<content/><rpad/><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN "<content/><rpad/><from jid='a@x'/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN "<content/><rpad/><from jid='a@x'/><to jid='b@x'/><to jid='b@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN "<content/><rpad/><from jid='a@x'/><time/><time/></envelope>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN "<content/><content/><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		/* no content; no from */
+		{ ENV_OPEN "<rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN "<content/><rpad/></envelope>", MW_OMEMO_E_SCE, NULL },
+		/* content without a body: nothing for the caller */
+		{ ENV_OPEN "<content/><rpad/><from jid='a@x'/></envelope>", 0, NULL },
+		/* wrong namespaces: the envelope, the body, an affix */
+		{ "<envelope xmlns='urn:xmpp:sce:0'><content/><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN "<content><body>hi</body></content><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN "<content/><rpad/><from xmlns='urn:other' jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		/* two bodies */
+		{ ENV_OPEN "<content><body xmlns='jabber:client'>hi</body><body xmlns='jabber:client'>ho</body></content><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		/* namespaces by prefix; an affix of another namespace is
+		 * skipped; body's own text only (CDATA counts, a child's
+		 * text does not) */
+		{ "<s:envelope xmlns:s='urn:xmpp:sce:1'><s:content><body xmlns='jabber:client'>h<b>zzz</b><![CDATA[i]]></body></s:content><s:rpad/><s:from jid='a@x'/><o:from xmlns:o='urn:other' jid='mallory@x'/></s:envelope>", 0, "hi" },
+		/* the document's encoding declaration does not change UTF-8 */
+		{ "<?xml version='1.0' encoding='ISO-8859-1'?>" ENV_OPEN "<content><body xmlns='jabber:client'>\xc3\xa9</body></content><rpad/><from jid='a@x'/></envelope>", 0, "\xc3\xa9" },
+		/* no DTD, so no entity of the sender's */
+		{ "<!DOCTYPE envelope [<!ENTITY e 'hi'>]>" ENV_OPEN "<content><body xmlns='jabber:client'>&e;</body></content><rpad/><from jid='a@x'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		/* not XML; not the only element */
+		{ ENV_OPEN "<content>", MW_OMEMO_E_SCE, NULL },
+		{ ENV_OPEN BODY_HI "<rpad/><from jid='a@x'/></envelope><envelope/>", MW_OMEMO_E_SCE, NULL },
+		{ "<content xmlns='urn:xmpp:sce:1'/>", MW_OMEMO_E_SCE, NULL },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint8_t *body = NULL;
 		size_t n = 0;
-		int rc = omemo_sce_parse(tl_x, (const uint8_t *)cases[i].xml,
+		int rc = omemo_sce_parse((const uint8_t *)cases[i].xml,
 		    strlen(cases[i].xml), "a@x", "b@x", &body, &n);
 
 		if (rc != cases[i].rc)
 			fail_msg("case %zu: %d, want %d", i, rc, cases[i].rc);
-		if (rc == 0) {
-			assert_int_equal(n, 2);
-			assert_string_equal((char *)body, "hi");
+		if (rc == 0 && cases[i].body == NULL)
+			assert_null(body);
+		if (rc == 0 && cases[i].body != NULL) {
+			assert_non_null(body);
+			assert_int_equal(n, strlen(cases[i].body));
+			assert_string_equal((char *)body, cases[i].body);
 		}
+		if (rc != 0)
+			assert_null(body);
 		free(body);
+	}
+	/* a body past MW_OMEMO_MAX_PLAINTEXT in an envelope that fits */
+	{
+		size_t big = MW_OMEMO_MAX_PLAINTEXT + 1;
+		char *xml = malloc(big + 256);
+		uint8_t *body = (uint8_t *)"unset";
+		size_t n = 0, off;
+
+		assert_non_null(xml);
+		off = (size_t)sprintf(xml, ENV_OPEN "<content><body xmlns='jabber:client'>");
+		memset(xml + off, 'a', big);
+		off += big;
+		off += (size_t)sprintf(xml + off, "</body></content><rpad/><from jid='a@x'/></envelope>");
+		assert_int_equal(omemo_sce_parse((uint8_t *)xml, off, "a@x",
+		    "b@x", &body, &n), MW_OMEMO_E_OVERSIZE);
+		assert_null(body);
+		free(xml);
 	}
 	/* build -> parse round trip, and text that XML cannot carry */
 	{
 		char *xml = NULL;
 		size_t xl = 0, n = 0;
 		uint8_t *body = NULL;
-		const char *t = "<&>\"' ünïcode\n\ttab";
+		/* CR survives (a reference, not end-of-line normalized) */
+		const char *t = "<&>\"' \xc3\xbc" "n\xc3\xaf" "code\n\ttab\r\nend\r";
 
-		assert_int_equal(omemo_sce_build(tl_x, "a@x", "b@x",
+		assert_int_equal(omemo_sce_build("a@x", "b@x",
 		    (const uint8_t *)t, strlen(t), &xml, &xl), 0);
+		assert_int_equal(xl, strlen(xml));
 		assert_non_null(strstr(xml, "<rpad>"));
-		assert_int_equal(omemo_sce_parse(tl_x, (uint8_t *)xml, xl,
+		assert_non_null(strstr(xml, "<time stamp='"));
+		assert_int_equal(omemo_sce_parse((uint8_t *)xml, xl,
 		    "a@x", "b@x", &body, &n), 0);
+		assert_int_equal(n, strlen(t));
 		assert_string_equal((char *)body, t);
 		free(body);
 		free(xml);
-		assert_int_equal(omemo_sce_build(tl_x, "a@x", "b@x",
+		/* a body of 120 KiB: expat's memory grows past its first
+		 * block (sce.c's arena) */
+		{
+			size_t big = 120 * 1024;
+			uint8_t *t2 = malloc(big);
+
+			assert_non_null(t2);
+			for (size_t i = 0; i < big; i++)
+				t2[i] = (uint8_t)(i % 97 == 0 ? '&' : 'a' + i % 26);
+			assert_int_equal(omemo_sce_build("a@x", "b@x", t2, big,
+			    &xml, &xl), 0);
+			assert_int_equal(omemo_sce_parse((uint8_t *)xml, xl,
+			    "a@x", "b@x", &body, &n), 0);
+			assert_int_equal(n, big);
+			assert_memory_equal(body, t2, big);
+			free(body);
+			free(xml);
+			free(t2);
+		}
+		/* a JID with a quote is escaped in its attribute */
+		assert_int_equal(omemo_sce_build("o'neil@x", "b@x",
+		    (const uint8_t *)"", 0, &xml, &xl), 0);
+		assert_int_equal(omemo_sce_parse((uint8_t *)xml, xl,
+		    "o'neil@x", "b@x", &body, &n), 0);
+		assert_non_null(body);
+		assert_int_equal(n, 0);
+		free(body);
+		free(xml);
+		assert_int_equal(omemo_sce_build("a@x", "b@x",
 		    (const uint8_t *)"a\x01", 2, &xml, &xl), MW_OMEMO_E_INVAL);
-		assert_int_equal(omemo_sce_build(tl_x, "a@x", "b@x",
+		assert_int_equal(omemo_sce_build("a@x", "b@x",
 		    (const uint8_t *)"\xc0\xaf", 2, &xml, &xl), MW_OMEMO_E_INVAL);
+		/* past the first eight bytes too (checked a word at a time) */
+		{
+			static const char *bad[] = {
+				"0123456789\x01" "abcdef", "0123456789abcdef\x1f",
+				"01234567\xed\xa0\x80" "89abcdef", "abcdefghijk\xff",
+			};
+
+			for (size_t i = 0; i < 4; i++)
+				assert_int_equal(omemo_sce_build("a@x", "b@x",
+				    (const uint8_t *)bad[i], strlen(bad[i]), &xml,
+				    &xl), MW_OMEMO_E_INVAL);
+		}
 	}
 }
 
