@@ -33,6 +33,7 @@ static void
 evp_table_free(struct omemo_evp *t)
 {
 	EVP_MAC_CTX_free(t->hmac_sha256);
+	EVP_MAC_CTX_free(t->hmac_sha256_zero_salt);
 	EVP_MD_free(t->sha512);
 	for (size_t i = 0; i < 3; i++) {
 		EVP_CIPHER_free(t->aes_cbc[i]);
@@ -67,6 +68,15 @@ evp_table_init(void)
 	if (t->hmac_sha256 == NULL ||
 	    EVP_MAC_CTX_set_params(t->hmac_sha256, params) != 1)
 		ok = 0;
+	if (ok) {
+		static const uint8_t zero_salt[32];
+
+		if ((t->hmac_sha256_zero_salt = EVP_MAC_CTX_dup(
+		    t->hmac_sha256)) == NULL ||
+		    EVP_MAC_init(t->hmac_sha256_zero_salt, zero_salt,
+		    sizeof(zero_salt), NULL) != 1)
+			ok = 0;
+	}
 	if ((t->sha512 = EVP_MD_fetch(NULL, "SHA512", NULL)) == NULL)
 		ok = 0;
 	for (size_t i = 0; i < 3; i++)

@@ -24,6 +24,10 @@ struct omemo_evp {
 	/* HMAC with SHA-256 and no key: a template that is only ever
 	 * duplicated (EVP_MAC_CTX_dup), never keyed or updated itself */
 	EVP_MAC_CTX *hmac_sha256;
+	/* HMAC-SHA-256 keyed with 32 zero bytes: HKDF-Extract with the zero
+	 * salt of the OMEMO 2 payload (payload2.c).  The key is public; the
+	 * template too is only ever duplicated, never updated itself. */
+	EVP_MAC_CTX *hmac_sha256_zero_salt;
 	EVP_MD *sha512;
 	EVP_CIPHER *aes_cbc[3];		/* 128, 192, 256-bit keys */
 	EVP_CIPHER *aes_ctr[3];		/* 128, 192, 256-bit keys */

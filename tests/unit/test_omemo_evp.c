@@ -288,6 +288,41 @@ test_payload2_round_trip(void **state)
 	}
 }
 
+/* ---- OMEMO 2 payload: a known answer from another implementation ----
+ * Made with python3-cryptography (HKDF, AES-CBC + PKCS#7, HMAC) as XEP-0384
+ * v0.8 section 4.4 says: key = 00 01 .. 1f, HKDF-SHA-256 with 32 zero bytes
+ * of salt and info "OMEMO Payload" to 80 bytes, AES-256-CBC, the first 16
+ * bytes of HMAC-SHA-256 over the ciphertext.  Pins the key derivation. */
+static void
+test_payload2_known_answer(void **state)
+{
+	static const uint8_t ct[48] =
+	    "\xde\x87\x12\x02\xa1\xb7\x4d\xaa\xf0\x31\x9e\x2c\x09\x0c\x84\xc8"
+	    "\x95\x46\x3a\x59\x8b\xb0\x4b\x76\xad\xed\xd0\x77\xf1\xa5\x22\xfe"
+	    "\xce\x13\xd4\x36\x1d\xd8\x9f\x20\xbb\xda\x37\x78\x10\xbd\x00\xa3";
+	static const uint8_t tag[OMEMO2_TAG] =
+	    "\xf9\x6e\xff\x94\xa4\x51\x36\x81\xf0\xa3\x72\x58\x79\x7c\xc5\x17";
+	static const char msg[] = "moonwire: an OMEMO 2 payload, known answer";
+	uint8_t keymat[OMEMO2_KEYMAT], *pt = NULL;
+	size_t ptlen = 0;
+
+	(void)state;
+	for (int i = 0; i < OMEMO2_KEY; i++)
+		keymat[i] = (uint8_t)i;
+	memcpy(keymat + OMEMO2_KEY, tag, OMEMO2_TAG);
+	for (int round = 0; round < 2; round++) {	/* templates reused */
+		assert_int_equal(omemo2_payload_decrypt(keymat, ct, sizeof(ct),
+		    &pt, &ptlen), 0);
+		assert_int_equal(ptlen, strlen(msg));
+		assert_memory_equal(pt, msg, ptlen);
+		free(pt);
+		pt = NULL;
+	}
+	keymat[0] ^= 1;		/* another key: another MAC key, refused */
+	assert_int_equal(omemo2_payload_decrypt(keymat, ct, sizeof(ct), &pt,
+	    &ptlen), MW_OMEMO_E_BAD_TAG);
+}
+
 /* ---- X25519 from the owner thread and from another (RFC 7748 6.1) ---- */
 
 static const char *ALICE_PRIV =
@@ -445,6 +480,7 @@ main(void)
 		cmocka_unit_test(test_aes_cbc_ctr_vectors),
 		cmocka_unit_test(test_gcm_vector_and_tag),
 		cmocka_unit_test(test_payload2_round_trip),
+		cmocka_unit_test(test_payload2_known_answer),
 		cmocka_unit_test(test_x25519_owner_and_other_thread),
 		cmocka_unit_test(test_no_algorithms_fails_closed),
 	};
