@@ -17,7 +17,7 @@ which must leave `git status` as it was, and checked:
   every other line as runtime/dist ships it, privileges included);
   conffiles (/etc/moonwire/agent.conf.example only); the metadata
   (name moonwire_VERSION_ARCH.deb, Version = MW_VERSION, Depends computed
-  by dh_shlibdeps: libstrophe, libomemo-c, liblua5.4, libseccomp,
+  by dh_shlibdeps: libstrophe, libomemo-c, libexpat1, liblua5.4, libseccomp,
   libsqlite3, libssl, and adduser); Build-Depends name the -dev package
   of every pkg-config library in the Makefile's PKGS, and `make deps`
   installs each;
