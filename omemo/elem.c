@@ -1,7 +1,9 @@
 /*
  * elem.c: small helpers every stanza file of omemo/ shares: libomemo-c's
  * error codes mapped to ours, strict device ids, and building XML elements
- * with libstrophe (split out of message.c when OMEMO 2 joined it).
+ * with libstrophe (split out of message.c when OMEMO 2 joined it), and the
+ * two things both message builders do to a finished <message>: measure it
+ * and add the hints around the payload.
  *
  * Invariant: omemo_adopt() always leaves the child owned by someone: the
  * parent on success, released on failure, so callers never free it twice.
@@ -11,6 +13,11 @@
 #include <string.h>
 
 #include "omemo/omemo_int.h"
+
+#define NS_EME		"urn:xmpp:eme:0"
+#define NS_HINTS	"urn:xmpp:hints"
+#define FALLBACK_BODY	"I sent you an OMEMO encrypted message but your client " \
+			"doesn't seem to support that."
 
 int
 omemo_map_sg(int e)
@@ -123,3 +130,102 @@ omemo_adopt(xmpp_stanza_t *parent, xmpp_stanza_t *child)
 	return adopt(parent, child);
 }
 
+/* Text as serialized, at most: every character XML may escape counted as
+ * its longest escape (&quot; / &apos;: 6 bytes). */
+static size_t
+escaped_len_max(const char *t)
+{
+	size_t n = 0, k;
+
+	for (;;) {
+		k = strcspn(t, "&<>\"'");
+		n += k;
+		t += k;
+		if (*t == '\0')
+			return n;
+		n += 6;
+		t++;
+	}
+}
+
+#define STANZA_MAX_DEPTH	64	/* OMEMO stanzas nest 6 deep */
+
+/* Adds the serialized size of s and its subtree to *n, stopping once it
+ * passes cap.  Deeper than STANZA_MAX_DEPTH is MW_OMEMO_E_MALFORMED (the
+ * recursion stays bounded whatever the parser built). */
+static int
+stanza_size_add(xmpp_stanza_t *s, size_t cap, unsigned depth, size_t *n)
+{
+	const char *name, *local[2 * 8], **attrs = local;
+	int na, rc = 0;
+
+	if (*n > cap)
+		return 0;
+	if (depth > STANZA_MAX_DEPTH)
+		return MW_OMEMO_E_MALFORMED;
+	if (xmpp_stanza_is_text(s)) {
+		const char *t = xmpp_stanza_get_text_ptr(s);
+
+		*n += t != NULL ? escaped_len_max(t) : 0;
+		return 0;
+	}
+	if ((name = xmpp_stanza_get_name(s)) == NULL)
+		return 0;
+	/* <name attrs> children </name>, or <name attrs/> */
+	*n += 2 * strlen(name) + 5;
+	if ((na = xmpp_stanza_get_attribute_count(s)) < 0)
+		return MW_OMEMO_E_MALFORMED;
+	if (na > 8 && (attrs = calloc(2 * (size_t)na, sizeof(*attrs))) == NULL)
+		return MW_OMEMO_E_NOMEM;
+	na = xmpp_stanza_get_attributes(s, attrs, 2 * na);
+	for (int i = 0; i + 1 < na; i += 2)
+		*n += strlen(attrs[i]) + escaped_len_max(attrs[i + 1]) + 4;
+	if (attrs != local)
+		free(attrs);
+	for (xmpp_stanza_t *c = xmpp_stanza_get_children(s); c != NULL &&
+	    rc == 0 && *n <= cap; c = xmpp_stanza_get_next(c))
+		rc = stanza_size_add(c, cap, depth + 1, n);
+	return rc;
+}
+
+/*
+ * The stanza's serialized size, from above: names, attributes and text
+ * counted as written, each character XML may escape as its longest escape.
+ * Exact for what moonwire builds (base64 and fixed text); never below the
+ * real size, so a size check on it refuses everything over the limit.
+ * Stops counting past MW_OMEMO_MAX_STANZA; a tree nested deeper than
+ * STANZA_MAX_DEPTH is MW_OMEMO_E_MALFORMED.  (Serializing the stanza to
+ * measure it cost ~120,000 instructions per message.)
+ */
+int
+omemo_stanza_size(xmpp_stanza_t *s, size_t *n)
+{
+	*n = 0;
+	return stanza_size_add(s, MW_OMEMO_MAX_STANZA, 0, n);
+}
+
+/* <encryption xmlns=EME name=OMEMO namespace=ns/>, <store/> and the
+ * fallback <body> of a message with a payload; only <store/> without. */
+int
+omemo_add_hints(xmpp_ctx_t *x, xmpp_stanza_t *msg, const char *ns,
+    bool payload)
+{
+	xmpp_stanza_t *e;
+	int rc;
+
+	if (payload) {
+		if ((e = omemo_new_elem(x, "encryption", NS_EME)) == NULL)
+			return MW_OMEMO_E_NOMEM;
+		if (xmpp_stanza_set_attribute(e, "name", "OMEMO") != XMPP_EOK ||
+		    xmpp_stanza_set_attribute(e, "namespace", ns) != XMPP_EOK) {
+			xmpp_stanza_release(e);
+			return MW_OMEMO_E_NOMEM;
+		}
+		if ((rc = omemo_adopt(msg, e)) != 0)
+			return rc;
+	}
+	if ((rc = omemo_adopt(msg, omemo_new_elem(x, "store", NS_HINTS))) != 0)
+		return rc;
+	return payload ? omemo_adopt(msg, omemo_text_elem(x, "body", NULL,
+	    FALLBACK_BODY)) : 0;
+}

@@ -27,10 +27,6 @@
 #include "omemo/omemo_int.h"
 #include "wire/mw_wire.h"
 
-#define NS_EME		"urn:xmpp:eme:0"
-#define NS_HINTS	"urn:xmpp:hints"
-#define FALLBACK_BODY	"I sent you an OMEMO encrypted message but your client " \
-			"doesn't seem to support that."
 #define MAX_KEY_B64	4096	/* a Signal message with 32 bytes inside is ~200 */
 #define MAX_IV		64
 
@@ -178,80 +174,6 @@ out:
 		xmpp_free(x, id);
 	free(b64);
 	return rc;
-}
-
-/* Text as serialized, at most: every character XML may escape counted as
- * its longest escape (&quot; / &apos;: 6 bytes). */
-static size_t
-escaped_len_max(const char *t)
-{
-	size_t n = 0, k;
-
-	for (;;) {
-		k = strcspn(t, "&<>\"'");
-		n += k;
-		t += k;
-		if (*t == '\0')
-			return n;
-		n += 6;
-		t++;
-	}
-}
-
-#define STANZA_MAX_DEPTH	64	/* OMEMO stanzas nest 6 deep */
-
-/* Adds the serialized size of s and its subtree to *n, stopping once it
- * passes cap.  Deeper than STANZA_MAX_DEPTH is MW_OMEMO_E_MALFORMED (the
- * recursion stays bounded whatever the parser built). */
-static int
-stanza_size_add(xmpp_stanza_t *s, size_t cap, unsigned depth, size_t *n)
-{
-	const char *name, *local[2 * 8], **attrs = local;
-	int na, rc = 0;
-
-	if (*n > cap)
-		return 0;
-	if (depth > STANZA_MAX_DEPTH)
-		return MW_OMEMO_E_MALFORMED;
-	if (xmpp_stanza_is_text(s)) {
-		const char *t = xmpp_stanza_get_text_ptr(s);
-
-		*n += t != NULL ? escaped_len_max(t) : 0;
-		return 0;
-	}
-	if ((name = xmpp_stanza_get_name(s)) == NULL)
-		return 0;
-	/* <name attrs> children </name>, or <name attrs/> */
-	*n += 2 * strlen(name) + 5;
-	if ((na = xmpp_stanza_get_attribute_count(s)) < 0)
-		return MW_OMEMO_E_MALFORMED;
-	if (na > 8 && (attrs = calloc(2 * (size_t)na, sizeof(*attrs))) == NULL)
-		return MW_OMEMO_E_NOMEM;
-	na = xmpp_stanza_get_attributes(s, attrs, 2 * na);
-	for (int i = 0; i + 1 < na; i += 2)
-		*n += strlen(attrs[i]) + escaped_len_max(attrs[i + 1]) + 4;
-	if (attrs != local)
-		free(attrs);
-	for (xmpp_stanza_t *c = xmpp_stanza_get_children(s); c != NULL &&
-	    rc == 0 && *n <= cap; c = xmpp_stanza_get_next(c))
-		rc = stanza_size_add(c, cap, depth + 1, n);
-	return rc;
-}
-
-/*
- * The stanza's serialized size, from above: names, attributes and text
- * counted as written, each character XML may escape as its longest escape.
- * Exact for what moonwire builds (base64 and fixed text); never below the
- * real size, so a size check on it refuses everything over the limit.
- * Stops counting past MW_OMEMO_MAX_STANZA; a tree nested deeper than
- * STANZA_MAX_DEPTH is MW_OMEMO_E_MALFORMED.  (Serializing the stanza to
- * measure it cost ~120,000 instructions per message.)
- */
-int
-omemo_stanza_size(xmpp_stanza_t *s, size_t *n)
-{
-	*n = 0;
-	return stanza_size_add(s, MW_OMEMO_MAX_STANZA, 0, n);
 }
 
 static int
@@ -558,32 +480,6 @@ omemo_take_sender(struct mw_omemo *o, struct mw_omemo_msg *m,
 	if (strcmp(from, o->jid) == 0 && sid == o->device_id)
 		return MW_OMEMO_E_OWN_DEVICE;
 	return 0;
-}
-
-/* <encryption xmlns=EME name=OMEMO namespace=ns/>, <store/> and the
- * fallback <body> of a message with a payload; only <store/> without. */
-int
-omemo_add_hints(xmpp_ctx_t *x, xmpp_stanza_t *msg, const char *ns,
-    bool payload)
-{
-	xmpp_stanza_t *e;
-	int rc;
-
-	if (payload) {
-		if ((e = omemo_new_elem(x, "encryption", NS_EME)) == NULL)
-			return MW_OMEMO_E_NOMEM;
-		if (xmpp_stanza_set_attribute(e, "name", "OMEMO") != XMPP_EOK ||
-		    xmpp_stanza_set_attribute(e, "namespace", ns) != XMPP_EOK) {
-			xmpp_stanza_release(e);
-			return MW_OMEMO_E_NOMEM;
-		}
-		if ((rc = omemo_adopt(msg, e)) != 0)
-			return rc;
-	}
-	if ((rc = omemo_adopt(msg, omemo_new_elem(x, "store", NS_HINTS))) != 0)
-		return rc;
-	return payload ? omemo_adopt(msg, omemo_text_elem(x, "body", NULL,
-	    FALLBACK_BODY)) : 0;
 }
 
 bool

@@ -360,20 +360,23 @@ omemo_jid_ok(const char *jid)
 	return strchr(jid, '/') == NULL;
 }
 
-/* message.c, shared with message2.c: a stanza's serialized size; the
- * strict base64 of an element's text (MW_OMEMO_E_MALFORMED without);
- * whether x is in v; the sender's pinned key and trust into m; m's
- * sender fields, refusing this very device (MW_OMEMO_E_OWN_DEVICE); the
- * EME, store hint and fallback body (store hint only without payload) */
+/* elem.c, for both message builders: a stanza's serialized size (from
+ * above, never below it); the EME, store hint and fallback body (store
+ * hint only without payload) */
 int omemo_stanza_size(xmpp_stanza_t *s, size_t *n);
+int omemo_add_hints(xmpp_ctx_t *x, xmpp_stanza_t *msg, const char *ns,
+    bool payload);
+
+/* message.c, shared with message2.c: the strict base64 of an element's
+ * text (MW_OMEMO_E_MALFORMED without); whether x is in v; the sender's
+ * pinned key and trust into m; m's sender fields, refusing this very
+ * device (MW_OMEMO_E_OWN_DEVICE) */
 int omemo_decode_b64_text(xmpp_stanza_t *e, uint8_t **out, size_t *n,
     size_t max);
 bool omemo_id_listed(const uint32_t *v, size_t n, uint32_t x);
 void omemo_sender_info(struct mw_omemo *o, struct mw_omemo_msg *m);
 int omemo_take_sender(struct mw_omemo *o, struct mw_omemo_msg *m,
     const char *from, uint32_t sid, bool prekey);
-int omemo_add_hints(xmpp_ctx_t *x, xmpp_stanza_t *msg, const char *ns,
-    bool payload);
 
 /* message.c: refuses a device whose pinned key is revoked (both versions). */
 int omemo_refuse_revoked(struct mw_omemo *o, const char *from, uint32_t sid,
