@@ -41,19 +41,8 @@
  * thread that made it, one call at a time (moonwire runs libomemo-c on one
  * thread per process); a call from any other thread imports through a
  * context of its own.  If the context cannot be made, every call fails.
- *
- * A DH ratchet turn is an agreement with the peer's new ratchet key, a key
- * generation, and an agreement of the new key with the same peer key.  So
- * the owner thread keeps the last peer key and the last generated key pair
- * imported (one each) and the turn imports three keys instead of five:
- * importing cost more than half of what an agreement costs here (perf of
- * the agent, 2026-11-29).  The kept pair is the newest ratchet private key,
- * which libomemo-c's session state holds anyway; it is replaced (and
- * OpenSSL frees it cleansed) at the next key generation.  Entries are
- * matched on all 32 bytes, the secret in constant time.
  */
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -148,68 +137,10 @@ peer_key(const uint8_t *pub)
 	return import_key(EVP_PKEY_PUBLIC_KEY, params);
 }
 
-/* The owner thread's kept keys (see above); owned here, NULL when empty. */
-static struct {
-	uint8_t secret[32];
-	EVP_PKEY *key;
-} last_pair;
-static struct {
-	uint8_t pub[32];
-	EVP_PKEY *key;
-} last_peer;
-
-static bool
-owner_thread(void)
-{
-	return CRYPTO_THREAD_run_once(&import_once, import_init) == 1 &&
-	    import_ctx != NULL && pthread_equal(import_owner, pthread_self());
-}
-
-/* Keeps key (a key pair of secret) as the last one, freeing the one before;
- * the caller no longer owns key. */
-static void
-keep_pair(const uint8_t *secret, EVP_PKEY *key)
-{
-	EVP_PKEY_free(last_pair.key);
-	memcpy(last_pair.secret, secret, 32);
-	last_pair.key = key;
-}
-
-/* The private key for an agreement: the kept pair when it is secret's
- * (*own stays NULL), else a fresh import the caller frees (*own). */
-static EVP_PKEY *
-private_for_agreement(const uint8_t *secret, EVP_PKEY **own)
-{
-	*own = NULL;
-	if (owner_thread() && last_pair.key != NULL &&
-	    CRYPTO_memcmp(last_pair.secret, secret, 32) == 0)
-		return last_pair.key;
-	return *own = agreement_key(secret);
-}
-
-/* The peer's key: kept from the last call when it is the same, else
- * imported and kept (owner thread) or owned by the caller (*own). */
-static EVP_PKEY *
-peer_for_agreement(const uint8_t *pub, EVP_PKEY **own)
-{
-	EVP_PKEY *k;
-
-	*own = NULL;
-	if (!owner_thread())
-		return *own = peer_key(pub);
-	if (last_peer.key != NULL && memcmp(last_peer.pub, pub, 32) == 0)
-		return last_peer.key;
-	if ((k = peer_key(pub)) == NULL)
-		return NULL;
-	EVP_PKEY_free(last_peer.key);
-	memcpy(last_peer.pub, pub, 32);
-	return last_peer.key = k;
-}
-
 int
 curve25519_donna(uint8_t *mypublic, const uint8_t *secret, const uint8_t *basepoint)
 {
-	EVP_PKEY *priv = NULL, *peer = NULL, *own_priv = NULL, *own_peer = NULL;
+	EVP_PKEY *priv = NULL, *peer = NULL;
 	EVP_PKEY_CTX *ctx = NULL;
 	size_t len = 32;
 	uint8_t out[32];
@@ -221,18 +152,13 @@ curve25519_donna(uint8_t *mypublic, const uint8_t *secret, const uint8_t *basepo
 	memset(out, 0, sizeof(out));
 	/* public key generation: OpenSSL computed it with the private key */
 	if (memcmp(basepoint, nine, 32) == 0) {
-		if ((own_priv = keypair(secret)) == NULL ||
-		    EVP_PKEY_get_raw_public_key(own_priv, out, &len) != 1 ||
-		    len != 32)
+		if ((priv = keypair(secret)) == NULL ||
+		    EVP_PKEY_get_raw_public_key(priv, out, &len) != 1 || len != 32)
 			rc = -1;
-		else if (owner_thread()) {
-			keep_pair(secret, own_priv);
-			own_priv = NULL;
-		}
 		goto done;
 	}
-	if ((priv = private_for_agreement(secret, &own_priv)) == NULL ||
-	    (peer = peer_for_agreement(basepoint, &own_peer)) == NULL ||
+	if ((priv = agreement_key(secret)) == NULL ||
+	    (peer = peer_key(basepoint)) == NULL ||
 	    (ctx = EVP_PKEY_CTX_new(priv, NULL)) == NULL ||
 	    EVP_PKEY_derive_init(ctx) != 1 ||
 	    EVP_PKEY_derive_set_peer_ex(ctx, peer, 0) != 1 ||
@@ -245,7 +171,7 @@ done:
 		memset(mypublic, 0, 32);
 	OPENSSL_cleanse(out, sizeof(out));
 	EVP_PKEY_CTX_free(ctx);
-	EVP_PKEY_free(own_peer);
-	EVP_PKEY_free(own_priv);
+	EVP_PKEY_free(peer);
+	EVP_PKEY_free(priv);
 	return rc;
 }
