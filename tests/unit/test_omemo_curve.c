@@ -43,7 +43,7 @@ hex(const char *h, uint8_t *out, size_t n)
 static const char *ALICE_PRIV = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a";
 static const char *ALICE_PUB = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
 static const char *BOB_PRIV = "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb";
-static const char *BOB_PUB = "de9e5b7b19e67fa9b87e1f3d4d7cd4a3acbb0fdb5e5d5f0e2b4b1fc1a5c2e5ff";
+static const char *BOB_PUB = "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f";
 static const char *SHARED = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
 
 static void
@@ -61,7 +61,13 @@ test_rfc7748_vectors(void **state)
 	hex(SHARED, want, 32);
 	assert_int_equal(curve25519_donna(out, b, pub), 0);
 	assert_memory_equal(out, want, 32);
-	(void)BOB_PUB;
+	/* and the other way round */
+	hex(BOB_PUB, want, 32);
+	assert_int_equal(curve25519_donna(pub, b, nine), 0);
+	assert_memory_equal(pub, want, 32);
+	hex(SHARED, want, 32);
+	assert_int_equal(curve25519_donna(out, a, pub), 0);
+	assert_memory_equal(out, want, 32);
 }
 
 static void
