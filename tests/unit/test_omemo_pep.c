@@ -94,8 +94,10 @@ item_find(const char *jid, const char *node, bool create)
 	if (!create)
 		return NULL;
 	assert_true(S.nitems < MAXITEMS);
-	snprintf(S.items[S.nitems].jid, 64, "%s", jid);
-	snprintf(S.items[S.nitems].node, 128, "%s", node);
+	/* the fake server's fields fit every JID and node the tests use */
+	assert_in_range(snprintf(S.items[S.nitems].jid, 64, "%s", jid), 0, 63);
+	assert_in_range(snprintf(S.items[S.nitems].node, 128, "%s", node), 0,
+	    127);
 	return &S.items[S.nitems++];
 }
 
