@@ -456,12 +456,19 @@ test_no_algorithms_fails_closed(void **state)
 	assert_int_equal(close(fd), 0);
 	assert_true((pid = fork()) >= 0);
 	if (pid == 0) {
+		/* under qemu-user (make cross-test) the host kernel cannot
+		 * run this binary itself: cross-test.sh names the emulator */
+		const char *emu = getenv("MW_TEST_EXEC_WRAPPER");
 		char *argv[] = { (char *)"test_omemo_evp", NULL };
+		char *wrapped[] = { (char *)emu, self, NULL };
 
 		if (setenv("OPENSSL_CONF", conf, 1) != 0 ||
 		    setenv("MW_TEST_EVP_CHILD", "1", 1) != 0)
 			_exit(100);
-		execv(self, argv);
+		if (emu != NULL && *emu != '\0')
+			execv(emu, wrapped);
+		else
+			execv(self, argv);
 		_exit(101);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
