@@ -9,8 +9,9 @@ and every long option `moonwire COMMAND --help` prints appears in that
 command's subsection of the rendered page.  The sources are compared too:
 every long option of a getopt table in runtime/cli/cmd_*.c is in moonwire(1),
 every key runtime/agent/agent_config.c accepts is in moonwire-agent.conf(5),
-every policy keyword and limit key runtime/job/policy.c accepts is in
-moonwire-policy(5).  The bash completion offers the same options.
+every policy keyword runtime/job/policy.c accepts and every limit key
+runtime/job/limits.c accepts is in moonwire-policy(5).  The bash
+completion offers the same options.
 
 Needs mandoc (`make deps` installs it); fails, never skips, without it.
 """
@@ -154,7 +155,8 @@ def test_agent_config_keys_are_in_the_page():
 def test_policy_keywords_and_limits_are_in_the_page():
     with open(os.path.join(TOP, "runtime", "job", "policy.c")) as f:
         src = f.read()
-    limits = re.findall(r'^\s*(?:COUNT|SIZE|TIME)\("([a-z_]+)"', src, re.M)
+    with open(os.path.join(TOP, "runtime", "job", "limits.c")) as f:
+        limits = re.findall(r'^\s*(?:COUNT|SIZE|TIME)\("([a-z_]+)"', f.read(), re.M)
     words = set(re.findall(r'strcmp\((?:k|tok\[0\])\s*,\s*"([a-z]+)"\)', src))
     assert "write_total" in limits and len(limits) >= 10, limits
     assert {"profile", "allow", "interactive", "command", "args", "sleep"} <= words, words
