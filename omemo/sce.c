@@ -173,7 +173,8 @@ omemo_sce_build(const char *from, const char *to, const uint8_t *body,
 	*outlen = 0;
 	if (n > MW_OMEMO_MAX_PLAINTEXT)
 		return MW_OMEMO_E_OVERSIZE;
-	if (!xml_text_ok(body, n) || memchr(body, '\0', n) != NULL ||
+	/* xml_text_ok refuses NUL with the other C0 controls */
+	if (!xml_text_ok(body, n) ||
 	    !xml_text_ok((const uint8_t *)from, strlen(from)) ||
 	    !xml_text_ok((const uint8_t *)to, strlen(to)))
 		return MW_OMEMO_E_INVAL;
@@ -337,13 +338,13 @@ arena_close(struct arena *a)
 	sce_arena = NULL;
 }
 
-/* the salt of expat's hash tables: secret, drawn once per process (expat
+/* the salt of expat's hash tables: secret, drawn once per thread (expat
  * would otherwise call getrandom for every parser) */
 static int
 hash_salt(unsigned long *salt)
 {
-	static unsigned long value;
-	static bool drawn;
+	static __thread unsigned long value;
+	static __thread bool drawn;
 
 	if (!drawn) {
 		if (omemo_random(&value, sizeof(value)) != 0)
@@ -486,7 +487,7 @@ omemo_sce_parse(const uint8_t *xml, size_t n, const char *from,
 	*bodylen = 0;
 	if (n == 0 || n > MW_OMEMO_MAX_STANZA)
 		return n == 0 ? MW_OMEMO_E_SCE : MW_OMEMO_E_OVERSIZE;
-	if (memchr(xml, '\0', n) != NULL || !xml_text_ok(xml, n))
+	if (!xml_text_ok(xml, n))	/* NUL included */
 		return MW_OMEMO_E_SCE;
 	if (hash_salt(&salt) != 0)
 		return MW_OMEMO_E_CRYPTO;

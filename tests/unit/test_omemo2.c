@@ -534,10 +534,29 @@ test_sce_rules(void **state)
 				"01234567\xed\xa0\x80" "89abcdef", "abcdefghijk\xff",
 			};
 
+			/* and NUL, short and past the first word, both ways */
+			static const char nul_short[] = "ab\0cd";
+			static const char nul_long[] = "0123456789\0abcdef";
+			static const char env_nul[] = ENV_OPEN "<content><body "
+			    "xmlns='jabber:client'>h\0i</body></content><rpad/>"
+			    "<from jid='a@x'/></envelope>";
+			uint8_t *nb = NULL;
+			size_t nn = 0;
+
 			for (size_t i = 0; i < 4; i++)
 				assert_int_equal(omemo_sce_build("a@x", "b@x",
 				    (const uint8_t *)bad[i], strlen(bad[i]), &xml,
 				    &xl), MW_OMEMO_E_INVAL);
+			assert_int_equal(omemo_sce_build("a@x", "b@x",
+			    (const uint8_t *)nul_short, sizeof(nul_short) - 1,
+			    &xml, &xl), MW_OMEMO_E_INVAL);
+			assert_int_equal(omemo_sce_build("a@x", "b@x",
+			    (const uint8_t *)nul_long, sizeof(nul_long) - 1,
+			    &xml, &xl), MW_OMEMO_E_INVAL);
+			assert_int_equal(omemo_sce_parse((const uint8_t *)env_nul,
+			    sizeof(env_nul) - 1, "a@x", "b@x", &nb, &nn),
+			    MW_OMEMO_E_SCE);
+			assert_null(nb);
 		}
 	}
 }
