@@ -22,7 +22,7 @@
 
 #include <openssl/crypto.h>
 
-#include <signal/session_record.h>
+#include <session_record.h>
 
 #include "omemo/omemo_int.h"
 #include "wire/mw_wire.h"

@@ -90,11 +90,21 @@ class RelAgent(Agent):
         return self.proc is not None and self.proc.poll() is None
 
     def wait_exit(self, timeout):
+        """True once the process has exited and the reader thread has
+        taken its last lines (wait() returns before the pipe is drained,
+        so a grep right after it could miss the dying words)."""
         try:
             self.proc.wait(timeout=timeout)
-            return True
         except subprocess.TimeoutExpired:
             return False
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                if self.lines.get(timeout=0.5) is None:
+                    break
+            except queue.Empty:
+                pass
+        return True
 
     def reap(self):
         """After the process died on its own (a crash point)."""

@@ -113,7 +113,9 @@ def test_crash_storm(prosody, moonwire_bin, tmp_path):
             if kind == "point":
                 if agent.wait_exit(6):
                     kills[point] += 1
-                    assert agent.grep("test-crash point=%s" % point)
+                    assert agent.grep("test-crash point=%s" % point), \
+                        "exit %r without the crash point:\n%s" % (
+                            agent.proc.returncode, "\n".join(agent.log[-30:]))
                     agent.reap()
                     continue
                 # the point was not reached in time: kill from outside
