@@ -29,7 +29,7 @@ DEB_PKGS = build-essential pkg-config libstrophe-dev libomemo-c-dev libexpat1-de
 	libcjson-dev libcmocka-dev prosody ejabberd python3-omemo python3-oldmemo python3-twomemo \
 	python3-slixmpp python3-xmlschema python3-pytest openssh-client \
 	openssh-server bubblewrap clang libclang-rt-14-dev valgrind systemd \
-	mandoc debhelper dpkg-dev lintian adduser profanity tmux time
+	mandoc debhelper dpkg-dev lintian adduser profanity tmux time strace
 
 COMPONENTS = wire sandbox omemo runtime
 # Link order: a component may use only those to its right.

@@ -185,25 +185,52 @@ agent_crash_at(const char *point)
  * stored, reply sent) are not: losing one turns a finished job into
  * "interrupted" after a power cut, and the WAL keeps them ordered before
  * any later fsync'ed commit.
+ *
+ * The connection stays at synchronous=NORMAL; the WAL hook, which SQLite
+ * calls inside sqlite3_step() right after a commit and before the caller
+ * can act on it, syncs the log when a->sync_commits says so.  That is the
+ * one sync synchronous=FULL adds in WAL mode (the log, SQLITE_SYNC_NORMAL),
+ * without a PRAGMA: SQLite compiles a PRAGMA again on every step, and the
+ * four to six switches per job cost about 4 % of the agent's CPU (perf,
+ * 2026-11-29).  tests/reliability/test_durability.py counts the syncs.
+ *
+ * Installing the hook replaces SQLite's automatic checkpoint, so the hook
+ * checkpoints as that default does, at the same size.  A failed sync is
+ * an error of the statement that committed, although the commit stays:
+ * the caller fails closed (no job run, no stanza sent) on a commit whose
+ * durability is unknown.
  */
-int
-agent_db_sync(struct agent *a, bool full)
-{
-	/* Kept prepared, but SQLite compiles a PRAGMA again on every step
-	 * (it takes effect when compiled): the four to six switches per job
-	 * cost about 4 % of the agent's CPU (perf, 2026-11-29).  A second
-	 * connection at NORMAL for the after-run writes would avoid them. */
-	sqlite3_stmt **st = &a->sync_stmt[full ? 1 : 0];
-	int rc;
+#define AGENT_WAL_CHECKPOINT_PAGES 1000		/* SQLite's default */
 
-	if (*st == NULL && sqlite3_prepare_v3(a->db, full ? "PRAGMA synchronous=FULL" :
-	    "PRAGMA synchronous=NORMAL", -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
-		*st = NULL;
-		return -1;
+static int
+agent_wal_committed(void *arg, sqlite3 *db, const char *schema, int pages)
+{
+	struct agent *a = arg;
+	sqlite3_file *wal = NULL;
+	int rc = SQLITE_OK;
+
+	if (a->sync_commits) {
+		if (sqlite3_file_control(db, schema, SQLITE_FCNTL_JOURNAL_POINTER, &wal) !=
+		    SQLITE_OK || wal == NULL || wal->pMethods == NULL)
+			return SQLITE_IOERR_FSYNC;
+		rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
 	}
-	rc = sqlite3_step(*st);
-	(void)sqlite3_reset(*st);
-	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
+	if (rc == SQLITE_OK && pages >= AGENT_WAL_CHECKPOINT_PAGES)
+		(void)sqlite3_wal_checkpoint(db, schema);	/* best effort, as SQLite's own */
+	return rc;
+}
+
+void
+agent_sync_commits(struct agent *a, bool full)
+{
+	a->sync_commits = full;
+}
+
+static void
+agent_db_durability(struct agent *a)
+{
+	(void)sqlite3_wal_hook(a->db, agent_wal_committed, a);
+	agent_sync_commits(a, a->cfg.durability_full);
 }
 
 /* ---- start-up and the loop ---- */
@@ -313,12 +340,12 @@ agent_open(struct agent *a, const char *config, bool check_only)
 		fprintf(stderr, "moonwire agent: %s\n", err);
 		return MW_EXIT_UNAVAILABLE;
 	}
-	if ((rc = mw_omemo_db_open(a->cfg.account.db, true, &a->db)) != 0 ||
-	    agent_db_sync(a, a->cfg.durability_full) != 0) {
+	if ((rc = mw_omemo_db_open(a->cfg.account.db, true, &a->db)) != 0) {
 		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
-		    a->db ? sqlite3_errmsg(a->db) : mw_omemo_strerror(rc));
+		    mw_omemo_strerror(rc));
 		return MW_EXIT_UNAVAILABLE;
 	}
+	agent_db_durability(a);
 	if ((rc = mw_omemo_open(&a->o, a->db, a->cfg.account.jid)) != 0) {
 		fprintf(stderr, "moonwire agent: %s: %s\n", a->cfg.account.db,
 		    mw_omemo_strerror(rc));
@@ -388,8 +415,6 @@ agent_close(struct agent *a)
 	}
 	if (a->db != NULL) {
 		mw_journal_close(a->db);
-		sqlite3_finalize(a->sync_stmt[0]);
-		sqlite3_finalize(a->sync_stmt[1]);
 		sqlite3_close(a->db);
 	}
 	if (a->sb != NULL)

@@ -210,7 +210,7 @@ struct agent {
 	struct mw_allowed_signers *signers;
 	struct mw_sandbox *sb;
 	sqlite3 *db;
-	sqlite3_stmt *sync_stmt[2];	/* PRAGMA synchronous = NORMAL, FULL */
+	bool sync_commits;		/* commits sync the WAL (agent_sync_commits) */
 	struct mw_omemo *o;
 	xmpp_ctx_t *x;
 	xmpp_conn_t *conn;
@@ -258,7 +258,7 @@ uint64_t agent_now_ms(void);
 void agent_log(const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void agent_crash_at(const char *point);
-int agent_db_sync(struct agent *a, bool full);
+void agent_sync_commits(struct agent *a, bool full);
 
 /* agent_xmpp.c */
 void agent_send_stanza(xmpp_stanza_t *st, void *arg);

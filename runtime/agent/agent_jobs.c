@@ -374,10 +374,10 @@ agent_finish_job(struct agent *a, struct running_job *j, const struct mw_result 
 		agent_log("internal-error", "job=%s op=render", j->job_id);
 		return;
 	}
-	(void)agent_db_sync(a, false);
+	agent_sync_commits(a, false);
 	rc = (sending ? mw_journal_finish_sending : mw_journal_finish)(a->db, j->signer,
 	    j->job_id, text, (int64_t)time(NULL));
-	(void)agent_db_sync(a, a->cfg.durability_full);
+	agent_sync_commits(a, a->cfg.durability_full);
 	t_stored = agent_now_us();
 	if (rc == 0)
 		agent_crash_at("after_result");

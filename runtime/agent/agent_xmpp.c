@@ -170,13 +170,13 @@ on_barrier_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *arg)
 
 	(void)conn;
 	(void)st;	/* result or error: either way the server got here */
-	(void)agent_db_sync(a, false);
+	agent_sync_commits(a, false);
 	for (size_t i = 0; i < a->n_awaiting; i++)
 		if (mw_journal_confirm(a->db, a->awaiting[i].signer,
 		    a->awaiting[i].job_id) != 0)
 			agent_log("journal-error", "job=%s op=confirm error=\"%s\"",
 			    a->awaiting[i].job_id, sqlite3_errmsg(a->db));
-	(void)agent_db_sync(a, a->cfg.durability_full);
+	agent_sync_commits(a, a->cfg.durability_full);
 	agent_sent_free(a->awaiting, a->n_awaiting);
 	a->awaiting = NULL;
 	a->n_awaiting = 0;
@@ -237,11 +237,11 @@ agent_barrier_reset(struct agent *a)
 void
 agent_mark_replied(struct agent *a, const char *signer, const char *job_id)
 {
-	(void)agent_db_sync(a, false);
+	agent_sync_commits(a, false);
 	if (mw_journal_mark_replied(a->db, signer, job_id) != 0)
 		agent_log("journal-error", "job=%s op=replied error=\"%s\"", job_id,
 		    sqlite3_errmsg(a->db));
-	(void)agent_db_sync(a, a->cfg.durability_full);
+	agent_sync_commits(a, a->cfg.durability_full);
 	agent_await_barrier(a, signer, job_id);
 }
 
