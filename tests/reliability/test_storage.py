@@ -203,6 +203,7 @@ def test_corrupt_database(prosody, moonwire_bin, tmp_path, where):
             assert agent.stop() == 0
         else:
             assert agent.proc.returncode not in (0, -11, -6), agent.log
+            agent.wait_exit(5)      # exited already: its last lines read in
             msg = [l for l in agent.log[start_at:] if agent.db in l or "database" in l]
             assert msg, agent.log          # a clear message naming the database
             agent.reap()
