@@ -192,8 +192,16 @@ encrypt2(struct mw_omemo *o, xmpp_ctx_t *x, const char *to,
 	memset(keymat, 0, sizeof(keymat));
 	if (!empty) {
 		if ((rc = omemo_sce_build(o->jid, to, pt, len, &env,
-		    &envlen)) != 0 ||
-		    (rc = omemo2_payload_encrypt((const uint8_t *)env, envlen,
+		    &envlen)) != 0)
+			goto out;
+		/* the payload is at least the envelope, in base64 in the
+		 * stanza: refused before any ratchet work when that alone is
+		 * past the limit (escaping can make 128 KiB of text 640) */
+		if (envlen / 3 * 4 > MW_OMEMO_MAX_STANZA) {
+			rc = MW_OMEMO_E_OVERSIZE;
+			goto out;
+		}
+		if ((rc = omemo2_payload_encrypt((const uint8_t *)env, envlen,
 		    keymat, &ct, &ctlen)) != 0)
 			goto out;
 	}

@@ -22,9 +22,12 @@
  * the only element; no DTD; exactly one <content>; <rpad> present (and at
  * most one); <from jid> present and equal to the outer stanza's sender's
  * bare JID; <to jid>, when present, equal to the outer stanza's
- * recipient's bare JID (affixes are the SCE namespace's, at most once
- * each; other elements are ignored); at most one <body> in <content>, and
- * it is jabber:client's.  Anything else is MW_OMEMO_E_SCE.  The body text
+ * recipient's bare JID (ASCII case aside; affixes are the SCE
+ * namespace's, at most once each; other elements and text are ignored,
+ * as XEP-0420 asks for what a later version may add; <time> is not
+ * checked); at most one <body> in <content>, and it is jabber:client's;
+ * elements nest at most SCE_MAX_DEPTH deep.  Anything else is
+ * MW_OMEMO_E_SCE.  The body text
  * is strict UTF-8 both ways (the envelope is XML).  Memory that held the
  * plaintext, in expat's buffers as in ours, is wiped before it is freed.
  */
@@ -42,6 +45,7 @@
 
 #define NS_CLIENT	"jabber:client"
 #define RPAD_MAX	32
+#define SCE_MAX_DEPTH	32	/* envelope, content, body or an extension: 3 */
 #define NS_SEP		' '	/* expat's "URI local"; in neither a URI's
 				 * element names nor a local name */
 #define SCE(local)	OMEMO_NS_SCE " " local
@@ -247,9 +251,9 @@ static __thread struct arena *sce_arena;
 
 /* each allocation is preceded by its size (realloc needs it) */
 struct arena_hdr {
-	size_t size;
-	size_t pad;			/* keeps the payload 16-aligned */
+	_Alignas(ARENA_ALIGN) size_t size;	/* the payload stays aligned */
 };
+_Static_assert(sizeof(struct arena_hdr) % ARENA_ALIGN == 0, "arena payload alignment");
 
 static void *
 arena_malloc(size_t n)
@@ -383,13 +387,33 @@ attr(const XML_Char **atts, const char *name)
 	return NULL;
 }
 
-/* the affix carries a bare JID; compared as the server stamped it */
+/*
+ * The affix carries a bare JID, written by the sending client as its user
+ * typed it (QXmpp writes the configured JID), while the outer stanza's is
+ * the server's, prepared (RFC 7622: local and domain parts case-folded).
+ * ASCII letters are compared without case; every other byte exactly, so a
+ * non-ASCII JID must match as the server stamped it (no PRECIS here:
+ * refusing is the safe side).
+ */
 static bool
 jid_is(const XML_Char **atts, const char *want)
 {
 	const char *j = attr(atts, "jid");
 
-	return j != NULL && want != NULL && strcmp(j, want) == 0;
+	if (j == NULL || want == NULL)
+		return false;
+	for (;; j++, want++) {
+		unsigned char a = (unsigned char)*j, b = (unsigned char)*want;
+
+		if (a >= 'A' && a <= 'Z')
+			a = (unsigned char)(a - 'A' + 'a');
+		if (b >= 'A' && b <= 'Z')
+			b = (unsigned char)(b - 'A' + 'a');
+		if (a != b)
+			return false;
+		if (a == '\0')
+			return true;
+	}
 }
 
 static void XMLCALL
@@ -401,6 +425,12 @@ sce_start(void *ud, const XML_Char *name, const XML_Char **atts)
 	s->depth++;
 	if (s->rc != 0)
 		return;
+	/* expat keeps every open element: depth is memory (a 256 KiB
+	 * envelope of nested elements took 15 MiB) */
+	if (s->depth > SCE_MAX_DEPTH) {
+		refuse(s, MW_OMEMO_E_SCE);
+		return;
+	}
 	switch (s->depth) {
 	case 1:
 		if (strcmp(name, SCE("envelope")) != 0)

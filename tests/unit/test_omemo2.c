@@ -439,6 +439,13 @@ test_sce_rules(void **state)
 		{ ENV_OPEN "<content>", MW_OMEMO_E_SCE, NULL },
 		{ ENV_OPEN BODY_HI "<rpad/><from jid='a@x'/></envelope><envelope/>", MW_OMEMO_E_SCE, NULL },
 		{ "<content xmlns='urn:xmpp:sce:1'/>", MW_OMEMO_E_SCE, NULL },
+		/* JIDs as a client wrote them: ASCII case does not count
+		 * (RFC 7622 case-folds what the server stamped) */
+		{ ENV_OPEN BODY_HI "<rpad/><from jid='A@X'/><to jid='b@X'/></envelope>", 0, "hi" },
+		{ ENV_OPEN BODY_HI "<rpad/><from jid='A@Y'/></envelope>", MW_OMEMO_E_SCE, NULL },
+		/* what a later SCE may add is skipped: text, an unknown
+		 * child, content in an affix, any <time> */
+		{ ENV_OPEN "later" BODY_HI "<rpad>x<y/></rpad><from jid='a@x'/><future xmlns='urn:xmpp:sce:1'><z/></future><time stamp='?'/></envelope>", 0, "hi" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint8_t *body = NULL;
@@ -458,6 +465,23 @@ test_sce_rules(void **state)
 		if (rc != 0)
 			assert_null(body);
 		free(body);
+	}
+	/* nesting: expat keeps every open element, so depth is bounded
+	 * (envelope and content, then 30 or 31 more levels) */
+	for (int extra = 30; extra <= 31; extra++) {
+		char xml[1024];
+		size_t off = (size_t)sprintf(xml, ENV_OPEN "<content>");
+		uint8_t *body = NULL;
+		size_t n = 0;
+
+		for (int i = 0; i < extra; i++)
+			off += (size_t)sprintf(xml + off, "<x>");
+		for (int i = 0; i < extra; i++)
+			off += (size_t)sprintf(xml + off, "</x>");
+		off += (size_t)sprintf(xml + off, "</content><rpad/><from jid='a@x'/></envelope>");
+		assert_int_equal(omemo_sce_parse((uint8_t *)xml, off, "a@x", "b@x",
+		    &body, &n), extra == 30 ? 0 : MW_OMEMO_E_SCE);
+		assert_null(body);
 	}
 	/* a body past MW_OMEMO_MAX_PLAINTEXT in an envelope that fits */
 	{
