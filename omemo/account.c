@@ -300,8 +300,8 @@ mw_omemo_account_load_err(struct mw_omemo_account *a, const char *path,
 			    strpbrk(v, " \t") != NULL)
 				rc = load_fail(err, errlen, MW_OMEMO_E_CONFIG, path,
 				    lineno, "jid must be a bare JID (user@domain)");
-			else
-				rc = set_str(&a->jid, v);
+			else if ((rc = set_str(&a->jid, v)) == 0)
+				mw_omemo_jid_fold(a->jid);	/* as servers stamp it */
 		} else if (strcmp(k, "password") == 0)
 			rc = set_str(&a->password, v);
 		else if (strcmp(k, "password_file") == 0) {

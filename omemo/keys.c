@@ -250,20 +250,24 @@ omemo_identity_load_or_create(struct mw_omemo *o, const char *own_jid)
 	uint32_t dev = 0;
 	int rc;
 
+	/* o->jid is folded (jid.c) whatever the config or an older release
+	 * wrote: stanzas carry it that way */
 	rc = load_identity_row(o, &jid, &dev);
 	if (rc == MW_OMEMO_E_NOT_FOUND) {
 		if (own_jid == NULL)
 			return MW_OMEMO_E_NO_IDENTITY;
 		if ((o->jid = strdup(own_jid)) == NULL)
 			return MW_OMEMO_E_NOMEM;
-		return create_identity(o, own_jid);
+		mw_omemo_jid_fold(o->jid);
+		return create_identity(o, o->jid);
 	}
 	if (rc != 0)
 		return rc;
-	if (own_jid != NULL && strcmp(own_jid, jid) != 0) {
+	if (own_jid != NULL && !mw_omemo_jid_equal(own_jid, jid)) {
 		free(jid);
 		return MW_OMEMO_E_WRONG_JID;
 	}
+	mw_omemo_jid_fold(jid);
 	o->jid = jid;
 	o->device_id = dev;
 	return 0;

@@ -174,7 +174,16 @@ int mw_omemo_open(struct mw_omemo **out, sqlite3 *db, const char *own_jid);
 void mw_omemo_close(struct mw_omemo *o);
 
 uint32_t mw_omemo_device_id(const struct mw_omemo *o);
+/* The own bare JID, as folded by mw_omemo_jid_fold(). */
 const char *mw_omemo_jid(const struct mw_omemo *o);
+
+/*
+ * jid.c: a JID a user wrote, folded in place to the form servers stamp
+ * (ASCII letters of the local and domain parts lower-cased; non-ASCII
+ * bytes and the resource unchanged); and two JIDs compared that way.
+ */
+void mw_omemo_jid_fold(char *jid);
+bool mw_omemo_jid_equal(const char *a, const char *b);
 /* Own fingerprint, 64 lowercase hex + NUL. */
 int mw_omemo_own_fingerprint(struct mw_omemo *o, char fp[MW_OMEMO_FP_HEXLEN + 1]);
 

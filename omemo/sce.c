@@ -387,33 +387,12 @@ attr(const XML_Char **atts, const char *name)
 	return NULL;
 }
 
-/*
- * The affix carries a bare JID, written by the sending client as its user
- * typed it (QXmpp writes the configured JID), while the outer stanza's is
- * the server's, prepared (RFC 7622: local and domain parts case-folded).
- * ASCII letters are compared without case; every other byte exactly, so a
- * non-ASCII JID must match as the server stamped it (no PRECIS here:
- * refusing is the safe side).
- */
+/* The affix carries a bare JID as the sending client wrote it (QXmpp
+ * writes the JID its user configured): compared as jid.c compares. */
 static bool
 jid_is(const XML_Char **atts, const char *want)
 {
-	const char *j = attr(atts, "jid");
-
-	if (j == NULL || want == NULL)
-		return false;
-	for (;; j++, want++) {
-		unsigned char a = (unsigned char)*j, b = (unsigned char)*want;
-
-		if (a >= 'A' && a <= 'Z')
-			a = (unsigned char)(a - 'A' + 'a');
-		if (b >= 'A' && b <= 'Z')
-			b = (unsigned char)(b - 'A' + 'a');
-		if (a != b)
-			return false;
-		if (a == '\0')
-			return true;
-	}
+	return mw_omemo_jid_equal(attr(atts, "jid"), want);
 }
 
 static void XMLCALL

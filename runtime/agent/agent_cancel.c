@@ -104,7 +104,7 @@ agent_handle_cancel(struct agent *a, const struct mw_omemo_msg *m)
 	if (code == 0 && (allow = mw_policy_allowed(&a->policy, principals, m->from)) == NULL)
 		code = mw_refuse_msg(MW_REFUSE_SIGNER_NOT_ALLOWED, reason, sizeof(reason),
 		    "signer %s (%s) is not allowed for %s", principals, key.fp, m->from);
-	if (code == 0 && strcmp(c.audience, mw_omemo_jid(a->o)) != 0)
+	if (code == 0 && !mw_omemo_jid_equal(c.audience, mw_omemo_jid(a->o)))
 		code = mw_refuse_msg(MW_REFUSE_WRONG_AUDIENCE, reason, sizeof(reason),
 		    "cancellation is for %s, this agent is %s", c.audience, mw_omemo_jid(a->o));
 	if (code == 0)

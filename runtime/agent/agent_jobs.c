@@ -254,7 +254,7 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 	snprintf(d->kv_scope, sizeof(d->kv_scope), "%s", allow->principal);
 	/* (c) audience, then the time window with this agent's skew and the
 	 * allow line's maximum validity */
-	if (strcmp(d->env.audience, mw_omemo_jid(a->o)) != 0)
+	if (!mw_omemo_jid_equal(d->env.audience, mw_omemo_jid(a->o)))
 		return refuse(d, MW_REFUSE_WRONG_AUDIENCE, "job is for %s, this agent is %s",
 		    d->env.audience, mw_omemo_jid(a->o));
 	if ((rc = mw_envelope_check_time(&d->env, now, (int64_t)a->cfg.clock_skew_s,

@@ -174,10 +174,10 @@ parse_opts(int argc, char **argv, bool agent, struct init_opts *o)
 	while ((ch = getopt_long(argc, argv, "+", agent ? agent_lo : operator_lo,
 	    NULL)) != -1) {
 		switch (ch) {
-		case O_JID: o->jid = optarg; break;
+		case O_JID: o->jid = optarg; mw_omemo_jid_fold(optarg); break;
 		case O_SIGNER: o->signer = optarg; break;
 		case O_PRINCIPAL: o->principal = optarg; break;
-		case O_OPERATOR: o->operator_jid = optarg; break;
+		case O_OPERATOR: o->operator_jid = optarg; mw_omemo_jid_fold(optarg); break;
 		case O_DIR: o->dir = optarg; break;
 		case O_STATE: o->state_dir = optarg; break;
 		case O_USER: o->user = optarg; break;

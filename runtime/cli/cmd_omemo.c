@@ -191,6 +191,7 @@ mw_cmd_devices(int argc, char **argv)
 		cli_close(&c);
 		return MW_EXIT_USAGE;
 	}
+	mw_omemo_jid_fold(argv[i]);	/* as stanzas carry it */
 	if ((rc = mw_omemo_devices(c.o, argv[i], &d, &n)) != 0) {
 		fprintf(stderr, "moonwire: %s: %s\n", argv[i], mw_omemo_strerror(rc));
 		cli_close(&c);
@@ -246,6 +247,7 @@ set_trust(int argc, char **argv, const char *cmd, bool trust)
 		cli_close(&c);
 		return MW_EXIT_USAGE;
 	}
+	mw_omemo_jid_fold(argv[i]);	/* as stanzas carry it */
 	/* either rendering (Curve25519 or an OMEMO 2 client's Ed25519):
 	 * shown below as the Curve25519 key it names */
 	if ((rc = mw_omemo_fp_parse(argv[i + 1], in)) != 0 ||

@@ -544,7 +544,7 @@ mw_cmd_send(int argc, char **argv)
 			fprintf(stderr, "moonwire send: %s: %s\n", envelope_path, err);
 			goto out;
 		}
-		if (strcmp(env.audience, s.t[0].jid) != 0) {
+		if (!mw_omemo_jid_equal(env.audience, s.t[0].jid)) {
 			fprintf(stderr, "moonwire send: %s is for %s, not %s\n", envelope_path,
 			    env.audience, s.t[0].jid);
 			mw_envelope_free(&env);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "omemo/mw_omemo.h"
 #include "runtime/mw_runtime.h"
 #include "runtime/job/job.h"
 #include "wire/mw_wire.h"
@@ -229,7 +230,7 @@ mw_cmd_sign(int argc, char **argv)
 				return MW_EXIT_USAGE;
 			}
 			break;
-		case OPT_TO: to = optarg; break;
+		case OPT_TO: to = optarg; mw_omemo_jid_fold(optarg); break;
 		case OPT_JOBID: job_id = optarg; break;
 		case OPT_PREPARE: prepare = true; break;
 		case OPT_SIGNATURE: sigpath = optarg; break;
@@ -452,7 +453,7 @@ mw_cmd_verify(int argc, char **argv)
 		rc = refused(r, err);
 		goto out;
 	}
-	if (audience != NULL && strcmp(audience, e.audience) != 0) {
+	if (audience != NULL && !mw_omemo_jid_equal(audience, e.audience)) {
 		snprintf(err, sizeof(err), "the job is for %.200s, not %.200s", e.audience, audience);
 		rc = refused(MW_REFUSE_WRONG_AUDIENCE, err);
 		goto out;

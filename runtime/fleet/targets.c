@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "omemo/mw_omemo.h"
 #include "runtime/fleet/fleet.h"
 #include "runtime/job/job.h"
 #include "wire/mw_wire.h"
@@ -103,12 +104,9 @@ mw_fleet_jid_normalize(const char *s, size_t n, char *out, size_t outlen,
 	}
 	if (local + 1 + dlen + 1 > outlen)
 		return fail(why, wl, MW_FLEET_E_JID, "JID too long");
-	for (size_t i = 0; i < local + 1 + dlen; i++) {
-		char c = s[i];
-
-		out[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
-	}
+	memcpy(out, s, local + 1 + dlen);
 	out[local + 1 + dlen] = '\0';
+	mw_omemo_jid_fold(out);
 	return MW_FLEET_OK;
 }
 

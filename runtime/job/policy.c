@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "omemo/mw_omemo.h"
 #include "runtime/mw_runtime.h"
 #include "runtime/job/job.h"
 #include "wire/mw_wire.h"
@@ -182,7 +183,7 @@ mw_policy_allowed(const struct mw_policy *p, const char *signer_principals,
     const char *jid)
 {
 	for (size_t i = 0; i < p->n_allows; i++)
-		if (strcmp(p->allows[i].jid, jid) == 0 &&
+		if (mw_omemo_jid_equal(p->allows[i].jid, jid) &&
 		    mw_principal_match(signer_principals, p->allows[i].principal))
 			return &p->allows[i];
 	return NULL;
@@ -192,7 +193,7 @@ const struct mw_policy_interactive *
 mw_policy_interactive_for(const struct mw_policy *p, const char *jid)
 {
 	for (size_t i = 0; i < p->n_interactives; i++)
-		if (strcmp(p->interactives[i].jid, jid) == 0)
+		if (mw_omemo_jid_equal(p->interactives[i].jid, jid))
 			return &p->interactives[i];
 	return NULL;
 }
@@ -201,7 +202,7 @@ bool
 mw_policy_knows_jid(const struct mw_policy *p, const char *jid)
 {
 	for (size_t i = 0; i < p->n_allows; i++)
-		if (strcmp(p->allows[i].jid, jid) == 0)
+		if (mw_omemo_jid_equal(p->allows[i].jid, jid))
 			return true;
 	return mw_policy_interactive_for(p, jid) != NULL;
 }

@@ -290,6 +290,43 @@ def peer_result(pat, agent, timeout=20):
     return ev["body"]
 
 
+def _shout(jid):
+    local, domain = jid.split("@")
+    return local.capitalize() + "@" + domain.upper()
+
+
+def test_jids_in_any_ascii_case(deploy):
+    """People type JIDs as they like -- Alice@LOCALHOST in a config, a
+    policy line, --to -- while the server stamps them case-folded: the job
+    runs all the same, also from an envelope whose audience was signed in
+    capitals (ssh-keygen signs the bytes as written)."""
+    d = deploy
+    agent_jid, alice_jid = d.agent.jid, d.alice.jid
+    d.agent.allow_lines = [l.replace(alice_jid, _shout(alice_jid)) for l in d.agent.allow_lines]
+    d.agent.jid, d.alice.jid = _shout(agent_jid), _shout(alice_jid)
+    try:
+        d.agent.start()
+        assert d.agent.grep(r"moonwire-agent: connected jid=%s " % re.escape(agent_jid))
+        r = send_ok(d, d.alice, "shouted", 1)
+        assert r["from"] == agent_jid, r
+        part = run([d.kit.moonwire, "sign", "--prepare", "--to", d.agent.jid,
+                    d.marker_job("audience-caps")]).stdout
+        assert "\naudience: %s\n" % agent_jid in part, part
+        prepared = write(os.path.join(d.programs, "caps.prepared"),
+                         part.replace("\naudience: %s\n" % agent_jid,
+                                      "\naudience: %s\n" % d.agent.jid))
+        run(["ssh-keygen", "-q", "-Y", "sign", "-n", "moonwire-job", "-f", d.alice.key,
+             prepared])
+        env = write(prepared + ".env", run([d.kit.moonwire, "sign", "--signature",
+                                            prepared + ".sig", prepared]).stdout)
+        p, res = d.alice.send(d.agent, envelope=env)
+        r = one(res)
+        assert p.returncode == 0 and r["status"] == "ok" and r["values"] == [2], (r, p.stderr)
+        assert d.marker("audience-caps")
+    finally:
+        d.agent.jid, d.alice.jid = agent_jid, alice_jid
+
+
 def test_wrong_audience(deploy):
     d = deploy
     pat = peer_allowed(d)

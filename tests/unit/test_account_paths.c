@@ -104,6 +104,12 @@ test_load_errors_name_file_and_line(void **state)
 	snprintf(want, sizeof(want), "%s:3: ca_file %s: no PEM certificate in it", conf, pw);
 	assert_string_equal(err, want);
 
+	/* the JID as typed, kept as servers stamp it (ASCII case folded) */
+	write_text(conf, "jid = Alice@Example.ORG\npassword = x\n");
+	assert_int_equal(mw_omemo_account_load_err(&a, conf, err, sizeof(err)), 0);
+	assert_string_equal(a.jid, "alice@example.org");
+	mw_omemo_account_free(&a);
+
 	write_text(conf, "jid = alice@example.org/phone\n");
 	assert_int_equal(mw_omemo_account_load_err(&a, conf, err, sizeof(err)),
 	    MW_OMEMO_E_CONFIG);
@@ -115,12 +121,39 @@ test_load_errors_name_file_and_line(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* jid.c: what folds and what does not */
+static void
+test_jid_fold_and_equal(void **state)
+{
+	char a[] = "Alice@Example.ORG/Phone", b[] = "\xc3\x84rger@X.org", n[] = "";
+
+	(void)state;
+	mw_omemo_jid_fold(a);
+	assert_string_equal(a, "alice@example.org/Phone");	/* resource kept */
+	mw_omemo_jid_fold(b);
+	assert_string_equal(b, "\xc3\x84rger@x.org");		/* non-ASCII kept */
+	mw_omemo_jid_fold(n);
+	mw_omemo_jid_fold(NULL);
+	assert_true(mw_omemo_jid_equal("Alice@Example.org", "alice@example.ORG"));
+	assert_true(mw_omemo_jid_equal("a@x/R", "A@X/R"));
+	assert_false(mw_omemo_jid_equal("a@x/R", "a@x/r"));
+	assert_false(mw_omemo_jid_equal("a@x", "a@x.org"));
+	assert_false(mw_omemo_jid_equal("a@x.org", "a@x"));
+	assert_false(mw_omemo_jid_equal("\xc3\x84@x", "\xc3\xa4@x"));
+	assert_false(mw_omemo_jid_equal("a@x", NULL));
+	assert_false(mw_omemo_jid_equal(NULL, NULL));
+	/* '@' + 32 is '`': only letters fold */
+	assert_false(mw_omemo_jid_equal("a@x", "a`x"));
+	assert_false(mw_omemo_jid_equal("a[x", "a{x"));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_path_rules),
 		cmocka_unit_test(test_load_errors_name_file_and_line),
+		cmocka_unit_test(test_jid_fold_and_equal),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,6 +58,18 @@ test_identity(void **state)
 		assert_int_equal(mw_omemo_open(&o2, A.db, NULL), MW_OMEMO_OK);
 		assert_int_equal(mw_omemo_device_id(o2), dev);
 		mw_omemo_close(o2);
+		/* the same JID spelled otherwise is the same account; the
+		 * identity answers as stanzas carry it, also where an older
+		 * release stored it as typed */
+		assert_int_equal(mw_omemo_open(&o2, A.db, "Alice@Example.ORG"), MW_OMEMO_OK);
+		assert_string_equal(mw_omemo_jid(o2), "alice@example.org");
+		mw_omemo_close(o2);
+		assert_int_equal(sqlite3_exec(A.db, "UPDATE omemo_identity SET "
+		    "jid = 'ALICE@example.org'", NULL, NULL, NULL), SQLITE_OK);
+		assert_int_equal(mw_omemo_open(&o2, A.db, "alice@example.org"), MW_OMEMO_OK);
+		assert_string_equal(mw_omemo_jid(o2), "alice@example.org");
+		assert_int_equal(mw_omemo_device_id(o2), dev);
+		mw_omemo_close(o2);
 	}
 }
 

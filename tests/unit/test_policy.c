@@ -54,6 +54,30 @@ parse(const char *text, struct mw_policy *p, char *err, size_t errlen)
 	return mw_policy_parse(text, strlen(text), "test.policy", p, err, errlen);
 }
 
+/* allow and interactive JIDs match a sender as servers stamp it, however
+ * the policy spells the ASCII letters */
+static void
+test_jids_match_without_ascii_case(void **state)
+{
+	char err[512];
+	struct mw_policy p;
+
+	(void)state;
+	assert_int_equal(parse("profile ops\nallow alice Alice@Example.org ops\n"
+	    "interactive Bob@X ops\n", &p, err, sizeof(err)), 0);
+	assert_non_null(mw_policy_allowed(&p, "alice", "alice@example.org"));
+	assert_null(mw_policy_allowed(&p, "alice", "alice@example.org.evil"));
+	assert_null(mw_policy_allowed(&p, "mallory", "alice@example.org"));
+	assert_non_null(mw_policy_interactive_for(&p, "bob@x"));
+	assert_true(mw_policy_knows_jid(&p, "ALICE@example.org"));
+	assert_false(mw_policy_knows_jid(&p, "carol@x"));
+	mw_policy_free(&p);
+	/* one account, two spellings: listed twice */
+	assert_int_equal(parse("profile ops\ninteractive bob@x ops\ninteractive BOB@x ops\n",
+	    &p, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "listed twice"));
+}
+
 static void
 test_full_valid_policy(void **state)
 {
@@ -568,6 +592,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_valid_policy),
+		cmocka_unit_test(test_jids_match_without_ascii_case),
 		cmocka_unit_test(test_empty_policy),
 		cmocka_unit_test(test_unknown_settings),
 		cmocka_unit_test(test_bad_commands),
