@@ -202,8 +202,8 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 
 		/* name the job in the refusal (unverified, echoed only to this
 		 * verified device) so the sender can match the reply to it */
-		if (m->len >= strlen(MW_ENVELOPE_MAGIC) &&
-		    memcmp(text, MW_ENVELOPE_MAGIC, strlen(MW_ENVELOPE_MAGIC)) == 0 &&
+		if (m->len >= strlen(MW_ENVELOPE_PREFIX) &&
+		    memcmp(text, MW_ENVELOPE_PREFIX, strlen(MW_ENVELOPE_PREFIX)) == 0 &&
 		    mw_envelope_parse(text, m->len, &e, why, sizeof(why)) == 0) {
 			snprintf(d->job_id, sizeof(d->job_id), "%s", e.job_id);
 			mw_envelope_free(&e);
@@ -211,8 +211,10 @@ authorize(struct agent *a, const struct mw_omemo_msg *m, struct decision *d)
 		return refuse(d, MW_REFUSE_RATE_LIMITED, "more than %u jobs a minute from %s",
 		    a->cfg.rate_per_minute, m->from);
 	}
-	if (m->len < strlen(MW_ENVELOPE_MAGIC) ||
-	    memcmp(text, MW_ENVELOPE_MAGIC, strlen(MW_ENVELOPE_MAGIC)) != 0) {
+	/* any "moonwire-job " line is an envelope: another version gets the
+	 * `version` refusal from the parser, not interactive mode */
+	if (m->len < strlen(MW_ENVELOPE_PREFIX) ||
+	    memcmp(text, MW_ENVELOPE_PREFIX, strlen(MW_ENVELOPE_PREFIX)) != 0) {
 		/* plain text: interactive mode, if the policy has it for this JID */
 		if ((inter = mw_policy_interactive_for(&a->policy, m->from)) == NULL)
 			return refuse(d, MW_REFUSE_NOT_A_JOB,

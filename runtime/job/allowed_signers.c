@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,18 +47,19 @@ struct mw_allowed_signers {
 /* ---- OpenSSH patterns ---- */
 
 /* Glob with '*' and '?', as OpenSSH match_pattern; iterative with one
- * backtrack point, so O(len(s) * len(p)) and no recursion. */
+ * backtrack point, so O(len(s) * len(p)) and no recursion.  A '*' in the
+ * pattern is always the wildcard, also where the name holds a '*'. */
 static bool
 glob_match(const char *s, const char *p, size_t plen)
 {
 	const char *pe = p + plen, *star = NULL, *mark = NULL;
 	while (*s != '\0') {
-		if (p < pe && (*p == '?' || *p == *s)) {
-			s++;
-			p++;
-		} else if (p < pe && *p == '*') {
+		if (p < pe && *p == '*') {
 			star = p++;
 			mark = s;
+		} else if (p < pe && (*p == '?' || *p == *s)) {
+			s++;
+			p++;
 		} else if (star != NULL) {
 			p = star + 1;
 			s = ++mark;
@@ -99,16 +101,23 @@ mw_principal_match(const char *principals, const char *principal)
 	return principals != NULL && principal != NULL && match_list(principal, principals) == 1;
 }
 
-/* ---- timestamps: YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z] ---- */
+/* ---- timestamps: YYYYMMDD or YYYYMMDDHHMM[SS], then Z or UTC or not ----
+ *
+ * As OpenSSH's parse_absolute_time reads them: the suffix in any case;
+ * without one, local time through mktime() with tm_isdst = 0 (so during
+ * summer time an hour after the wall clock, as ssh-keygen has it). */
 
 static int
 parse_ssh_time(const char *s, size_t l, int64_t *out)
 {
 	bool utc = false;
 	char b[16];
-	if (l > 0 && (s[l - 1] == 'Z' || s[l - 1] == 'z')) {
+	if (l > 1 && (s[l - 1] == 'Z' || s[l - 1] == 'z')) {
 		utc = true;
 		l--;
+	} else if (l > 3 && strncasecmp(s + l - 3, "UTC", 3) == 0) {
+		utc = true;
+		l -= 3;
 	}
 	if (l != 8 && l != 12 && l != 14)
 		return -1;
@@ -148,11 +157,14 @@ is_ws(char c)
 	return c == ' ' || c == '\t';
 }
 
-/* A value of an option or the principals field: "quoted" (\" escapes a
- * quote) or bare up to a stop character (principals only: option values
- * must be quoted, as ssh-keygen requires).  *pp advances past it. */
+/* A value of an option or the principals field: "quoted" or bare up to a
+ * stop character (principals only: option values must be quoted, as
+ * ssh-keygen requires).  In an option value \" escapes a quote; in the
+ * principals field nothing does, as in ssh-keygen, which ends the field at
+ * the first quote (`"a\",*" KEY` is then no valid line, not principals
+ * that match everyone).  *pp advances past it. */
 static char *
-take_value(const char **pp, const char *stops, const char **why)
+take_value(const char **pp, const char *stops, bool escapes, const char **why)
 {
 	const char *p = *pp;
 	struct mw_buf v;
@@ -164,7 +176,7 @@ take_value(const char **pp, const char *stops, const char **why)
 				mw_buf_free(&v);
 				return NULL;
 			}
-			if (*p == '\\' && p[1] == '"')
+			if (escapes && *p == '\\' && p[1] == '"')
 				p++;
 			if (mw_buf_put_u8(&v, (uint8_t)*p) != 0)
 				goto nomem;
@@ -222,7 +234,7 @@ parse_line(const char *line, struct as_line *l, const char *name, size_t lineno,
 	l->valid_after = INT64_MIN;
 	l->valid_before = INT64_MAX;
 
-	if ((l->principals = take_value(&p, " \t", &why)) == NULL)
+	if ((l->principals = take_value(&p, " \t", false, &why)) == NULL)
 		return line_error(err, errlen, name, lineno, "principals: %s", why);
 	if (l->principals[0] == '\0')
 		return line_error(err, errlen, name, lineno, "empty principals");
@@ -245,7 +257,7 @@ parse_line(const char *line, struct as_line *l, const char *name, size_t lineno,
 				if (*p != '"')
 					return line_error(err, errlen, name, lineno,
 					    "namespaces: missing start quote (as ssh-keygen)");
-				if ((l->namespaces = take_value(&p, ", \t", &why)) == NULL)
+				if ((l->namespaces = take_value(&p, ", \t", true, &why)) == NULL)
 					return line_error(err, errlen, name, lineno, "namespaces: %s", why);
 				if (l->namespaces[0] == '\0')
 					return line_error(err, errlen, name, lineno, "empty namespaces");
@@ -259,7 +271,7 @@ parse_line(const char *line, struct as_line *l, const char *name, size_t lineno,
 				if (*p != '"')
 					return line_error(err, errlen, name, lineno,
 					    "%s: missing start quote (as ssh-keygen)", oname);
-				char *v = take_value(&p, ", \t", &why);
+				char *v = take_value(&p, ", \t", true, &why);
 				if (v == NULL)
 					return line_error(err, errlen, name, lineno, "%s: %s", oname, why);
 				int r = parse_ssh_time(v, strlen(v), dst);

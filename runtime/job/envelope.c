@@ -105,7 +105,7 @@ mw_civil_time(const char *d14, bool utc, int64_t *out)
 	tm.tm_hour = h;
 	tm.tm_min = mi;
 	tm.tm_sec = se;
-	tm.tm_isdst = -1;
+	tm.tm_isdst = 0;	/* local time read as OpenSSH reads it (allowed_signers) */
 	t = utc ? timegm(&tm) : mktime(&tm);
 	if (t == (time_t)-1)
 		return -1;
@@ -418,10 +418,15 @@ envelope_parse(const char *text, size_t len, struct mw_envelope *e, char *err, s
 				return r;
 			break;
 		case F_PROGLEN:
-			if (vlen == 0 || vlen > 7 || (v[0] == '0') ||
+			if (vlen == 0 || (v[0] == '0') ||
 			    strspn(v, "0123456789") < vlen)
 				return refuse(MW_REFUSE_MALFORMED, err, errlen,
 				    "program-length must be a decimal number of bytes without leading zeros, at least 1");
+			/* any number past the limit is oversized, however long */
+			if (vlen > 7)
+				return refuse(MW_REFUSE_OVERSIZED, err, errlen,
+				    "program-length %.24s%s over the %u byte limit", v,
+				    vlen > 24 ? "..." : "", MW_ENVELOPE_MAX);
 			for (size_t i = 0; i < vlen; i++)
 				proglen = proglen * 10 + (uint64_t)(v[i] - '0');
 			if (proglen > MW_ENVELOPE_MAX)

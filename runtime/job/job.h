@@ -27,6 +27,7 @@
 
 #define MW_JOB_NAMESPACE	"moonwire-job"	/* SSHSIG namespace of envelopes */
 #define MW_ENVELOPE_MAGIC	"moonwire-job 1"	/* first line of an envelope */
+#define MW_ENVELOPE_PREFIX	"moonwire-job "		/* of any version: parsed, not chat */
 #define MW_ENVELOPE_MAX		(120u * 1024)	/* whole envelope text, bytes */
 #define MW_JOB_ID_MAX		64	/* [A-Za-z0-9._-]{1,64} */
 #define MW_JID_MAX		3071	/* RFC 7622 bound on a bare JID */

@@ -242,11 +242,9 @@ out:
 
 /* ---- verify ---- */
 
-/* The bytes the key signs: "SSHSIG" || string ns || string reserved ||
- * string hash_alg || string H(msg). */
 int
-mw_sshsig_signed_data(struct mw_buf *out, const char *ns, const uint8_t *reserved,
-    size_t reserved_len, const char *hashalg, const uint8_t *msg, size_t msg_len)
+mw_sshsig_signed_data(struct mw_buf *out, const char *ns, const char *hashalg,
+    const uint8_t *msg, size_t msg_len)
 {
 	const EVP_MD *md = strcmp(hashalg, "sha256") == 0 ? EVP_sha256() :
 	    strcmp(hashalg, "sha512") == 0 ? EVP_sha512() : NULL;
@@ -256,7 +254,7 @@ mw_sshsig_signed_data(struct mw_buf *out, const char *ns, const uint8_t *reserve
 		return -1;
 	if (mw_buf_put(out, SSHSIG_MAGIC, 6) != 0 ||
 	    mw_buf_put_cstring(out, ns) != 0 ||
-	    mw_buf_put_string(out, reserved, reserved_len) != 0 ||
+	    mw_buf_put_string(out, NULL, 0) != 0 ||
 	    mw_buf_put_cstring(out, hashalg) != 0 ||
 	    mw_buf_put_string(out, h, hlen) != 0)
 		return -1;
@@ -335,6 +333,11 @@ mw_sshsig_verify(const uint8_t *sig, size_t sig_len, const char *ns,
 	if (snslen == 0 || !str_is(sns, snslen, ns))
 		return refuse(MW_REFUSE_WRONG_NAMESPACE, err, errlen,
 		    "signature namespace is not '%s'", ns);
+	/* ssh-keygen signs an empty reserved field and verifies over an
+	 * empty one whatever the blob carries; one form only here */
+	if (reslen != 0)
+		return refuse(MW_REFUSE_BAD_SIGNATURE, err, errlen,
+		    "the SSHSIG reserved field is not empty");
 	if (!str_is(halg, halglen, "sha256") && !str_is(halg, halglen, "sha512"))
 		return refuse(MW_REFUSE_UNSUPPORTED_HASH, err, errlen,
 		    "hash algorithm is not sha256 or sha512");
@@ -343,7 +346,7 @@ mw_sshsig_verify(const uint8_t *sig, size_t sig_len, const char *ns,
 	if (mw_ssh_sig_blob_parse(sblob, sbloblen, &raw) != 0)
 		return refuse(MW_REFUSE_BAD_SIGNATURE, err, errlen, "malformed ssh-ed25519 signature");
 	mw_buf_init(&tbs, 4096);
-	if (mw_sshsig_signed_data(&tbs, ns, res, reslen, hname, msg, msg_len) != 0) {
+	if (mw_sshsig_signed_data(&tbs, ns, hname, msg, msg_len) != 0) {
 		mw_buf_free(&tbs);
 		return refuse(MW_REFUSE_BAD_SIGNATURE, err, errlen, "cannot hash the message");
 	}

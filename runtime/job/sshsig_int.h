@@ -17,12 +17,11 @@
 #define ED25519_BLOB_LEN	(4 + 11 + 4 + 32)
 #define ED25519_SIG_LEN		64
 
-/* The bytes the key signs: "SSHSIG" || string ns || string reserved ||
- * string hash_alg || string H(msg), appended to out; hashalg is "sha256"
- * or "sha512".  0, or -1. */
+/* The bytes the key signs: "SSHSIG" || string ns || string reserved
+ * (always empty) || string hash_alg || string H(msg), appended to out;
+ * hashalg is "sha256" or "sha512".  0, or -1. */
 int mw_sshsig_signed_data(struct mw_buf *out, const char *ns,
-    const uint8_t *reserved, size_t reserved_len, const char *hashalg,
-    const uint8_t *msg, size_t msg_len);
+    const char *hashalg, const uint8_t *msg, size_t msg_len);
 /* 0 when sig is pub's Ed25519 signature over data, else -1. */
 int mw_ed25519_verify(const uint8_t pub[32], const uint8_t *sig,
     size_t siglen, const uint8_t *data, size_t len);

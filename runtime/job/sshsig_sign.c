@@ -454,7 +454,7 @@ mw_sshsig_sign(struct mw_ssh_signer *s, const char *ns, const uint8_t *msg,
 	mw_buf_init(&tbs, 4096);
 	mw_buf_init(&sigblob, 4096);
 	mw_buf_init(&out, 4096);
-	if (*ns == '\0' || mw_sshsig_signed_data(&tbs, ns, NULL, 0, "sha512", msg, msg_len) != 0) {
+	if (*ns == '\0' || mw_sshsig_signed_data(&tbs, ns, "sha512", msg, msg_len) != 0) {
 		refuse(-1, err, errlen, "cannot hash the message");
 		goto out;
 	}

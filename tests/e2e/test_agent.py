@@ -610,6 +610,21 @@ def test_interactive_off_is_not_a_job(deploy):
     still_serves(d)
 
 
+def test_other_envelope_version_is_refused_not_chat(deploy):
+    """An envelope of another version is refused `version` (envelope.md),
+    never taken for interactive Lua, even where the sender has
+    interactive mode."""
+    d = deploy
+    pat = peer_allowed(d)
+    d.agent.interactive(pat)
+    d.agent.start()
+    pat.send(d.agent.jid, "moonwire-job 2\naudience: %s\n" % d.agent.jid)
+    h, _ = result_body(peer_result(pat, d.agent))
+    assert h["status"] == "refused" and h["refusal"] == "version", h
+    audit(d.agent, "version", r"from=%s device=\d+" % re.escape(pat.jid))
+    still_serves(d)
+
+
 # ------------------------------------------------------- 5. config errors
 
 def config_case(agent, edit):

@@ -270,6 +270,28 @@ test_sshsig_tampered(void **state)
 	patch(c, blen, "moonwire-job", "moonwire-jox");
 	assert_int_equal(mw_sshsig_verify(c, blen, MW_JOB_NAMESPACE, (uint8_t *)msg, mlen,
 	    &k, err, sizeof(err)), MW_REFUSE_WRONG_NAMESPACE);
+	/* a reserved field with content: ssh-keygen writes it empty and
+	 * verifies over an empty one; one form only (before the signature) */
+	{
+		const char *ns = MW_JOB_NAMESPACE;
+		uint8_t *r = malloc(blen + 1);
+		size_t off = 0;
+
+		for (size_t i = 0; i + strlen(ns) <= blen; i++)
+			if (memcmp(b + i, ns, strlen(ns)) == 0) {
+				off = i + strlen(ns);
+				break;
+			}
+		assert_true(off > 0 && off + 4 <= blen);
+		assert_memory_equal(b + off, "\0\0\0\0", 4);
+		memcpy(r, b, off);
+		memcpy(r + off, "\0\0\0\1x", 5);
+		memcpy(r + off + 5, b + off + 4, blen - off - 4);
+		assert_int_equal(mw_sshsig_verify(r, blen + 1, MW_JOB_NAMESPACE, (uint8_t *)msg,
+		    mlen, &k, err, sizeof(err)), MW_REFUSE_BAD_SIGNATURE);
+		assert_non_null(strstr(err, "reserved field is not empty"));
+		free(r);
+	}
 	memcpy(c, b, blen);
 	patch(c, blen, "SSHSIG", "SSHSIH");
 	assert_int_equal(mw_sshsig_verify(c, blen, MW_JOB_NAMESPACE, (uint8_t *)msg, mlen,
@@ -692,7 +714,9 @@ test_envelope_malformed(void **state)
 		{ M A J I N "program-length: 10\n", "return 1\n", MW_REFUSE_MALFORMED },
 		{ M A J I N "program-length: 9000\n", "return 1\n", MW_REFUSE_MALFORMED },
 		{ M A J I N "program-length: 122881\n", "return 1\n", MW_REFUSE_OVERSIZED },
-		{ M A J I N "program-length: 99999999999999999999\n", "return 1\n", MW_REFUSE_MALFORMED },
+		/* any number past the limit is oversized, however many digits */
+		{ M A J I N "program-length: 99999999999999999999\n", "return 1\n", MW_REFUSE_OVERSIZED },
+		{ M A J I N "program-length: 12345678\n", "return 1\n", MW_REFUSE_OVERSIZED },
 		/* the program itself */
 		{ M A J I N P, "return\r1\n", MW_REFUSE_MALFORMED },
 		{ M A J I N P, "return\0011\n", MW_REFUSE_MALFORMED },
@@ -1055,6 +1079,32 @@ test_allowed_signers_parse(void **state)
 	assert_int_equal(mw_allowed_signers_find(a, &ks, MW_JOB_NAMESPACE, 1893456000 + 5 * 3600,
 	    &pr), 0);
 	mw_allowed_signers_free(a);
+	/* in summer time, local is read as standard time, as ssh-keygen
+	 * reads it (mktime with tm_isdst 0): 2030-07-01 00:00 CET */
+	setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3", 1);
+	tzset();
+	snprintf(text, sizeof(text), "x@y valid-after=\"20300701\" %s\n", signer);
+	assert_int_equal(mw_allowed_signers_parse(text, strlen(text), "as", &a, err, sizeof(err)), 0);
+	assert_int_equal(mw_allowed_signers_find(a, &ks, MW_JOB_NAMESPACE, 1909094400 - 3600 - 1,
+	    &pr), MW_REFUSE_UNKNOWN_SIGNER);
+	assert_int_equal(mw_allowed_signers_find(a, &ks, MW_JOB_NAMESPACE, 1909094400 - 3600,
+	    &pr), 0);
+	mw_allowed_signers_free(a);
+	setenv("TZ", "UTC0", 1);
+	tzset();
+	/* UTC as a suffix too, in either case (OpenSSH 9) */
+	setenv("TZ", "EST5", 1);
+	tzset();
+	snprintf(text, sizeof(text), "x@y valid-after=\"20300101UTC\",valid-before=\"203002010000utc\" %s\n",
+	    signer);
+	assert_int_equal(mw_allowed_signers_parse(text, strlen(text), "as", &a, err, sizeof(err)), 0);
+	assert_int_equal(mw_allowed_signers_find(a, &ks, MW_JOB_NAMESPACE, 1893456000 - 1, &pr),
+	    MW_REFUSE_UNKNOWN_SIGNER);
+	assert_int_equal(mw_allowed_signers_find(a, &ks, MW_JOB_NAMESPACE, 1893456000, &pr), 0);
+	assert_int_equal(mw_allowed_signers_find(a, &ks, MW_JOB_NAMESPACE, 1896134400, &pr), 0);
+	assert_int_equal(mw_allowed_signers_find(a, &ks, MW_JOB_NAMESPACE, 1896134400 + 1, &pr),
+	    MW_REFUSE_UNKNOWN_SIGNER);
+	mw_allowed_signers_free(a);
 	setenv("TZ", "UTC0", 1);
 	tzset();
 
@@ -1073,6 +1123,9 @@ test_allowed_signers_parse(void **state)
 		{ "x@y namespaces=\"a\",namespaces=\"b\" KEY\n", "multiple" },
 		{ "x@y namespaces=\"a KEY\n", "quote" },
 		{ "\"x@y KEY\n", "quote" },
+		/* no escapes in principals (ssh-keygen ends them at the first
+		 * quote): not a principal list "x@y\",*" that matches anyone */
+		{ "\"x@y\\\",*\" KEY\n", "missing key after the principals" },
 		{ "x@y namespaces=\"a\";cert-authority KEY\n", "missing key after the options" },
 		{ "x@y namespaces=\"\" KEY\n", "empty namespaces" },
 		{ "x@y namespaces=moonwire-job KEY\n", "missing start quote" },
@@ -1137,6 +1190,11 @@ test_principal_match(void **state)
 		{ "*a", "ba", true },
 		{ "a**", "a", true },
 		{ "a?", "a", false },
+		/* a '*' in the pattern is the wildcard even where the name
+		 * has a '*' (the negation must still exclude) */
+		{ "*,!ops*", "ops*x", false },
+		{ "*", "*x", true },
+		{ "a*", "a*", true },
 	};
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
 		if (mw_principal_match(c[i].list, c[i].p) != c[i].want)
