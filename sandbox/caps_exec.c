@@ -42,14 +42,62 @@
  * tree is gone and its pipes are at end of file.
  */
 
-/* SIGKILLs every live child of the reaper; returns how many it signalled. */
+/*
+ * SIGKILLs every child of the reaper, whatever its state: a thread-group
+ * leader whose thread exited shows 'Z' while its other threads run, and a
+ * signal to a real zombie does nothing.  Our own unreaped children cannot
+ * have their pid reused, so the signal cannot hit a stranger.  Returns how
+ * many it signalled, or -1 when it could not list them.
+ *
+ * The list comes from /proc/self/task/TID/children, which a process can
+ * always read about itself (a /proc mounted hidepid=2, or the unit's
+ * ProtectProc=invisible, hides other uids' /proc/PID from the reaper but
+ * not this); a scan of /proc/PID/stat is the fallback for a kernel
+ * without it.  The reaper is single-threaded (forked), so its one task
+ * has every child, orphans reparented to it included.
+ */
+static int
+kill_children_listed(pid_t self)
+{
+	char path[64], buf[1024];
+	long pid = 0;
+	bool digits = false;
+	int n = 0;
+	ssize_t r;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/children", (long)self);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	/* "PID PID ... ": numbers may straddle two reads */
+	while ((r = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < r; i++) {
+			if (buf[i] >= '0' && buf[i] <= '9' && pid < INT_MAX / 10) {
+				pid = pid * 10 + (buf[i] - '0');
+				digits = true;
+				continue;
+			}
+			if (digits && pid > 0 && kill((pid_t)pid, SIGKILL) == 0)
+				n++;
+			pid = 0;
+			digits = false;
+		}
+	if (digits && pid > 0 && kill((pid_t)pid, SIGKILL) == 0)
+		n++;
+	close(fd);
+	return r < 0 ? -1 : n;
+}
+
 static int
 kill_children(pid_t self)
 {
+	int n = kill_children_listed(self);
+	if (n >= 0)
+		return n;
 	DIR *d = opendir("/proc");
 	if (d == NULL)
 		return -1;
-	int n = 0;
+	n = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		char path[64], buf[512], *end;
@@ -72,9 +120,7 @@ kill_children(pid_t self)
 		int ppid;
 		if (rp == NULL || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
 			continue;
-		/* Only our own children: their pid cannot be reused before we
-		 * wait for them, so the signal cannot hit a stranger. */
-		if (ppid == (int)self && state != 'Z' && kill((pid_t)pid, SIGKILL) == 0)
+		if (ppid == (int)self && kill((pid_t)pid, SIGKILL) == 0)
 			n++;
 	}
 	closedir(d);
@@ -112,7 +158,8 @@ command_reaper(char **argv, int outw, int errw, uint64_t deadline_us)
 	if (cmd < 0)
 		_exit(126);
 	if (cmd == 0) {
-		if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+		/* its own process group, for the reaper's last resort */
+		if (sigprocmask(SIG_SETMASK, &none, NULL) != 0 || setpgid(0, 0) != 0)
 			_exit(126);
 		for (int s = 1; s < NSIG; s++)
 			if (s != SIGKILL && s != SIGSTOP)
@@ -130,7 +177,9 @@ command_reaper(char **argv, int outw, int errw, uint64_t deadline_us)
 		if (null < 0 || dup2(null, 0) != 0 || dup2(outw, 1) != 1 ||
 		    dup2(errw, 2) != 2)
 			_exit(126);
-		syscall(SYS_close_range, 3, ~0U, 0);
+		/* fail closed: the supervisor's sockets must not reach it */
+		if (syscall(SYS_close_range, 3, ~0U, 0) != 0)
+			_exit(126);
 		execve(argv[0], argv, envp);
 		/* Say why on the command's stderr: a path only root can reach
 		 * is the usual cause now that commands run as nobody. */
@@ -145,8 +194,8 @@ command_reaper(char **argv, int outw, int errw, uint64_t deadline_us)
 	/* Nothing of the supervisor's stays open here: sockets, kv store,
 	 * and the pipes' write ends (only the command's tree holds those).
 	 * The reaper needs CAP_KILL alone (its children run as nobody). */
-	syscall(SYS_close_range, 3, ~0U, 0);
-	if (mw_confine_keep_only_kill() != 0) {
+	(void)setpgid(cmd, 0);	/* as the child does; whichever runs first */
+	if (syscall(SYS_close_range, 3, ~0U, 0) != 0 || mw_confine_keep_only_kill() != 0) {
 		kill(cmd, SIGKILL);
 		_exit(126);
 	}
@@ -194,7 +243,7 @@ command_reaper(char **argv, int outw, int errw, uint64_t deadline_us)
 		if (p < 0 && errno == ECHILD)
 			break;
 		if (killed < 0)
-			kill(-cmd, SIGKILL);	/* no /proc: the group at least */
+			kill(-cmd, SIGKILL);	/* no /proc at all: the command's group */
 		struct timespec ts = { 0, pause_ns };
 		nanosleep(&ts, NULL);
 		if (pause_ns < 50000000)

@@ -153,7 +153,8 @@ cap_sys_disk(struct mw_buf *reply, struct mw_cap_async *async, uint64_t now,
 			_exit(1);
 		if (p[1] != 3 && (dup2(p[1], 3) != 3))
 			_exit(1);
-		syscall(SYS_close_range, 4, ~0U, 0);
+		if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
+			_exit(1);
 		int fl = fcntl(3, F_GETFL);
 		if (fl < 0 || fcntl(3, F_SETFL, fl & ~O_NONBLOCK) != 0)
 			_exit(1);

@@ -85,7 +85,8 @@ mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out)
 		} else if (fcntl(3, F_SETFD, 0) != 0) {
 			_exit(126);
 		}
-		syscall(SYS_close_range, 4, ~0U, 0);
+		if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
+			_exit(126);	/* nothing of the caller's may reach it */
 		char *const argv[] = { "moonwire", "__supervisor", "3", NULL };
 		/* LD_BIND_NOW: resolve every library symbol once, here, so the
 		 * workers forked later (from the zygote) do not each redo the

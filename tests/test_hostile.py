@@ -94,7 +94,10 @@ def env(tmp_path_factory):
         "command hang timeout=300ms /bin/sleep 30\n"
         'command bomb timeout=500ms /bin/sh -c "i=0; while [ $i -lt 40 ]; do sleep %s & i=$((i+1)); done; wait"\n'
         'command detach timeout=3s /bin/sh -c "for i in 1 2 3 4 5; do setsid sleep %s >/dev/null 2>&1 & done; exit 0"\n'
-        % (MARK, MARK))
+        'command leaderless timeout=500ms /usr/bin/python3 -c "import threading, time, ctypes; '
+        'threading.Thread(target=time.sleep, args=(30,)).start(); '
+        'ctypes.CDLL(None).pthread_exit(None)  # sleep %s"\n'
+        % (MARK, MARK, MARK))
     state = root / "state"
     trivial = root / "trivial.lua"
     trivial.write_text("return 6 * 7\n")
@@ -269,6 +272,8 @@ CASES = [
     ("exec_hang", ["--policy", "{POL}", "--exec", "hang"], "ok", [], None, 5),
     ("exec_fork_bomb", ["--policy", "{POL}", "--exec", "bomb", "--wall", "5s"], "ok", [], no_survivors, 5),
     ("exec_detached_children", ["--policy", "{POL}", "--exec", "detach", "--wall", "5s"], "ok", [],
+     no_survivors, 5),
+    ("exec_leaderless", ["--policy", "{POL}", "--exec", "leaderless", "--wall", "5s"], "ok", [],
      no_survivors, 5),
     ("exec_loop_cap", ["--policy", "{POL}", "--exec", "true"], "ok", [], None, 15),
     # -- capability budget, sleep, kv
