@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <linux/filter.h>
 #include <sqlite3.h>
 
 #include "sandbox/caps_int.h"
@@ -127,11 +129,28 @@ kill_children(pid_t self)
 	return n;
 }
 
+/* The commands' deny-list filter (filter.c): compiled once, in the
+ * supervisor, on the first exec.run; every reaper inherits it. */
+static struct mw_filter command_filter;
+static bool command_filter_built;
+
+static const struct mw_filter *
+command_filter_get(void)
+{
+	if (!command_filter_built) {
+		if (mw_filter_build_command(&command_filter) != 0)
+			return NULL;
+		command_filter_built = true;
+	}
+	return &command_filter;
+}
+
 /* How long after the command's deadline its reaper ends it by itself. */
 #define REAPER_GRACE_US 200000u
 
 static void __attribute__((noreturn))
-command_reaper(char **argv, int outw, int errw, uint64_t deadline_us)
+command_reaper(char **argv, int outw, int errw, uint64_t deadline_us,
+    const struct mw_filter *filter)
 {
 	static char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"LANG=C.UTF-8", NULL };
@@ -177,8 +196,11 @@ command_reaper(char **argv, int outw, int errw, uint64_t deadline_us)
 		if (null < 0 || dup2(null, 0) != 0 || dup2(outw, 1) != 1 ||
 		    dup2(errw, 2) != 2)
 			_exit(126);
-		/* fail closed: the supervisor's sockets must not reach it */
-		if (syscall(SYS_close_range, 3, ~0U, 0) != 0)
+		/* fail closed: the supervisor's sockets must not reach it,
+		 * and it runs under its filter or not at all */
+		struct sock_fprog prog = { .len = filter->len, .filter = filter->insns };
+		if (syscall(SYS_close_range, 3, ~0U, 0) != 0 ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
 			_exit(126);
 		execve(argv[0], argv, envp);
 		/* Say why on the command's stderr: a path only root can reach
@@ -322,6 +344,13 @@ cap_exec(const struct mw_cap_ctx *ctx, struct cap_args *A, struct mw_buf *reply,
 	}
 	argv[ac] = NULL;
 
+	const struct mw_filter *filter = command_filter_get();
+	if (filter == NULL) {
+		for (unsigned j = 0; j < nextra; j++)
+			free(owned[j]);
+		return mw_cap_reply_error(reply, "exec.run %s: cannot build the commands' "
+		    "seccomp filter", c->name);
+	}
 	int outp[2], errp[2];
 	if (pipe2(outp, O_CLOEXEC | O_NONBLOCK) != 0) {
 		for (unsigned j = 0; j < nextra; j++)
@@ -357,7 +386,7 @@ cap_exec(const struct mw_cap_ctx *ctx, struct cap_args *A, struct mw_buf *reply,
 	if (pid == 0)
 		/* the reaper's own deadline is the backstop: a little after
 		 * the supervisor's, whose SIGTERM normally ends the command */
-		command_reaper(argv, outp[1], errp[1], deadline + REAPER_GRACE_US);
+		command_reaper(argv, outp[1], errp[1], deadline + REAPER_GRACE_US, filter);
 	int fork_errno = errno;
 	if (sigprocmask(SIG_SETMASK, &old, NULL) != 0 && pid > 0) {
 		fork_errno = errno;

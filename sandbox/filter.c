@@ -1,5 +1,6 @@
 /*
- * filter.c: the worker's seccomp policy, as data, and its compilation.
+ * filter.c: the worker's seccomp policy, as data, and its compilation
+ * (and the deny list of allowlisted commands, at the end).
  *
  * Why a table: a syscall's number differs between architectures, and some
  * x86-64 names (open, stat, fork, poll, select, dup2, ...) do not exist at
@@ -20,6 +21,7 @@
  * does any syscall made with another architecture's convention.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -146,15 +148,12 @@ static const struct rule zygote_rules[] = {
 #endif
 };
 
-/* One filter: every rule of table[0..n) (and of more[0..nmore), all
- * unconditional when plain) allowed, dflt otherwise, KILL_PROCESS for
- * another architecture. */
-static int
-build(struct mw_filter *f, uint32_t arch, uint32_t dflt, bool plain,
-    const struct rule *table, size_t n, const struct rule *more, size_t nmore)
+/* A context for arch (0: native) with default action dflt and
+ * KILL_PROCESS for another architecture. */
+static scmp_filter_ctx
+context(struct mw_filter *f, uint32_t arch, uint32_t dflt)
 {
 	scmp_filter_ctx ctx;
-	int rc = -1, mfd = -1;
 	uint32_t native = seccomp_arch_native();
 
 	memset(f, 0, sizeof(*f));
@@ -162,31 +161,46 @@ build(struct mw_filter *f, uint32_t arch, uint32_t dflt, bool plain,
 		arch = native;
 	f->arch = arch;
 	if ((ctx = seccomp_init(dflt)) == NULL)
-		return -1;
-	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0)
-		goto out;
+		return NULL;
 	/* A context starts with the native architecture; a filter for another
 	 * one (tests) holds that architecture only. */
-	if (arch != native &&
-	    (seccomp_arch_add(ctx, arch) != 0 || seccomp_arch_remove(ctx, SCMP_ARCH_NATIVE) != 0))
-		goto out;
-	for (size_t i = 0; i < n + nmore; i++) {
-		const struct rule *r = i < n ? &table[i] : &more[i - n];
-		if (r->only_arch != 0 && r->only_arch != arch)
-			continue;
-		if (seccomp_syscall_resolve_name_arch(arch, r->name) < 0) {
-			f->missing = r->name;
-			goto out;
-		}
-		/* libseccomp takes the native number (or its pseudo number)
-		 * and translates it by name; _exact fails instead of dropping
-		 * a rule it cannot place. */
-		int nr = seccomp_syscall_resolve_name(r->name);
-		if (nr == __NR_SCMP_ERROR ||
-		    seccomp_rule_add_exact_array(ctx, SCMP_ACT_ALLOW, nr, plain ? 0 : r->argc,
-		    r->args) != 0)
-			goto out;
+	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0 ||
+	    (arch != native &&
+	    (seccomp_arch_add(ctx, arch) != 0 || seccomp_arch_remove(ctx, SCMP_ARCH_NATIVE) != 0))) {
+		seccomp_release(ctx);
+		return NULL;
 	}
+	return ctx;
+}
+
+/* Adds r with action act, unless r is for another architecture; a name the
+ * filter's architecture lacks fails (f->missing names it). */
+static int
+add_rule(struct mw_filter *f, scmp_filter_ctx ctx, const struct rule *r, uint32_t act,
+    bool plain)
+{
+	if (r->only_arch != 0 && r->only_arch != f->arch)
+		return 0;
+	if (seccomp_syscall_resolve_name_arch(f->arch, r->name) < 0) {
+		f->missing = r->name;
+		return -1;
+	}
+	/* libseccomp takes the native number (or its pseudo number) and
+	 * translates it by name; _exact fails instead of dropping a rule it
+	 * cannot place. */
+	int nr = seccomp_syscall_resolve_name(r->name);
+	if (nr == __NR_SCMP_ERROR ||
+	    seccomp_rule_add_exact_array(ctx, act, nr, plain ? 0 : r->argc, r->args) != 0)
+		return -1;
+	return 0;
+}
+
+/* ctx compiled into f->insns; ctx is released either way. */
+static int
+export(struct mw_filter *f, scmp_filter_ctx ctx)
+{
+	int rc = -1, mfd;
+
 	if ((mfd = memfd_create("mw-filter", MFD_CLOEXEC)) < 0)
 		goto out;
 	if (seccomp_export_bpf(ctx, mfd) != 0)
@@ -211,6 +225,25 @@ out:
 	return rc;
 }
 
+/* One filter: every rule of table[0..n) (and of more[0..nmore), all
+ * unconditional when plain) allowed, dflt otherwise, KILL_PROCESS for
+ * another architecture. */
+static int
+build(struct mw_filter *f, uint32_t arch, uint32_t dflt, bool plain,
+    const struct rule *table, size_t n, const struct rule *more, size_t nmore)
+{
+	scmp_filter_ctx ctx = context(f, arch, dflt);
+
+	if (ctx == NULL)
+		return -1;
+	for (size_t i = 0; i < n + nmore; i++)
+		if (add_rule(f, ctx, i < n ? &table[i] : &more[i - n], SCMP_ACT_ALLOW, plain) != 0) {
+			seccomp_release(ctx);
+			return -1;
+		}
+	return export(f, ctx);
+}
+
 int
 mw_filter_build_arch(struct mw_filter *f, uint32_t arch)
 {
@@ -233,6 +266,91 @@ mw_filter_build_zygote(struct mw_filter *f)
 	return build(f, 0, SCMP_ACT_ERRNO(ENOSYS), true, rules,
 	    sizeof(rules) / sizeof(rules[0]), zygote_rules,
 	    sizeof(zygote_rules) / sizeof(zygote_rules[0]));
+}
+
+/*
+ * An allowlisted command's filter (mw_filter_build_command): commands are
+ * whatever programs the owner allowlists, so this is a deny list, loaded
+ * after no_new_privs right before the exec.  What it takes away is what
+ * a command running as nobody could use against another job's processes
+ * or the kernel: tracing and cross-process memory access, new namespaces
+ * (a user namespace holds every capability over new network and mount
+ * namespaces), BPF, perf events, userfaultfd, io_uring, the kernel
+ * keyring, and the calls of mounting, modules, kexec, swap and reboot
+ * (which need privileges it has not: belt and braces).  They fail with
+ * EPERM; clone3, whose flags sit in memory a filter cannot read, fails
+ * with ENOSYS, so the C library falls back to clone, whose namespace
+ * flags are checked.  Another architecture's calls (i386, x32 from an
+ * x86-64 process) kill the process: a deny list on native numbers alone
+ * would be bypassed through them.
+ */
+#define CLONE_NS(flag) { "clone", 0, 1, { ARG(0, SCMP_CMP_MASKED_EQ, (flag), (flag)) } }
+static const struct rule command_denied[] = {
+	{ "ptrace", 0, 0, { { 0 } } },
+	{ "process_vm_readv", 0, 0, { { 0 } } },
+	{ "process_vm_writev", 0, 0, { { 0 } } },
+	{ "kcmp", 0, 0, { { 0 } } },
+	{ "pidfd_getfd", 0, 0, { { 0 } } },
+	{ "unshare", 0, 0, { { 0 } } },
+	{ "setns", 0, 0, { { 0 } } },
+	CLONE_NS(CLONE_NEWUSER), CLONE_NS(CLONE_NEWNS), CLONE_NS(CLONE_NEWNET),
+	CLONE_NS(CLONE_NEWPID), CLONE_NS(CLONE_NEWIPC), CLONE_NS(CLONE_NEWUTS),
+	CLONE_NS(CLONE_NEWCGROUP), CLONE_NS(CLONE_NEWTIME),
+	{ "bpf", 0, 0, { { 0 } } },
+	{ "perf_event_open", 0, 0, { { 0 } } },
+	{ "userfaultfd", 0, 0, { { 0 } } },
+	{ "io_uring_setup", 0, 0, { { 0 } } },
+	{ "io_uring_enter", 0, 0, { { 0 } } },
+	{ "io_uring_register", 0, 0, { { 0 } } },
+	{ "keyctl", 0, 0, { { 0 } } },
+	{ "add_key", 0, 0, { { 0 } } },
+	{ "request_key", 0, 0, { { 0 } } },
+	{ "mount", 0, 0, { { 0 } } },
+	{ "umount2", 0, 0, { { 0 } } },
+	{ "pivot_root", 0, 0, { { 0 } } },
+	{ "open_tree", 0, 0, { { 0 } } },
+	{ "move_mount", 0, 0, { { 0 } } },
+	{ "fsopen", 0, 0, { { 0 } } },
+	{ "fsmount", 0, 0, { { 0 } } },
+	{ "fspick", 0, 0, { { 0 } } },
+	{ "fsconfig", 0, 0, { { 0 } } },
+	{ "mount_setattr", 0, 0, { { 0 } } },
+	{ "open_by_handle_at", 0, 0, { { 0 } } },
+	{ "init_module", 0, 0, { { 0 } } },
+	{ "finit_module", 0, 0, { { 0 } } },
+	{ "delete_module", 0, 0, { { 0 } } },
+	{ "kexec_load", 0, 0, { { 0 } } },
+	{ "kexec_file_load", 0, 0, { { 0 } } },
+	{ "swapon", 0, 0, { { 0 } } },
+	{ "swapoff", 0, 0, { { 0 } } },
+	{ "reboot", 0, 0, { { 0 } } },
+	{ "acct", 0, 0, { { 0 } } },
+};
+static const struct rule command_clone3 = { "clone3", 0, 0, { { 0 } } };
+
+int
+mw_filter_build_command_arch(struct mw_filter *f, uint32_t arch)
+{
+	scmp_filter_ctx ctx = context(f, arch, SCMP_ACT_ALLOW);
+
+	if (ctx == NULL)
+		return -1;
+	for (size_t i = 0; i < sizeof(command_denied) / sizeof(command_denied[0]); i++)
+		if (add_rule(f, ctx, &command_denied[i], SCMP_ACT_ERRNO(EPERM), false) != 0) {
+			seccomp_release(ctx);
+			return -1;
+		}
+	if (add_rule(f, ctx, &command_clone3, SCMP_ACT_ERRNO(ENOSYS), false) != 0) {
+		seccomp_release(ctx);
+		return -1;
+	}
+	return export(f, ctx);
+}
+
+int
+mw_filter_build_command(struct mw_filter *f)
+{
+	return mw_filter_build_command_arch(f, 0);
 }
 
 void

@@ -90,6 +90,9 @@ void mw_filter_free(struct mw_filter *f);
  * zygote and a confining worker need, unconditionally; ENOSYS for the
  * rest.  Workers inherit it under their own. */
 int mw_filter_build_zygote(struct mw_filter *f);
+/* An allowlisted command's filter (filter.c): a deny list, EPERM. */
+int mw_filter_build_command(struct mw_filter *f);
+int mw_filter_build_command_arch(struct mw_filter *f, uint32_t arch);
 /* The policy's i-th rule's syscall name, NULL past the last; *only_arch is
  * 0, or the one architecture that has the syscall (the rule is left out
  * elsewhere).  A name may occur in several rules. */

@@ -94,6 +94,9 @@ def env(tmp_path_factory):
         "command hang timeout=300ms /bin/sleep 30\n"
         'command bomb timeout=500ms /bin/sh -c "i=0; while [ $i -lt 40 ]; do sleep %s & i=$((i+1)); done; wait"\n'
         'command detach timeout=3s /bin/sh -c "for i in 1 2 3 4 5; do setsid sleep %s >/dev/null 2>&1 & done; exit 0"\n'
+        'command userns /usr/bin/unshare --user /bin/true\n'
+        'command traceme /usr/bin/python3 -c "import ctypes; c = ctypes.CDLL(None, use_errno=True); '
+        'r = c.ptrace(0, 0, 0, 0); print(r, ctypes.get_errno())"\n'
         'command leaderless timeout=500ms /usr/bin/python3 -c "import threading, time, ctypes; '
         'threading.Thread(target=time.sleep, args=(30,)).start(); '
         'ctypes.CDLL(None).pthread_exit(None)  # sleep %s"\n'
@@ -152,6 +155,14 @@ def no_survivors(env, res):
     while not no_marker_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert no_marker_processes(), "children of the exec'd command survived the job"
+
+
+def denied_calls(env, res):
+    """The commands' filter: unshare(CLONE_NEWUSER) and ptrace fail EPERM
+    (1) in an allowlisted command, which would otherwise get them as nobody."""
+    code, err, traced = res["values"]
+    assert code != 0 and "Operation not permitted" in err, res
+    assert traced == "-1 1\n", res
 
 
 def string_mt_intact(env, res):
@@ -275,6 +286,8 @@ CASES = [
      no_survivors, 5),
     ("exec_leaderless", ["--policy", "{POL}", "--exec", "leaderless", "--wall", "5s"], "ok", [],
      no_survivors, 5),
+    ("exec_denied_calls", ["--policy", "{POL}", "--exec", "userns", "--exec", "traceme"], "ok", [],
+     denied_calls, 5),
     ("exec_loop_cap", ["--policy", "{POL}", "--exec", "true"], "ok", [], None, 15),
     # -- capability budget, sleep, kv
     ("capability_flood", ["--calls", "10"], "capability_limit", ["more than 10 capability calls"], None, 5),
