@@ -150,7 +150,7 @@ command_filter_get(void)
 
 static void __attribute__((noreturn))
 command_reaper(char **argv, int outw, int errw, uint64_t deadline_us,
-    const struct mw_filter *filter)
+    const struct mw_filter *filter, uid_t uid)
 {
 	static char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"LANG=C.UTF-8", NULL };
@@ -189,7 +189,8 @@ command_reaper(char **argv, int outw, int errw, uint64_t deadline_us,
 		 * CAP_SETPCAP is held, no_new_privs, a cwd every uid may
 		 * use.  Fail closed: a command that cannot be confined does
 		 * not run. */
-		if (chdir("/") != 0 || mw_confine_drop_privileges() != 0 ||
+		if (chdir("/") != 0 || (uid != 0 ? mw_confine_drop_privileges_to(uid,
+		    (gid_t)uid) : mw_confine_drop_privileges()) != 0 ||
 		    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 			_exit(126);
 		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -386,7 +387,8 @@ cap_exec(const struct mw_cap_ctx *ctx, struct cap_args *A, struct mw_buf *reply,
 	if (pid == 0)
 		/* the reaper's own deadline is the backstop: a little after
 		 * the supervisor's, whose SIGTERM normally ends the command */
-		command_reaper(argv, outp[1], errp[1], deadline + REAPER_GRACE_US, filter);
+		command_reaper(argv, outp[1], errp[1], deadline + REAPER_GRACE_US, filter,
+		    ctx->cmd_uid);
 	int fork_errno = errno;
 	if (sigprocmask(SIG_SETMASK, &old, NULL) != 0 && pid > 0) {
 		fork_errno = errno;

@@ -110,6 +110,8 @@ mw_sandbox_start(const struct mw_sandbox_config *cfg, struct mw_sandbox **out)
 	    mw_buf_put_u32(&sb->out, cfg->queue_max ? cfg->queue_max : 64) != 0 ||
 	    mw_buf_put_cstring(&sb->out, cfg->state_dir ? cfg->state_dir : "") != 0 ||
 	    put_protected(&sb->out, cfg) != 0 ||
+	    mw_buf_put_u32(&sb->out, cfg->command_uid_count ? cfg->command_uid_first : 0) != 0 ||
+	    mw_buf_put_u32(&sb->out, cfg->command_uid_count) != 0 ||
 	    mw_frame_end(&sb->out, start) != 0) {
 		mw_sandbox_stop(sb);
 		return -1;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -230,22 +231,93 @@ mw_confine_lock_bounding(void)
 int
 mw_confine_drop_privileges(void)
 {
+	return mw_confine_drop_privileges_to(NOBODY_UID, NOBODY_GID);
+}
+
+int
+mw_sandbox_command_uids_parse(const char *s, uint32_t *first, uint32_t *count)
+{
+	unsigned long long a = 0, b = 0;
+	const char *p = s;
+	size_t n;
+
+	if ((n = strspn(p, "0123456789")) == 0 || n > 10)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		a = a * 10 + (unsigned)(p[i] - '0');
+	p += n;
+	if (*p++ != '-' || (n = strspn(p, "0123456789")) == 0 || n > 10 || p[n] != '\0')
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		b = b * 10 + (unsigned)(p[i] - '0');
+	if (a > b || b > 0xffffffffull || b - a + 1 > 0xffffffffull)
+		return -1;
+	*first = (uint32_t)a;
+	*count = (uint32_t)(b - a + 1);
+	return 0;
+}
+
+int
+mw_sandbox_command_uids_check(uint32_t first, uint32_t count, unsigned parallel,
+    bool accounts, char *why, size_t whylen)
+{
+	uint64_t last = (uint64_t)first + count - 1;
+
+	if (count == 0 || count > MW_SANDBOX_COMMAND_UIDS_MAX) {
+		if (why != NULL)
+			snprintf(why, whylen, "%u uids: 1 to %u", count, MW_SANDBOX_COMMAND_UIDS_MAX);
+		return -1;
+	}
+	if (count < parallel) {
+		if (why != NULL)
+			snprintf(why, whylen, "%u uids for %u jobs at once (parallel): one each "
+			    "is needed", count, parallel);
+		return -1;
+	}
+	if (first == 0 || last > 0x7ffffffeu || (first <= NOBODY_UID && last >= NOBODY_UID) ||
+	    (first <= 65535 && last >= 65535)) {
+		if (why != NULL)
+			snprintf(why, whylen, "%u-%llu holds 0, 65534 (nobody), 65535 or a uid "
+			    "above 2147483646", first, (unsigned long long)last);
+		return -1;
+	}
+	for (uint64_t u = first; accounts && u <= last; u++) {
+		struct passwd *pw;
+		struct group *gr;
+
+		errno = 0;
+		if ((pw = getpwuid((uid_t)u)) != NULL || (gr = getgrgid((gid_t)u)) != NULL) {
+			if (why != NULL)
+				snprintf(why, whylen, "%s %llu is taken by '%s': the range must be "
+				    "unused", pw != NULL ? "uid" : "gid", (unsigned long long)u,
+				    pw != NULL ? pw->pw_name : gr->gr_name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The same to uid/gid (a job's own command uid, spec/sandbox.md). */
+int
+mw_confine_drop_privileges_to(uid_t uid, gid_t gid)
+{
 	uid_t before = geteuid();
 	bool dropped = false;
 	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
 	struct __user_cap_data_struct none[2];
 
-	if (mw_confine_lock_bounding() != 0)
+	if (uid == 0 || gid == 0 || mw_confine_lock_bounding() != 0)
 		return -1;
-	if (before != NOBODY_UID) {
+	if (before != uid) {
 		if (setgroups(0, NULL) == 0) {
-			if (setresgid(NOBODY_GID, NOBODY_GID, NOBODY_GID) != 0 ||
-			    setresuid(NOBODY_UID, NOBODY_UID, NOBODY_UID) != 0)
+			if (setresgid(gid, gid, gid) != 0 ||
+			    setresuid(uid, uid, uid) != 0)
 				return -1;	/* half-dropped: fail closed */
 			dropped = true;
-		} else if (before == 0 || errno != EPERM)
+		} else if (before == 0 || errno != EPERM || uid != NOBODY_UID)
 			return -1;
-		/* else: no privilege to drop to nobody; keep the caller's uid */
+		/* else: no privilege to drop to nobody; keep the caller's uid
+		 * (a uid of its own asked for and not granted: fail) */
 	}
 	memset(none, 0, sizeof(none));
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 ||

@@ -151,12 +151,30 @@ struct mw_sandbox_config {
 	 * are refused by name only. */
 	const char *const *protected_paths;
 	unsigned n_protected;
+	/* Commands' uids: each running job's allowlisted commands run as a uid
+	 * (and gid) of their own, command_uid_first + a slot no other running
+	 * job holds, instead of nobody.  count 0: nobody.  count must be at
+	 * least parallel; the caller checks that no account uses the range. */
+	uint32_t command_uid_first, command_uid_count;
 	/* Tests only: fork without exec and run this in each confined worker
 	 * instead of the Lua runtime. */
 	void (*test_worker)(int fd);
 };
 
 #define MW_SANDBOX_POOL_NONE	0xffffffffu
+#define MW_SANDBOX_COMMAND_UIDS_MAX	1024
+
+/*
+ * 0 when first..first+count-1 may be the commands' uids (and gids) of a
+ * sandbox running `parallel` jobs at once: count 1..1024 and at least
+ * parallel; none of them 0, 65534 (nobody), 65535 or above 2^31 - 2; and,
+ * with accounts, no user or group of this system (getpwuid, getgrgid)
+ * holds one.  Else -1 with the reason in why.
+ */
+int mw_sandbox_command_uids_check(uint32_t first, uint32_t count, unsigned parallel,
+    bool accounts, char *why, size_t whylen);
+/* "FIRST-LAST" (decimal, FIRST <= LAST) into first and count; 0 or -1. */
+int mw_sandbox_command_uids_parse(const char *s, uint32_t *first, uint32_t *count);
 
 struct mw_sandbox;
 

@@ -70,6 +70,7 @@ struct mw_supervisor_hello {
 	char *state_dir;
 	char *protected_paths[MW_MAX_PROTECTED];
 	uint32_t n_protected;
+	uint32_t cmd_uid_first, cmd_uid_count;	/* count 0: commands run as nobody */
 };
 
 /* The seccomp filter (filter.c).  arch is a libseccomp SCMP_ARCH_* token
@@ -114,6 +115,7 @@ void mw_confine_command_child(void);
  * set and locked securebits where CAP_SETPCAP is held) and verifies it.
  * For workers and command children; 0 or -1 (the caller must _exit). */
 int mw_confine_drop_privileges(void);
+int mw_confine_drop_privileges_to(uid_t uid, gid_t gid);
 /* Empties the bounding set and locks securebits where CAP_SETPCAP is held;
  * once per process (the zygote does it for every worker it forks). */
 int mw_confine_lock_bounding(void);
@@ -154,6 +156,7 @@ struct mw_cap_ctx {
 	uint32_t n_prot;
 	uint64_t now_us, wall_deadline_us;	/* monotonic */
 	uint32_t exec_calls;			/* commands this job already ran */
+	uid_t cmd_uid;				/* the job's commands run as; 0: nobody */
 	uint64_t *write_used;			/* bytes this job wrote so far */
 	uint64_t write_limit;			/* the job's `write` limit */
 };

@@ -264,10 +264,26 @@ enc_job_args(struct mw_buf *b, const struct mw_job_owned *j)
 	return mw_enc_args(b, a, j->n_args);
 }
 
+/* The lowest commands' uid slot no running job holds; with count >=
+ * parallel (checked at HELLO) there always is one. */
+static int
+free_cmd_slot(void)
+{
+	for (uint32_t s = 0; s < sv.cfg.cmd_uid_count; s++) {
+		bool taken = false;
+		for (struct sv_worker *x = sv.workers; x != NULL && !taken; x = x->next)
+			taken = x->job != NULL && x->job->cmd_slot == (int)s;
+		if (!taken)
+			return (int)s;
+	}
+	return -1;
+}
+
 static void
 job_start(struct sv_job *job, struct sv_worker *w)
 {
 	size_t start;
+	job->cmd_slot = sv.cfg.cmd_uid_count != 0 ? free_cmd_slot() : -1;
 	sv.idle--;
 	sv.running++;
 	job->w = w;
@@ -275,7 +291,9 @@ job_start(struct sv_job *job, struct sv_worker *w)
 	w->used = true;
 	job->start_us = mw_now_us();
 	job->deadline_us = job->start_us + (uint64_t)job->j.limits.wall_ms * 1000u;
-	if (mw_frame_begin(&w->out, MW_F_RUN, &start) != 0 ||
+	if (sv.cfg.cmd_uid_count != 0 && job->cmd_slot < 0)
+		sv_job_kill(job, MW_JOB_INTERNAL_ERROR, "no commands' uid free");
+	else if (mw_frame_begin(&w->out, MW_F_RUN, &start) != 0 ||
 	    mw_buf_put_cstring(&w->out, job->j.chunkname) != 0 ||
 	    mw_buf_put_string(&w->out, job->j.program, job->j.program_len) != 0 ||
 	    mw_enc_limits(&w->out, &job->j.limits) != 0 ||

@@ -39,6 +39,7 @@ struct sv_job {
 	struct mw_cap_async async;
 	bool cap_pending;
 	int kill_status;	/* -1, or the status the supervisor killed it for */
+	int cmd_slot;		/* its commands' uid: cmd_uid_first + this; -1: nobody */
 	char kill_error[200];
 	struct sv_job *next;
 };

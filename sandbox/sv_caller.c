@@ -33,6 +33,7 @@ handle_job(struct mw_buf *p)
 		return;
 	}
 	job->kill_status = -1;
+	job->cmd_slot = -1;
 	mw_buf_init(&job->output, 0);
 	int r = mw_dec_job(p, &job->j);
 	if (r != 0) {
@@ -123,7 +124,13 @@ handle_hello(struct mw_buf *p)
 		if (mw_buf_get_cstring(p, &sv.cfg.protected_paths[i], 4096) != 0 ||
 		    sv.cfg.protected_paths[i][0] != '/')
 			return -1;
-	if (mw_buf_avail(p) != 0)
+	if (mw_buf_get_u32(p, &sv.cfg.cmd_uid_first) != 0 ||
+	    mw_buf_get_u32(p, &sv.cfg.cmd_uid_count) != 0 ||
+	    mw_buf_avail(p) != 0)
+		return -1;
+	if (sv.cfg.cmd_uid_count != 0 && mw_sandbox_command_uids_check(sv.cfg.cmd_uid_first,
+	    sv.cfg.cmd_uid_count, sv.cfg.parallel == 0 ? 2 : sv.cfg.parallel, false,
+	    NULL, 0) != 0)
 		return -1;
 	for (uint32_t i = 0; i < sv.cfg.n_protected; i++) {
 		struct stat st;

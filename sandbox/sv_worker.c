@@ -122,6 +122,8 @@ handle_cap_call(struct sv_worker *w, struct mw_buf *p)
 		.prot = sv.prot, .n_prot = sv.cfg.n_protected,
 		.now_us = mw_now_us(), .wall_deadline_us = job->deadline_us,
 		.exec_calls = job->exec_calls,
+		.cmd_uid = job->cmd_slot >= 0 ? (uid_t)(sv.cfg.cmd_uid_first +
+		    (uint32_t)job->cmd_slot) : 0,
 		.write_used = &job->write_used, .write_limit = job->j.limits.write_bytes,
 	};
 	int r = mw_cap_dispatch(&ctx, p, &reply, &job->async);

@@ -95,6 +95,7 @@ def env(tmp_path_factory):
         'command bomb timeout=500ms /bin/sh -c "i=0; while [ $i -lt 40 ]; do sleep %s & i=$((i+1)); done; wait"\n'
         'command detach timeout=3s /bin/sh -c "for i in 1 2 3 4 5; do setsid sleep %s >/dev/null 2>&1 & done; exit 0"\n'
         'command userns /usr/bin/unshare --user /bin/true\n'
+        'command uid /usr/bin/id -u\n'
         'command traceme /usr/bin/python3 -c "import ctypes; c = ctypes.CDLL(None, use_errno=True); '
         'r = c.ptrace(0, 0, 0, 0); print(r, ctypes.get_errno())"\n'
         'command leaderless timeout=500ms /usr/bin/python3 -c "import threading, time, ctypes; '
@@ -163,6 +164,11 @@ def denied_calls(env, res):
     code, err, traced = res["values"]
     assert code != 0 and "Operation not permitted" in err, res
     assert traced == "-1 1\n", res
+
+
+def own_uid(env, res):
+    """--command-uids: the command ran as the range's first uid, filtered."""
+    assert res["values"] == ["2000000000\n", "-1 1\n"], res
 
 
 def string_mt_intact(env, res):
@@ -288,6 +294,8 @@ CASES = [
      no_survivors, 5),
     ("exec_denied_calls", ["--policy", "{POL}", "--exec", "userns", "--exec", "traceme"], "ok", [],
      denied_calls, 5),
+    ("exec_own_uid", ["--policy", "{POL}", "--exec", "uid", "--exec", "traceme",
+                      "--command-uids", "2000000000-2000000003"], "ok", [], own_uid, 5),
     ("exec_loop_cap", ["--policy", "{POL}", "--exec", "true"], "ok", [], None, 15),
     # -- capability budget, sleep, kv
     ("capability_flood", ["--calls", "10"], "capability_limit", ["more than 10 capability calls"], None, 5),

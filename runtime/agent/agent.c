@@ -320,6 +320,8 @@ agent_open(struct agent *a, const char *config, bool check_only)
 	    MW_SANDBOX_POOL_NONE : (unsigned)a->cfg.idle_workers;
 	sc.queue_max = a->cfg.queue_max;
 	sc.state_dir = a->cfg.state_dir;
+	sc.command_uid_first = a->cfg.command_uid_first;
+	sc.command_uid_count = a->cfg.command_uid_count;
 	for (size_t i = 0; i < a->n_protected; i++)
 		a->protected_ptrs[i] = a->protected[i].path;
 	sc.protected_paths = a->protected_ptrs;

@@ -51,6 +51,8 @@ struct mw_agent_config {
 	uint32_t omemo_recheck_ms;	/* periodic publication re-check (0: off; default 1h) */
 	int idle_workers;		/* sandbox pool; -1: as many as parallel */
 	uint32_t reconnect_spread_ms;	/* up to this much more before the first reconnect (default 0) */
+	uint32_t command_uid_first;	/* `command_uids`: the commands' own uids */
+	uint32_t command_uid_count;	/* 0: commands run as nobody */
 	/* `failover`: servers tried after host:port, in turn */
 	char *failover_host[MW_AGENT_FAILOVER_MAX];
 	unsigned short failover_port[MW_AGENT_FAILOVER_MAX];	/* 0: the `port` setting */

@@ -28,6 +28,7 @@
 #include <openssl/crypto.h>
 
 #include "runtime/agent/agent.h"
+#include "sandbox/mw_sandbox.h"
 #include "wire/mw_wire.h"
 
 #define MAX_CONFIG_BYTES (64 * 1024)
@@ -65,7 +66,7 @@ static const char *const agent_keys[] = {
 	"parallel", "queue", "shutdown_grace", "rate_limit", "rate_burst",
 	"durability", "new_session_rate", "new_session_burst",
 	"new_session_rate_global", "new_session_burst_global", "omemo_recheck",
-	"idle_workers", "failover", "reconnect_spread", NULL
+	"idle_workers", "failover", "reconnect_spread", "command_uids", NULL
 };
 
 static int
@@ -332,6 +333,14 @@ agent_setting(struct mw_agent_config *c, const char *file, const char *k,
 	}
 	if (strcmp(k, "failover") == 0)
 		return parse_failover(c, v, why, wl);
+	if (strcmp(k, "command_uids") == 0) {
+		/* checked against parallel and the system's accounts once the
+		 * whole file is read */
+		if (mw_sandbox_command_uids_parse(v, &c->command_uid_first,
+		    &c->command_uid_count) != 0)
+			return cfail(why, wl, "command_uids: '%s' is not FIRST-LAST (two uids)", v);
+		return 0;
+	}
 	if (strcmp(k, "durability") == 0) {
 		if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
 			return cfail(why, wl, "durability is full or normal");
@@ -491,6 +500,11 @@ mw_agent_config_load(const char *path, struct mw_agent_config *c, char *err,
 			    "server on 127.0.0.1, ::1 or localhost (test servers only), not %s", path,
 			    seen_agent[key_index(agent_keys, "failover")], c->failover_host[i]),
 			    mw_agent_config_free(c), -1;
+	if (c->command_uid_count != 0 && mw_sandbox_command_uids_check(c->command_uid_first,
+	    c->command_uid_count, c->parallel, true, why, sizeof(why)) != 0)
+		return cfail(err, errlen, "%s:%u: command_uids: %s", path,
+		    seen_agent[key_index(agent_keys, "command_uids")], why),
+		    mw_agent_config_free(c), -1;
 	if (c->state_dir == NULL) {
 		char *d = strdup(c->account.db), *dir;
 

@@ -45,6 +45,9 @@ run_usage(FILE *f)
 	    "                       or ~/.local/state/moonwire)\n"
 	    "  --kv-scope NAME      kv scope for this run\n"
 	    "  --arg NAME=VALUE     an argument the program reads as args.NAME (repeatable)\n"
+	    "  --command-uids FIRST-LAST\n"
+	    "                       commands run as a uid of that unused range, not nobody\n"
+	    "                       (agent.conf command_uids)\n"
 	    "\n"
 	    "exit status: 0 ok, 1 error, 2 usage, 3 syntax error, 4 limit, 5 sandbox, 6 unavailable\n");
 }
@@ -123,7 +126,7 @@ mkdir_p(const char *path)
 
 enum {
 	OPT_POLICY = 256, OPT_PROFILE, OPT_READ, OPT_WRITE, OPT_EXEC, OPT_SYS, OPT_KV,
-	OPT_SLEEP, OPT_JSON, OPT_STATE, OPT_KVSCOPE, OPT_LIMIT, OPT_ARG,
+	OPT_SLEEP, OPT_JSON, OPT_STATE, OPT_KVSCOPE, OPT_LIMIT, OPT_ARG, OPT_CMDUIDS,
 };
 
 int
@@ -142,6 +145,7 @@ mw_cmd_run(int argc, char **argv)
 		{ "state", required_argument, NULL, OPT_STATE },
 		{ "kv-scope", required_argument, NULL, OPT_KVSCOPE },
 		{ "arg", required_argument, NULL, OPT_ARG },
+		{ "command-uids", required_argument, NULL, OPT_CMDUIDS },
 		{ "instructions", required_argument, NULL, OPT_LIMIT },
 		{ "memory", required_argument, NULL, OPT_LIMIT },
 		{ "cpu", required_argument, NULL, OPT_LIMIT },
@@ -159,6 +163,7 @@ mw_cmd_run(int argc, char **argv)
 	const char *kv_scope = "local";
 	bool json = false, want_sys = false, want_kv = false;
 	uint64_t sleep_ms = 0;
+	uint32_t cmd_uid_first = 0, cmd_uid_count = 0;
 	char *reads[64], *writes[64], *execs[64], *limit_k[32], *limit_v[32];
 	int nreads = 0, nwrites = 0, nexecs = 0, nlimits = 0;
 	int c, idx;
@@ -185,6 +190,19 @@ mw_cmd_run(int argc, char **argv)
 			}
 			break;
 		case OPT_JSON: json = true; break;
+		case OPT_CMDUIDS: {
+			char why[256] = "not FIRST-LAST (two uids)";
+
+			if (mw_sandbox_command_uids_parse(optarg, &cmd_uid_first,
+			    &cmd_uid_count) != 0 ||
+			    mw_sandbox_command_uids_check(cmd_uid_first, cmd_uid_count, 1,
+			    true, why, sizeof(why)) != 0) {
+				fprintf(stderr, "moonwire run: --command-uids %s: %s\n", optarg, why);
+				mw_job_args_free(&args);
+				return MW_EXIT_USAGE;
+			}
+			break;
+		}
 		case OPT_STATE: state = optarg; break;
 		case OPT_KVSCOPE: kv_scope = optarg; break;
 		case OPT_ARG:
@@ -308,7 +326,8 @@ mw_cmd_run(int argc, char **argv)
 	}
 
 	struct mw_sandbox_config cfg = { .parallel = 1, .pool = 1, .queue_max = 1,
-		.state_dir = statedir };
+		.state_dir = statedir, .command_uid_first = cmd_uid_first,
+		.command_uid_count = cmd_uid_count };
 	if (mw_sandbox_start(&cfg, &sb) != 0) {
 		fprintf(stderr, "moonwire run: cannot start the sandbox supervisor\n");
 		rc = MW_EXIT_UNAVAILABLE;

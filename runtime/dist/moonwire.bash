@@ -8,7 +8,7 @@ _moonwire_opts() {
 	run)
 		echo "--policy --profile --read --write --exec --sys --kv --sleep" \
 			"--instructions --memory --cpu --wall --output --program --result" \
-			"--depth --calls --write-total --json --state --kv-scope --arg --help" ;;
+			"--depth --calls --write-total --json --state --kv-scope --arg --command-uids --help" ;;
 	agent) echo "-c --check" ;;
 	send)
 		echo "-c --config --to --targets --group --max-targets -k --key --ttl" \
@@ -86,7 +86,7 @@ _moonwire() {
 		COMPREPLY=($(compgen -S = -W "instructions memory cpu wall output program result depth calls write_total" -- "$cur"))
 		compopt -o nospace 2>/dev/null
 		return 0 ;;
-	--profile|--exec|--sleep|--instructions|--memory|--cpu|--wall|--output|--program|--result|--depth|--calls|--write-total|--kv-scope|--arg|--to|--ttl|--job-id|--timeout|--audience|--at|--group|--max-targets)
+	--profile|--exec|--sleep|--instructions|--memory|--cpu|--wall|--output|--program|--result|--depth|--calls|--write-total|--kv-scope|--arg|--command-uids|--to|--ttl|--job-id|--timeout|--audience|--at|--group|--max-targets)
 		return 0 ;;
 	esac
 	if [[ "$cur" == -* ]]; then

@@ -147,6 +147,36 @@ return {host = info.hostname, cpus = info.cpus, motd = motd,
     assert lines[-1].startswith("usage: cpu "), p.stdout
 
 
+def test_command_uids_one_per_running_job(deploy):
+    """command_uids (agent.md): each running job's commands get a uid of the
+    range no other running job holds, so two jobs at once run theirs as two
+    uids; a later job takes the lowest free one again."""
+    import threading
+    d = deploy
+    first = 2000000010
+    d.agent.settings.update({"parallel": "2", "command_uids": "%d-%d" % (first, first + 1)})
+    d.agent.policy_text = d.agent.policy_text.replace(
+        "command true /bin/true\n",
+        'command true /bin/true\ncommand uidwait /bin/sh -c "id -u; sleep 1"\n').replace(
+        "  exec hello\n", "  exec hello uidwait\n")
+    d.agent.start()
+    prog = d.program("uid.lua", 'return exec.run("uidwait").stdout\n')
+    out = {}
+
+    def send(i):
+        out[i] = d.alice.send(d.agent, prog)
+
+    ts = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    uids = sorted(one(out[i][1])["values"][0] for i in range(2))
+    assert uids == ["%d\n" % first, "%d\n" % (first + 1)], out
+    p, res = d.alice.send(d.agent, prog)
+    assert one(res)["values"] == ["%d\n" % first], res
+
+
 def test_fleet_one_send_three_agents(kit):
     alice = kit.operator("alice")
     agents = [kit.agent("agent%d" % i) for i in (1, 2, 3)]

@@ -1477,6 +1477,13 @@ test_config_valid(void **state)
 	assert_int_equal(c.omemo_recheck_ms, 90000);
 	assert_int_equal(c.idle_workers, 0);
 	assert_int_equal(c.reconnect_spread_ms, 60000);
+	assert_int_equal(c.command_uid_count, 0);	/* default: nobody */
+	mw_agent_config_free(&c);
+	if (load_config(BASE_CONFIG "parallel = 3\ncommand_uids = 2000000000-2000000003\n", &c, path,
+	    sizeof(path), err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.command_uid_first, 2000000000u);
+	assert_int_equal(c.command_uid_count, 4);
 	mw_agent_config_free(&c);
 	assert_int_equal(c.n_failover, 0);
 	if (load_config(BASE_CONFIG "omemo_recheck = off\n", &c, path, sizeof(path), err,
@@ -1555,6 +1562,14 @@ test_config_errors(void **state)
 		{ BASE_CONFIG "omemo_recheck = 8d\n", 8, "omemo_recheck" },
 		{ BASE_CONFIG "idle_workers = 65\n", 8, "" },
 		{ BASE_CONFIG "reconnect_spread = 11m\n", 8, "reconnect_spread" },
+		/* commands' uids: shape, enough for parallel, no special or
+		 * taken uid (0 is root's) */
+		{ BASE_CONFIG "command_uids = 2000000000\n", 8, "not FIRST-LAST" },
+		{ BASE_CONFIG "command_uids = 2000000003-2000000000\n", 8, "not FIRST-LAST" },
+		{ BASE_CONFIG "command_uids = 2000000000-2000000000\n", 8, "1 uids for 2 jobs" },
+		{ BASE_CONFIG "command_uids = 65000-66000\n", 8, "65534 (nobody)" },
+		{ BASE_CONFIG "command_uids = 2000000000-2000002000\n", 8, "1 to 1024" },
+		{ BASE_CONFIG "command_uids = 1-4\n", 8, "uid 1 is taken by 'daemon'" },
 		{ "jid = agent@example.org\npassword = x\ndb = %D\n"
 		  "allowed_signers = /nonexistent/mw/signers\npolicy = %P\n", 4,
 		  "/nonexistent/mw/signers" },
