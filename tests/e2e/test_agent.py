@@ -320,6 +320,16 @@ def peer_result(pat, agent, timeout=20):
     return ev["body"]
 
 
+def peer_refused(d, pat, text, code):
+    """pat sends text: the answer is refusal `code`, the agent's audit line
+    names pat's device, nothing ran and the agent still serves."""
+    pat.send(d.agent.jid, text)
+    h, _ = result_body(peer_result(pat, d.agent))
+    assert h["status"] == "refused" and h["refusal"] == code, h
+    audit(d.agent, code, r"from=%s device=\d+" % re.escape(pat.jid))
+    still_serves(d)
+
+
 def _shout(jid):
     local, domain = jid.split("@")
     return local.capitalize() + "@" + domain.upper()
@@ -439,11 +449,8 @@ def test_malformed_envelope(deploy):
     d = deploy
     pat = peer_allowed(d)
     d.agent.start()
-    pat.send(d.agent.jid, "moonwire-job 1\naudience: %s\nthis is not an envelope\n" % d.agent.jid)
-    h, _ = result_body(peer_result(pat, d.agent))
-    assert h["status"] == "refused" and h["refusal"] == "malformed", h
-    audit(d.agent, "malformed", r"from=%s" % re.escape(pat.jid))
-    still_serves(d)
+    peer_refused(d, pat, "moonwire-job 1\naudience: %s\nthis is not an envelope\n" % d.agent.jid,
+                 "malformed")
 
 
 def test_unencrypted_message(deploy):
@@ -633,11 +640,7 @@ def test_interactive_off_is_not_a_job(deploy):
     d = deploy
     pat = peer_allowed(d)           # in the policy, but no interactive line
     d.agent.start()
-    pat.send(d.agent.jid, 'fs.write("%s/chat", "x")\nreturn 1' % d.out)
-    h, _ = result_body(peer_result(pat, d.agent))
-    assert h["status"] == "refused" and h["refusal"] == "not_a_job", h
-    audit(d.agent, "not_a_job", r"from=%s device=\d+" % re.escape(pat.jid))
-    still_serves(d)
+    peer_refused(d, pat, 'fs.write("%s/chat", "x")\nreturn 1' % d.out, "not_a_job")
 
 
 def test_other_envelope_version_is_refused_not_chat(deploy):
@@ -648,11 +651,7 @@ def test_other_envelope_version_is_refused_not_chat(deploy):
     pat = peer_allowed(d)
     d.agent.interactive(pat)
     d.agent.start()
-    pat.send(d.agent.jid, "moonwire-job 2\naudience: %s\n" % d.agent.jid)
-    h, _ = result_body(peer_result(pat, d.agent))
-    assert h["status"] == "refused" and h["refusal"] == "version", h
-    audit(d.agent, "version", r"from=%s device=\d+" % re.escape(pat.jid))
-    still_serves(d)
+    peer_refused(d, pat, "moonwire-job 2\naudience: %s\n" % d.agent.jid, "version")
 
 
 # ------------------------------------------------------- 5. config errors
